@@ -1,0 +1,144 @@
+"""The Corpus: one set of vectors with ids, metadata and optional thumbnails or texts.
+
+Every data source (bundled digits, user uploads, the Shapes world, diffusion h-space)
+produces a Corpus; everything downstream (index, projection, clusters, UI) consumes one.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from backends.errors import InputError
+
+
+@dataclass
+class Corpus:
+    """A named set of N vectors.
+
+    vectors: float32 array (N, D), C-contiguous, finite.
+    meta:    pandas DataFrame with N rows; column "id" (str, unique) always present,
+             other columns are metadata users can colour, search and export by.
+    images:  optional uint8 array (N, H, W, 3) of thumbnails (grey images repeated to RGB).
+    texts:   optional list of N strings shown on hover when there are no images.
+    """
+
+    name: str
+    vectors: np.ndarray
+    meta: "pandas.DataFrame"  # noqa: F821
+    images: np.ndarray | None = None
+    texts: list[str] | None = None
+    description: str = ""
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.vectors = validate_vectors(self.vectors, what=f"corpus {self.name!r}")
+        n = len(self.vectors)
+        if len(self.meta) != n:
+            raise InputError(f"corpus {self.name!r}: metadata has {len(self.meta)} rows but there are {n} vectors")
+        if "id" not in self.meta.columns:
+            self.meta.insert(0, "id", [str(i) for i in range(n)])
+        self.meta["id"] = self.meta["id"].astype(str)
+        if self.meta["id"].duplicated().any():
+            dup = self.meta["id"][self.meta["id"].duplicated()].iloc[0]
+            raise InputError(f"corpus {self.name!r}: id {dup!r} appears more than once")
+        self.meta = self.meta.reset_index(drop=True)
+        if self.images is not None:
+            if len(self.images) != n:
+                raise InputError(f"corpus {self.name!r}: {len(self.images)} images for {n} vectors")
+            if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+                raise ValueError(f"corpus images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if self.texts is not None and len(self.texts) != n:
+            raise InputError(f"corpus {self.name!r}: {len(self.texts)} texts for {n} vectors")
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the vectors (used as a cache key for projections and indexes)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(str(self.vectors.shape).encode())
+            h.update(np.ascontiguousarray(self.vectors).tobytes())
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
+
+    def metadata_columns(self) -> list[str]:
+        return [c for c in self.meta.columns if c != "id"]
+
+
+def validate_vectors(x, *, what: str = "vectors", min_rows: int = 2) -> np.ndarray:
+    """Coerce to float32 (N, D) C-contiguous and check it is usable; raise InputError if not."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise InputError(f"{what}: could not read as a numeric array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{what}: expected numbers, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        raise InputError(f"{what}: expected a 2-D array (rows × dimensions), got 1-D shape {arr.shape}")
+    if arr.ndim != 2:
+        raise InputError(f"{what}: expected a 2-D array (rows × dimensions), got shape {arr.shape}")
+    n, d = arr.shape
+    if n == 0:
+        raise InputError(f"{what}: no rows")
+    if d == 0:
+        raise InputError(f"{what}: rows have 0 dimensions")
+    if n < min_rows:
+        raise InputError(f"{what}: only {n} row; at least {min_rows} are needed to build a map")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(str(r) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
+        raise InputError(f"{what}: {len(rows)} row(s) contain NaN or Inf (rows {shown})")
+    if n > 1 and np.all(arr == arr[0]):
+        raise InputError(f"{what}: all {n} rows are identical; there is nothing to map")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------
+# Registry of corpus loaders. Adding a corpus is one function: @register_corpus("name").
+
+CorpusLoader = Callable[..., Corpus]
+_LOADERS: dict[str, tuple[CorpusLoader, str]] = {}
+
+
+def register_corpus(name: str, description: str = "") -> Callable[[CorpusLoader], CorpusLoader]:
+    """Decorator: make a loader available by name (in the UI's corpus menu and `load_corpus`)."""
+
+    def deco(fn: CorpusLoader) -> CorpusLoader:
+        _LOADERS[name] = (fn, description or (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else description)
+        return fn
+
+    return deco
+
+
+def available_corpora() -> dict[str, str]:
+    _import_builtin_loaders()
+    return {k: v[1] for k, v in _LOADERS.items()}
+
+
+def load_corpus(name: str, **kwargs) -> Corpus:
+    _import_builtin_loaders()
+    if name not in _LOADERS:
+        raise InputError(f"Unknown corpus: {name!r}. Must be one of: {', '.join(sorted(_LOADERS))}")
+    return _LOADERS[name][0](**kwargs)
+
+
+def _import_builtin_loaders() -> None:
+    import importlib
+
+    for mod in ("backends.datasets", "backends.shapes.corpus", "backends.hspace_corpus"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:  # a real missing dependency inside the module
+                raise
