@@ -31,6 +31,7 @@ class Corpus:
     images: np.ndarray | None = None
     texts: list[str] | None = None
     description: str = ""
+    notes: list[str] = field(default_factory=list)  # things the loader skipped or changed, shown to the user
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
