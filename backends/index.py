@@ -1,0 +1,155 @@
+"""FAISS vector indexes and kNN graphs, on CPU by default and on GPU where faiss-gpu sees one.
+
+Exact search (IndexFlat) below a size threshold, HNSW above it. Distances are returned in the
+metric's own units: cosine distance 1 − cos(a, b), or Euclidean (not squared) L2.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from backends.errors import InputError
+
+METRICS = ("cosine", "euclidean")
+
+
+def _faiss():
+    import faiss  # heavy-ish import, done lazily
+
+    return faiss
+
+
+def gpu_count() -> int:
+    try:
+        faiss = _faiss()
+        return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+    except Exception:
+        return 0
+
+
+def _as_f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = _as_f32(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class VectorIndex:
+    """k-nearest-neighbour search over a fixed set of vectors.
+
+    vectors: (N, D) float array. metric: "cosine" or "euclidean".
+    kind: "auto" (exact below `exact_below` rows, HNSW above), "flat" or "hnsw".
+    device: "cpu", "cuda" or "auto" (GPU when faiss-gpu and a GPU are present; the GPU index is exact).
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        *,
+        metric: str = "cosine",
+        kind: str = "auto",
+        exact_below: int = 20_000,
+        device: str = "cpu",
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 96,
+    ):
+        if metric not in METRICS:
+            raise InputError(f"metric must be one of {', '.join(METRICS)}, but is {metric!r}")
+        if kind not in ("auto", "flat", "hnsw"):
+            raise InputError(f"index kind must be auto, flat or hnsw, but is {kind!r}")
+        faiss = _faiss()
+        x = normalize_rows(vectors) if metric == "cosine" else _as_f32(vectors)
+        self.metric = metric
+        self.n, self.dim = x.shape
+        self.kind = kind if kind != "auto" else ("flat" if self.n < exact_below else "hnsw")
+        use_gpu = device in ("cuda", "auto") and gpu_count() > 0
+        if device == "cuda" and not use_gpu:
+            raise InputError("device is 'cuda' but faiss sees no GPU (is faiss-gpu installed?)")
+        self.device = "cuda" if use_gpu else "cpu"
+        inner = metric == "cosine"
+        if self.device == "cuda":
+            self.kind = "flat"  # exact search on the GPU is fast enough at these sizes
+            res = faiss.StandardGpuResources()
+            index = faiss.GpuIndexFlatIP(res, self.dim) if inner else faiss.GpuIndexFlatL2(res, self.dim)
+            self._gpu_res = res
+        elif self.kind == "flat":
+            index = faiss.IndexFlatIP(self.dim) if inner else faiss.IndexFlatL2(self.dim)
+        else:
+            mt = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
+            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, mt)
+            index.hnsw.efConstruction = ef_construction
+            index.hnsw.efSearch = ef_search
+        index.add(x)
+        self._index = index
+        self._lock = threading.Lock()  # faiss search on one index is thread-safe, efSearch setting is not
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (Q, D) → (distances (Q, k) float32, indices (Q, k) int64), nearest first."""
+        q = np.atleast_2d(_as_f32(queries))
+        if q.shape[1] != self.dim:
+            raise InputError(f"query has {q.shape[1]} dimensions but the index has {self.dim}")
+        k = int(k)
+        if k < 1:
+            raise InputError(f"k must be at least 1, but is {k}")
+        k = min(k, self.n)
+        if self.metric == "cosine":
+            q = normalize_rows(q)
+        if self.kind == "hnsw":
+            ef = self._index.hnsw.efSearch
+            if ef < k:
+                with self._lock:
+                    self._index.hnsw.efSearch = max(ef, k)
+                    sims, idx = self._index.search(q, k)
+                    self._index.hnsw.efSearch = ef
+            else:
+                sims, idx = self._index.search(q, k)
+        else:
+            sims, idx = self._index.search(q, k)
+        if self.metric == "cosine":
+            dist = 1.0 - sims
+        else:
+            dist = np.sqrt(np.maximum(sims, 0.0))
+        return dist.astype(np.float32), idx.astype(np.int64)
+
+    def knn_graph(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """kNN of every indexed vector with itself first: (indices (N, k), distances (N, k)).
+
+        The layout umap-learn expects for `precomputed_knn`.
+        """
+        dist, idx = self.search(vectors, k)
+        n = len(idx)
+        rows = np.arange(n)
+        has_self = idx == rows[:, None]
+        for r in np.flatnonzero(~has_self[:, 0]):
+            row_i, row_d = idx[r], dist[r]
+            pos = np.flatnonzero(row_i == r)
+            keep = np.ones(len(row_i), bool)
+            keep[pos[0] if len(pos) else len(row_i) - 1] = False
+            idx[r] = np.concatenate([[r], row_i[keep]])
+            dist[r] = np.concatenate([[0.0], row_d[keep]])
+        dist[:, 0] = 0.0
+        idx[idx < 0] = rows[np.nonzero(idx < 0)[0]]  # faiss pads with -1 when it finds too few
+        return idx, np.maximum(dist, 0.0)
+
+
+def brute_force_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine"):
+    """numpy reference: (distances, indices), used by tests and benchmarks."""
+    x, q = _as_f32(vectors), _as_f32(queries)
+    if metric == "cosine":
+        x, q = normalize_rows(x), normalize_rows(q)
+        d = 1.0 - q @ x.T
+    else:
+        d = (q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :]
+    idx = np.argpartition(d, kth=min(k, d.shape[1] - 1), axis=1)[:, :k]
+    part = np.take_along_axis(d, idx, 1)
+    order = np.argsort(part, axis=1)
+    idx = np.take_along_axis(idx, order, 1)
+    dd = np.take_along_axis(d, idx, 1)
+    if metric == "euclidean":
+        dd = np.sqrt(np.maximum(dd, 0))
+    return dd, idx

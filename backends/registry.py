@@ -1,0 +1,102 @@
+"""Process-wide registries: corpora, indexes and lazily loaded models, shared by all users.
+
+Per-user state lives in the UI as small keys (a corpus key, a projection key); the heavy objects
+they name live here.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import cached_property
+
+import numpy as np
+
+from backends.cache import ArtifactCache
+from backends.corpus import Corpus, available_corpora, load_corpus
+from backends.errors import InputError
+from backends.index import VectorIndex
+from backends.settings import Settings
+
+
+class Backends:
+    """Everything the UI calls into. Safe to share between threads (Gradio workers)."""
+
+    MAX_USER_CORPORA = 16  # uploaded corpora kept in memory (least recently used dropped)
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.cache = ArtifactCache(self.settings.cache_dir)
+        self._lock = threading.RLock()
+        self._corpora: dict[str, Corpus] = {}
+        self._user: OrderedDict[str, Corpus] = OrderedDict()
+        self._indexes: dict[tuple[str, str], VectorIndex] = {}
+        self._loading: dict[str, threading.Lock] = {}
+
+    # -- corpora ----------------------------------------------------------------------
+    def corpus_names(self) -> list[str]:
+        return list(available_corpora())
+
+    def corpus(self, key: str) -> Corpus:
+        """A bundled corpus by name ("digits", "shapes", …) or an uploaded one by its key."""
+        with self._lock:
+            if key in self._corpora:
+                return self._corpora[key]
+            if key in self._user:
+                self._user.move_to_end(key)
+                return self._user[key]
+            if key.startswith("upload:"):
+                raise InputError(f"uploaded corpus {key!r} is no longer loaded; upload the file again")
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per name even when several users ask at once
+            with self._lock:
+                if key in self._corpora:
+                    return self._corpora[key]
+            corpus = load_corpus(key, **self._loader_kwargs(key))
+            with self._lock:
+                self._corpora[key] = corpus
+            return corpus
+
+    def _loader_kwargs(self, key: str) -> dict:
+        return {}
+
+    def add_corpus(self, corpus: Corpus) -> str:
+        """Register a user corpus; returns its key (content-addressed, so re-uploads are free)."""
+        key = f"upload:{corpus.name}:{corpus.fingerprint[:12]}"
+        with self._lock:
+            self._user[key] = corpus
+            self._user.move_to_end(key)
+            while len(self._user) > self.MAX_USER_CORPORA:
+                old, _ = self._user.popitem(last=False)
+                for ik in [k for k in self._indexes if k[0] == old]:
+                    del self._indexes[ik]
+        return key
+
+    # -- indexes ----------------------------------------------------------------------
+    def index(self, key: str, metric: str = "cosine") -> VectorIndex:
+        corpus = self.corpus(key)
+        with self._lock:
+            ik = (key, metric)
+            if ik not in self._indexes:
+                self._indexes[ik] = VectorIndex(
+                    corpus.vectors,
+                    metric=metric,
+                    exact_below=self.settings.exact_index_below,
+                    device=self.device if self.device == "cuda" else "cpu",
+                )
+            return self._indexes[ik]
+
+    @cached_property
+    def device(self) -> str:
+        from backends.settings import resolve_device
+
+        return resolve_device(self.settings.device)
+
+    def neighbours(self, key: str, item: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of item `item` in the ORIGINAL space, excluding itself."""
+        corpus = self.corpus(key)
+        if not 0 <= item < len(corpus):
+            raise InputError(f"item index {item} is out of range for corpus of {len(corpus)} items")
+        d, i = self.index(key, metric).search(corpus.vectors[item : item + 1], k + 1)
+        d, i = d[0], i[0]
+        keep = (i != item) & (i >= 0)
+        return d[keep][:k], i[keep][:k]

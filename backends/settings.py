@@ -1,0 +1,86 @@
+"""Settings from CLI flags and environment variables, clamped, in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, but is {raw!r}") from None
+    return max(lo, min(hi, value))
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LATENT_ATLAS_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-atlas"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    data: list[str] = field(default_factory=list)  # user corpora given with --data
+    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    max_upload_mb: int = 200
+    max_points: int = 300_000
+    exact_index_below: int = 20_000  # exact FAISS search below this many vectors, HNSW above
+    annotations_db: str = ""  # SQLite path or SQLAlchemy URL; empty: <cache_dir>/annotations.sqlite
+    admin_password: str = ""
+    default_corpus: str = "digits"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        s = cls(
+            host=os.environ.get("GRADIO_SERVER_NAME", cls.host),
+            port=_env_int("PORT", _env_int("GRADIO_SERVER_PORT", cls.port, 1, 65535), 1, 65535),
+            device=os.environ.get("LATENT_ATLAS_DEVICE", cls.device),
+            max_upload_mb=_env_int("LATENT_ATLAS_MAX_UPLOAD_MB", cls.max_upload_mb, 1, 10_000),
+            annotations_db=os.environ.get("LATENT_ATLAS_ANNOTATIONS_DB", ""),
+            admin_password=os.environ.get("LATENT_ATLAS_ADMIN_PASSWORD", ""),
+            default_corpus=os.environ.get("LATENT_ATLAS_CORPUS", cls.default_corpus),
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(s, key, value)
+        s.cache_dir = Path(s.cache_dir).expanduser().resolve()
+        if s.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be one of auto, cpu, cuda, but is {s.device!r}")
+        return s
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def annotations_url(self) -> str:
+        if self.annotations_db:
+            if "://" in self.annotations_db:
+                return self.annotations_db
+            return f"sqlite:///{Path(self.annotations_db).expanduser().resolve()}"
+        return f"sqlite:///{self.cache_dir / 'annotations.sqlite'}"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'. 'cuda' without a GPU raises."""
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if device == "cuda" and not has_cuda:
+        raise ValueError("device is 'cuda' but no CUDA GPU is visible to torch; use --device cpu or auto")
+    return "cuda" if has_cuda else "cpu"
