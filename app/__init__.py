@@ -1,0 +1,1 @@
+"""Latent Atlas UI: Gradio layout and event wiring only; model code lives in `backends`."""

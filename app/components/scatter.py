@@ -1,0 +1,248 @@
+"""An interactive WebGL scatter map: gr.HTML hosting plotly.js.
+
+gr.Plot passes no clicks or lasso selections to Python; this component does, through custom
+events triggered from JavaScript:
+
+    plot = scatter_map(height=560)
+    plot.point_click(fn, inputs, outputs)      # evt._data == {"index": int, "id": str}
+    plot.points_selected(fn, inputs, outputs)  # evt._data == {"indices": [int], "ids": [str]}
+
+Its value is a JSON string made by `scatter_payload(...)`; updating the value re-renders the
+same div with Plotly.react, so listeners survive new data. Hovering shows the item's
+thumbnail (from a URL template) or its text, with no Python round trip.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+PLOTLY_JS = None  # resolved lazily: the plotly.min.js shipped inside the plotly Python package
+
+PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#ad494a", "#637939", "#7b4173", "#3182bd",
+    "#31a354", "#756bb1", "#636363", "#e6550d",
+]
+MAX_CATEGORIES = 40
+
+
+def plotly_js_path() -> Path:
+    global PLOTLY_JS
+    if PLOTLY_JS is None:
+        import plotly
+
+        PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return PLOTLY_JS
+
+
+def static_paths() -> list[str]:
+    """Paths the app must pass to gr.set_static_paths for this component to work."""
+    return [str(plotly_js_path().parent)]
+
+
+def scatter_payload(
+    xy: np.ndarray,
+    *,
+    ids: Sequence[str],
+    color: Sequence | None = None,
+    color_name: str = "",
+    hover: Sequence[str] | None = None,
+    thumb_url: str | None = None,
+    highlight: Sequence[int] | None = None,
+    selected: Sequence[int] | None = None,
+    title: str = "",
+    dragmode: str = "lasso",
+    point_size: float | None = None,
+    axis_titles: tuple[str, str] = ("", ""),
+    uirevision: str | None = None,
+) -> str:
+    """JSON for the component. thumb_url is a template with `{i}` replaced by the row index."""
+    xy = np.asarray(xy, dtype=np.float32)
+    n = len(xy)
+    payload: dict = {
+        "x": np.round(xy[:, 0].astype(float), 4).tolist(),
+        "y": np.round(xy[:, 1].astype(float), 4).tolist(),
+        "ids": [str(i) for i in ids],
+        "title": title,
+        "dragmode": dragmode,
+        "size": point_size or (7 if n < 2_000 else 5 if n < 20_000 else 3),
+        "axis": list(axis_titles),
+        "uirevision": uirevision or title,
+    }
+    if color is not None:
+        payload.update(_color_spec(np.asarray(color), color_name))
+    if hover is not None:
+        payload["hover"] = [str(h)[:300] for h in hover]
+    if thumb_url:
+        payload["thumb"] = thumb_url
+    if highlight is not None:
+        payload["highlight"] = [int(i) for i in highlight]
+    if selected is not None:
+        payload["selected"] = [int(i) for i in selected]
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def _color_spec(values: np.ndarray, name: str) -> dict:
+    numeric = np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.bool_)
+    uniq = np.unique(values.astype(str)) if not numeric else np.unique(values)
+    if numeric and len(uniq) > MAX_CATEGORIES:
+        v = values.astype(float)
+        return {"color_num": np.round(v, 5).tolist(), "color_name": name}
+    labels = values.astype(str)
+    cats, codes = np.unique(labels, return_inverse=True)
+    if len(cats) > MAX_CATEGORIES:  # many distinct strings: keep the most frequent, rest as "other"
+        counts = np.bincount(codes)
+        top = np.argsort(-counts)[: MAX_CATEGORIES - 1]
+        keep = np.zeros(len(cats), bool)
+        keep[top] = True
+        labels = np.where(keep[codes], labels, "(other)")
+        cats, codes = np.unique(labels, return_inverse=True)
+    return {"color_cat": codes.astype(int).tolist(), "categories": cats.tolist(), "color_name": name,
+            "palette": PALETTE}
+
+
+JS_ON_LOAD = r"""
+const root = element.querySelector('.la-scatter');
+const plotDiv = root.querySelector('.la-plot');
+const tip = root.querySelector('.la-tip');
+let data = null;
+let lastSelTs = 0;
+
+function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!window.__laPlotlyPromise) {
+    window.__laPlotlyPromise = new Promise((resolve, reject) => {
+      const s = document.createElement('script');
+      s.src = root.dataset.plotly;
+      s.onload = () => resolve(window.Plotly);
+      s.onerror = reject;
+      document.head.appendChild(s);
+    });
+  }
+  return window.__laPlotlyPromise;
+}
+
+function traces(d) {
+  const n = d.x.length;
+  const out = [];
+  const base = {type: 'scattergl', mode: 'markers', hoverinfo: 'none'};
+  if (d.color_cat) {
+    const groups = d.categories.map(() => []);
+    d.color_cat.forEach((c, i) => groups[c].push(i));
+    groups.forEach((idx, c) => {
+      if (!idx.length) return;
+      out.push({...base, name: String(d.categories[c]),
+        x: idx.map(i => d.x[i]), y: idx.map(i => d.y[i]), customdata: idx,
+        marker: {size: d.size, color: d.palette[c % d.palette.length], opacity: 0.8}});
+    });
+  } else {
+    const idx = Array.from({length: n}, (_, i) => i);
+    const marker = {size: d.size, opacity: 0.8, color: d.color_num || '#4c78a8'};
+    if (d.color_num) { marker.colorscale = 'Viridis'; marker.showscale = true;
+      marker.colorbar = {title: {text: d.color_name || ''}, thickness: 12}; }
+    out.push({...base, name: 'items', x: d.x, y: d.y, customdata: idx, marker, showlegend: false});
+  }
+  for (const [key, style] of [['selected', {color: 'rgba(0,0,0,0)', size: d.size + 5, line: {color: '#111', width: 1.5}}],
+                              ['highlight', {color: 'rgba(0,0,0,0)', size: d.size + 9, line: {color: '#e4002b', width: 2.5}}]]) {
+    const idx = d[key] || [];
+    if (!idx.length) continue;
+    out.push({...base, name: key, showlegend: false, x: idx.map(i => d.x[i]), y: idx.map(i => d.y[i]),
+      customdata: idx, marker: {...style, symbol: 'circle'}});
+  }
+  return out;
+}
+
+function layout(d) {
+  return {margin: {l: 30, r: 10, t: d.title ? 30 : 10, b: 30}, title: d.title ? {text: d.title, font: {size: 13}} : undefined,
+    dragmode: d.dragmode || 'lasso', hovermode: 'closest', uirevision: d.uirevision,
+    legend: {itemsizing: 'constant', title: {text: d.color_name || ''}},
+    xaxis: {title: {text: d.axis[0] || ''}, zeroline: false}, yaxis: {title: {text: d.axis[1] || ''}, zeroline: false},
+    plot_bgcolor: '#fafafa'};
+}
+
+function render() {
+  const raw = props.value;
+  if (!raw) return;
+  try { data = typeof raw === 'string' ? JSON.parse(raw) : raw; } catch (e) { return; }
+  loadPlotly().then(Plotly => {
+    Plotly.react(plotDiv, traces(data), layout(data), {responsive: true, displaylogo: false,
+      modeBarButtonsToRemove: ['toImage']});
+    if (!plotDiv.__laBound) { bind(Plotly); plotDiv.__laBound = true; }
+    root.dataset.ready = String(Date.now());
+    root.dataset.points = String(data.x.length);
+  });
+}
+
+function pointIndex(p) { return (p && p.customdata !== undefined) ? p.customdata : null; }
+
+function bind(Plotly) {
+  plotDiv.on('plotly_click', ev => {
+    const p = ev && ev.points && ev.points[0];
+    const i = pointIndex(p);
+    if (i === null || !data) return;
+    trigger('point_click', {index: i, id: data.ids[i], ts: Date.now()});
+  });
+  plotDiv.on('plotly_selected', ev => {
+    if (!ev || !ev.points || !data) return;  // a plain click in lasso mode sends an empty selection first
+    const seen = new Set();
+    ev.points.forEach(p => { const i = pointIndex(p); if (i !== null) seen.add(i); });
+    const indices = Array.from(seen).sort((a, b) => a - b);
+    lastSelTs = Date.now();
+    trigger('points_selected', {indices, ids: indices.map(i => data.ids[i]), ts: lastSelTs});
+  });
+  plotDiv.on('plotly_deselect', () => {
+    trigger('points_selected', {indices: [], ids: [], ts: Date.now()});
+  });
+  plotDiv.on('plotly_hover', ev => {
+    const p = ev && ev.points && ev.points[0];
+    const i = pointIndex(p);
+    if (i === null || !data) return;
+    let html = '';
+    if (data.thumb) html += `<img src="${data.thumb.replace('{i}', i)}" alt="">`;
+    const text = data.hover ? data.hover[i] : data.ids[i];
+    html += `<div>${String(text).replace(/[&<>]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;'}[c]))}</div>`;
+    tip.innerHTML = html;
+    const box = root.getBoundingClientRect();
+    const e = ev.event || {};
+    tip.style.left = Math.min((e.clientX || 0) - box.left + 14, box.width - 150) + 'px';
+    tip.style.top = ((e.clientY || 0) - box.top + 14) + 'px';
+    tip.style.display = 'block';
+  });
+  plotDiv.on('plotly_unhover', () => { tip.style.display = 'none'; });
+}
+
+watch('value', render);
+render();
+"""
+
+CSS = """
+.la-scatter { position: relative; width: 100%; }
+.la-scatter .la-plot { width: 100%; }
+.la-scatter .la-tip { position: absolute; display: none; pointer-events: none; z-index: 20;
+  background: white; border: 1px solid #ccc; border-radius: 4px; padding: 4px; max-width: 180px;
+  font-size: 12px; box-shadow: 0 2px 6px rgba(0,0,0,.15); }
+.la-scatter .la-tip img { width: 96px; height: 96px; image-rendering: pixelated; display: block; }
+"""
+
+
+def scatter_map(*, height: int = 560, elem_id: str | None = None, value: str | None = None, **kwargs):
+    """The component. Call inside a gr.Blocks context."""
+    import gradio as gr
+
+    src = f"/gradio_api/file={plotly_js_path()}"
+    template = (
+        f'<div class="la-scatter" data-plotly="{src}">'
+        f'<div class="la-plot" style="height:{int(height)}px"></div><div class="la-tip"></div></div>'
+    )
+    return gr.HTML(
+        value=value,
+        html_template=template,
+        css_template=CSS,
+        js_on_load=JS_ON_LOAD,
+        elem_id=elem_id,
+        min_height=height,
+        **kwargs,
+    )

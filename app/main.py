@@ -1,0 +1,44 @@
+"""create_app(settings, backends) -> gr.Blocks: composes the tabs listed in app.tabs.TABS."""
+from __future__ import annotations
+
+import importlib
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from backends.registry import Backends  # noqa: E402  (cheap: no heavy imports at module level)
+from backends.settings import Settings  # noqa: E402
+
+
+def create_app(settings: Settings | None = None, backends: Backends | None = None):
+    import gradio as gr
+
+    from app.components.scatter import static_paths
+    from app.tabs import TABS
+
+    settings = settings or (backends.settings if backends else Settings.from_env())
+    backends = backends or Backends(settings)
+    gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
+    (backends.cache.root / "thumbs").mkdir(parents=True, exist_ok=True)
+
+    with gr.Blocks(title="Latent Atlas") as demo:
+        gr.Markdown("## Latent Atlas\nExplore the latent spaces of generative and representation models.")
+        with gr.Tabs():
+            for label, tab_id, target in TABS:
+                module_name, fn_name = target.split(":")
+                build = getattr(importlib.import_module(module_name), fn_name)
+                with gr.Tab(label, id=tab_id):
+                    build(backends)
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def launch_kwargs(settings: Settings) -> dict:
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "share": settings.share,
+        "max_file_size": settings.max_upload_bytes,
+        "allowed_paths": [],
+        "show_error": True,
+    }

@@ -1,0 +1,6 @@
+"""One module per tab, each exposing build_<tab>(backends). The order here is the order shown."""
+
+TABS: list[tuple[str, str, str]] = [
+    # (label, id, "module:function")
+    ("Atlas", "atlas", "app.tabs.atlas:build_atlas"),
+]

@@ -1,0 +1,58 @@
+"""Latent Atlas: `python launch.py [--host H] [--port P] [--data PATH] ...` starts the app.
+
+`--help` answers without importing torch, gradio or any model code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Latent Atlas: explore the latent spaces of generative models in a browser.",
+    )
+    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or $PORT / $GRADIO_SERVER_PORT)")
+    p.add_argument("--share", action="store_true", help="create a public Gradio share link")
+    p.add_argument("--data", action="append", default=None, metavar="PATH",
+                   help="a user corpus to open (npy, parquet, csv, vectors.tsv, zip or folder of images); repeatable")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="where models and FAISS run (default auto: GPU when present)")
+    p.add_argument("--cache-dir", default=None, help="where computed projections and indexes are kept "
+                   "(default ~/.cache/latent-atlas, or $LATENT_ATLAS_CACHE)")
+    p.add_argument("--corpus", default=None, help="corpus shown first (default digits)")
+    p.add_argument("--max-upload-mb", type=int, default=None, help="largest accepted upload in MB (default 200)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from backends.settings import Settings
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, share=args.share or None, data=args.data,
+        device=args.device, cache_dir=args.cache_dir, default_corpus=args.corpus,
+        max_upload_mb=args.max_upload_mb,
+    )
+    from app.main import create_app, launch_kwargs
+    from backends.registry import Backends
+
+    backends = Backends(settings)
+    for path in settings.data:
+        try:
+            key = backends.add_path(path)
+            print(f"loaded {path} as {key}", flush=True)
+        except Exception as exc:  # a bad --data file is reported, the app still starts
+            print(f"could not load --data {path}: {exc}", file=sys.stderr, flush=True)
+    demo = create_app(settings, backends)
+    demo.launch(**launch_kwargs(settings))
+
+
+if __name__ == "__main__":
+    main()
