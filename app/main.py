@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
     (backends.cache.root / "thumbs").mkdir(parents=True, exist_ok=True)
 
-    with gr.Blocks(title="Latent Atlas") as demo:
+    with gr.Blocks(title="Latent Atlas", fill_width=True) as demo:
         gr.Markdown("## Latent Atlas\nExplore the latent spaces of generative and representation models.")
         with gr.Tabs():
             for label, tab_id, target in TABS:

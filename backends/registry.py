@@ -100,3 +100,50 @@ class Backends:
         d, i = d[0], i[0]
         keep = (i != item) & (i >= 0)
         return d[keep][:k], i[keep][:k]
+
+    # -- uploads ----------------------------------------------------------------------
+    def image_embedder(self):
+        """The active image encoder for image uploads (None: the loaders' downsampled pixels)."""
+        return None
+
+    def add_path(self, path: str | list[str]) -> str:
+        """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv)."""
+        from backends import datasets
+
+        paths = [path] if isinstance(path, str) else list(path)
+        kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder())
+        corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
+        if len(corpus) > self.settings.max_points:
+            raise InputError(f"{corpus.name}: {len(corpus):,} rows; this server maps at most {self.settings.max_points:,}")
+        return self.add_corpus(corpus)
+
+    # -- maps and thumbnails ------------------------------------------------------------
+    def projection(self, key: str, params, progress=None) -> np.ndarray:
+        from backends.projection import project
+
+        corpus = self.corpus(key)
+        return project(corpus.vectors, params, cache=self.cache, fingerprint=corpus.fingerprint,
+                       progress=progress, exact_below=self.settings.exact_index_below)
+
+    def thumbnail_dir(self, key: str):
+        """PNG thumbnails of a corpus with images, written once to the cache: <dir>/<row>.png."""
+        corpus = self.corpus(key)
+        if corpus.images is None:
+            return None
+        d = self.cache.root / "thumbs" / corpus.fingerprint
+        done = d / ".complete"
+        if done.exists():
+            return d
+        with self.cache.lock("thumbs", corpus.fingerprint):
+            if not done.exists():
+                from PIL import Image
+
+                d.mkdir(parents=True, exist_ok=True)
+                for i, img in enumerate(corpus.images):
+                    Image.fromarray(img).save(d / f"{i}.png", compress_level=1)
+                done.touch()
+        return d
+
+    def user_corpus_keys(self) -> list[str]:
+        with self._lock:
+            return list(reversed(self._user))

@@ -156,7 +156,7 @@ function traces(d) {
 }
 
 function layout(d) {
-  return {margin: {l: 30, r: 10, t: d.title ? 30 : 10, b: 30}, title: d.title ? {text: d.title, font: {size: 13}} : undefined,
+  return {margin: {l: 30, r: 10, t: d.title ? 44 : 10, b: 30}, title: d.title ? {text: d.title, font: {size: 13}, x: 0.01, xanchor: 'left', y: 0.99, yanchor: 'top'} : undefined,
     dragmode: d.dragmode || 'lasso', hovermode: 'closest', uirevision: d.uirevision,
     legend: {itemsizing: 'constant', title: {text: d.color_name || ''}},
     xaxis: {title: {text: d.axis[0] || ''}, zeroline: false}, yaxis: {title: {text: d.axis[1] || ''}, zeroline: false},
