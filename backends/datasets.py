@@ -274,7 +274,8 @@ def _read_vector_file(p: Path, *, max_bytes: int, image_embedder, name: str) -> 
         if kind == "parquet":
             return _parts_from_table(_read_parquet(data, fname, max_bytes=max_bytes), fname, notes, csv=False)
         if kind == "csv":
-            return _parts_from_table(_read_csv(data, fname, notes), fname, notes, csv=True)
+            df, first_line = _read_csv(data, fname, notes)
+            return _parts_from_table(df, fname, notes, csv=True, first_line=first_line)
         if kind == "tsv":
             vectors = _vectors_from_tsv(data, fname)
             return _Parts(vectors, _empty_meta(len(vectors)), notes)
@@ -389,17 +390,27 @@ def _read_parquet(data: bytes, fname: str, *, max_bytes: int):
 
 
 def _read_csv(data: bytes, fname: str, notes: list[str]):
+    """Returns (table, the file's line number of row 0)."""
     import pandas as pd
 
+    sep = ","
     df = pd.read_csv(io.BytesIO(data), encoding_errors="replace")
+    if len(df.columns) == 1:  # maybe another delimiter (spreadsheets in some locales write ';')
+        header = str(df.columns[0])
+        other = next((d for d in (";", "\t", "|") if d in header), None)
+        if other:
+            sep = other
+            df = pd.read_csv(io.BytesIO(data), sep=sep, encoding_errors="replace")
+            notes.append(f"{fname}: columns separated by {sep!r}, not commas")
     if len(df.columns) and all(_is_number(str(c)) for c in df.columns):
-        df = pd.read_csv(io.BytesIO(data), header=None, encoding_errors="replace")
+        df = pd.read_csv(io.BytesIO(data), sep=sep, header=None, encoding_errors="replace")
         df.columns = [f"d{i}" for i in range(len(df.columns))]
         notes.append(f"{fname} has no header row: all {len(df.columns)} columns read as values")
-    return df
+        return df, 1
+    return df, 2
 
 
-def _parts_from_table(df, fname: str, notes: list[str], *, csv: bool) -> _Parts:
+def _parts_from_table(df, fname: str, notes: list[str], *, csv: bool, first_line: int = 2) -> _Parts:
     """Vectors from a vector column, or from all numeric columns; the rest is metadata."""
     import pandas as pd
 
@@ -407,7 +418,7 @@ def _parts_from_table(df, fname: str, notes: list[str], *, csv: bool) -> _Parts:
         raise InputError(f"{fname}: no columns")
     if len(df) == 0:
         raise InputError(f"{fname}: no rows (only a header)")
-    row_name = (lambda i: f"line {i + 2}") if csv else (lambda i: f"row {i}")
+    row_name = (lambda i: f"line {i + first_line}") if csv else (lambda i: f"row {i}")
     lower = {str(c).lower(): c for c in df.columns}
 
     vec_col = next((lower[n] for n in VECTOR_COLUMN_NAMES if n in lower), None)
@@ -732,7 +743,12 @@ def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: 
             non_images.append(relname)
             continue
         try:
-            im, (w, h) = _decode_image(read())
+            data = read()
+        except Exception as exc:  # a corrupt member (bad CRC, encrypted, unsupported compression)
+            undecodable.append(f"{relname} (could not read: {_short(exc, 80)})")
+            continue
+        try:
+            im, (w, h) = _decode_image(data)
         except _Skip as exc:
             undecodable.append(f"{relname} ({exc})")
             continue

@@ -420,3 +420,34 @@ def test_export_bad_arguments(tmp_path):
         ds.export_rows(c, [5000], xy, "csv", tmp_path / "a.csv")
     with pytest.raises(InputError, match="xy has 3 rows"):
         ds.export_rows(c, [0, 1], xy[:3], "csv", tmp_path / "a.csv")
+
+
+def test_npz_skips_pickled_members(tmp_path):
+    np.savez(tmp_path / "a.npz", objs=np.array([{"a": 1}, None], dtype=object), emb=vectors(4, 2))
+    c = load(tmp_path / "a.npz")
+    assert c.vectors.shape == (4, 2) and any("'objs'" in n and "pickle" in n for n in c.notes)
+    np.savez(tmp_path / "b.npz", objs=np.array([{"a": 1}, None], dtype=object))
+    bad(tmp_path / "b.npz", "no numeric 2-D array")
+
+
+def test_csv_semicolons_and_headerless_line_numbers(tmp_path):
+    (tmp_path / "s.csv").write_text("a;b;name\n1;2;x\n3;5;y\n")
+    c = load(tmp_path / "s.csv")
+    assert c.vectors.shape == (2, 2) and list(c.meta["name"]) == ["x", "y"]
+    lines = [f"{i}.0,{i}.5" for i in range(20)]
+    lines[9] = "9.0,oops"
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    bad(tmp_path / "h.csv", r"line 10: 'oops' is not a number")
+
+
+def test_corrupt_zip_member_is_skipped(tmp_path):
+    p = write_zip(tmp_path / "z.zip", {"a.png": png_bytes((255, 0, 0)), "b.png": png_bytes((0, 255, 0)),
+                                       "c.png": png_bytes((0, 0, 255))})
+    raw = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo("c.png")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + 20] ^= 0xFF  # corrupt c.png's stored bytes: bad CRC
+    p.write_bytes(bytes(raw))
+    c = load(p)
+    assert len(c) == 2 and "c.png" in " ".join(c.notes)
