@@ -123,7 +123,8 @@ def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = 
         return _images_corpus(items, source=f"{len(paths)} image files", notes=[], image_embedder=image_embedder,
                               name=name or "images")
 
-    meta_paths = [p for p in paths if _looks_like_metadata(p)]
+    # a lone CSV is read as vectors whatever its name; a lone metadata.tsv is an error below
+    meta_paths = [p for p in paths if _looks_like_metadata(p) and (len(paths) > 1 or p.suffix.lower() == ".tsv")]
     vec_paths = [p for p in paths if p not in meta_paths]
     if not vec_paths:
         raise InputError(
@@ -143,7 +144,7 @@ def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = 
     parts = _read_vector_file(vp, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
     if isinstance(parts, Corpus):  # images
         if meta_paths:
-            raise InputError(f"{meta_paths[0].name}: metadata files cannot be combined with images")
+            raise InputError(f"{meta_paths[0].name}: a metadata file cannot be combined with a .zip or images")
         return parts
     if meta_paths:
         mp = meta_paths[0]

@@ -451,3 +451,14 @@ def test_corrupt_zip_member_is_skipped(tmp_path):
     p.write_bytes(bytes(raw))
     c = load(p)
     assert len(c) == 2 and "c.png" in " ".join(c.notes)
+
+
+def test_lone_csv_with_meta_in_its_name_is_read_as_vectors(tmp_path):
+    pd.DataFrame(vectors(4, 3), columns=list("abc")).to_csv(tmp_path / "metadata_and_vectors.csv", index=False)
+    assert load(tmp_path / "metadata_and_vectors.csv").vectors.shape == (4, 3)
+
+
+def test_zipped_projector_files(tmp_path):
+    v = "\n".join("\t".join(str(x) for x in r) for r in vectors(3, 2))
+    c = load(write_zip(tmp_path / "proj.zip", {"export/vectors.tsv": v.encode(), "export/metadata.tsv": b"a\nb\nc\n"}))
+    assert c.vectors.shape == (3, 2) and list(c.meta["label"]) == ["a", "b", "c"]
