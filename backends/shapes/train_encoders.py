@@ -1,0 +1,160 @@
+"""Train the contrastive image encoders: python -m backends.shapes.train encoders [--only shapes-cnn] ...
+
+Data: a pool of train-split scenes (half single-object, half 1-3 objects) rendered at 32x32, each
+with two captions of varied wording embedded once by the frozen MiniLM (cached in
+runs/encoders/pool_*.npz). Loss: symmetric InfoNCE between image embeddings and projected caption
+embeddings with a learned temperature (CLIP). Each step picks one of the two captions per image.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from backends.shapes import scenes
+from backends.shapes.encoders import CONFIGS, EncoderConfig, ImageEncoder, build_model, preprocess, save_encoder, weights_path
+from backends.shapes.train import common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
+
+
+def build_pool(n: int, *, seed: int, split: str = "train", size: int = 32, captions_per_scene: int = 2,
+               cache_dir: Path | None = None, verbose: bool = True) -> dict[str, np.ndarray]:
+    """images uint8 (n, size, size, 3) and text float16 (n, captions_per_scene, 384); cached as .npz."""
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"pool_{split}_{n}_{seed}_{size}_{captions_per_scene}.npz"
+        if cache.exists():
+            with np.load(cache, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    from backends.shapes.text import get_text_encoder
+
+    half = n // 2
+    b1 = scenes.make_batch(half, seed=seed, split=split, size=size, single=True)
+    b2 = scenes.make_batch(n - half, seed=seed + 1, split=split, size=size)
+    images = np.concatenate([b1.images, b2.images])
+    specs = b1.specs + b2.specs
+    caps = [b1.captions + b2.captions]
+    rng = np.random.default_rng([seed, 77])
+    for _ in range(captions_per_scene - 1):
+        caps.append([scenes.caption(s, rng) for s in specs])
+    enc = get_text_encoder()
+    flat = [c for cs in caps for c in cs]
+    vecs = []
+    step = 2048
+    for s in range(0, len(flat), step):
+        vecs.append(enc.encode_pooled(flat[s: s + step]))
+        if verbose:
+            print(f"  embedded {min(s + step, len(flat))}/{len(flat)} captions", flush=True)
+    text = np.concatenate(vecs).reshape(captions_per_scene, n, -1).transpose(1, 0, 2).astype(np.float16)
+    pool = {"images": images, "text": text}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **pool)
+        tmp.replace(cache)
+    return pool
+
+
+def clip_loss(img, txt, logit_scale):
+    import torch
+    import torch.nn.functional as F
+
+    img = F.normalize(img, dim=-1)
+    txt = F.normalize(txt, dim=-1)
+    logits = logit_scale.clamp(max=math.log(100)).exp() * img @ txt.T
+    target = torch.arange(len(img))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def train_one(name: str, args, pool: dict, val_seed: int = 0) -> dict:
+    import torch
+
+    from backends.shapes.eval import eval_encoder
+    from backends.shapes.train_judge import augment
+
+    base = CONFIGS[name]
+    cfg = EncoderConfig.from_json(base.to_json())
+    seed = cfg.seed + 1000 * args.seed
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    run = run_dir_for(args, f"encoder_{cfg.arch}")
+    warmup = min(150, max(1, args.steps // 10))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, args.steps - warmup)
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+    start = 0
+    if args.resume and (ck := run.load()) is not None:
+        start, tensors, state = ck
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_optimizer(opt, tensors, state["optimizer"])
+        print(f"resumed {name} at step {start}")
+
+    images, text = pool["images"], pool["text"]
+    n = len(images)
+    bar = progress(args.steps, start, name, args.no_progress)
+    ema = None
+    for step in range(start, args.steps):
+        model.train()
+        rng = np.random.default_rng([seed, step])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        idx = rng.choice(n, size=min(args.batch, n), replace=False)
+        which = rng.integers(text.shape[1], size=len(idx))
+        x = augment(preprocess(images[idx], cfg.res), rng)
+        t = torch.from_numpy(text[idx, which].astype(np.float32))
+        loss = clip_loss(model.image(x), model.text(t), model.logit_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            k = min(500, args.eval_n)
+            m = eval_encoder(ImageEncoder(cfg, model.eval()), n_gallery=k, n_single=k, seed=val_seed, split="val")
+            run.log(done, loss=round(ema, 4), lr=lr_at(step), temperature=float(1 / model.logit_scale.detach().exp()), **m)
+            bar.write(f"{name} step {done}: loss={ema:.3f} " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
+        if done % args.ckpt_every == 0 or done == args.steps:
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            ot, ometa = optimizer_tensors(opt)
+            tensors.update(ot)
+            run.save(done, tensors, {"optimizer": ometa, "seed": args.seed, "steps": args.steps})
+    bar.close()
+    model.eval()
+    m = eval_encoder(ImageEncoder(cfg, model), n_gallery=args.eval_n, n_single=args.eval_n, seed=val_seed, split="val")
+    cfg.metrics = {**m, "eval": "val split"}
+    cfg.trained_steps = args.steps
+    out = weights_path(name, args.out)
+    save_encoder(out, cfg, model)
+    print(f"{name}: wrote {out} ({out.stat().st_size / 1e6:.2f} MB) after {run.elapsed():.0f} s; " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common_parser("python -m backends.shapes.train encoders", steps=2500, batch=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-n", type=int, default=1000, help="held-out images for the final evaluation (periodic ones use fewer)")
+    p.add_argument("--only", choices=tuple(CONFIGS), default=None, help="train one encoder only")
+    p.add_argument("--pool", type=int, default=24000, help="number of training scenes (embedded once, cached)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pool_dir = run_dir_for(args, "encoders").path
+    print(f"building the training pool ({args.pool} scenes; cached in {pool_dir})", flush=True)
+    pool = build_pool(args.pool, seed=args.seed, split="train", cache_dir=pool_dir)
+    for name in ([args.only] if args.only else CONFIGS):
+        train_one(name, args, pool)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
