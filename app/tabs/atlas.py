@@ -6,7 +6,7 @@ the backend's store, "axes": axis titles, "highlight": [...], "selected": [...]}
 """
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData
 
 from backends.cache import content_key
 from backends.errors import InputError
@@ -178,6 +179,18 @@ class AtlasService:
         else:
             df.to_json(out, orient="records", lines=True, force_ascii=False)
         return str(out)
+
+
+def _uploaded_path(file) -> str:
+    """The server-side path of an upload, refusing paths outside Gradio's upload folder."""
+    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+    if not path:
+        raise InputError("file: nothing was uploaded")
+    upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    resolved = Path(path).resolve()
+    if upload_root not in resolved.parents:
+        raise InputError("file: only files uploaded to this server can be opened")
+    return str(resolved)
 
 
 def _plain(v):
@@ -414,9 +427,9 @@ def _register_api(svc: AtlasService, guard):
         """Corpora that can be opened: bundled names and this server's uploads."""
         return svc.b.user_corpus_keys() + svc.b.corpus_names()
 
-    def atlas_upload(path: str) -> str:
-        """Load a corpus file already on the server (from gradio_client: handle_file(...)); returns its key."""
-        return svc.b.add_path(path)
+    def atlas_upload(file: FileData) -> str:
+        """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by."""
+        return svc.b.add_path(_uploaded_path(file))
 
     def atlas_project(corpus: str, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine") -> dict:
@@ -446,11 +459,11 @@ def _register_api(svc: AtlasService, guard):
         return {"ids": svc.b.corpus(corpus).meta["id"].tolist(), "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
                 "axes": view["axes"]}
 
-    def atlas_export(corpus: str, item_ids: list[str], fmt: str = "csv", method: str = "umap") -> str:
+    def atlas_export(corpus: str, item_ids: list[str], fmt: str = "csv", method: str = "umap") -> FileData:
         """Export items (id, metadata, 2-D coordinates of the default map) as csv, parquet or jsonl."""
         view = svc.project(corpus, method, 15, 0.1, "cosine")
         idx = [svc.item_index(corpus, i) for i in item_ids]
-        return svc.export(view, idx, fmt)
+        return FileData(path=svc.export(view, idx, fmt))
 
     for fn in (atlas_corpora, atlas_upload, atlas_project, atlas_neighbours, atlas_search, atlas_more_like_this,
                atlas_custom_axes, atlas_export):

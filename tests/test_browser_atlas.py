@@ -1,0 +1,50 @@
+"""The Atlas in a real browser (Playwright driving Debian's Chromium)."""
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+POINT_POSITION = """(i) => { const d = document.querySelector('#atlas-map .la-plot'); const fl = d._fullLayout;
+  const tr = d._fullData[0]; const r = d.querySelector('.nsewdrag').getBoundingClientRect();
+  return [r.left + fl.xaxis.l2p(tr.x[i]), r.top + fl.yaxis.l2p(tr.y[i])]; }"""
+
+
+@pytest.fixture
+def page(atlas_app, browser):
+    url, _ = atlas_app
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    p = ctx.new_page()
+    p.goto(url)
+    p.wait_for_selector("#atlas-map .la-scatter[data-ready]", timeout=180_000)
+    yield p
+    ctx.close()
+
+
+def test_map_shows_every_digit_and_click_fills_neighbour_gallery(page):
+    assert page.get_attribute("#atlas-map .la-scatter", "data-points") == "1797"
+    x, y = page.evaluate(POINT_POSITION, 0)
+    page.mouse.move(x, y)
+    page.wait_for_selector("#atlas-map .la-tip img", state="visible", timeout=10_000)  # hover thumbnail
+    page.mouse.click(x, y)
+    page.wait_for_selector("#atlas-neighbours img", timeout=60_000)
+    time.sleep(0.5)
+    assert page.locator("#atlas-neighbours img").count() >= 10
+    clicked = page.input_value("#atlas-item-id textarea")
+    assert clicked.startswith("digit-")
+    table = page.inner_text("#atlas-neighbours-table")
+    assert "distance" in table
+
+
+def test_lasso_selection_lists_the_selected_items(page):
+    box = page.locator("#atlas-map .nsewdrag").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.mouse.down()
+    for px, py in [(box["width"] - 5, 5), (box["width"] - 5, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
+        page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('selected')",
+                           timeout=60_000)
+    text = page.inner_text("#atlas-selection")
+    count = int(text.split()[0].replace(",", ""))
+    assert count > 1000, text  # a lasso around the whole plot area takes most points
