@@ -166,19 +166,12 @@ class AtlasService:
         return df.reset_index(drop=True) if len(idx) else pd.DataFrame(columns=list(corpus.meta.columns) + ["x", "y"])
 
     def export(self, view: dict, indices: list[int], fmt: str) -> str:
-        if fmt not in EXPORT_FORMATS:
-            raise InputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, but is {fmt!r}")
+        from backends.datasets import export_rows
+
         if not indices:
             raise InputError("nothing is selected: draw a lasso or box on the map first, or search")
-        df = self.rows(view, indices)
-        out = Path(tempfile.mkdtemp(prefix="atlas-export-")) / f"{self.b.corpus(view['corpus']).name}-selection.{fmt}"
-        if fmt == "csv":
-            df.to_csv(out, index=False)
-        elif fmt == "parquet":
-            df.to_parquet(out, index=False)
-        else:
-            df.to_json(out, orient="records", lines=True, force_ascii=False)
-        return str(out)
+        out_dir = tempfile.mkdtemp(prefix="atlas-export-")
+        return export_rows(self.b.corpus(view["corpus"]), indices, self._xy(view), fmt, out_dir)
 
 
 def _uploaded_path(file) -> str:
