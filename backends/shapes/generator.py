@@ -1,0 +1,328 @@
+"""The Shapes generator: a small diffusers UNet on an exact pixel-unshuffle latent.
+
+Parts (the same slots as Stable Diffusion, so pipelines and hooks are shared):
+
+- ``PixelUnshuffleCodec`` (the "VAE" slot): 64x64x3 images in [-1, 1] <-> 16x16x48 latents by
+  space-to-depth. A pure permutation of the pixels, so ``decode(encode(x)) == x`` exactly.
+- ``UNet2DConditionModel`` from diffusers: cross-attention on MiniLM token states at the 8x8
+  and 4x4 levels and in the mid block; the pooled prompt vector (mean of the token states,
+  L2-normalised) enters through the class-embedding slot (added to the time embedding).
+- ``SpatioTextualMap`` (SpaText): per region, a learned linear map of the region prompt's pooled
+  MiniLM vector (384 -> c), painted onto the region's pixels at latent resolution; zeros outside
+  every region. Concatenated to the latent as extra UNet input channels.
+- ``DDIMScheduler``: x0 ("sample") prediction, cosine schedule, "trailing" timestep spacing.
+
+    gen = load_generator()              # from assets/shapes/generator.{safetensors,json}
+    gen.unet, gen.spatext, gen.codec, gen.config, gen.make_scheduler()
+
+Heavy imports (torch, diffusers) happen inside functions; importing this module is cheap.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
+WEIGHTS = ASSETS / "generator.safetensors"
+CONFIG = ASSETS / "generator.json"
+
+
+@dataclass
+class GeneratorConfig:
+    image_size: int = 64
+    patch: int = 4  # pixel-unshuffle factor: latent is (3*patch^2, image_size/patch, image_size/patch)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    layers_per_block: int = 1
+    head_dim: int = 32  # channels per attention head
+    norm_num_groups: int = 8
+    text_dim: int = 384
+    max_tokens: int = 24  # MiniLM token states the UNet cross-attends to
+    spatext_channels: int = 16
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "sample"
+    # defaults the pipeline uses (measured; see eval_generator)
+    guidance_scale: float = 4.0
+    num_inference_steps: int = 20
+    trained_steps: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.patch * self.patch
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.patch
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["block_out_channels"] = list(self.block_out_channels)
+        d["down_block_types"] = list(self.down_block_types)
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GeneratorConfig":
+        d = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        d = {k: v for k, v in d.items() if k in known}
+        for k in ("block_out_channels", "down_block_types"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# Latent codec (the VAE slot)
+
+class PixelUnshuffleCodec:
+    """Exact, invertible space-to-depth codec. No parameters.
+
+    encode: float tensor (B, 3, H, W) in [-1, 1] -> (B, 3*p*p, H/p, W/p)
+    decode: the inverse permutation.
+    Mirrors the bits of ``AutoencoderKL`` a pipeline uses: ``config.scaling_factor``,
+    ``encode`` / ``decode``.
+    """
+
+    class _Cfg:
+        def __init__(self, patch: int):
+            self.scaling_factor = 1.0
+            self.patch = patch
+            self.latent_channels = 3 * patch * patch
+
+    def __init__(self, patch: int = 4):
+        if patch < 1:
+            raise ValueError(f"patch must be at least 1, but is {patch}")
+        self.patch = patch
+        self.config = self._Cfg(patch)
+
+    def encode(self, images):
+        import torch.nn.functional as F
+
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), but have shape {tuple(images.shape)}")
+        if images.shape[-1] % self.patch or images.shape[-2] % self.patch:
+            raise ValueError(f"image side must be a multiple of {self.patch}, but is {tuple(images.shape[-2:])}")
+        return F.pixel_unshuffle(images, self.patch)
+
+    def decode(self, latents):
+        import torch.nn.functional as F
+
+        if latents.ndim != 4 or latents.shape[1] != self.config.latent_channels:
+            raise ValueError(f"latents must be (B, {self.config.latent_channels}, h, w), but have shape {tuple(latents.shape)}")
+        return F.pixel_shuffle(latents, self.patch)
+
+    @staticmethod
+    def images_to_tensor(images: np.ndarray):
+        """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+        return x / 127.5 - 1.0
+
+    @staticmethod
+    def tensor_to_images(x) -> np.ndarray:
+        """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+        x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(dtype=__import__("torch").uint8)
+        return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------
+# Text helpers and the spatio-textual map
+
+def pool_states(states, mask):
+    """Mean of the token states over the mask, L2-normalised: (B, L, D), (B, L) -> (B, D).
+
+    For prompts within max_tokens this equals MiniLM's sentence vector (mean pooling + L2).
+    """
+    import torch
+
+    m = mask.to(states.dtype).unsqueeze(-1)
+    v = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(v, dim=-1)
+
+
+def _spatext_module():
+    import torch
+    from torch import nn
+
+    class SpatioTextualMap(nn.Module):
+        """SpaText map: regions' pooled text vectors, projected (D -> c) and painted on their masks.
+
+        forward(masks, embeds, size): masks float (B, R, H, W) in [0, 1] at any resolution
+        (area-resized to size x size), embeds (B, R, D) -> (B, c, size, size). Zeros outside
+        every region; where regions overlap their contributions add, weighted by coverage.
+        """
+
+        def __init__(self, text_dim: int = 384, channels: int = 16):
+            super().__init__()
+            self.proj = nn.Linear(text_dim, channels)
+            self.channels = channels
+
+        def forward(self, masks, embeds, size: int):
+            b = masks.shape[0]
+            if masks.shape[1] == 0:
+                return masks.new_zeros(b, self.channels, size, size)
+            m = masks.float()
+            if m.shape[-1] != size or m.shape[-2] != size:
+                m = torch.nn.functional.adaptive_avg_pool2d(m, size)
+            v = self.proj(embeds.float())  # (B, R, c)
+            return torch.einsum("brhw,brc->bchw", m, v)
+
+        def zeros(self, batch: int, size: int, like=None):
+            import torch
+
+            return torch.zeros(batch, self.channels, size, size) if like is None else like.new_zeros(batch, self.channels, size, size)
+
+    return SpatioTextualMap
+
+
+def build_spatext(cfg: GeneratorConfig):
+    return _spatext_module()(cfg.text_dim, cfg.spatext_channels)
+
+
+def build_unet(cfg: GeneratorConfig):
+    """The UNet2DConditionModel for a config (random weights)."""
+    from diffusers import UNet2DConditionModel
+
+    up = {"DownBlock2D": "UpBlock2D", "CrossAttnDownBlock2D": "CrossAttnUpBlock2D"}
+    return UNet2DConditionModel(
+        sample_size=cfg.latent_size,
+        in_channels=cfg.latent_channels + cfg.spatext_channels,
+        out_channels=cfg.latent_channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        down_block_types=tuple(cfg.down_block_types),
+        up_block_types=tuple(up[b] for b in reversed(cfg.down_block_types)),
+        layers_per_block=cfg.layers_per_block,
+        # diffusers' `attention_head_dim` is the number of heads per block (a known naming issue)
+        attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.block_out_channels),
+        norm_num_groups=cfg.norm_num_groups,
+        cross_attention_dim=cfg.text_dim,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=cfg.text_dim,
+    )
+
+
+def make_scheduler(cfg: GeneratorConfig):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        clip_sample=True,
+        clip_sample_range=1.0,
+        set_alpha_to_one=True,
+        timestep_spacing="trailing",
+    )
+
+
+@dataclass
+class ShapesGenerator:
+    """The trained parts, ready for ``backends.diffusion.LatentDiffusionPipeline``."""
+
+    config: GeneratorConfig
+    unet: object
+    spatext: object
+    codec: PixelUnshuffleCodec
+
+    def make_scheduler(self):
+        return make_scheduler(self.config)
+
+
+def build_generator(cfg: GeneratorConfig | None = None, seed: int = 0) -> ShapesGenerator:
+    import torch
+
+    cfg = cfg or GeneratorConfig()
+    torch.manual_seed(seed)
+    return ShapesGenerator(cfg, build_unet(cfg), build_spatext(cfg), PixelUnshuffleCodec(cfg.patch))
+
+
+def generator_state_dict(gen: ShapesGenerator) -> dict:
+    sd = {f"unet.{k}": v for k, v in gen.unet.state_dict().items()}
+    sd.update({f"spatext.{k}": v for k, v in gen.spatext.state_dict().items()})
+    return sd
+
+
+def load_generator_state(gen: ShapesGenerator, tensors: dict) -> None:
+    unet = {k[5:]: v.float() for k, v in tensors.items() if k.startswith("unet.")}
+    spt = {k[8:]: v.float() for k, v in tensors.items() if k.startswith("spatext.")}
+    gen.unet.load_state_dict(unet)
+    gen.spatext.load_state_dict(spt)
+
+
+def save_generator(gen: ShapesGenerator, path: str | Path = WEIGHTS, *, half: bool = True) -> None:
+    """Write <path> (safetensors, fp16 by default) and the JSON config next to it, atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.detach().to(torch.float16) if half and v.is_floating_point() else v.detach()).contiguous().cpu()
+          for k, v in generator_state_dict(gen).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp), metadata={"format": "pt", "config": gen.config.to_json()})
+    tmp.replace(path)
+    jtmp = path.with_suffix(".json.tmp")
+    jtmp.write_text(gen.config.to_json())
+    jtmp.replace(path.with_suffix(".json"))
+
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def load_generator(path: str | Path | None = None, device: str = "cpu") -> ShapesGenerator:
+    """Load the shipped generator (cached per path and device). Raises FileNotFoundError with a hint."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else WEIGHTS
+    key = (str(path.resolve()), str(device))
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        if not path.exists():
+            raise FileNotFoundError(f"generator weights not found at {path}; train them with "
+                                    "`python -m backends.shapes.train generator`")
+        cfg_path = path.with_suffix(".json")
+        cfg = GeneratorConfig.from_json(cfg_path.read_text()) if cfg_path.exists() else GeneratorConfig()
+        gen = build_generator(cfg)
+        load_generator_state(gen, load_file(str(path)))
+        gen.unet.to(device).eval()
+        gen.spatext.to(device).eval()
+        for p in list(gen.unet.parameters()) + list(gen.spatext.parameters()):
+            p.requires_grad_(False)
+        _CACHE[key] = gen
+        return gen
+
+
+# ---------------------------------------------------------------------------------------
+# Region prompts for training (short object phrases, varied wording)
+
+def object_phrase(obj, rng: np.random.Generator) -> str:
+    """A short varied phrase for one object ("a tiny crimson disc", "blue square")."""
+    from backends.shapes import scenes
+
+    words = []
+    if rng.random() < 0.5:
+        words.append(scenes.SIZE_WORDS[obj.size][int(rng.integers(len(scenes.SIZE_WORDS[obj.size])))])
+    cw = scenes.COLOUR_WORDS[obj.colour]
+    sw = scenes.SHAPE_WORDS[obj.shape]
+    words.append(cw[int(rng.integers(len(cw)))])
+    words.append(sw[int(rng.integers(len(sw)))])
+    phrase = " ".join(words)
+    if rng.random() < 0.7:
+        phrase = ("an " if phrase[0] in "aeiou" else "a ") + phrase
+    return phrase
+
+
+__all__ = [
+    "GeneratorConfig", "PixelUnshuffleCodec", "ShapesGenerator", "build_generator", "build_unet",
+    "build_spatext", "make_scheduler", "load_generator", "save_generator", "pool_states", "object_phrase",
+]
