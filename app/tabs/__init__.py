@@ -3,4 +3,5 @@
 TABS: list[tuple[str, str, str]] = [
     # (label, id, "module:function")
     ("Atlas", "atlas", "app.tabs.atlas:build_atlas"),
+    ("Stitching", "stitching", "app.tabs.stitching:build_stitching"),
 ]
