@@ -273,7 +273,10 @@ def render(spec: SceneSpec, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     else:
         img = np.broadcast_to(bg, (size, size, 3))
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    return image, cov >= 0.5
+    masks = cov >= 0.5
+    for i in range(n - 2, -1, -1):  # a pixel split exactly half and half goes to the object on top
+        masks[i] &= ~masks[i + 1:].any(0)
+    return image, masks
 
 
 # ---------------------------------------------------------------------------------------
