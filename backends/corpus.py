@@ -32,6 +32,8 @@ class Corpus:
     texts: list[str] | None = None
     description: str = ""
     notes: list[str] = field(default_factory=list)  # things the loader skipped or changed, shown to the user
+    # Optional: free text → a (D,) vector in this corpus's space (an aligned text encoder), for search by meaning.
+    text_query: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -140,6 +140,18 @@ class AtlasService:
 
         return search_metadata(self.b.corpus(key), query, regex=bool(regex)).tolist()
 
+    def text_search(self, key: str, text: str, k: int = 50) -> list[tuple[int, float]]:
+        """Items nearest to a free-text query in the corpus's own space (needs an aligned text encoder)."""
+        corpus = self.b.corpus(key)
+        if corpus.text_query is None:
+            raise InputError(f"corpus {corpus.name!r} has no aligned text encoder; use the metadata search instead")
+        k = int(k)
+        if not 1 <= k <= 1000:
+            raise InputError(f"k must be between 1 and 1000, but is {k}")
+        q = corpus.text_query(text)
+        dist, idx = self.b.index(key, "cosine").search(q[None, :], k)
+        return [(int(i), float(d)) for d, i in zip(dist[0], idx[0]) if i >= 0]
+
     def more_like_this(self, key: str, item_id: str, k: int = 50, metric: str = "cosine") -> list[int]:
         item = self.item_index(key, item_id)
         _, idx = self.b.neighbours(key, item, int(k), metric)
@@ -309,6 +321,13 @@ def build_atlas(backends: Backends):
         return view, svc.payload(view, color_by), f"**{len(hits):,}** items match {query!r}", df.head(MAX_TABLE_ROWS), hits
 
     @guard
+    def do_text_search(view, text, color_by):
+        hits = [i for i, _ in svc.text_search(view["corpus"], text, 50)]
+        view = {**view, "highlight": [], "selected": hits}
+        df = svc.rows(view, hits)
+        return view, svc.payload(view, color_by), f"**{len(hits)}** items nearest to {text!r}", df.head(MAX_TABLE_ROWS), hits
+
+    @guard
     def do_more_like_this(view, item_id, color_by):
         if not item_id:
             raise InputError("no item is selected: click a point on the map first")
@@ -346,6 +365,10 @@ def build_atlas(backends: Backends):
                 query = gr.Textbox(label="Search metadata", placeholder="label=3, or any text", elem_id="atlas-query")
                 regex = gr.Checkbox(label="regular expression", value=False)
                 search_btn = gr.Button("Search")
+            with gr.Group():
+                text_q = gr.Textbox(label="Search by meaning (aligned text encoder)", placeholder="red triangles",
+                                    elem_id="atlas-text-query")
+                text_btn = gr.Button("Find")
             with gr.Accordion("Custom axes", open=False):
                 gr.Markdown("x = similarity to group A − similarity to group B (ids or a search like label=0).")
                 xa = gr.Textbox(label="x: A")
@@ -390,6 +413,9 @@ def build_atlas(backends: Backends):
                      api_visibility="undocumented")
     query.submit(do_search, [view, query, regex, color_by], [view, plot, sel_md, sel_table, selection],
                  api_visibility="undocumented")
+    for trig in (text_btn.click, text_q.submit):
+        trig(do_text_search, [view, text_q, color_by], [view, plot, sel_md, sel_table, selection],
+             api_visibility="undocumented")
     more_btn.click(do_more_like_this, [view, item_id, color_by], [view, plot, sel_md, sel_table, selection],
                    api_visibility="undocumented")
     axes_btn.click(do_axes, [view, xa, xb, ya, yb, color_by], [view, plot], api_visibility="undocumented")
@@ -440,6 +466,11 @@ def _register_api(svc: AtlasService, guard):
         ids = svc.b.corpus(corpus).meta["id"]
         return [ids.iat[i] for i in svc.search(corpus, query, regex)]
 
+    def atlas_text_search(corpus: str, text: str, k: int = 50) -> list[dict]:
+        """Items nearest to a free-text query ("red triangles") in the corpus's space, with cosine distances."""
+        ids = svc.b.corpus(corpus).meta["id"]
+        return [{"id": ids.iat[i], "distance": round(d, 5)} for i, d in svc.text_search(corpus, text, k)]
+
     def atlas_more_like_this(corpus: str, item_id: str, k: int = 50) -> list[str]:
         """The item and its k nearest neighbours, as ids."""
         ids = svc.b.corpus(corpus).meta["id"]
@@ -458,6 +489,6 @@ def _register_api(svc: AtlasService, guard):
         idx = [svc.item_index(corpus, i) for i in item_ids]
         return FileData(path=svc.export(view, idx, fmt))
 
-    for fn in (atlas_corpora, atlas_upload, atlas_project, atlas_neighbours, atlas_search, atlas_more_like_this,
-               atlas_custom_axes, atlas_export):
+    for fn in (atlas_corpora, atlas_upload, atlas_project, atlas_neighbours, atlas_search, atlas_text_search,
+               atlas_more_like_this, atlas_custom_axes, atlas_export):
         gr.api(guard(fn), api_name=fn.__name__, concurrency_id="atlas-api")
