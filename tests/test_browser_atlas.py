@@ -34,6 +34,9 @@ def test_map_shows_every_digit_and_click_fills_neighbour_gallery(page):
     assert clicked.startswith("digit-")
     table = page.inner_text("#atlas-neighbours-table")
     assert "distance" in table
+    # the clicked item and its neighbours are ringed on the map (a small patch, not a new figure)
+    page.wait_for_function("document.querySelector('#atlas-map .la-plot').data.some("
+                           "t => t.name === 'highlight' && t.x.length === 11)", timeout=30_000)
 
 
 def test_lasso_selection_lists_the_selected_items(page):

@@ -4,4 +4,5 @@ TABS: list[tuple[str, str, str]] = [
     # (label, id, "module:function")
     ("Atlas", "atlas", "app.tabs.atlas:build_atlas"),
     ("Stitching", "stitching", "app.tabs.stitching:build_stitching"),
+    ("Annotate", "annotate", "app.tabs.annotate:build_annotate"),
 ]

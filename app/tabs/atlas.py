@@ -108,8 +108,19 @@ class AtlasService:
             selected=view.get("selected"),
             title=f"{corpus.name} · {len(corpus):,} items · {view.get('label', '')}",
             axis_titles=tuple(view.get("axes", ("", ""))),
-            uirevision=f"{key}:{view.get('xy', '')}",
+            uirevision=self.revision(view, color_by),
         )
+
+    @staticmethod
+    def revision(view: dict, color_by: str | None) -> str:
+        return f"{view['corpus']}:{view.get('xy', '')}:{color_by or ''}"
+
+    def patch(self, view: dict, color_by: str | None) -> str:
+        """Only the highlight/selection of the map already drawn (a few bytes, not the figure)."""
+        from app.components.scatter import scatter_patch
+
+        return scatter_patch(self.revision(view, color_by), highlight=view.get("highlight", []),
+                             selected=view.get("selected", []))
 
     # -- actions ---------------------------------------------------------------------
     def project(self, key: str, method: str, n_neighbors: int, min_dist: float, metric: str,
@@ -303,7 +314,7 @@ def build_atlas(backends: Backends):
         if item < 0:
             raise InputError("click landed on no point")
         view, image, md, gallery, table, item_id = show_item(view, item, k)
-        return view, svc.payload(view, color_by), image, md, gallery, table, item_id
+        return view, svc.patch(view, color_by), image, md, gallery, table, item_id
 
     @guard
     def on_select(view, color_by, evt: gr.EventData):
@@ -318,14 +329,14 @@ def build_atlas(backends: Backends):
         hits = svc.search(view["corpus"], query, regex)
         view = {**view, "highlight": [], "selected": hits}
         df = svc.rows(view, hits)
-        return view, svc.payload(view, color_by), f"**{len(hits):,}** items match {query!r}", df.head(MAX_TABLE_ROWS), hits
+        return view, svc.patch(view, color_by), f"**{len(hits):,}** items match {query!r}", df.head(MAX_TABLE_ROWS), hits
 
     @guard
     def do_text_search(view, text, color_by):
         hits = [i for i, _ in svc.text_search(view["corpus"], text, 50)]
         view = {**view, "highlight": [], "selected": hits}
         df = svc.rows(view, hits)
-        return view, svc.payload(view, color_by), f"**{len(hits)}** items nearest to {text!r}", df.head(MAX_TABLE_ROWS), hits
+        return view, svc.patch(view, color_by), f"**{len(hits)}** items nearest to {text!r}", df.head(MAX_TABLE_ROWS), hits
 
     @guard
     def do_more_like_this(view, item_id, color_by):
@@ -334,7 +345,7 @@ def build_atlas(backends: Backends):
         hits = svc.more_like_this(view["corpus"], item_id, 50)
         view = {**view, "selected": hits}
         df = svc.rows(view, hits)
-        return view, svc.payload(view, color_by), f"**{len(hits)}** items like {item_id}", df.head(MAX_TABLE_ROWS), hits
+        return view, svc.patch(view, color_by), f"**{len(hits)}** items like {item_id}", df.head(MAX_TABLE_ROWS), hits
 
     @guard
     def do_axes(view, xa, xb, ya, yb, color_by):
