@@ -1,0 +1,196 @@
+"""Names for clusters: nearest candidate descriptions in a text–image space, and metadata majorities.
+
+In the Shapes world the image encoders share a space with MiniLM captions, so a cluster's mean
+image embedding can be compared with descriptions built from the Shapes vocabulary ("a red
+circle", "blue shapes", "small shapes", "shapes in the top left"). A user's goal ("group by
+colour") re-ranks the candidates GoalEx-style: candidates that describe the goal's factor are kept
+(when the goal names one), and each candidate gains its MiniLM similarity to the goal.
+
+    space = text_space_for(corpus)          # None where there is no text space (digits, uploads)
+    names = name_clusters(centroids, space, goal="group by colour")
+    names[0]   # [("red shapes", 0.61), ("a red star", 0.58), ...]
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from backends.errors import InputError
+
+FACTORS = ("shape", "colour", "size", "position", "background")
+# words in a goal that point at a factor (or at a metadata column of that name)
+GOAL_WORDS: dict[str, tuple[str, ...]] = {
+    "colour": ("colour", "color", "colours", "colors", "hue", "coloured", "colored"),
+    "shape": ("shape", "shapes", "form", "forms", "geometry", "kind"),
+    "size": ("size", "sizes", "big", "small", "scale", "large"),
+    "position": ("position", "positions", "location", "where", "place", "layout", "corner", "side"),
+    "background": ("background", "backdrop", "backgrounds"),
+}
+GOAL_WEIGHT = 0.5  # weight of sim(goal, candidate) in MiniLM space when re-ranking
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    factors: tuple[str, ...]  # which factors the description names
+
+
+@dataclass
+class TextSpace:
+    """A text encoder aligned to the corpus's vectors, and the candidate descriptions to rank."""
+
+    name: str
+    encode_texts: Callable[[list[str]], np.ndarray]  # list of N strings -> (N, D) unit vectors
+    candidates: list[Candidate]
+    _vectors: np.ndarray | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def candidate_vectors(self) -> np.ndarray:
+        with self._lock:
+            if self._vectors is None:
+                v = np.asarray(self.encode_texts([c.text for c in self.candidates]), dtype=np.float32)
+                self._vectors = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            return self._vectors
+
+
+def shapes_candidates() -> list[Candidate]:
+    """Descriptions built from the Shapes vocabulary, each tagged with the factors it names."""
+    from backends.shapes import scenes as S
+
+    out: list[Candidate] = []
+    for colour in S.COLOURS:
+        out.append(Candidate(f"{colour} shapes", ("colour",)))
+        out.append(Candidate(f"{colour} objects", ("colour",)))
+    for shape in S.SHAPES:
+        out.append(Candidate(S.SHAPE_PLURALS[shape], ("shape",)))
+        out.append(Candidate(f"{_a(shape)} {shape}", ("shape",)))
+    for size in S.SIZES:
+        out.append(Candidate(f"{size} shapes", ("size",)))
+    for pos in S.POSITIONS:
+        out.append(Candidate(f"a shape {S.POSITION_WORDS[pos][0][0]}", ("position",)))
+    for bg in S.BACKGROUNDS:
+        out.append(Candidate(f"a shape on a {bg} background", ("background",)))
+    for colour in S.COLOURS:
+        for shape in S.SHAPES:
+            out.append(Candidate(f"{_a(colour)} {colour} {shape}", ("colour", "shape")))
+            out.append(Candidate(f"{colour} {S.SHAPE_PLURALS[shape]}", ("colour", "shape")))
+    for size in S.SIZES:
+        for colour in S.COLOURS:
+            out.append(Candidate(f"{size} {colour} shapes", ("size", "colour")))
+        for shape in S.SHAPES:
+            out.append(Candidate(f"{size} {S.SHAPE_PLURALS[shape]}", ("size", "shape")))
+    return out
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def text_space_for(corpus) -> TextSpace | None:
+    """The text–image space of a corpus, or None (digits, uploads, or Shapes encoder weights missing)."""
+    if not str(getattr(corpus, "name", "")).startswith("shapes"):
+        return None
+    from backends.shapes.encoders import available_encoders, load_image_encoder
+
+    desc = getattr(corpus, "description", "") or ""
+    enc_name = next((e for e in available_encoders() if e in desc), available_encoders()[0])
+    try:
+        enc = load_image_encoder(enc_name)
+    except FileNotFoundError:
+        return None
+    if int(getattr(corpus, "dim", enc.dim)) != enc.dim:
+        return None
+    return _space_cache(enc_name, enc)
+
+
+_SPACES: dict[str, TextSpace] = {}
+_SPACES_LOCK = threading.Lock()
+
+
+def _space_cache(name: str, enc) -> TextSpace:
+    with _SPACES_LOCK:
+        if name not in _SPACES:
+            _SPACES[name] = TextSpace(name, enc.encode_texts, shapes_candidates())
+        return _SPACES[name]
+
+
+def goal_factors(goal: str | None, columns: Sequence[str] = FACTORS) -> list[str]:
+    """Factors (or metadata columns) a goal like 'group by colour' names, by keyword."""
+    if not goal or not goal.strip():
+        return []
+    words = set(re.findall(r"[a-z]+", goal.lower()))
+    found = [f for f in FACTORS if f in columns and words & set(GOAL_WORDS[f])]
+    found += [c for c in columns if c not in found and c.lower() in words]
+    return found
+
+
+def name_clusters(centroids: np.ndarray, space: TextSpace, *, goal: str | None = None, top: int = 3,
+                  goal_encoder: Callable[[list[str]], np.ndarray] | None = None) -> list[list[tuple[str, float]]]:
+    """For each cluster, the `top` best candidate descriptions with scores (higher is better).
+
+    centroids: (k, D) mean embeddings of each cluster in the space of `space`.
+    Score = cos(cluster mean, text) + (cos − mean cos of all clusters to that text): similar to
+    this cluster and more similar to it than to the others. With a goal: candidates naming only
+    the goal's factors are kept when the goal names a factor; otherwise each score gains
+    GOAL_WEIGHT × cos(goal, candidate) in MiniLM space (`goal_encoder`, default MiniLM pooled).
+    """
+    c = np.asarray(centroids, dtype=np.float32)
+    if c.ndim != 2 or len(c) == 0:
+        raise InputError(f"centroids must be a non-empty (k, D) array, but have shape {c.shape}")
+    t = space.candidate_vectors()
+    if c.shape[1] != t.shape[1]:
+        raise InputError(f"centroids have {c.shape[1]} dimensions but the text space {space.name!r} has {t.shape[1]}")
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    sim = c @ t.T  # (k, T)
+    score = sim + (sim - sim.mean(0, keepdims=True)) if len(c) > 1 else sim
+    keep = np.ones(len(space.candidates), bool)
+    factors = goal_factors(goal)
+    if factors:
+        keep = np.array([set(cd.factors) <= set(factors) for cd in space.candidates])
+        if not keep.any():
+            keep[:] = True
+    elif goal and goal.strip():
+        enc = goal_encoder or _minilm_pooled
+        g = np.asarray(enc([goal]), dtype=np.float32)[0]
+        cv = np.asarray(enc([cd.text for cd in space.candidates]), dtype=np.float32)
+        score = score + GOAL_WEIGHT * (cv @ g)[None, :]
+    score = np.where(keep[None, :], score, -np.inf)
+    out = []
+    for row in score:
+        order = np.argsort(-row)[:top]
+        out.append([(space.candidates[j].text, round(float(row[j]), 4)) for j in order if np.isfinite(row[j])])
+    return out
+
+
+def _minilm_pooled(texts: list[str]) -> np.ndarray:
+    from backends.shapes.text import get_text_encoder
+
+    return get_text_encoder().encode_pooled(list(texts))
+
+
+def goal_features(vectors: np.ndarray, space: TextSpace, goal: str) -> tuple[np.ndarray, list[str]]:
+    """GoalEx-style features: similarity of each item to the candidates that describe the goal's factor.
+
+    Clustering these groups items by the goal ("by colour") rather than by whatever dominates the
+    embedding. Returns ((N, T) float32, the candidate texts used).
+    """
+    factors = goal_factors(goal)
+    if not factors:
+        raise InputError(f"goal must name a factor ({', '.join(FACTORS)}), e.g. 'group by colour', but is {goal!r}")
+    picks = [i for i, cd in enumerate(space.candidates) if set(cd.factors) == set(factors[:1])]
+    if not picks:
+        raise InputError(f"goal {goal!r}: the text space {space.name!r} has no descriptions of {factors[0]}")
+    t = space.candidate_vectors()[picks]
+    x = np.asarray(vectors, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    f = x @ t.T
+    f = f - f.mean(1, keepdims=True)  # what distinguishes the candidates, not overall similarity
+    return np.ascontiguousarray(f, dtype=np.float32), [space.candidates[i].text for i in picks]
+
+
+__all__ = ["Candidate", "TextSpace", "shapes_candidates", "text_space_for", "goal_factors", "name_clusters",
+           "goal_features", "FACTORS"]
