@@ -6,5 +6,6 @@ TABS: list[tuple[str, str, str]] = [
     ("Directions", "directions", "app.tabs.directions:build_directions"),
     ("Regions", "regions", "app.tabs.regions:build_regions"),
     ("Stitching", "stitching", "app.tabs.stitching:build_stitching"),
+    ("Clusters", "clusters", "app.tabs.clusters:build_clusters"),
     ("Annotate", "annotate", "app.tabs.annotate:build_annotate"),
 ]

@@ -1,0 +1,595 @@
+"""Clusters tab: find clusters in a corpus, see how good they are, name them, and use them.
+
+Pure service methods first (each takes small keys and returns values), then the layout, then the
+wiring. The view state is a small dict {"corpus": key, "run": run id}; results live in the
+service's store (and on disk in the backends' cache, keyed by content hash).
+
+Named API endpoints: clusters_run, clusters_estimate_k, clusters_names, clusters_metrics,
+clusters_gallery, clusters_attach, clusters_sample_labels, clusters_propagate. "More like this
+cluster" (the Shapes generator) is a button only.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+
+import gradio as gr
+import numpy as np
+
+from backends.cache import content_key
+from backends.errors import InputError
+from backends.registry import Backends
+
+SPACES = ("original", "pca", "umap", "map", "goal")
+SPACE_HELP = ("original vectors · PCA or UMAP reduction to `dims` · the Atlas 2-D map · "
+              "goal: similarity to the descriptions of the goal's factor (Shapes)")
+GALLERY_SIZE = 24
+MAX_RUNS = 64
+
+
+class _RunStore:
+    """Recent clustering results by run id (LRU, shared by users; the disk cache keeps them longer)."""
+
+    def __init__(self, size: int = MAX_RUNS):
+        self._d: OrderedDict[str, tuple[str, object, dict]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def put(self, run_id: str, value) -> None:
+        with self._lock:
+            self._d[run_id] = value
+            self._d.move_to_end(run_id)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
+
+    def get(self, run_id: str):
+        with self._lock:
+            return self._d.get(run_id)
+
+
+class ClustersService:
+    """What the Clusters tab (and its API) does, independent of the layout."""
+
+    def __init__(self, backends: Backends):
+        self.b = backends
+        self.runs = _RunStore()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _space_vectors(self, key: str, space: str, goal: str = "") -> tuple[np.ndarray, str, str, str]:
+        """(vectors to cluster, clustering space for ClusterParams, metric override or "", fingerprint)."""
+        from backends.projection import ProjectionParams
+
+        corpus = self.b.corpus(key)
+        if space not in SPACES:
+            raise InputError(f"space must be one of {', '.join(SPACES)}, but is {space!r}")
+        if space == "map":
+            xy = self.b.projection(key, ProjectionParams())
+            return xy, "original", "euclidean", content_key("map", corpus.fingerprint)
+        if space == "goal":
+            from backends.cluster_names import goal_factors, goal_features
+
+            text = self.text_space(key)
+            if text is None:
+                raise InputError(f"space 'goal' needs a text–image space, and corpus {key!r} has none "
+                                 "(only Shapes corpora with trained encoders do)")
+            feats, _ = goal_features(corpus.vectors, text, goal)
+            return feats, "original", "euclidean", content_key("goal", corpus.fingerprint, goal_factors(goal))
+        return corpus.vectors, space, "", corpus.fingerprint
+
+    def text_space(self, key: str):
+        from backends.cluster_names import text_space_for
+
+        return text_space_for(self.b.corpus(key))
+
+    def result(self, run_id: str):
+        hit = self.runs.get(str(run_id or ""))
+        if hit is None:
+            raise InputError(f"run {run_id!r} is not loaded (unknown or dropped); run the clustering again")
+        return hit
+
+    # -- actions ---------------------------------------------------------------------
+    def run(self, key: str, method: str = "kmeans", k: int = 0, space: str = "original", dims: int = 10,
+            metric: str = "cosine", min_cluster_size: int = 10, seed: int = 0, estimator: str = "silhouette",
+            k_min: int = 2, k_max: int = 15, goal: str = "", progress=None) -> tuple[str, object]:
+        from backends.clustering import ClusterParams, run_clustering
+
+        vectors, cspace, metric_override, fp = self._space_vectors(key, space, goal)
+        params = ClusterParams(method=method, k=k, k_min=k_min, k_max=k_max, estimator=estimator, space=cspace,
+                               dims=dims, metric=metric_override or metric, min_cluster_size=min_cluster_size,
+                               seed=seed)
+        res = run_clustering(vectors, params, cache=self.b.cache, fingerprint=fp, progress=progress)
+        run_id = content_key("run", key, fp, params.__dict__)[:16]
+        self.runs.put(run_id, (key, res, {"space": space, "goal": goal}))
+        return run_id, res
+
+    def estimate_k(self, key: str, k_min: int = 2, k_max: int = 15, estimator: str = "silhouette",
+                   method: str = "kmeans", space: str = "original", dims: int = 10, metric: str = "cosine",
+                   goal: str = "") -> dict:
+        if method == "hdbscan":
+            raise InputError("method 'hdbscan' chooses its own number of clusters; estimate k for kmeans or "
+                             "agglomerative")
+        _, res = self.run(key, method, 0, space, dims, metric, 10, 0, estimator, k_min, k_max, goal)
+        return res.curve
+
+    def summary(self, run_id: str) -> dict:
+        from backends.clustering import evaluate
+
+        key, res, info = self.result(run_id)
+        corpus = self.b.corpus(key)
+        return {"run": run_id, "corpus": key, "k": res.k, "method": res.params.method, "space": info["space"],
+                "sizes": res.sizes.tolist(), "noise_fraction": round(res.noise_fraction, 4),
+                "silhouette": _num(res.silhouette), "silhouette_space": _num(res.silhouette_space),
+                "metrics": evaluate(res.labels, corpus.meta), "curve": res.curve, "notes": res.notes,
+                "seconds": res.seconds}
+
+    def names(self, run_id: str, goal: str = "") -> list[dict]:
+        """Per cluster: size, names from the text space (if any), metadata majority, purity."""
+        from backends.cluster_names import goal_factors, name_clusters
+        from backends.clustering import factor_columns, majority_metadata, majority_name
+
+        key, res, _ = self.result(run_id)
+        corpus = self.b.corpus(key)
+        cols = factor_columns(corpus.meta)
+        wanted = goal_factors(goal, cols)
+        maj = majority_metadata(res.labels, corpus.meta, wanted or cols)
+        text = self.text_space(key)
+        texts = name_clusters(res.centroids, text, goal=goal) if (text is not None and res.k) else None
+        sizes = res.sizes
+        rows = []
+        for c in range(res.k):
+            name = texts[c][0][0] if texts and texts[c] else majority_name(maj[c]) or f"cluster {c}"
+            purity = max((f for _, f in maj[c].values()), default=float("nan"))
+            rows.append({"cluster": c, "size": int(sizes[c]), "name": name,
+                         "descriptions": [t for t, _ in texts[c]] if texts else [],
+                         "majority": majority_name(maj[c]), "purity": _num(purity)})
+        return rows
+
+    def confusion(self, run_id: str, column: str):
+        from backends.clustering import confusion
+
+        key, res, _ = self.result(run_id)
+        corpus = self.b.corpus(key)
+        if column not in corpus.meta.columns or column == "id":
+            raise InputError(f"column must be a metadata column ({', '.join(corpus.metadata_columns())}), "
+                             f"but is {column!r}")
+        ct = confusion(res.labels, corpus.meta[column].to_numpy())
+        ct.columns = [str(c) for c in ct.columns]
+        return ct.reset_index()
+
+    def members(self, run_id: str, cluster: int, n: int = GALLERY_SIZE) -> list[int]:
+        """Indices of up to n members of a cluster, most typical first (nearest its mean vector)."""
+        key, res, _ = self.result(run_id)
+        cluster = int(cluster)
+        if not (-1 <= cluster < res.k):
+            raise InputError(f"cluster must be between 0 and {res.k - 1} (or -1 for noise), but is {cluster}")
+        n = int(n)
+        if not 1 <= n <= 500:
+            raise InputError(f"n must be between 1 and 500, but is {n}")
+        idx = np.flatnonzero(res.labels == cluster)
+        if cluster >= 0 and len(idx):
+            x = self.b.corpus(key).vectors[idx]
+            order = np.argsort(((x - res.centroids[cluster]) ** 2).sum(1), kind="stable")
+            idx = idx[order]
+        return idx[:n].tolist()
+
+    def attach(self, run_id: str, column: str = "cluster") -> str:
+        from backends.clustering import attach_cluster_column
+
+        key, res, _ = self.result(run_id)
+        return attach_cluster_column(self.b.corpus(key), column, res.labels)
+
+    def sample_labels(self, key: str, column: str, per_class: int = 5, seed: int = 0) -> str:
+        """'id=label' lines for `per_class` random items of each class: a simulated annotator."""
+        from backends.clustering import sample_labelled
+
+        corpus = self.b.corpus(key)
+        if column not in corpus.metadata_columns():
+            raise InputError(f"column must be a metadata column ({', '.join(corpus.metadata_columns())}), "
+                             f"but is {column!r}")
+        per_class = int(per_class)
+        if not 1 <= per_class <= 100:
+            raise InputError(f"per_class must be between 1 and 100, but is {per_class}")
+        truth = corpus.meta[column].astype(str).to_numpy()
+        idx = sample_labelled(truth, per_class, seed=int(seed))
+        ids = corpus.meta["id"].to_numpy()
+        return "\n".join(f"{ids[i]}={truth[i]}" for i in idx)
+
+    def propagate(self, key: str, labels: str | dict, method: str = "spreading", space: str = "original",
+                  truth_column: str = "") -> dict:
+        from backends.clustering import propagate_labels, propagation_accuracy
+
+        corpus = self.b.corpus(key)
+        pairs = parse_labels(labels)
+        index = {v: i for i, v in enumerate(corpus.meta["id"].tolist())}
+        missing = [i for i in pairs if i not in index]
+        if missing:
+            raise InputError(f"labels: no item with id {missing[0]!r} in corpus {key!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        if space not in ("original", "pca", "umap"):
+            raise InputError(f"space must be one of original, pca, umap, but is {space!r}")
+        from backends.clustering import reduce
+
+        x = reduce(corpus.vectors, space, 10, cache=self.b.cache, fingerprint=corpus.fingerprint)
+        idx = np.array([index[i] for i in pairs], dtype=np.int64)
+        out = propagate_labels(x, idx, list(pairs.values()), method=method,
+                               metric="cosine" if space == "original" else "euclidean")
+        pred = out["pred"].astype(str)
+        classes, counts = np.unique(pred, return_counts=True)
+        result = {"method": method, "space": space, "n_labelled": int(len(idx)), "classes": out["classes"],
+                  "counts": {str(c): int(n) for c, n in zip(classes, counts)},
+                  "predictions": pred.tolist(), "confidence": np.round(out["confidence"], 4).tolist(),
+                  "accuracy": None}
+        if truth_column:
+            if truth_column not in corpus.metadata_columns():
+                raise InputError(f"truth_column must be a metadata column ({', '.join(corpus.metadata_columns())})"
+                                 f", but is {truth_column!r}")
+            result["accuracy"] = round(propagation_accuracy(pred, corpus.meta[truth_column].to_numpy(), idx), 4)
+        return result
+
+    def more_like_this(self, run_id: str, cluster: int, n: int = 8, seed: int = 0) -> tuple[np.ndarray, str]:
+        """Generate Shapes images like a cluster: prompt = its best description; keep the n nearest its mean.
+
+        Needs the Shapes generator and a text–image space; raises InputError where they are missing.
+        """
+        import torch
+
+        key, res, _ = self.result(run_id)
+        n = int(n)
+        if not 1 <= n <= 16:
+            raise InputError(f"n must be between 1 and 16, but is {n}")
+        text = self.text_space(key)
+        if text is None:
+            raise InputError("more like this cluster needs a Shapes corpus with trained encoders")
+        names = self.names(run_id)
+        if not 0 <= int(cluster) < res.k:
+            raise InputError(f"cluster must be between 0 and {res.k - 1}, but is {cluster}")
+        prompt = names[int(cluster)]["descriptions"][0] if names[int(cluster)]["descriptions"] else names[int(cluster)]["name"]
+        try:
+            from backends.diffusion import load_shapes_pipeline, to_uint8
+
+            pipe = load_shapes_pipeline()
+        except FileNotFoundError as exc:
+            raise InputError(f"the Shapes generator is not available: {exc}") from None
+        from backends.shapes.encoders import load_image_encoder
+
+        out = pipe(prompt, num_images_per_prompt=min(64, 3 * n), generator=torch.Generator().manual_seed(int(seed)))
+        images = to_uint8(out.images)
+        enc = load_image_encoder(text.name)
+        emb = enc.encode_images(images)
+        centre = res.centroids[int(cluster)]
+        order = np.argsort(-(emb @ (centre / max(1e-12, float(np.linalg.norm(centre))))))
+        return images[order[:n]], prompt
+
+
+def parse_labels(labels) -> dict[str, str]:
+    """{'id': 'label'} from a dict, or from text lines 'id=label' (also 'id,label' or 'id: label')."""
+    if isinstance(labels, dict):
+        pairs = {str(k).strip(): str(v).strip() for k, v in labels.items()}
+    else:
+        pairs = {}
+        for n, line in enumerate(str(labels or "").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            for sep in ("=", ",", ":", "\t"):
+                if sep in line:
+                    a, b = line.split(sep, 1)
+                    pairs[a.strip()] = b.strip()
+                    break
+            else:
+                raise InputError(f"labels, line {n}: expected 'id=label', got {line[:80]!r}")
+    pairs = {k: v for k, v in pairs.items() if k and v}
+    if not pairs:
+        raise InputError("labels: none given; write one 'id=label' per line (or sample some from a column)")
+    return pairs
+
+
+def _num(v):
+    v = float(v)
+    return None if v != v else round(v, 4)
+
+
+# ----------------------------------------------------------------------------------------
+# Layout and wiring
+
+
+def build_clusters(backends: Backends):
+    from app.components.scatter import scatter_map, scatter_payload
+
+    svc = ClustersService(backends)
+    names = backends.corpus_names()
+    start = backends.settings.default_corpus if backends.settings.default_corpus in names else names[0]
+
+    def guard(fn):
+        """InputError → gr.Error (a message in the UI); the server keeps serving."""
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                raise gr.Error(str(exc)) from None
+
+        return inner
+
+    # -- pure presentation helpers --------------------------------------------------------
+    def map_payload(key: str, labels, name: str, title: str) -> str:
+        from backends.projection import ProjectionParams
+
+        corpus = backends.corpus(key)
+        xy = backends.projection(key, ProjectionParams())
+        thumbs = backends.thumbnail_dir(key)
+        labels = np.asarray(labels)
+        color = np.where(labels.astype(str) == "-1", "noise", labels.astype(str)) if labels.dtype.kind in "iu" \
+            else labels.astype(str)
+        hover = (corpus.meta["id"].astype(str) + " · " + name + "=" + color).tolist()
+        return scatter_payload(xy, ids=corpus.meta["id"].tolist(), color=color, color_name=name, hover=hover,
+                               thumb_url=f"/gradio_api/file={thumbs}/{{i}}.png" if thumbs else None,
+                               title=title, uirevision=f"clusters:{key}")
+
+    def curve_figure(curve: dict | None):
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        if curve:
+            fig.add_trace(go.Scatter(x=curve["k"], y=curve["score"], mode="lines+markers", name=curve["estimator"]))
+            best = curve["k"].index(curve["best"])
+            fig.add_trace(go.Scatter(x=[curve["best"]], y=[curve["score"][best]], mode="markers",
+                                     marker=dict(size=14, color="#d62728"), name=f"best k = {curve['best']}"))
+            ylabel = "silhouette" if curve["estimator"] == "silhouette" else "eigengap λ(k+1) − λ(k)"
+            fig.update_layout(xaxis_title="k", yaxis_title=ylabel)
+        fig.update_layout(height=240, margin=dict(l=40, r=10, t=30, b=40), title="Choosing k",
+                          showlegend=bool(curve), legend=dict(orientation="h", y=1.15))
+        return fig
+
+    def metrics_md(s: dict) -> str:
+        lines = [f"**{s['k']} clusters** · {s['method']} on {s['space']} · silhouette "
+                 f"{_fmt(s['silhouette'])} (original vectors)"
+                 + (f", {_fmt(s['silhouette_space'])} in the clustering space" if s["space"] != "original" else "")
+                 + (f" · noise {s['noise_fraction']:.0%}" if s["noise_fraction"] else "")
+                 + f" · {s['seconds']:.1f} s"]
+        if s["metrics"]:
+            lines.append("\n| against | NMI | ARI | purity | classes |\n|---|---|---|---|---|")
+            for col, m in s["metrics"].items():
+                lines.append(f"| {col} | {m['nmi']:.3f} | {m['ari']:.3f} | {m['purity']:.3f} | {m['n_classes']} |")
+        for note in s["notes"]:
+            lines.append(f"\n- {note}")
+        return "\n".join(lines)
+
+    def table(rows: list[dict]):
+        import pandas as pd
+
+        return pd.DataFrame([{"cluster": r["cluster"], "size": r["size"], "name": r["name"],
+                              "majority": r["majority"], "purity": r["purity"]} for r in rows])
+
+    def gallery_items(key: str, run_id: str, cluster: int):
+        corpus = backends.corpus(key)
+        idx = svc.members(run_id, cluster, GALLERY_SIZE)
+        if corpus.images is None:
+            return [], "\n".join(f"- {corpus.meta['id'].iat[i]}" + (f": {corpus.texts[i][:120]}" if corpus.texts else "")
+                                 for i in idx)
+        return [(corpus.images[i], str(corpus.meta["id"].iat[i])) for i in idx], ""
+
+    def overview(key: str, run_id: str, rows: list[dict]):
+        corpus = backends.corpus(key)
+        if corpus.images is None:
+            return []
+        return [(corpus.images[svc.members(run_id, r["cluster"], 1)[0]], f"{r['cluster']}: {r['name']}")
+                for r in rows[:40]]
+
+    # -- handlers ----------------------------------------------------------------------------
+    @guard
+    def do_run(key, method, k, space, dims, metric, mcs, seed, estimator, k_min, k_max, goal,
+               progress=gr.Progress()):
+        run_id, res = svc.run(key, method, int(k), space, int(dims), metric, int(mcs), int(seed), estimator,
+                              int(k_min), int(k_max), goal or "", progress=lambda f, m: progress(f, desc=m))
+        s = svc.summary(run_id)
+        rows = svc.names(run_id, goal or "")
+        choices = [(f"{r['cluster']}: {r['name']} ({r['size']})", r["cluster"]) for r in rows]
+        if res.noise_fraction:
+            choices.append((f"noise ({int((res.labels < 0).sum())})", -1))
+        gallery, listing = gallery_items(key, run_id, 0) if rows else ([], "")
+        cols = backends.corpus(key).metadata_columns()
+        factor_cols = list(s["metrics"])
+        view = {"corpus": key, "run": run_id}
+        return (view, map_payload(key, res.labels, "cluster", f"{res.k} clusters · {method} on {space}"),
+                curve_figure(res.curve), metrics_md(s), table(rows), overview(key, run_id, rows),
+                gr.update(choices=choices, value=0 if rows else None), gallery, listing,
+                gr.update(choices=cols, value=factor_cols[0] if factor_cols else (cols[0] if cols else None)))
+
+    @guard
+    def do_estimate(key, method, space, dims, metric, estimator, k_min, k_max, goal):
+        curve = svc.estimate_k(key, int(k_min), int(k_max), estimator, method, space, int(dims), metric, goal or "")
+        return curve_figure(curve), gr.update(value=curve["best"])
+
+    @guard
+    def do_names(view, goal):
+        rows = svc.names(view.get("run", ""), goal or "")
+        return table(rows), overview(view["corpus"], view["run"], rows)
+
+    @guard
+    def do_gallery(view, cluster):
+        if cluster is None or not view.get("run"):
+            return [], ""
+        return gallery_items(view["corpus"], view["run"], int(cluster))
+
+    @guard
+    def do_confusion(view, column):
+        if not view.get("run") or not column:
+            return None
+        return svc.confusion(view["run"], column)
+
+    @guard
+    def do_attach(view, column):
+        name = svc.attach(view.get("run", ""), column or "cluster")
+        return (f"Added metadata column **{name}** to {view['corpus']}: in the Atlas tab, reopen the corpus and "
+                f"choose it under *Colour by*.")
+
+    @guard
+    def do_sample(key, column, per_class):
+        return svc.sample_labels(key, column, int(per_class))
+
+    @guard
+    def do_propagate(key, labels, method, space, truth):
+        out = svc.propagate(key, labels, method, space, truth or "")
+        md = (f"**{out['n_labelled']}** labelled → {len(out['predictions']):,} labelled by {method} on {space}"
+              + (f" · accuracy on the others against *{truth}*: **{out['accuracy']:.1%}**"
+                 if out["accuracy"] is not None else ""))
+        return md, map_payload(key, np.asarray(out["predictions"]), "predicted", f"few-shot labels ({method})")
+
+    @guard
+    def do_more(view, cluster, n):
+        images, prompt = svc.more_like_this(view.get("run", ""), int(cluster if cluster is not None else 0), int(n))
+        return [(img, prompt) for img in images]
+
+    def corpus_changed(key):
+        try:
+            cols = backends.corpus(key).metadata_columns()
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+        from backends.clustering import factor_columns
+
+        fc = factor_columns(backends.corpus(key).meta)
+        first = fc[0] if fc else (cols[0] if cols else None)
+        return gr.update(choices=cols, value=first), gr.update(choices=[""] + cols, value=first or "")
+
+    # -- layout --------------------------------------------------------------------------------
+    view = gr.State({})
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            corpus_dd = gr.Dropdown(choices=backends.user_corpus_keys() + names, value=start, label="Corpus",
+                                    elem_id="clusters-corpus")
+            method = gr.Radio(["kmeans", "hdbscan", "agglomerative"], value="kmeans", label="Method")
+            k = gr.Slider(0, 50, value=0, step=1, label="k (0 = estimate)", elem_id="clusters-k")
+            space = gr.Radio(list(SPACES), value="original", label="Cluster in", info=SPACE_HELP)
+            goal = gr.Textbox(label="Goal (optional)", placeholder="group by colour", elem_id="clusters-goal")
+            run_btn = gr.Button("Find clusters", variant="primary", elem_id="clusters-run")
+            with gr.Accordion("Parameters", open=False):
+                metric = gr.Radio(["cosine", "euclidean"], value="cosine", label="Metric")
+                dims = gr.Slider(2, 50, value=10, step=1, label="dims (PCA / UMAP reduction)")
+                estimator = gr.Radio(["silhouette", "eigengap"], value="silhouette", label="Estimate k by")
+                with gr.Row():
+                    k_min = gr.Number(2, label="k from", precision=0)
+                    k_max = gr.Number(15, label="k to", precision=0)
+                mcs = gr.Slider(2, 200, value=10, step=1, label="HDBSCAN min_cluster_size")
+                seed = gr.Number(0, label="seed", precision=0)
+                est_btn = gr.Button("Estimate k")
+        with gr.Column(scale=3, min_width=420):
+            plot = scatter_map(height=480, elem_id="clusters-map")
+            metrics = gr.Markdown(elem_id="clusters-metrics")
+            tbl = gr.Dataframe(label="Clusters", interactive=False, max_height=300, elem_id="clusters-table")
+        with gr.Column(scale=2, min_width=300):
+            curve = gr.Plot(label="k estimation", elem_id="clusters-curve")
+            names_btn = gr.Button("Rename with goal")
+            over = gr.Gallery(label="One typical item per cluster", columns=6, height=170)
+            cluster_dd = gr.Dropdown(choices=[], label="Cluster", elem_id="clusters-pick")
+            gallery = gr.Gallery(label="Most typical members", columns=6, height=200, elem_id="clusters-gallery")
+            listing = gr.Markdown()
+            with gr.Row():
+                conf_col = gr.Dropdown(choices=[], label="Confusion against")
+                attach_col = gr.Textbox("cluster", label="Atlas column name")
+            conf_tbl = gr.Dataframe(label="Clusters × classes", interactive=False, max_height=220)
+            attach_btn = gr.Button("Colour the Atlas by these clusters")
+            attach_md = gr.Markdown()
+            with gr.Accordion("More like this cluster (Shapes generator)", open=False):
+                more_n = gr.Slider(1, 16, value=8, step=1, label="images")
+                more_btn = gr.Button("Generate")
+                more_gallery = gr.Gallery(columns=4, height=160)
+    with gr.Accordion("Few-shot labelling: label a few items, propagate to all", open=False):
+        with gr.Row():
+            with gr.Column():
+                labels_box = gr.Textbox(label="Labels (one 'id=label' per line)", lines=6,
+                                        elem_id="clusters-labels")
+                with gr.Row():
+                    sample_col = gr.Dropdown(choices=[], label="…or sample from column")
+                    per_class = gr.Slider(1, 20, value=5, step=1, label="per class")
+                    sample_btn = gr.Button("Sample")
+            with gr.Column():
+                prop_method = gr.Radio(["spreading", "kmeans"], value="spreading", label="Propagation",
+                                       info="label spreading on the FAISS kNN graph, or k-means seeded by the labels")
+                prop_space = gr.Radio(["original", "pca", "umap"], value="original", label="Space")
+                truth = gr.Dropdown(choices=[""], value="", label="True labels (for accuracy)")
+                prop_btn = gr.Button("Propagate", variant="primary")
+                prop_md = gr.Markdown()
+
+    # -- wiring --------------------------------------------------------------------------------
+    run_inputs = [corpus_dd, method, k, space, dims, metric, mcs, seed, estimator, k_min, k_max, goal]
+    run_outputs = [view, plot, curve, metrics, tbl, over, cluster_dd, gallery, listing, conf_col]
+    run_btn.click(do_run, run_inputs, run_outputs, api_visibility="undocumented", concurrency_id="clusters-heavy")
+    est_btn.click(do_estimate, [corpus_dd, method, space, dims, metric, estimator, k_min, k_max, goal], [curve, k],
+                  api_visibility="undocumented", concurrency_id="clusters-heavy")
+    names_btn.click(do_names, [view, goal], [tbl, over], api_visibility="undocumented")
+    cluster_dd.input(do_gallery, [view, cluster_dd], [gallery, listing], api_visibility="undocumented")
+    conf_col.change(do_confusion, [view, conf_col], conf_tbl, api_visibility="undocumented")
+    attach_btn.click(do_attach, [view, attach_col], attach_md, api_visibility="undocumented")
+    corpus_dd.change(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
+    sample_btn.click(do_sample, [corpus_dd, sample_col, per_class], labels_box, api_visibility="undocumented")
+    prop_btn.click(do_propagate, [corpus_dd, labels_box, prop_method, prop_space, truth], [prop_md, plot],
+                   api_visibility="undocumented", concurrency_id="clusters-heavy")
+    more_btn.click(do_more, [view, cluster_dd, more_n], more_gallery, api_visibility="undocumented",
+                   concurrency_id="clusters-heavy")
+    gr.context.Context.root_block.load(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
+
+    _register_api(svc, guard)
+    return svc
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _register_api(svc: ClustersService, guard):
+    def clusters_run(corpus: str, method: str = "kmeans", k: int = 0, space: str = "original", dims: int = 10,
+                     metric: str = "cosine", min_cluster_size: int = 10, seed: int = 0,
+                     estimator: str = "silhouette", k_min: int = 2, k_max: int = 15, goal: str = "") -> dict:
+        """Cluster a corpus (k=0 estimates k). Returns {"run", "k", "labels", "sizes", "silhouette", "metrics", "curve", …}."""
+        run_id, res = svc.run(corpus, method, k, space, dims, metric, min_cluster_size, seed, estimator, k_min,
+                              k_max, goal)
+        out = svc.summary(run_id)
+        out["labels"] = res.labels.tolist()
+        out["ids"] = svc.b.corpus(corpus).meta["id"].tolist()
+        return out
+
+    def clusters_estimate_k(corpus: str, k_min: int = 2, k_max: int = 15, estimator: str = "silhouette",
+                            method: str = "kmeans", space: str = "original", dims: int = 10,
+                            metric: str = "cosine") -> dict:
+        """Score each k in k_min..k_max: {"k": [...], "score": [...], "estimator", "best"}."""
+        return svc.estimate_k(corpus, k_min, k_max, estimator, method, space, dims, metric)
+
+    def clusters_names(run: str, goal: str = "") -> list[dict]:
+        """Per cluster: size, name, descriptions (text–image space), majority metadata, purity."""
+        return svc.names(run, goal)
+
+    def clusters_metrics(run: str) -> dict:
+        """Silhouette and, per label/factor column, NMI / ARI / purity and the cluster × class confusion."""
+        s = svc.summary(run)
+        s["confusion"] = {c: svc.confusion(run, c).set_index("cluster").to_dict(orient="index")
+                          for c in s["metrics"]}
+        s["confusion"] = {c: {str(r): v for r, v in t.items()} for c, t in s["confusion"].items()}
+        return s
+
+    def clusters_gallery(run: str, cluster: int, n: int = GALLERY_SIZE) -> list[str]:
+        """Ids of up to n members of a cluster, most typical first."""
+        key, _, _ = svc.result(run)
+        ids = svc.b.corpus(key).meta["id"]
+        return [ids.iat[i] for i in svc.members(run, cluster, n)]
+
+    def clusters_attach(run: str, column: str = "cluster") -> str:
+        """Add the clusters as a metadata column (the Atlas can colour by it); returns the column name."""
+        return svc.attach(run, column)
+
+    def clusters_sample_labels(corpus: str, column: str, per_class: int = 5, seed: int = 0) -> str:
+        """'id=label' lines for per_class random items of each class of a column (a simulated annotator)."""
+        return svc.sample_labels(corpus, column, per_class, seed)
+
+    def clusters_propagate(corpus: str, labels: str, method: str = "spreading", space: str = "original",
+                           truth_column: str = "") -> dict:
+        """Propagate a few 'id=label' lines to every item; accuracy on the others when truth_column is given."""
+        out = svc.propagate(corpus, labels, method, space, truth_column)
+        out["ids"] = svc.b.corpus(corpus).meta["id"].tolist()
+        return out
+
+    for fn in (clusters_run, clusters_estimate_k, clusters_names, clusters_metrics, clusters_gallery,
+               clusters_attach, clusters_sample_labels, clusters_propagate):
+        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="clusters-api")
