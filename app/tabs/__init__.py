@@ -3,6 +3,7 @@
 TABS: list[tuple[str, str, str]] = [
     # (label, id, "module:function")
     ("Atlas", "atlas", "app.tabs.atlas:build_atlas"),
+    ("Generate", "generate", "app.tabs.generate:build_generate"),
     ("Directions", "directions", "app.tabs.directions:build_directions"),
     ("Regions", "regions", "app.tabs.regions:build_regions"),
     ("Stitching", "stitching", "app.tabs.stitching:build_stitching"),

@@ -1,0 +1,96 @@
+"""Generate tab: the Shapes generator (or any text-to-image pipeline of the backends) at work.
+
+Prompt, negative prompt, seed, steps, guidance → image. Out-of-range numbers are clamped and
+the clamp is reported next to the image; what the pipeline cut (a very long prompt) is too.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import gradio as gr
+import numpy as np
+
+from backends.errors import InputError
+from backends.registry import Backends
+
+STEPS_RANGE = (1, 100)
+GUIDANCE_RANGE = (0.0, 20.0)
+SEED_RANGE = (0, 2**32 - 1)
+MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
+
+
+class GenerateService:
+    def __init__(self, backends: Backends):
+        self.b = backends
+
+    def pipeline(self):
+        from backends.diffusion import load_shapes_pipeline
+
+        try:
+            return load_shapes_pipeline(device=self.b.device)
+        except FileNotFoundError as exc:
+            raise InputError(str(exc)) from None
+
+    @staticmethod
+    def clamp(name: str, value, lo, hi, cast) -> tuple[object, str | None]:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be a number, but is {value!r}") from None
+        if not math.isfinite(v):
+            raise InputError(f"{name} must be a finite number, but is {value!r}")
+        c = cast(min(max(v, lo), hi))
+        return c, (f"{name} {value!r} is outside {lo}..{hi}; used {c}" if c != cast(v) or v != c else None)
+
+    def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
+                 guidance: float = 4.0) -> tuple[np.ndarray, list[str]]:
+        """One image (uint8 H×W×3) and the notes about what was clamped or cut."""
+        import torch
+
+        from backends.diffusion import to_uint8
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("prompt is empty: describe the image, e.g. 'a small red circle in the top left'")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+        notes = []
+        steps, n1 = self.clamp("steps", steps, *STEPS_RANGE, int)
+        guidance, n2 = self.clamp("guidance", guidance, *GUIDANCE_RANGE, float)
+        seed, n3 = self.clamp("seed", seed, *SEED_RANGE, int)
+        notes += [n for n in (n1, n2, n3) if n]
+        pipe = self.pipeline()
+        t0 = time.perf_counter()
+        out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
+                   num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+        notes += out.notes
+        notes.append(f"{steps} DDIM steps in {time.perf_counter() - t0:.2f} s")
+        return to_uint8(out.images)[0], notes
+
+
+def build_generate(backends: Backends):
+    svc = GenerateService(backends)
+
+    def run(prompt, negative, seed, steps, guidance):
+        try:
+            image, notes = svc.generate(prompt, negative, seed, steps, guidance)
+        except (InputError, ValueError) as exc:
+            raise gr.Error(str(exc)) from None
+        return image, "\n".join(f"- {n}" for n in notes)
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", value="a large red circle in the center", elem_id="gen-prompt")
+            negative = gr.Textbox(label="Negative prompt", placeholder="optional")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0)
+                steps = gr.Slider(*STEPS_RANGE, value=20, step=1, label="Steps")
+                guidance = gr.Slider(*GUIDANCE_RANGE, value=4.0, step=0.5, label="Guidance")
+            go = gr.Button("Generate", variant="primary", elem_id="gen-go")
+        with gr.Column(scale=1):
+            image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
+            notes = gr.Markdown(elem_id="gen-notes")
+    inputs = [prompt, negative, seed, steps, guidance]
+    go.click(run, inputs, [image, notes], api_name="generate", concurrency_id="generator")
+    prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
+    return svc

@@ -1,0 +1,41 @@
+"""The Generate panel through its API: images from the Shapes generator; bad input gets a message."""
+import numpy as np
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from backends.shapes.generator import WEIGHTS
+
+pytestmark = pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes generator weights in assets/ yet")
+
+
+@pytest.fixture(scope="module")
+def client(atlas_app):
+    return Client(atlas_app[0], verbose=False)
+
+
+def test_generate_returns_an_image_and_is_deterministic_per_seed(client):
+    img1, notes = client.predict("a large red circle in the center", "", 3, 4, 4.0, api_name="/generate")
+    img2, _ = client.predict("a large red circle in the center", "", 3, 4, 4.0, api_name="/generate")
+    img3, _ = client.predict("a large red circle in the center", "", 4, 4, 4.0, api_name="/generate")
+    a, b, c = (np.asarray(Image.open(p)) for p in (img1, img2, img3))
+    assert a.shape[-1] == 3 and a.shape[0] == a.shape[1] >= 32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert "DDIM steps" in notes
+
+
+def test_out_of_range_numbers_are_clamped_and_reported(client):
+    _, notes = client.predict("a blue star", "", 1, 500, 99.0, api_name="/generate")
+    assert "steps 500" in notes and "used 100" in notes
+    assert "guidance 99" in notes and "used 20" in notes
+
+
+@pytest.mark.parametrize("prompt,message", [("", "prompt is empty"), ("x" * 10_001, "limit is 10,000")])
+def test_bad_prompts_get_a_message(client, prompt, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(prompt, "", 0, 4, 4.0, api_name="/generate")
+
+
+def test_unknown_words_and_non_ascii_still_generate(client):
+    img, _ = client.predict("a zorblax ✨ 形 in the corner", "", 0, 2, 4.0, api_name="/generate")
+    assert np.asarray(Image.open(img)).ndim == 3
