@@ -253,21 +253,22 @@ def build_atlas(backends: Backends):
         return (f"**{c.name}**: {len(c):,} items × {c.dim} dimensions; metadata: "
                 f"{', '.join(c.metadata_columns()) or '(none)'}" + (f"\n\nLoader notes:{notes}" if notes else ""))
 
-    def color_choices(key: str, current: str | None = None):
+    def default_color(key: str, current: str | None = None) -> str:
         cols = backends.corpus(key).metadata_columns()
-        value = current if current in cols else (cols[0] if cols else "(none)")
-        if value == "(none)" and "label" in cols:
-            value = "label"
-        return gr.update(choices=["(none)"] + cols, value=value)
+        if current in cols or current == "(none)":
+            return current
+        return "label" if "label" in cols else (cols[0] if cols else "(none)")
+
+    def color_choices(key: str, current: str | None = None):
+        return gr.update(choices=["(none)"] + backends.corpus(key).metadata_columns(), value=default_color(key, current))
 
     @guard
     def open_corpus(key, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
         progress(0.0, desc=f"loading {key}")
         view = svc.project(key, method, n_neighbors, min_dist, metric,
                            progress=lambda f, m: progress(f, desc=m))
-        cols = backends.corpus(key).metadata_columns()
-        color = "label" if "label" in cols else (cols[0] if cols else "(none)")
-        return (view, svc.payload(view, color), corpus_info(key), gr.update(choices=["(none)"] + cols, value=color),
+        color = default_color(key)
+        return (view, svc.payload(view, color), corpus_info(key), color_choices(key, color),
                 [], None, "", [], None)
 
     @guard
@@ -415,6 +416,9 @@ def build_atlas(backends: Backends):
     project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot], api_visibility="undocumented",
                       concurrency_id="atlas-heavy")
     color_by.input(recolor, [view, color_by], plot, api_visibility="undocumented")
+    # columns added since the corpus was opened (e.g. cluster labels from the Clusters tab) show up on focus
+    color_by.focus(lambda v, cur: color_choices(v["corpus"], cur) if v else gr.update(), [view, color_by], color_by,
+                   api_visibility="undocumented", queue=False)
     plot.point_click(on_point_click, [view, k, color_by],
                      [view, plot, item_image, item_md, gallery, neighbours_table, item_id],
                      api_visibility="undocumented", trigger_mode="always_last")
