@@ -1,11 +1,570 @@
-"""Stitching tab: relative representations and zero-shot model stitching (work in progress)."""
+"""Stitching tab: compare two latent spaces through relative representations, and stitch models zero-shot.
+
+Pure functions first (StitchingService: each takes small values and returns values), then the
+layout, then the wiring, then the named API endpoints. The settings of a comparison travel as a
+small dict ("params": space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm); the
+pair of spaces, the anchors and the trained heads live in the service's caches.
+
+A space is a name from the registry in backends/stitching.py (the Shapes encoders, MiniLM on the
+captions, OpenCLIP when configured, digits through random networks, synthetic blobs), or
+"corpus:<key>" for any corpus the Atlas knows (two uploads of the same items by two models).
+"""
 from __future__ import annotations
 
+import functools
+import threading
+from collections import OrderedDict
+
+import gradio as gr
+import numpy as np
+from gradio.data_classes import FileData
+
+from backends import relative as rel
+from backends import stitching as st
+from backends.cache import content_key
+from backends.errors import InputError
 from backends.registry import Backends
+
+CORPUS_PREFIX = "corpus:"
+KINDS = ("relative", "absolute", "procrustes")
+MAX_DEMO_CHOICES = 60
+DEFAULTS = {"n_anchors": 300, "strategy": "random", "label": "", "seed": 0, "mode": "cosine",
+            "output_norm": "none", "k": 10}
+
+
+class _LRU:
+    def __init__(self, size: int):
+        self._d: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key, make):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        value = make()
+        with self._lock:
+            self._d[key] = value
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
+        return value
+
+
+class StitchingService:
+    """What the Stitching tab (and its API) does, independent of the layout."""
+
+    def __init__(self, backends: Backends):
+        self.b = backends
+        self._pairs = _LRU(8)
+        self._setups = _LRU(8)
+        self._make_lock = threading.Lock()  # one training at a time; the others wait and reuse it
+
+    # -- spaces and pairs --------------------------------------------------------------
+    def spaces(self) -> list[dict]:
+        """Registered spaces (with why one is unavailable) and the Atlas corpora as "corpus:<key>"."""
+        out = st.available_spaces()
+        for key in self.b.user_corpus_keys() + ["digits"]:
+            out.append({"name": CORPUS_PREFIX + key, "world": CORPUS_PREFIX + key,
+                        "description": f"the vectors of corpus {key}", "unavailable": None})
+        return out
+
+    def usable_space_names(self) -> list[str]:
+        return [s["name"] for s in self.spaces() if not s["unavailable"]]
+
+    def default_pair(self) -> tuple[str, str]:
+        usable = set(self.usable_space_names())
+        for a, b in (("shapes-cnn", "shapes-vit"), ("digits-map-a", "digits-map-b"), ("blobs", "blobs-rotated")):
+            if a in usable and b in usable:
+                return a, b
+        return "blobs", "blobs-rotated"
+
+    def pair(self, space_a: str, space_b: str) -> st.Pair:
+        if not space_a or not space_b:
+            raise InputError(f"choose two spaces, but space A is {space_a!r} and space B is {space_b!r}")
+        return self._pairs.get_or_make((space_a, space_b), lambda: self._load_pair(space_a, space_b))
+
+    def _load_pair(self, space_a: str, space_b: str) -> st.Pair:
+        a_corpus, b_corpus = space_a.startswith(CORPUS_PREFIX), space_b.startswith(CORPUS_PREFIX)
+        if not a_corpus and not b_corpus:
+            return st.load_pair(space_a, space_b)
+        xa, meta, images = self._vectors(space_a)
+        xb, _, _ = self._vectors(space_b)
+        return st.pair_from_arrays(xa, xb, meta, name_a=space_a, name_b=space_b, images=images)
+
+    def _vectors(self, space: str):
+        if space.startswith(CORPUS_PREFIX):
+            c = self.b.corpus(space[len(CORPUS_PREFIX):])
+            return c.vectors, c.meta, c.images
+        s = st.get_space(space)
+        world = st.get_world(s.world)
+        return st.space_vectors(space), world.meta, world.images
+
+    def params(self, space_a: str, space_b: str, **kw) -> dict:
+        p = {"space_a": space_a, "space_b": space_b, **DEFAULTS}
+        p.update({k: v for k, v in kw.items() if v is not None})
+        try:
+            p["n_anchors"], p["seed"], p["k"] = int(p["n_anchors"]), int(p["seed"]), int(p["k"])
+        except (TypeError, ValueError):
+            raise InputError(f"n_anchors, seed and k must be whole numbers, but are "
+                             f"{p['n_anchors']!r}, {p['seed']!r}, {p['k']!r}") from None
+        if p["strategy"] not in rel.ANCHOR_STRATEGIES:
+            raise InputError(f"Unknown anchor strategy: {p['strategy']!r}. Must be one of: {', '.join(rel.ANCHOR_STRATEGIES)}")
+        if p["mode"] not in rel.PROJECTIONS:
+            raise InputError(f"Unknown relative projection: {p['mode']!r}. Must be one of: {', '.join(rel.PROJECTIONS)}")
+        if p["output_norm"] not in rel.OUTPUT_NORMS:
+            raise InputError(f"Unknown output normalisation: {p['output_norm']!r}. Must be one of: {', '.join(rel.OUTPUT_NORMS)}")
+        return p
+
+    def label(self, pair: st.Pair, label: str | None) -> str:
+        if label:
+            pair.label_values(label)  # raises a clear message when absent
+            return label
+        if not pair.labels:
+            raise InputError("these items have no label column to classify by")
+        return pair.labels[0]
+
+    def anchors(self, p: dict) -> np.ndarray:
+        """Anchor row indices: p["anchor_ids"] when given (ids of the items), else chosen by strategy."""
+        pair = self.pair(p["space_a"], p["space_b"])
+        if p.get("anchor_ids"):
+            return rel.anchor_indices_from_ids(p["anchor_ids"], pair.ids())
+        label = self.label(pair, p.get("label")) if p["strategy"] == "stratified" else None
+        return st.pair_anchors(pair, p["n_anchors"], strategy=p["strategy"], label=label, seed=p["seed"])
+
+    # -- actions -----------------------------------------------------------------------
+    def compare(self, p: dict) -> dict:
+        """Absolute vs relative (vs Procrustes) similarity of the two spaces over all items."""
+        pair = self.pair(p["space_a"], p["space_b"])
+        idx = self.anchors(p)
+        out = rel.compare(pair.x_a, pair.x_b, idx, k=p["k"], mode=p["mode"], output_norm=p["output_norm"])
+        out = {k: {m: _num(v) for m, v in d.items()} for k, d in out.items()}
+        out.update(n_items=len(pair), n_anchors=int(len(idx)), dims=[int(pair.x_a.shape[1]), int(pair.x_b.shape[1])],
+                   anchor_ids=[pair.ids()[i] for i in idx[:2000]])
+        return out
+
+    def coordinates(self, p: dict, representation: str = "relative", method: str = "pca") -> tuple[np.ndarray, np.ndarray]:
+        from backends.projection import ProjectionParams, project
+
+        if representation not in ("absolute", "relative"):
+            raise InputError(f"representation must be absolute or relative, but is {representation!r}")
+        pair = self.pair(p["space_a"], p["space_b"])
+        if representation == "relative":
+            xa, xb = st.relative_pair(pair, self.anchors(p), mode=p["mode"], output_norm=p["output_norm"])
+        else:
+            xa, xb = pair.x_a, pair.x_b
+        params = ProjectionParams(method=method, metric="cosine")
+        return tuple(project(x, params, cache=self.b.cache, exact_below=self.b.settings.exact_index_below)
+                     for x in (xa, xb))
+
+    def setup(self, p: dict) -> st.StitchingSetup:
+        pair = self.pair(p["space_a"], p["space_b"])
+        label = self.label(pair, p.get("label"))
+        idx = self.anchors(p)
+        key = content_key(p["space_a"], p["space_b"], label, p["mode"], p["output_norm"], idx)
+
+        def make():
+            with self._make_lock:
+                return st.prepare(pair, idx, label, mode=p["mode"], output_norm=p["output_norm"], cache=self.b.cache)
+
+        return self._setups.get_or_make(key, make)
+
+    def table(self, p: dict) -> dict:
+        """The stitching table (test accuracy) and the chance level."""
+        s = self.setup(p)
+        rows = [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in st.stitching_table(s)]
+        return {"label": s.label, "chance": _num(st.chance_accuracy(s.pair, s.label)), "rows": rows,
+                "n_train": int(len(s.pair.train)), "n_test": int(len(s.pair.test)), "n_anchors": int(len(s.anchors))}
+
+    def demo_items(self, p: dict) -> list[str]:
+        pair = self.pair(p["space_a"], p["space_b"])
+        return [pair.ids()[i] for i in pair.test[:MAX_DEMO_CHOICES]]
+
+    def classify_item(self, p: dict, item_id: str, encoder: str = "B", head: str = "A", kind: str = "relative") -> dict:
+        """Encode a corpus item with `encoder`, classify it with the head trained on `head`'s space."""
+        _check_roles(encoder, head, kind)
+        s = self.setup(p)
+        ids = s.pair.ids()
+        if str(item_id) not in ids:
+            raise InputError(f"item {item_id!r} is not in these spaces' items")
+        i = ids.index(str(item_id))
+        probs = st.classify_vectors(s, s.pair.x(encoder)[i:i + 1], encoder=encoder, head=head, kind=kind)[0]
+        out = self._result(s, probs, encoder, head, kind)
+        out.update(item_id=str(item_id), true=str(s.pair.label_values(s.label)[i]),
+                   split=str(s.pair.meta["split"].iat[i]))
+        return out
+
+    def classify_image(self, p: dict, image: np.ndarray, encoder: str = "B", head: str = "A",
+                       kind: str = "relative") -> dict:
+        """Encode a new image (uint8 H×W×3) with `encoder`'s model and classify it with `head`'s head."""
+        _check_roles(encoder, head, kind)
+        s = self.setup(p)
+        name = s.pair.name(encoder)
+        if name.startswith(CORPUS_PREFIX):
+            raise InputError(f"space {name} holds precomputed vectors and cannot encode a new image")
+        space = st.get_space(name)
+        if space.encode_images is None:
+            raise InputError(f"space {name} does not read images")
+        img = _as_image(image)
+        if name.startswith("digits-"):
+            img = _resize(img, 8)
+        x = space.encode_images(img[None])
+        out = self._result(s, st.classify_vectors(s, x, encoder=encoder, head=head, kind=kind)[0], encoder, head, kind)
+        return out
+
+    def _result(self, s: st.StitchingSetup, probs: np.ndarray, encoder: str, head: str, kind: str) -> dict:
+        classes = s.heads[("relative" if kind == "relative" else "absolute", head)].classes
+        order = np.argsort(-probs)
+        return {"prediction": classes[order[0]], "label": s.label, "encoder": s.pair.name(encoder),
+                "head": s.pair.name(head), "kind": kind,
+                "probabilities": {classes[j]: round(float(probs[j]), 4) for j in order}}
+
+    # -- display helpers -----------------------------------------------------------------
+    def thumb_url(self, pair: st.Pair) -> str | None:
+        if pair.images is None:
+            return None
+        d = self.b.cache.root / "thumbs" / ("st-" + content_key(pair.images)[:24])
+        done = d / ".complete"
+        if not done.exists():
+            with self.b.cache.lock("thumbs", d.name):
+                if not done.exists():
+                    from PIL import Image
+
+                    d.mkdir(parents=True, exist_ok=True)
+                    for i, img in enumerate(pair.images):
+                        Image.fromarray(img).resize((64, 64), Image.NEAREST).save(d / f"{i}.png", compress_level=1)
+                    done.touch()
+        return f"/gradio_api/file={d}/{{i}}.png"
+
+    def payloads(self, p: dict, representation: str, method: str, color_by: str | None,
+                 selected: list[int] | None = None, highlight: list[int] | None = None) -> tuple[str, str]:
+        from app.components.scatter import scatter_payload
+
+        pair = self.pair(p["space_a"], p["space_b"])
+        xy_a, xy_b = self.coordinates(p, representation, method)
+        color = pair.meta[color_by].to_numpy() if color_by and color_by in pair.meta.columns else None
+        hover = (pair.meta["id"].astype(str) + " · " + (pair.meta[color_by].astype(str) if color is not None else "")).tolist()
+        thumb = self.thumb_url(pair)
+        out = []
+        for which, xy in (("A", xy_a), ("B", xy_b)):
+            out.append(scatter_payload(
+                xy, ids=pair.ids(), color=color, color_name=color_by or "", hover=hover, thumb_url=thumb,
+                selected=selected or [], highlight=highlight or [],
+                title=f"{which}: {pair.name(which)} · {representation}",
+                uirevision=f"{which}:{pair.name(which)}:{representation}:{method}:{p['n_anchors']}:{p['strategy']}"))
+        return out[0], out[1]
+
+
+def _check_roles(encoder: str, head: str, kind: str) -> None:
+    if encoder not in ("A", "B") or head not in ("A", "B"):
+        raise InputError(f"encoder and head must each be 'A' or 'B', but are {encoder!r} and {head!r}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, but is {kind!r}")
+
+
+def _as_image(image) -> np.ndarray:
+    if image is None:
+        raise InputError("image: nothing was given; upload an image or pick a sample")
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InputError(f"image must be H×W×3 (RGB), but has shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def _resize(img: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((side, side), Image.BOX))
+
+
+def _num(v):
+    v = float(v)
+    return None if not np.isfinite(v) else round(v, 4)
+
+
+def _read_image_file(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.thumbnail((512, 512))
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"image: could not read the file as an image ({exc})") from None
+
+
+# ----------------------------------------------------------------------------------------
+# Layout and wiring
+
+
+def _guard(fn):
+    """InputError → gr.Error (a message in the UI); the server keeps serving."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return inner
+
+
+def _metrics_frame(out: dict):
+    import pandas as pd
+
+    names = {"jaccard": f"Jaccard@k (cross-space)", "mrr": "MRR", "cosine": "mean cosine", "cka": "linear CKA",
+             "knn_overlap": "kNN overlap (within each space)"}
+    return pd.DataFrame([{"metric": names[m], **{kind: out[kind][m] for kind in ("absolute", "relative", "procrustes")}}
+                         for m in rel.METRIC_NAMES])
+
+
+def _table_frame(t: dict):
+    import pandas as pd
+
+    return pd.DataFrame([{"encoder → head": f"{r['encoder']} → {r['head']}", "stitched": "yes" if r["stitched"] else "",
+                          "absolute": r["absolute"], "relative": r["relative"], "procrustes": r["procrustes"]}
+                         for r in t["rows"]])
 
 
 def build_stitching(backends: Backends):
-    import gradio as gr
+    from app.components.scatter import scatter_map
 
-    gr.Markdown("Stitching: compare two latent spaces through relative representations (coming soon).")
-    return None
+    svc = StitchingService(backends)
+    a0, b0 = svc.default_pair()
+    names = svc.usable_space_names()
+
+    def params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k):
+        return svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label or "", seed=seed,
+                          mode=mode, output_norm=output_norm, k=k)
+
+    # -- handlers ----------------------------------------------------------------------
+    @_guard
+    def on_spaces(space_a, space_b):
+        pair = svc.pair(space_a, space_b)
+        labels = list(pair.labels)
+        info = (f"**{len(pair):,} items** · A: {space_a} ({pair.x_a.shape[1]}-d) · B: {space_b} ({pair.x_b.shape[1]}-d)"
+                f" · {len(pair.train):,} train / {len(pair.test):,} test")
+        lab = labels[0] if labels else None
+        demo = svc.demo_items(svc.params(space_a, space_b))
+        return (gr.update(choices=labels, value=lab), gr.update(choices=labels, value=lab), info,
+                gr.update(choices=demo, value=demo[0] if demo else None))
+
+    @_guard
+    def on_compare(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, representation,
+                   method, color_by, progress=gr.Progress()):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        progress(0.1, desc="anchors and metrics")
+        out = svc.compare(p)
+        progress(0.5, desc="maps")
+        map_a, map_b = svc.payloads(p, representation, method, color_by)
+        note = (f"{out['n_anchors']} anchors ({p['strategy']}) over {out['n_items']:,} items; k = {p['k']}. "
+                "Jaccard and MRR retrieve B's items with A's vector of an item (cross-space); with absolute "
+                "vectors of two independently trained models they sit near chance.")
+        return p, _metrics_frame(out), note, map_a, map_b
+
+    @_guard
+    def on_table(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, progress=gr.Progress()):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        progress(0.1, desc="training the heads (seconds; cached afterwards)")
+        t = svc.table(p)
+        md = (f"Test accuracy on **{t['label']}** ({t['n_test']:,} test items; heads trained on {t['n_train']:,}). "
+              f"Chance (most frequent class): **{t['chance']:.3f}**. Rows marked *stitched* read one model's "
+              "vectors with the head trained on the other's, with no training.")
+        return p, _table_frame(t), md
+
+    def _linked(p, representation, method, color_by, selected, highlight):
+        return svc.payloads(p, representation, method, color_by, selected=selected, highlight=highlight)
+
+    @_guard
+    def on_select(p, representation, method, color_by, evt: gr.EventData):
+        data = getattr(evt, "_data", None) or {}
+        idx = [int(i) for i in data.get("indices", [])]
+        if not p:
+            raise InputError("press Compare first")
+        a, b = _linked(p, representation, method, color_by, idx, [])
+        return a, b, f"**{len(idx):,}** items selected: highlighted in both maps."
+
+    @_guard
+    def on_click(p, representation, method, color_by, evt: gr.EventData):
+        data = getattr(evt, "_data", None) or {}
+        i = int(data.get("index", -1))
+        if i < 0 or not p:
+            raise InputError("click landed on no point")
+        pair = svc.pair(p["space_a"], p["space_b"])
+        a, b = _linked(p, representation, method, color_by, [], [i])
+        item_id = pair.ids()[i]
+        return a, b, f"Item **{item_id}** highlighted in both maps.", gr.update(value=item_id)
+
+    @_guard
+    def on_demo_item(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, item_id, encoder,
+                     head, kind):
+        if not item_id:
+            raise InputError("pick a test item first")
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        r = svc.classify_item(p, item_id, encoder, head, kind)
+        pair = svc.pair(p["space_a"], p["space_b"])
+        img = pair.images[pair.ids().index(item_id)] if pair.images is not None else None
+        return img, {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
+
+    @_guard
+    def on_demo_image(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, image, encoder,
+                      head, kind):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        r = svc.classify_image(p, image, encoder, head, kind)
+        return {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
+
+    # -- layout ------------------------------------------------------------------------
+    state = gr.State({})
+    gr.Markdown("Compare two models' spaces of the same items through **relative representations** (cosine "
+                "similarity to shared anchor items, Moschella et al.), and **stitch** them: a head trained on "
+                "A's relative space reads B's with no training.")
+    with gr.Row():
+        space_a = gr.Dropdown(choices=names, value=a0, label="Space A", elem_id="st-space-a")
+        space_b = gr.Dropdown(choices=names, value=b0, label="Space B", elem_id="st-space-b")
+        label = gr.Dropdown(choices=[], label="Label (heads, stratified anchors)", elem_id="st-label")
+        color_by = gr.Dropdown(choices=[], label="Colour maps by", elem_id="st-color")
+    info = gr.Markdown(elem_id="st-info")
+    with gr.Row():
+        n_anchors = gr.Slider(2, 1000, value=DEFAULTS["n_anchors"], step=1, label="Anchors", elem_id="st-n-anchors")
+        strategy = gr.Radio(list(rel.ANCHOR_STRATEGIES), value="random", label="Anchor choice")
+        mode = gr.Radio(list(rel.PROJECTIONS), value="cosine", label="Projection (cosine, or change of basis)")
+        output_norm = gr.Dropdown(list(rel.OUTPUT_NORMS), value="none", label="Output normalisation")
+        k = gr.Slider(1, 50, value=10, step=1, label="k (neighbours)")
+        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+    with gr.Row():
+        representation = gr.Radio(["relative", "absolute"], value="relative", label="Maps show")
+        method = gr.Radio(["pca", "umap"], value="pca", label="Map projection")
+        compare_btn = gr.Button("Compare", variant="primary", elem_id="st-compare")
+    with gr.Row():
+        with gr.Column(scale=2):
+            metrics = gr.Dataframe(label="Absolute vs relative (vs Procrustes-translated A)", interactive=False,
+                                   elem_id="st-metrics")
+            metrics_note = gr.Markdown()
+        with gr.Column(scale=3):
+            with gr.Row():
+                map_a = scatter_map(height=380, elem_id="st-map-a")
+                map_b = scatter_map(height=380, elem_id="st-map-b")
+            link_md = gr.Markdown("Lasso or click in one map: the same items light up in the other.",
+                                  elem_id="st-link")
+    with gr.Row():
+        with gr.Column(scale=3):
+            stitch_btn = gr.Button("Train heads and stitch", variant="primary", elem_id="st-stitch")
+            table = gr.Dataframe(label="Stitching table (test accuracy)", interactive=False, elem_id="st-table")
+            table_md = gr.Markdown()
+        with gr.Column(scale=2):
+            gr.Markdown("**Live demo**: encode with one model, classify with the other's head.")
+            with gr.Row():
+                encoder = gr.Radio(["A", "B"], value="B", label="Encoder")
+                head = gr.Radio(["A", "B"], value="A", label="Head trained on")
+                kind = gr.Radio(list(KINDS), value="relative", label="Through")
+            demo_item = gr.Dropdown(choices=[], label="Pick a test item", elem_id="st-demo-item")
+            with gr.Row():
+                demo_img = gr.Image(label="Item", height=140, interactive=False)
+                upload = gr.Image(label="…or upload an image", height=140, type="numpy", sources=["upload"])
+            demo_label = gr.Label(num_top_classes=5, label="Prediction", elem_id="st-demo-label")
+            demo_md = gr.Markdown(elem_id="st-demo-md")
+
+    # -- wiring ------------------------------------------------------------------------
+    pv = [space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k]
+    for dd in (space_a, space_b):
+        dd.input(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented")
+    compare_btn.click(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
+                      api_visibility="undocumented", concurrency_id="stitching-heavy")
+    for ctl in (representation, method, color_by):
+        ctl.input(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
+                  api_visibility="undocumented", concurrency_id="stitching-heavy", trigger_mode="always_last")
+    stitch_btn.click(on_table, pv, [state, table, table_md], api_visibility="undocumented",
+                     concurrency_id="stitching-heavy")
+    for m in (map_a, map_b):
+        m.points_selected(on_select, [state, representation, method, color_by], [map_a, map_b, link_md],
+                          api_visibility="undocumented", trigger_mode="always_last")
+        m.point_click(on_click, [state, representation, method, color_by],
+                      [map_a, map_b, link_md, demo_item], api_visibility="undocumented", trigger_mode="always_last"
+                      ).success(on_demo_item, pv + [demo_item, encoder, head, kind], [demo_img, demo_label, demo_md],
+                                api_visibility="undocumented", concurrency_id="stitching-heavy")
+    demo_inputs = pv + [demo_item, encoder, head, kind]
+    demo_item.input(on_demo_item, demo_inputs, [demo_img, demo_label, demo_md], api_visibility="undocumented",
+                     concurrency_id="stitching-heavy")
+    for ctl in (encoder, head, kind):
+        ctl.input(on_demo_item, demo_inputs, [demo_img, demo_label, demo_md], api_visibility="undocumented",
+                  concurrency_id="stitching-heavy")
+    upload.upload(on_demo_image, pv + [upload, encoder, head, kind], [demo_label, demo_md],
+                  api_visibility="undocumented", concurrency_id="stitching-heavy")
+
+    # Fill the menus when the page loads (cheap: the default pair's vectors are computed once).
+    demo = gr.context.Context.root_block
+    demo.load(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented")
+
+    _register_api(svc)
+    return svc
+
+
+def _demo_md(r: dict) -> str:
+    truth = f" · truth: **{r['true']}** ({r['split']} item)" if "true" in r else ""
+    return (f"{r['label']}: **{r['prediction']}**{truth}  \nencoded by {r['encoder']}, read by the {r['kind']} "
+            f"head trained on {r['head']}")
+
+
+def _register_api(svc: StitchingService):
+    def stitching_spaces() -> list[dict]:
+        """Spaces that can be compared: name, world (spaces of one world embed the same items), description,
+        and why a space is unavailable (null when usable). Atlas corpora appear as "corpus:<key>"."""
+        return svc.spaces()
+
+    def stitching_anchors(space_a: str, space_b: str, n_anchors: int = 300, strategy: str = "random",
+                          label: str = "", seed: int = 0) -> list[str]:
+        """Ids of the anchor items chosen from the training split (random, stratified, farthest, kmeans)."""
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, seed=seed)
+        pair = svc.pair(space_a, space_b)
+        return [pair.ids()[i] for i in svc.anchors(p)]
+
+    def stitching_compare(space_a: str, space_b: str, n_anchors: int = 300, strategy: str = "random",
+                          k: int = 10, mode: str = "cosine", output_norm: str = "none", seed: int = 0,
+                          label: str = "", anchor_ids: list[str] | None = None) -> dict:
+        """Jaccard@k, MRR, mean cosine, linear CKA and kNN overlap: absolute vs relative vs Procrustes.
+        anchor_ids: explicit anchors (ids of items), overriding n_anchors/strategy."""
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, k=k, mode=mode,
+                       output_norm=output_norm, seed=seed, label=label)
+        p["anchor_ids"] = list(anchor_ids or [])
+        return svc.compare(p)
+
+    def stitching_maps(space_a: str, space_b: str, representation: str = "relative", method: str = "pca",
+                       n_anchors: int = 300, strategy: str = "random", seed: int = 0) -> dict:
+        """2-D maps of both spaces (same item order): {"ids", "a": {"x", "y"}, "b": {"x", "y"}}."""
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, seed=seed)
+        xa, xb = svc.coordinates(p, representation, method)
+        return {"ids": svc.pair(space_a, space_b).ids(), "a": {"x": xa[:, 0].tolist(), "y": xa[:, 1].tolist()},
+                "b": {"x": xb[:, 0].tolist(), "y": xb[:, 1].tolist()}}
+
+    def stitching_table(space_a: str, space_b: str, label: str = "", n_anchors: int = 300,
+                        strategy: str = "random", mode: str = "cosine", output_norm: str = "none",
+                        seed: int = 0) -> dict:
+        """Test accuracy of A→A, B→B, A→B, B→A (encoder → head) for absolute, relative and Procrustes."""
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, mode=mode,
+                       output_norm=output_norm, seed=seed)
+        return svc.table(p)
+
+    def stitching_classify(space_a: str, space_b: str, item_id: str, encoder: str = "B", head: str = "A",
+                           kind: str = "relative", label: str = "", n_anchors: int = 300,
+                           strategy: str = "random", seed: int = 0) -> dict:
+        """Classify a corpus item encoded by `encoder` with the head trained on `head`'s space."""
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, seed=seed)
+        return svc.classify_item(p, item_id, encoder, head, kind)
+
+    def stitching_classify_image(space_a: str, space_b: str, image: FileData, encoder: str = "B",
+                                 head: str = "A", kind: str = "relative", label: str = "",
+                                 n_anchors: int = 300, strategy: str = "random", seed: int = 0) -> dict:
+        """Upload an image (gradio_client: handle_file(path)), encode it with `encoder`, classify with `head`."""
+        from app.tabs.atlas import _uploaded_path
+
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, seed=seed)
+        return svc.classify_image(p, _read_image_file(_uploaded_path(image)), encoder, head, kind)
+
+    for fn in (stitching_spaces, stitching_anchors, stitching_compare, stitching_maps, stitching_table,
+               stitching_classify, stitching_classify_image):
+        gr.api(_guard(fn), api_name=fn.__name__, concurrency_id="stitching-api")

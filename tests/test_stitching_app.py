@@ -1,0 +1,135 @@
+"""The Stitching tab through its named API endpoints, against a launched app (what gradio_client users do)."""
+import json
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+
+@pytest.fixture(scope="module")
+def client(atlas_app):
+    import torch
+
+    torch.set_num_threads(1)
+    url, _ = atlas_app
+    return Client(url, verbose=False)
+
+
+ENDPOINTS = ("stitching_spaces", "stitching_anchors", "stitching_compare", "stitching_maps", "stitching_table",
+             "stitching_classify", "stitching_classify_image")
+
+
+def test_api_lists_every_stitching_action(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    for name in ENDPOINTS:
+        assert f"/{name}" in names
+
+
+def test_spaces_registry_names_worlds_and_reasons(client):
+    spaces = {s["name"]: s for s in client.predict(api_name="/stitching_spaces")}
+    assert spaces["blobs"]["world"] == spaces["blobs-rotated"]["world"] == "blobs"
+    assert spaces["blobs"]["unavailable"] is None
+    assert "corpus:digits" in spaces
+    assert {"shapes-cnn", "shapes-vit", "openclip"} <= set(spaces)
+
+
+def test_compare_rotated_spaces_relative_invariant_absolute_not(client):
+    out = client.predict("blobs", "blobs-rotated", 100, "kmeans", 10, "cosine", "none", 0, "label", None,
+                         api_name="/stitching_compare")
+    assert out["n_anchors"] == 100 and out["n_items"] == 1500
+    assert out["relative"]["jaccard"] > 0.95 and out["relative"]["mrr"] > 0.99
+    assert out["absolute"]["jaccard"] < 0.1 and out["absolute"]["mrr"] < 0.1
+    assert out["procrustes"]["mrr"] > 0.99
+    anchors = client.predict("blobs", "blobs-rotated", 12, "stratified", "label", 0, api_name="/stitching_anchors")
+    assert len(anchors) == 12 and len(set(anchors)) == 12
+    explicit = client.predict("blobs", "blobs-rotated", 300, "random", 5, "cosine", "none", 0, "", anchors,
+                              api_name="/stitching_compare")
+    assert explicit["n_anchors"] == 12 and explicit["anchor_ids"] == anchors
+
+
+def test_maps_have_both_spaces_in_item_order(client):
+    m = client.predict("blobs", "blobs-rotated", "relative", "pca", 50, "random", 0, api_name="/stitching_maps")
+    assert len(m["ids"]) == 1500 and len(m["a"]["x"]) == len(m["b"]["y"]) == 1500
+    # relative maps of a rotated copy coincide (up to PCA's sign)
+    a, b = np.array([m["a"]["x"], m["a"]["y"]]).T, np.array([m["b"]["x"], m["b"]["y"]]).T
+    assert abs(np.corrcoef(a[:, 0], b[:, 0])[0, 1]) > 0.99
+
+
+def test_table_classify_and_upload_on_digits(client, tmp_path):
+    t = client.predict("digits-map-a", "digits-map-b", "label", 200, "random", "cosine", "none", 0,
+                       api_name="/stitching_table")
+    rows = {(r["encoder"][0], r["head"][0]): r for r in t["rows"]}
+    assert rows["A", "A"]["relative"] > 0.9
+    assert rows["A", "B"]["relative"] > 0.7 and rows["A", "B"]["absolute"] < t["chance"] + 0.15
+    r = client.predict("digits-map-a", "digits-map-b", "digit-0000", "B", "A", "relative", "label", 200, "random", 0,
+                       api_name="/stitching_classify")
+    assert r["prediction"] == r["true"] == "0" and r["encoder"] == "digits-map-b" and r["head"] == "digits-map-a"
+    assert abs(sum(r["probabilities"].values()) - 1) < 1e-3
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    hits = 0
+    for i in range(1, 9):  # an uploaded image is classified exactly as the same corpus item
+        img = (d.images[i] / 16 * 255).astype(np.uint8)
+        Image.fromarray(np.kron(img, np.ones((4, 4), np.uint8))).save(tmp_path / f"d{i}.png")
+        out = client.predict("digits-map-a", "digits-map-b", handle_file(str(tmp_path / f"d{i}.png")), "B", "A",
+                             "relative", "label", 200, "random", 0, api_name="/stitching_classify_image")
+        same = client.predict("digits-map-a", "digits-map-b", f"digit-{i:04d}", "B", "A", "relative", "label", 200,
+                              "random", 0, api_name="/stitching_classify")
+        assert out["prediction"] == same["prediction"]
+        hits += out["prediction"] == str(d.target[i])
+    assert hits >= 6
+
+
+def test_bad_input_gets_a_message_and_the_server_keeps_serving(client, tmp_path):
+    with pytest.raises(Exception, match="at least 2 anchors"):
+        client.predict("blobs", "blobs-rotated", 1, "random", 10, "cosine", "none", 0, "", None,
+                       api_name="/stitching_compare")
+    with pytest.raises(Exception, match="'nope' is not in the corpus"):
+        client.predict("blobs", "blobs-rotated", 300, "random", 10, "cosine", "none", 0, "", ["blob-0001", "nope"],
+                       api_name="/stitching_compare")
+    with pytest.raises(Exception, match="Unknown space"):
+        client.predict("blobs", "nope", 10, "random", 10, "cosine", "none", 0, "", None, api_name="/stitching_compare")
+    with pytest.raises(Exception, match="same world"):
+        client.predict("blobs", "digits-map-a", 10, "random", 10, "cosine", "none", 0, "", None,
+                       api_name="/stitching_compare")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(40, 6)).astype(np.float32))
+    np.save(tmp_path / "b.npy", rng.normal(size=(30, 6)).astype(np.float32))
+    ka = client.predict(handle_file(str(tmp_path / "a.npy")), api_name="/atlas_upload")
+    kb = client.predict(handle_file(str(tmp_path / "b.npy")), api_name="/atlas_upload")
+    with pytest.raises(Exception, match="has 40 items but space B .* has 30"):
+        client.predict(f"corpus:{ka}", f"corpus:{kb}", 10, "random", 5, "cosine", "none", 0, "", None,
+                       api_name="/stitching_compare")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(Exception, match="could not read the file as an image"):
+        client.predict("digits-map-a", "digits-map-b", handle_file(str(tmp_path / "bad.png")), "B", "A", "relative",
+                       "label", 200, "random", 0, api_name="/stitching_classify_image")
+    assert client.predict(api_name="/stitching_spaces")
+
+
+def test_linked_maps_mark_the_same_items_in_both(atlas_app):
+    from app.tabs.stitching import StitchingService
+
+    _, backends = atlas_app
+    svc = StitchingService(backends)
+    p = svc.params("blobs", "blobs-rotated", n_anchors=30)
+    a, b = svc.payloads(p, "relative", "pca", "label", selected=[3, 5, 8], highlight=[7])
+    pa, pb = json.loads(a), json.loads(b)
+    assert pa["selected"] == pb["selected"] == [3, 5, 8] and pa["highlight"] == pb["highlight"] == [7]
+    assert pa["ids"] == pb["ids"] and pa["title"].startswith("A: blobs") and pb["title"].startswith("B: blobs-rotated")
+
+
+def test_shapes_encoders_stitch_through_the_api(client):
+    spaces = {s["name"]: s for s in client.predict(api_name="/stitching_spaces")}
+    if spaces["shapes-cnn"]["unavailable"] or spaces["shapes-vit"]["unavailable"]:
+        pytest.skip(f"Shapes encoder weights are absent from assets/shapes/: {spaces['shapes-cnn']['unavailable']}")
+    t = client.predict("shapes-cnn", "shapes-vit", "shape", 300, "random", "cosine", "none", 0,
+                       api_name="/stitching_table")
+    rows = {(r["encoder"][0], r["head"][0]): r for r in t["rows"]}
+    assert rows["B", "A"]["relative"] >= rows["A", "A"]["relative"] - 0.10
+    r = client.predict("shapes-cnn", "shapes-vit", "scene-00001", "B", "A", "relative", "shape", 300, "random", 0,
+                       api_name="/stitching_classify")
+    assert r["prediction"] in r["probabilities"]
