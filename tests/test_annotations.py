@@ -1,9 +1,12 @@
 """The annotation store: WAL, uniqueness, validation, durability across processes."""
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +176,100 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     stored = {a["plot_id"] for a in s.annotations()}
     assert set(acked) <= stored
     s.close()
+
+
+# -- kill -9 of the app server (a subprocess) during writes through the API ---------------
+
+SERVER = r"""
+import sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_annotate_app import make_backends, make_demo
+from pathlib import Path
+b = make_backends(Path({cache!r}), Path({db!r}))
+demo = make_demo(b)
+demo.launch(server_name="127.0.0.1", server_port={port}, prevent_thread_lock=False, quiet=True)
+"""
+
+
+def _wait_up(url, proc, timeout=60):
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url + "config", timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise TimeoutError("server did not start")
+
+
+def test_kill_9_of_the_server_keeps_every_acknowledged_submission(tmp_path):
+    from conftest import free_port
+    from test_annotate_app import client, make_backends, seed_task_set
+
+    db = tmp_path / "crash.sqlite"
+    backends = make_backends(tmp_path, db)
+    seed_task_set(backends, name="crash", target=50)
+    from app.tabs.annotate import store_for
+    from backends.annotations import AnnotationStore
+
+    store = store_for(backends)
+    for i in range(8):
+        store.register_annotator(f"crash{i}", f"token-crash-{i}")
+    store.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    code = SERVER.format(root=str(ROOT), tests=str(ROOT / "tests"), cache=str(tmp_path), db=str(db), port=port)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    acked, stop = [], threading.Event()
+    try:
+        _wait_up(url, proc)
+
+        def writer(i):
+            try:
+                c = client(url)
+                tok = f"token-crash-{i}"
+                _, _, pid, _ = c.predict(f"crash{i}", tok, "crash", "lasso", api_name="/annotate_sign_in")
+                while pid and not stop.is_set():
+                    status, _, nxt, _ = c.predict(tok, pid, json.dumps({"cluster 1": [0, 1, i]}), "lasso",
+                                                  api_name="/annotate_submit")
+                    if "Stored answer" in status:
+                        acked.append((f"crash{i}", int(pid)))
+                    pid = nxt
+            except Exception:  # the server is killed under us
+                pass
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        [t.start() for t in threads]
+        t0 = time.time()
+        while len(acked) < 40 and time.time() - t0 < 60:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # in the middle of the writes
+        proc.wait()
+        stop.set()
+        [t.join(timeout=30) for t in threads]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 40
+    reopened = AnnotationStore(f"sqlite:///{db}")
+    assert reopened.integrity_check() == "ok"
+    stored = {(a["annotator"], a["plot_id"]) for a in reopened.annotations()}
+    assert set(acked) <= stored, sorted(set(acked) - stored)[:5]
+    assert len(stored) < 160  # it really was interrupted
+    reopened.close()
+
+
+def test_token_hash_settings_are_fixed_when_the_database_is_created(tmp_path):
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    first = AnnotationStore(url, token_iterations=1_000)
+    first.sign_in("ada", "token-ada")
+    first.engine.dispose()
+    again = AnnotationStore(url, token_iterations=99_999)  # ignored: the stored hashes use 1,000
+    assert again.sign_in("ada", "token-ada").name == "ada"
+    again.close()

@@ -1,0 +1,246 @@
+"""The Annotate tab through its API (gradio_client): flow, validation, admin, 50 concurrent annotators.
+
+The kill -9 of a running server is in test_annotations.py (durability)."""
+import json
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import free_port
+
+ADMIN = "admin-pw"
+N_PLOTS = 20
+
+
+def make_demo(backends):
+    """The Annotate tab alone in a Blocks, queued like create_app does."""
+    import gradio as gr
+
+    from app.components.scatter import static_paths
+    from app.tabs.annotate import build_annotate
+
+    gr.set_static_paths(static_paths())
+    with gr.Blocks() as demo:
+        build_annotate(backends)
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def make_backends(root: Path, db: Path):
+    from backends.annotations import AnnotationStore
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(root), annotations_db=str(db), admin_password=ADMIN)
+    if not db.exists():  # cheap token hashing for tests (fixed per database when it is created)
+        AnnotationStore(settings.annotations_url, token_iterations=1_000).engine.dispose()
+    return Backends(settings)
+
+
+def seed_task_set(backends, name="pilot", n_plots=N_PLOTS, target=50):
+    from app.tabs.annotate import store_for
+    from backends.perception import synthetic_task_specs
+
+    return store_for(backends).create_task_set(name, synthetic_task_specs(n_plots, seed=1, points=(30, 50)),
+                                               kind="synthetic", target_annotators=target)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("annotate-app")
+    backends = make_backends(root, root / "annotations.sqlite")
+    seed_task_set(backends)
+    demo = make_demo(backends)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", backends
+    demo.close()
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, ssl_verify=False)  # no CA bundle load per request: ~40 ms CPU less
+
+
+def test_annotate_is_a_tab_of_the_app():
+    from app.tabs import TABS
+
+    assert ("Annotate", "annotate", "app.tabs.annotate:build_annotate") in TABS
+
+
+def test_named_endpoints(app):
+    url, _ = app
+    names = set(client(url).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    for ep in ("sign_in", "submit", "skip", "undo", "new_group", "progress", "task_sets", "admin_create_synthetic",
+               "admin_create_from_corpus", "admin_create_annotators", "admin_progress", "admin_agreement",
+               "admin_agreement_map", "admin_leaderboard", "admin_export"):
+        assert f"/annotate_{ep}" in names
+
+
+def test_sign_in_submit_skip_progress(app):
+    url, _ = app
+    c = client(url)
+    status, payload, plot_id, groups = c.predict("flow", "token-flow", "pilot", "lasso", api_name="/annotate_sign_in")
+    assert "Signed in as **flow**" in status and json.loads(payload)["x"] and plot_id
+    status, _, next_id, groups = c.predict("token-flow", plot_id, json.dumps({"cluster 1": [0, 1, 2], "noise": [3]}),
+                                           "lasso", api_name="/annotate_submit")
+    assert "Stored answer" in status and next_id != plot_id and groups == "{}"
+    # a retry of the same submission is acknowledged, not duplicated
+    status, *_ = c.predict("token-flow", plot_id, json.dumps({"noise": [3], "cluster 1": [2, 1, 0]}), "lasso",
+                           api_name="/annotate_submit")
+    assert "already stored" in status
+    status, *_ = c.predict("token-flow", next_id, "lasso", api_name="/annotate_skip")
+    assert "Skipped" in status
+    assert "submitted 1 · skipped 1" in c.predict("token-flow", "pilot", api_name="/annotate_progress")
+
+
+@pytest.mark.parametrize("token, plot, groups, message", [
+    ("token-bad", "9999", '{"cluster 1": [1]}', "unknown plot"),
+    ("token-bad", "1", '{"cluster 1": [1000]}', "out of range"),
+    ("token-bad", "1", "{}", "groups is empty"),
+    ("token-bad", "1", '{"cluster 1": []}', "is empty"),
+    ("token-bad", "1", '{"cluster 1": [' + ",".join(["1"] * 50_000) + "]}", "too large"),
+    ("token-wrong", "1", '{"cluster 1": [1]}', "unknown token"),
+    ("token-bad", "1", '{"cluster 1": [1], "noise": [1]}', "two groups"),
+    ("token-bad", "1", "not json", "not valid JSON"),
+])
+def test_malformed_submissions_are_rejected_with_a_message(app, token, plot, groups, message):
+    from gradio_client.exceptions import AppError
+
+    url, _ = app
+    c = client(url)
+    c.predict("bad", "token-bad", "pilot", "lasso", api_name="/annotate_sign_in")
+    with pytest.raises(AppError, match=message):
+        c.predict(token, plot, groups, "lasso", api_name="/annotate_submit")
+
+
+def test_wrong_token_cannot_sign_in(app):
+    from gradio_client.exceptions import AppError
+
+    url, _ = app
+    c = client(url)
+    c.predict("eve", "token-eve", "pilot", "lasso", api_name="/annotate_sign_in")
+    with pytest.raises(AppError, match="wrong token"):
+        c.predict("eve", "token-not-eve", "pilot", "lasso", api_name="/annotate_sign_in")
+
+
+def test_admin_needs_the_password(app):
+    from gradio_client.exceptions import AppError
+
+    url, _ = app
+    c = client(url)
+    for ep, args in (("/annotate_admin_export", ("pilot", "csv")), ("/annotate_admin_progress", ("pilot",)),
+                     ("/annotate_admin_agreement", ("pilot",)), ("/annotate_admin_create_annotators", ("x",))):
+        with pytest.raises(AppError, match="wrong admin password"):
+            c.predict("token-flow", *args, api_name=ep)  # an annotator's token is not the password
+
+
+def test_admin_views_and_export(app):
+    url, _ = app
+    c = client(url)
+    a, b = (client(url) for _ in range(2))
+    _, _, pa, _ = a.predict("ann-a", "token-ann-a", "pilot", "lasso", api_name="/annotate_sign_in")
+    _, _, pb, _ = b.predict("ann-b", "token-ann-b", "pilot", "lasso", api_name="/annotate_sign_in")
+    assert pa == pb  # both get the first plot still short of its target
+    a.predict("token-ann-a", pa, json.dumps({"cluster 1": list(range(10)), "cluster 2": list(range(10, 20))}), "lasso",
+              api_name="/annotate_submit")
+    b.predict("token-ann-b", pb, json.dumps({"cluster 1": list(range(10)), "cluster 2": list(range(10, 20))}), "lasso",
+              api_name="/annotate_submit")
+    prog = c.predict(ADMIN, "pilot", api_name="/annotate_admin_progress")
+    assert len(prog["data"]) == N_PLOTS
+    agree = pd.DataFrame(**{k: prog[k] for k in ("data", "headers")}) if False else c.predict(
+        ADMIN, "pilot", api_name="/annotate_admin_agreement")
+    df = pd.DataFrame(agree["data"], columns=agree["headers"])
+    row = df[df.plot_id == int(pa)].iloc[0]
+    assert row["annotators"] >= 2
+    mp = json.loads(c.predict(ADMIN, pa, api_name="/annotate_admin_agreement_map"))
+    assert len(mp["x"]) == len(mp["color_num"] if "color_num" in mp else mp["color_cat"])
+    board = c.predict(ADMIN, "pilot", api_name="/annotate_admin_leaderboard")
+    assert {r[0] for r in board["data"]} >= {"k-means", "DBSCAN", "HDBSCAN", "Gaussian mixture"}
+    for fmt in ("csv", "jsonl", "parquet"):
+        path = c.predict(ADMIN, "pilot", fmt, api_name="/annotate_admin_export")
+        ex = {"csv": pd.read_csv, "parquet": pd.read_parquet,
+              "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](path)
+        mine = ex[(ex.annotator == "ann-a") & (ex.plot_id == int(pa))]
+        assert len(mine) == mine.point_id.nunique() > 20  # one row per point
+        assert set(mine[mine.point_id < 10].group) == {"cluster 1"}
+        assert set(mine[mine.point_id >= 20].group) == {"unassigned"}
+
+
+def test_admin_creates_task_sets_and_annotators(app):
+    url, backends = app
+    c = client(url)
+    msg, table, _ = c.predict(ADMIN, "syn-small", 3, 40, 60, 2, 3, 3.0, 6.0, 0.05, 2, 7,
+                              api_name="/annotate_admin_create_synthetic")
+    assert "3 plots" in msg and "syn-small" in [r[0] for r in table["data"]]
+    tokens = c.predict(ADMIN, "zoe\nyan", api_name="/annotate_admin_create_annotators")
+    rows = dict(tokens["data"])
+    assert set(rows) == {"zoe", "yan"} and len(rows["zoe"]) >= 16
+    status, *_ = c.predict("zoe", rows["zoe"], "syn-small", "lasso", api_name="/annotate_sign_in")
+    assert "Signed in as **zoe**" in status
+
+
+def test_admin_creates_a_task_set_from_a_corpus(app):
+    import numpy as np
+
+    from backends.corpus import Corpus
+
+    url, backends = app
+    rng = np.random.default_rng(0)
+    vec = np.concatenate([rng.normal(size=(100, 8)) + 6 * k for k in range(3)]).astype("float32")
+    key = backends.add_corpus(Corpus("blobs", vec, pd.DataFrame({"label": np.repeat([0, 1, 2], 100)})))
+    msg, *_ = client(url).predict(ADMIN, "from-corpus", key, 2, 60, 1.0, "pca", 2, 0,
+                                  api_name="/annotate_admin_create_from_corpus")
+    assert "2 plots" in msg
+
+
+def test_50_concurrent_annotators_20_submissions_each(tmp_path):
+    """Exactly 1,000 answers stored: none lost, none duplicated (each client also retries one)."""
+    backends = make_backends(tmp_path, tmp_path / "load.sqlite")
+    seed_task_set(backends, name="load", target=50)
+    demo = make_demo(backends)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    from app.tabs.annotate import store_for
+
+    store = store_for(backends)
+    errors, acks = [], []
+    barrier = threading.Barrier(50, action=lambda: started.append(time.perf_counter()))
+    started = []
+
+    def annotator(i):
+        try:
+            c = client(url)
+            tok = f"token-load-{i:02d}"
+            _, _, pid, _ = c.predict(f"load{i:02d}", tok, "load", "lasso", api_name="/annotate_sign_in")
+            barrier.wait(timeout=120)  # everyone signed in (registered): now submit at once
+            for n in range(20):
+                groups = json.dumps({"cluster 1": [0, 1, 2, 3 + i % 25], "noise": [29]})
+                status, _, next_pid, _ = c.predict(tok, pid, groups, "lasso", api_name="/annotate_submit")
+                assert "Stored answer" in status, status
+                acks.append((i, pid))
+                if n == 0:  # a retried submission (e.g. after a lost response) is not stored twice
+                    status, *_ = c.predict(tok, pid, groups, "lasso", api_name="/annotate_submit")
+                    assert "already stored" in status, status
+                pid = next_pid
+            assert pid == ""  # all 20 plots done
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"annotator {i}: {exc!r}")
+
+    threads = [threading.Thread(target=annotator, args=(i,)) for i in range(50)]
+    [t.start() for t in threads]
+    [t.join(timeout=300) for t in threads]
+    elapsed = time.perf_counter() - started[0]
+    demo.close()
+    assert not errors, errors[:3]
+    assert len(acks) == 1000
+    assert store.count_annotations() == 1000
+    rows = store.annotations()
+    assert len({(r["annotator_id"], r["plot_id"]) for r in rows}) == 1000
+    assert set(store.set_progress(store.task_set_id("load"))["answers"]) == {50}
+    print(f"\n50 annotators x 20 submissions (+50 retries): {elapsed:.1f} s, {1050 / elapsed:.0f} submissions/s")
