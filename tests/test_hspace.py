@@ -1,0 +1,203 @@
+"""h-space capture, editing and inversion on a tiny random UNet (nothing downloaded), and the
+inversion quality bars on the shipped Shapes generator when its weights are in assets/."""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+torch.set_num_threads(1)
+
+from backends import hspace  # noqa: E402
+from backends.diffusion import LatentDiffusionPipeline  # noqa: E402
+from backends.errors import InputError  # noqa: E402
+from backends.shapes.generator import GeneratorConfig, build_generator  # noqa: E402
+
+
+class DummyTextEncoder:
+    """Deterministic fake of backends.shapes.text.TextEncoder: one pseudo-random vector per word."""
+
+    dim = 384
+
+    def _word(self, w: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha1(w.encode("utf-8")).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+
+    def encode_tokens(self, texts, max_len=16):
+        states = torch.zeros(len(texts), max_len, self.dim)
+        mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            words = ["[CLS]"] + t.lower().split()[: max_len - 2] + ["[SEP]"]
+            for j, w in enumerate(words):
+                states[i, j] = torch.from_numpy(self._word(w))
+                mask[i, j] = True
+        return states, mask
+
+    def encode_pooled(self, texts):
+        s, m = self.encode_tokens(texts, 64)
+        v = (s * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(v, dim=-1).numpy()
+
+
+def tiny_pipe(image_size: int = 64, spatext: bool = True, seed: int = 0) -> LatentDiffusionPipeline:
+    cfg = GeneratorConfig(image_size=image_size, block_out_channels=(8, 16),
+                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), head_dim=8, norm_num_groups=4,
+                          spatext_channels=4 if spatext else 0, max_tokens=8)
+    gen = build_generator(cfg, seed=seed)
+    gen.unet.eval()
+    for p in gen.unet.parameters():
+        p.requires_grad_(False)
+    return LatentDiffusionPipeline(gen.unet, gen.make_scheduler(), gen.codec, DummyTextEncoder(),
+                                   gen.spatext if spatext else None, max_tokens=cfg.max_tokens)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipe()
+
+
+@pytest.fixture(scope="module")
+def traj(pipe):
+    return hspace.generate(pipe, "a red circle", seeds=3, steps=4, guidance_scale=3.0, eta=1.0)
+
+
+def test_generate_eta0_matches_the_pipeline(pipe):
+    out = pipe("a red circle", num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(3))
+    tr = hspace.generate(pipe, "a red circle", seeds=3, steps=4, guidance_scale=3.0, eta=0.0)
+    assert np.abs(out.images[0] * 255 - tr.images[0]).max() <= 1.0
+    assert tr.h.shape == (4, 1, 16, 8, 8)  # (steps, batch, C, h, w) of unet.mid_block's output
+    assert tr.xs.shape[0] == 5 and float(tr.noise.abs().max()) == 0.0
+
+
+def test_unedited_replay_is_exact_and_edits_change_the_image(pipe, traj):
+    assert traj.noise.abs().max() > 0  # eta = 1 stores noise
+    same = hspace.edit(pipe, traj, torch.zeros((4, 1) + traj.h_shape))
+    np.testing.assert_array_equal(same, traj.images)
+    d = torch.zeros((4, 3) + traj.h_shape)
+    d[:, 1], d[:, 2] = 0.5, -0.5
+    frames = hspace.edit(pipe, traj, d)
+    assert frames.shape == (3, 64, 64, 3)
+    assert np.abs(frames[0].astype(int) - traj.images[0]).max() <= 1  # batched frame 0 = no edit
+    assert np.abs(frames[1].astype(int) - traj.images[0]).mean() > 1.0
+    # each batched frame equals the same edit rendered alone
+    alone = hspace.edit(pipe, traj, d[:, 2:3])
+    assert np.abs(alone[0].astype(int) - frames[2]).max() <= 1
+
+
+def test_edit_starts_from_the_cached_step(pipe, traj):
+    d = torch.zeros((4, 1) + traj.h_shape)
+    d[2:] = 0.7  # only the last two steps are edited
+    calls = []
+    h = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        fast = hspace.edit(pipe, traj, d)
+        n_fast = len(calls)
+        full = hspace.edit(pipe, traj, d, start=0)
+    finally:
+        h.remove()
+    assert n_fast == 2 and len(calls) == 2 + 4
+    assert np.abs(fast.astype(int) - full).max() <= 1
+
+
+def test_records_the_unconditional_half_and_edits_both_halves(pipe):
+    a = hspace.generate(pipe, "a red circle", seeds=5, steps=2, guidance_scale=3.0)
+    b = hspace.generate(pipe, "a blue star", seeds=5, steps=2, guidance_scale=3.0)
+    np.testing.assert_allclose(a.h[0].numpy(), b.h[0].numpy(), atol=1e-5)  # same noise, empty prompt
+    ac = hspace.generate(pipe, "a red circle", seeds=5, steps=2, guidance_scale=3.0, record_half="cond")
+    bc = hspace.generate(pipe, "a blue star", seeds=5, steps=2, guidance_scale=3.0, record_half="cond")
+    assert (ac.h[0] - bc.h[0]).abs().max() > 1e-3
+    # Δh reaches both halves of the guided batch: watch what the first up block receives
+    seen = []
+    hk = pipe.unet.up_blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.append(kw.get("hidden_states", args[0] if args else None)), with_kwargs=True)
+    try:
+        hspace.edit(pipe, a, torch.zeros((2, 1) + a.h_shape), start=1)
+        d = torch.zeros((2, 1) + a.h_shape)
+        d[1] = 1.0
+        hspace.edit(pipe, a, d)
+    finally:
+        hk.remove()
+    plain, edited = seen[0], seen[1]
+    assert plain.shape[0] == 2  # [uncond, cond]
+    diff = (edited - plain).flatten(1).mean(1)
+    np.testing.assert_allclose(diff.numpy(), [1.0, 1.0], atol=1e-5)
+    assert not pipe._lock.locked()
+
+
+def test_ddpm_noise_inversion_is_exact_and_ddim_inversion_is_close(pipe):
+    from backends.shapes import scenes
+
+    img = scenes.make_batch(1, seed=0, split="test", single=True).images
+    assert hspace.codec_psnr(pipe, img) == math.inf  # the pixel-unshuffle codec is exact
+    inv = hspace.invert(pipe, img, "a shape", method="ddpm", steps=4, guidance_scale=3.0, eta=1.0)
+    assert inv.kind == "ddpm-inversion" and inv.info["psnr"][0] >= 30
+    np.testing.assert_array_equal(hspace.edit(pipe, inv, torch.zeros((4, 1) + inv.h_shape)), inv.images)
+    z = inv.z()
+    assert torch.isfinite(z[:-1]).all()  # z = n / (η σ) where σ > 0 (the last step has σ = 0)
+    ddim = hspace.invert(pipe, img, "a shape", method="ddim", steps=4, guidance_scale=3.0, fixed_point_iters=2)
+    assert ddim.kind == "ddim-inversion" and np.isfinite(ddim.info["psnr"][0])
+    # the replay is self-consistent: an unedited edit gives the reconstruction
+    np.testing.assert_array_equal(hspace.edit(pipe, ddim, torch.zeros((4, 1) + ddim.h_shape), start=0), ddim.images)
+
+
+def test_bad_inputs_are_named(pipe, traj):
+    with pytest.raises(InputError, match="steps"):
+        hspace.generate(pipe, "x", steps=0)
+    with pytest.raises(InputError, match="eta"):
+        hspace.generate(pipe, "x", eta=2.0)
+    with pytest.raises(InputError, match="eta"):
+        hspace.generate(pipe, "x", eta=float("nan"))
+    with pytest.raises(InputError, match="prompt"):
+        hspace.generate(pipe, "  ")
+    with pytest.raises(InputError, match="method"):
+        hspace.invert(pipe, np.zeros((64, 64, 3), np.uint8), "x", method="magic")
+    bad = torch.full((4, 1) + traj.h_shape, float("nan"))
+    with pytest.raises(InputError, match="not finite"):
+        hspace.edit(pipe, traj, bad)
+    with pytest.raises(ValueError, match="deltas"):
+        hspace.edit(pipe, traj, torch.zeros(3, 1, 2))
+    assert not pipe._lock.locked()
+
+
+# ---------------------------------------------------------------------------------------
+# The shipped Shapes generator (quality bars; skipped when its weights are not in assets/)
+
+def _shapes_pipe():
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip(f"no trained generator at {WEIGHTS}")
+    from backends.diffusion import load_shapes_pipeline
+
+    return load_shapes_pipeline()
+
+
+def _inversion_psnrs(method: str, n: int = 4) -> tuple[float, float]:
+    from backends.shapes import scenes
+
+    pipe = _shapes_pipe()
+    b = scenes.make_batch(n, seed=1, split="test", single=True)
+    inv = hspace.invert(pipe, b.images, b.captions, method=method, steps=10, eta=1.0, fixed_point_iters=3)
+    return float(np.mean(inv.info["psnr"])), hspace.codec_psnr(pipe, b.images)
+
+
+def test_ddpm_noise_inversion_psnr_on_shapes():
+    p, codec = _inversion_psnrs("ddpm")
+    print(f"DDPM-noise inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")
+    assert p >= 30.0
+
+
+def _ddim_xfail():
+    """The DDIM bar depends on the trained generator; measured numbers go in the reason."""
+    return pytest.mark.xfail(strict=False, reason="DDIM inversion PSNR depends on the generator's training; "
+                                                 "see the printed number")
+
+
+@_ddim_xfail()
+def test_ddim_inversion_psnr_on_shapes():
+    p, codec = _inversion_psnrs("ddim")
+    print(f"DDIM inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")
+    assert p >= 25.0
