@@ -208,12 +208,14 @@ def prepare(x: np.ndarray, metric: str) -> np.ndarray:
 
 def kmeans(x: np.ndarray, k: int, *, n_init: int = 5, seed: int = 0, niter: int = 25,
            init_centroids: np.ndarray | None = None, init: str = "k-means++",
-           gpu: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+           max_points_per_centroid: int = 1024, gpu: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """FAISS k-means with `n_init` restarts (best objective kept).
 
     x: float32 (N, D). init: "k-means++" (seeds drawn on a sample of at most 50·k points) or
-    "random" (FAISS's own). Returns (labels int64 (N,), centroids float32 (k, D), inertia = sum of
-    squared distances to the nearest centroid).
+    "random" (FAISS's own). Each restart trains on a random sample of at most
+    max_points_per_centroid·k points (FAISS's subsampling); the final assignment covers all points.
+    Returns (labels int64 (N,), centroids float32 (k, D), inertia = sum of squared distances to the
+    nearest centroid).
     """
     faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -226,7 +228,7 @@ def kmeans(x: np.ndarray, k: int, *, n_init: int = 5, seed: int = 0, niter: int 
     runs = 1 if init_centroids is not None else max(1, int(n_init))
     for r in range(runs):
         km = faiss.Kmeans(d, k, niter=niter, nredo=1, seed=int(seed) * 1000 + r + 1, verbose=False, gpu=gpu,
-                          max_points_per_centroid=max(256, -(-n // k)), min_points_per_centroid=1)
+                          max_points_per_centroid=int(max_points_per_centroid), min_points_per_centroid=1)
         if init_centroids is not None:
             start = np.ascontiguousarray(init_centroids, dtype=np.float32)
         elif init == "k-means++":
