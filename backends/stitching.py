@@ -417,7 +417,7 @@ def relative_pair(pair: Pair, anchors, *, mode: str = "cosine", output_norm: str
 @dataclass
 class HeadConfig:
     hidden: int = 256
-    epochs: int = 40
+    epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 128
     weight_decay: float = 1e-5

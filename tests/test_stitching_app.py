@@ -56,12 +56,12 @@ def test_maps_have_both_spaces_in_item_order(client):
 
 
 def test_table_classify_and_upload_on_digits(client, tmp_path):
-    t = client.predict("digits-map-a", "digits-map-b", "label", 200, "random", "cosine", "none", 0,
+    t = client.predict("digits-map-a", "digits-map-b", "label", 300, "random", "cosine", "none", 0,
                        api_name="/stitching_table")
     rows = {(r["encoder"][0], r["head"][0]): r for r in t["rows"]}
     assert rows["A", "A"]["relative"] > 0.9
     assert rows["A", "B"]["relative"] > 0.7 and rows["A", "B"]["absolute"] < t["chance"] + 0.15
-    r = client.predict("digits-map-a", "digits-map-b", "digit-0000", "B", "A", "relative", "label", 200, "random", 0,
+    r = client.predict("digits-map-a", "digits-map-b", "digit-0000", "B", "A", "relative", "label", 300, "random", 0,
                        api_name="/stitching_classify")
     assert r["prediction"] == r["true"] == "0" and r["encoder"] == "digits-map-b" and r["head"] == "digits-map-a"
     assert abs(sum(r["probabilities"].values()) - 1) < 1e-3
@@ -75,8 +75,8 @@ def test_table_classify_and_upload_on_digits(client, tmp_path):
         img = (d.images[i] / 16 * 255).astype(np.uint8)
         Image.fromarray(np.kron(img, np.ones((4, 4), np.uint8))).save(tmp_path / f"d{i}.png")
         out = client.predict("digits-map-a", "digits-map-b", handle_file(str(tmp_path / f"d{i}.png")), "B", "A",
-                             "relative", "label", 200, "random", 0, api_name="/stitching_classify_image")
-        same = client.predict("digits-map-a", "digits-map-b", f"digit-{i:04d}", "B", "A", "relative", "label", 200,
+                             "relative", "label", 300, "random", 0, api_name="/stitching_classify_image")
+        same = client.predict("digits-map-a", "digits-map-b", f"digit-{i:04d}", "B", "A", "relative", "label", 300,
                               "random", 0, api_name="/stitching_classify")
         assert out["prediction"] == same["prediction"]
         hits += out["prediction"] == str(d.target[i])
@@ -106,7 +106,7 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(client, tmp_path)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(Exception, match="could not read the file as an image"):
         client.predict("digits-map-a", "digits-map-b", handle_file(str(tmp_path / "bad.png")), "B", "A", "relative",
-                       "label", 200, "random", 0, api_name="/stitching_classify_image")
+                       "label", 300, "random", 0, api_name="/stitching_classify_image")
     assert client.predict(api_name="/stitching_spaces")
 
 
@@ -133,3 +133,51 @@ def test_shapes_encoders_stitch_through_the_api(client):
     r = client.predict("shapes-cnn", "shapes-vit", "scene-00001", "B", "A", "relative", "shape", 300, "random", 0,
                        api_name="/stitching_classify")
     assert r["prediction"] in r["probabilities"]
+
+
+# ---------------------------------------------------------------------------------------
+# In a real browser: the two maps are linked
+
+
+FIRST_POINT = """(sel) => { const d = document.querySelector(sel + ' .la-plot'); const fl = d._fullLayout;
+  const tr = d._fullData[0]; const r = d.querySelector('.nsewdrag').getBoundingClientRect();
+  return [r.left + fl.xaxis.l2p(tr.x[0]), r.top + fl.yaxis.l2p(tr.y[0]), tr.customdata[0]]; }"""
+TRACE_INDICES = """([sel, name]) => { const d = document.querySelector(sel + ' .la-plot');
+  const t = (d.data || []).find(t => t.name === name); return t ? t.customdata : []; }"""
+
+
+@pytest.mark.browser
+def test_browser_click_and_lasso_in_one_map_mark_the_same_items_in_the_other(atlas_app, browser):
+    url, _ = atlas_app
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
+    page = ctx.new_page()
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Stitching").click()
+        page.wait_for_function("document.querySelector('#st-info') && "
+                               "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
+        page.click("#st-compare")
+        for sel in ("#st-map-a", "#st-map-b"):
+            page.wait_for_selector(f"{sel} .la-scatter[data-ready]", timeout=120_000)
+        assert page.get_attribute("#st-map-a .la-scatter", "data-points") == \
+            page.get_attribute("#st-map-b .la-scatter", "data-points")
+        x, y, idx = page.evaluate(FIRST_POINT, "#st-map-a")
+        page.mouse.click(x, y)
+        page.wait_for_function(f"({TRACE_INDICES})(['#st-map-b', 'highlight']).includes({idx})", timeout=60_000)
+        assert idx in page.evaluate(TRACE_INDICES, ["#st-map-a", "highlight"])
+        page.wait_for_function("document.querySelector('#st-demo-md').innerText.includes('read by')",
+                               timeout=120_000)  # the clicked item is classified by the other model's head
+        box = page.locator("#st-map-b .nsewdrag").bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        for px, py in [(box["width"] / 2, 5), (box["width"] / 2, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
+            page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
+        page.mouse.up()
+        page.wait_for_function("document.querySelector('#st-link').innerText.includes('selected')", timeout=60_000)
+        n = int(page.inner_text("#st-link").split()[0].replace(",", ""))
+        page.wait_for_function(f"({TRACE_INDICES})(['#st-map-a', 'selected']).length === {n}", timeout=30_000)
+        assert n > 10
+        assert sorted(page.evaluate(TRACE_INDICES, ["#st-map-a", "selected"])) == \
+            sorted(page.evaluate(TRACE_INDICES, ["#st-map-b", "selected"]))
+    finally:
+        ctx.close()
