@@ -690,3 +690,89 @@ __all__ = [
     "snap_to_palette", "drop_specks", "resolve_overlaps", "resize_masks", "masks_to_canvas", "match_prompts",
     "multidiffusion", "spatext", "paint_with_words", "word_spans", "generate", "hex_colour",
 ]
+
+
+# ---------------------------------------------------------------------------------------
+# Named pipelines (the Shapes model by default; tests and notebooks register others)
+
+_PIPELINE_FACTORIES: dict = {}
+
+
+def register_pipeline(name: str, factory) -> None:
+    """Make a pipeline available by name: factory() -> LatentDiffusionPipeline (called once)."""
+    _PIPELINE_FACTORIES[name] = factory
+    _PIPELINE_CACHE.pop(name, None)
+
+
+_PIPELINE_CACHE: dict = {}
+
+
+def pipeline_names() -> list[str]:
+    return ["shapes"] + [n for n in _PIPELINE_FACTORIES if n != "shapes"]
+
+
+def get_pipeline(name: str = "shapes", device: str = "cpu"):
+    """The named pipeline, loaded on first use. InputError with a hint when weights are missing."""
+    if name in _PIPELINE_CACHE:
+        return _PIPELINE_CACHE[name]
+    if name == "shapes" and name not in _PIPELINE_FACTORIES:
+        from backends.diffusion import load_shapes_pipeline
+
+        try:
+            return load_shapes_pipeline(device)
+        except FileNotFoundError as exc:
+            raise InputError(f"the Shapes generator is not available: {exc}") from None
+    if name not in _PIPELINE_FACTORIES:
+        raise InputError(f"Unknown model: {name!r}. Must be one of: {', '.join(pipeline_names())}")
+    _PIPELINE_CACHE[name] = _PIPELINE_FACTORIES[name]()
+    return _PIPELINE_CACHE[name]
+
+
+class HashTextEncoder:
+    """A deterministic stand-in text encoder (one pseudo-random vector per word) for tiny random
+    pipelines in tests; it has the methods LatentDiffusionPipeline uses."""
+
+    dim = 384
+
+    def _word(self, w: str) -> np.ndarray:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha1(w.encode("utf-8")).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+
+    def tokenize(self, text: str, max_len: int = 16) -> list[str]:
+        return (["[CLS]"] + text.lower().replace(",", " ,").split() + ["[SEP]"])[:max_len]
+
+    def encode_tokens(self, texts, max_len: int = 16):
+        import torch
+
+        states = torch.zeros(len(texts), max_len, self.dim)
+        mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            for j, w in enumerate(self.tokenize(t, max_len)):
+                states[i, j] = torch.from_numpy(self._word(w))
+                mask[i, j] = True
+        return states, mask
+
+    def encode_pooled(self, texts) -> np.ndarray:
+        import torch
+
+        s, m = self.encode_tokens(texts, 64)
+        v = (s * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(v, dim=-1).numpy()
+
+
+def tiny_random_pipeline(seed: int = 0, spatext_channels: int = 4):
+    """A tiny random Shapes-style pipeline (64x64 images; milliseconds per step) for tests."""
+    from backends.diffusion import LatentDiffusionPipeline
+    from backends.shapes.generator import GeneratorConfig, build_generator
+
+    cfg = GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                          head_dim=8, norm_num_groups=4, spatext_channels=spatext_channels, max_tokens=16)
+    gen = build_generator(cfg, seed=seed)
+    gen.unet.eval()
+    return LatentDiffusionPipeline(gen.unet, gen.make_scheduler(), gen.codec, HashTextEncoder(),
+                                   gen.spatext if spatext_channels else None, max_tokens=cfg.max_tokens)
+
+
+__all__ += ["register_pipeline", "get_pipeline", "pipeline_names", "tiny_random_pipeline", "HashTextEncoder"]

@@ -2,8 +2,6 @@
 generation methods on tiny random components (MultiDiffusion blending and bootstrapping)."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -156,44 +154,9 @@ def test_preview_shows_what_the_model_sees():
 # ---------------------------------------------------------------------------------------
 # Generation on tiny random components
 
-class DummyTextEncoder:
-    """Deterministic fake text encoder: one pseudo-random vector per word."""
-
-    dim = 384
-
-    def _word(self, w):
-        seed = int.from_bytes(hashlib.sha1(w.encode()).digest()[:4], "little")
-        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
-
-    def tokenize(self, text, max_len=16):
-        return (["[CLS]"] + text.lower().replace(",", " ,").split() + ["[SEP]"])[:max_len]
-
-    def encode_tokens(self, texts, max_len=16):
-        states = torch.zeros(len(texts), max_len, self.dim)
-        mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            for j, w in enumerate(self.tokenize(t, max_len)):
-                states[i, j] = torch.from_numpy(self._word(w))
-                mask[i, j] = True
-        return states, mask
-
-    def encode_pooled(self, texts):
-        s, m = self.encode_tokens(texts, 64)
-        v = (s * m[..., None]).sum(1) / m.sum(1, keepdim=True)
-        return torch.nn.functional.normalize(v, dim=-1).numpy()
-
-
 @pytest.fixture(scope="module")
 def pipe():
-    from backends.diffusion import LatentDiffusionPipeline
-    from backends.shapes.generator import GeneratorConfig, build_generator
-
-    cfg = GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                          head_dim=8, norm_num_groups=4, spatext_channels=4, max_tokens=16)
-    gen = build_generator(cfg, seed=0)
-    gen.unet.eval()
-    return LatentDiffusionPipeline(gen.unet, gen.make_scheduler(), gen.codec, DummyTextEncoder(), gen.spatext,
-                                   max_tokens=cfg.max_tokens)
+    return R.tiny_random_pipeline(seed=0)
 
 
 def g(seed=0):

@@ -1,11 +1,322 @@
-"""Regions tab: paint regions, give each a prompt, generate (SpaText / MultiDiffusion). Work in progress."""
+"""Regions tab: paint regions in palette colours, give each a prompt, generate.
+
+Pure functions first (RegionsService: parse a canvas, generate from it), then the layout, then
+the wiring. The canvas is a ``gr.ImageEditor`` whose brush offers only the palette colours; its
+``.input`` event (fired after each stroke) refreshes the preview of the parsed masks.
+
+Methods: SpaText (the Shapes model's trained spatio-textual channels), MultiDiffusion
+(training-free, any pipeline), paint-with-words (cross-attention masking), or "compare" (all of
+them, same seed). Every action is a named API endpoint: regions_palette, regions_parse,
+regions_generate.
+"""
 from __future__ import annotations
 
+import functools
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from gradio.data_classes import FileData
+
+from backends import regions as R
+from backends.errors import InputError
 from backends.registry import Backends
+
+METHOD_LABELS = {"spatext": "SpaText", "multidiffusion": "MultiDiffusion", "paint_with_words": "Paint-with-words",
+                 "compare": "Compare all (same seed)"}
+MAX_STEPS = 100
+DISPLAY_SIZE = 256  # generated 64x64 images are shown enlarged (nearest neighbour)
+EXAMPLE = {  # a ready layout: (colour, box (x0, y0, x1, y1) in canvas pixels, prompt)
+    "regions": [("red", (40, 40, 230, 230), "a red circle"), ("blue", (290, 270, 480, 470), "a blue star")],
+    "prompt": "on a black background",
+}
+
+
+def _blank_canvas(size: int = R.CANVAS_SIZE) -> np.ndarray:
+    return np.full((size, size, 4), 255, np.uint8)
+
+
+def example_canvas() -> np.ndarray:
+    c = _blank_canvas()
+    for colour, (x0, y0, x1, y1), _ in EXAMPLE["regions"]:
+        yy, xx = np.mgrid[:R.CANVAS_SIZE, :R.CANVAS_SIZE]
+        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+        c[np.hypot(xx - cx, yy - cy) <= r, :3] = R.PALETTE[colour]
+    return c
+
+
+def editor_array(value) -> np.ndarray | None:
+    """The RGBA composite of an ImageEditor value (dict with background / layers / composite)."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return value
+    comp = value.get("composite") if isinstance(value, dict) else None
+    if comp is not None:
+        return np.asarray(comp)
+    layers = [np.asarray(x) for x in (value.get("layers") or []) if x is not None]
+    bg = value.get("background")
+    if bg is None and not layers:
+        return None
+    out = _as_rgba(np.asarray(bg)) if bg is not None else np.zeros(layers[0].shape[:2] + (4,), np.uint8)
+    for layer in layers:
+        layer = _as_rgba(layer)
+        a = layer[..., 3:4].astype(np.float32) / 255.0
+        out[..., :3] = (layer[..., :3] * a + out[..., :3] * (1 - a)).round().astype(np.uint8)
+        out[..., 3] = np.maximum(out[..., 3], layer[..., 3])
+    return out
+
+
+def _as_rgba(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3 and a.shape[-1] == 4:
+        return a.astype(np.uint8)
+    if a.ndim == 2:
+        a = np.stack([a] * 3, -1)
+    return np.concatenate([a[..., :3].astype(np.uint8), np.full(a.shape[:2] + (1,), 255, np.uint8)], -1)
+
+
+def _output_dir() -> Path:
+    from gradio.utils import get_upload_folder
+
+    d = Path(get_upload_folder()) / "regions"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _save_png(img: np.ndarray) -> str:
+    from PIL import Image
+
+    path = _output_dir() / f"{uuid.uuid4().hex}.png"
+    Image.fromarray(np.asarray(img, np.uint8)).save(path)
+    return str(path)
+
+
+def _read_image(file) -> np.ndarray:
+    """An uploaded image (FileData / dict / path inside Gradio's upload folder) as RGBA uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+    if not path:
+        raise InputError("canvas: no image was given")
+    upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    resolved = Path(path).resolve()
+    if upload_root not in resolved.parents:
+        raise InputError("canvas: only images uploaded to this server can be opened")
+    try:
+        with Image.open(resolved) as im:
+            if im.width * im.height > 4096 * 4096:
+                raise InputError(f"canvas: image is {im.width}x{im.height}, larger than 4096x4096")
+            return np.asarray(im.convert("RGBA"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"canvas: not a readable image ({type(exc).__name__})") from None
+
+
+def enlarge(img: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
+    rep = max(1, size // img.shape[0])
+    return np.repeat(np.repeat(img, rep, 0), rep, 1)
+
+
+class RegionsService:
+    """What the Regions tab (and its API) does, independent of the layout."""
+
+    def __init__(self, backends: Backends, model: str | None = None):
+        self.b = backends
+        self.model = model or os.environ.get("LATENT_ATLAS_REGIONS_MODEL", "shapes")
+
+    def pipeline(self, model: str | None = None):
+        device = self.b.device if hasattr(self.b, "device") else "cpu"
+        return R.get_pipeline(model or self.model, device=device)
+
+    def parse(self, canvas: np.ndarray | None, min_area_frac: float = R.MIN_AREA_FRAC) -> R.ParsedCanvas:
+        if canvas is None:
+            raise InputError("canvas: nothing was painted (the canvas is empty)")
+        if not 0.0 <= float(min_area_frac) <= 0.5:
+            raise InputError(f"min_area_frac must be between 0 and 0.5, but is {min_area_frac}")
+        return R.parse_canvas(canvas, min_area_frac=float(min_area_frac))
+
+    @staticmethod
+    def summary(parsed: R.ParsedCanvas) -> dict:
+        return {"regions": [{"colour": c, "hex": R.hex_colour(c), "area": round(parsed.areas[c], 4)}
+                            for c in parsed.present],
+                "notes": list(parsed.notes)}
+
+    def generate(self, canvas: np.ndarray | None, prompts: dict, global_prompt: str = "", method: str = "spatext",
+                 seed: int = 0, steps: int = 20, guidance: float = 4.0, bootstrap_steps: int | None = None,
+                 pww_weight: float = 0.4, model: str | None = None) -> tuple[R.RegionResult, R.ParsedCanvas]:
+        steps = int(steps)
+        if not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"steps must be between 1 and {MAX_STEPS}, but is {steps}")
+        if bootstrap_steps is not None and int(bootstrap_steps) < 0:
+            bootstrap_steps = None  # -1: the default (20% of the steps)
+        if bootstrap_steps is not None and int(bootstrap_steps) > steps:
+            raise InputError(f"bootstrap_steps must be between 0 and steps ({steps}), but is {bootstrap_steps}")
+        if not isinstance(global_prompt, str):
+            raise InputError(f"global_prompt must be text, but is {type(global_prompt).__name__}")
+        parsed = self.parse(canvas)
+        R.match_prompts(parsed, prompts or {})  # validate before loading a model
+        pipe = self.pipeline(model)
+        spec = R.match_prompts(parsed, prompts or {}, size=int(pipe.latent_size * _image_per_latent(pipe)))
+        res = R.generate(pipe, spec, global_prompt, method=method, seed=int(seed), num_inference_steps=steps,
+                         guidance_scale=float(guidance),
+                         bootstrap_steps=None if bootstrap_steps is None else int(bootstrap_steps),
+                         pww_weight=float(pww_weight))
+        return res, parsed
+
+
+def _image_per_latent(pipe) -> int:
+    return int(getattr(pipe.codec.config, "patch", 0) or getattr(pipe, "vae_scale_factor", 8))
+
+
+# ----------------------------------------------------------------------------------------
+# Layout and wiring
+
+
+def _guard(fn):
+    """Turn InputError into a message in the UI (gr.Error); the server keeps serving."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return inner
+
+
+def _notes_md(parsed: R.ParsedCanvas | None, extra: list[str] | None = None) -> str:
+    if parsed is None:
+        return "Paint regions on the canvas with the palette colours."
+    lines = []
+    if parsed.present:
+        lines.append("**Regions:** " + ", ".join(f"{c} ({100 * parsed.areas[c]:.1f}%)" for c in parsed.present))
+    else:
+        lines.append("**No regions yet.** Paint with one of the palette colours.")
+    notes = list(parsed.notes) + [n for n in (extra or []) if n not in parsed.notes]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
 
 
 def build_regions(backends: Backends):
-    import gradio as gr
+    svc = RegionsService(backends)
+    SERVICES.append(svc)
+    colours = list(R.PALETTE)
+    hexes = [R.hex_colour(c) for c in colours]
 
-    gr.Markdown("Regions: paint regions and give each its own prompt (coming soon).")
-    return None
+    # -- handlers ----------------------------------------------------------------------
+    def on_edit(value):
+        canvas = editor_array(value)
+        if canvas is None:
+            return None, _notes_md(None)
+        try:
+            parsed = svc.parse(canvas)
+        except InputError as exc:
+            return None, f"**{exc}**"
+        return parsed.preview(DISPLAY_SIZE), _notes_md(parsed)
+
+    @_guard
+    def on_generate(value, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, *prompt_values,
+                    progress=gr.Progress()):
+        prompts = {c: p for c, p in zip(colours, prompt_values) if p and p.strip()}
+        progress(0.0, desc="generating")
+        res, parsed = svc.generate(editor_array(value), prompts, global_prompt, method, int(seed), int(steps),
+                                   float(guidance), int(bootstrap), float(pww_weight))
+        gallery = [(enlarge(img), f"{METHOD_LABELS[m]} · {res.seconds[m]:.2f} s") for m, img in res.images.items()]
+        times = " · ".join(f"{METHOD_LABELS[m]} {s:.2f} s" for m, s in res.seconds.items())
+        return gallery, parsed.preview(DISPLAY_SIZE), _notes_md(parsed, res.notes) + f"\n\n**Time:** {times}"
+
+    def load_example():
+        value = {"background": example_canvas(), "layers": [], "composite": example_canvas()}
+        prompts = {c: "" for c in colours}
+        for colour, _, p in EXAMPLE["regions"]:
+            prompts[colour] = p
+        preview, md = on_edit(value)
+        return [value, EXAMPLE["prompt"], preview, md] + [prompts[c] for c in colours]
+
+    # -- layout ------------------------------------------------------------------------
+    swatches = " ".join(f"<span style='display:inline-block;width:14px;height:14px;background:{h};"
+                        f"border-radius:3px;vertical-align:middle'></span> {c}" for c, h in zip(colours, hexes))
+    gr.Markdown("Paint regions with the palette colours, give each colour a prompt, and generate. "
+                "SpaText uses the model's trained region channels; MultiDiffusion works with any model "
+                f"(one denoising pass per region, blended by the masks). Palette: {swatches}")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=360):
+            editor = gr.ImageEditor(
+                value={"background": _blank_canvas(), "layers": [], "composite": None},
+                canvas_size=(R.CANVAS_SIZE, R.CANVAS_SIZE), fixed_canvas=True, type="numpy", image_mode="RGBA",
+                format="png", layers=False, sources=("upload",), transforms=(),
+                brush=gr.Brush(colors=hexes, default_color=hexes[0], color_mode="fixed", default_size=28),
+                eraser=gr.Eraser(default_size=28), label="Canvas", height=560, elem_id="regions-canvas")
+            example_btn = gr.Button("Load an example layout", size="sm", elem_id="regions-example")
+        with gr.Column(scale=2, min_width=300):
+            global_prompt = gr.Textbox(label="Global prompt", placeholder="on a black background",
+                                       elem_id="regions-global")
+            prompt_boxes = []
+            for c, h in zip(colours, hexes):
+                prompt_boxes.append(gr.Textbox(label=f"{c} region", placeholder=f"what goes in the {c} region",
+                                               elem_id=f"regions-prompt-{c}", max_lines=1))
+            method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value="spatext", label="Method",
+                              elem_id="regions-method")
+            with gr.Accordion("Settings", open=False):
+                seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+                steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
+                guidance = gr.Slider(1.0, 15.0, value=4.0, step=0.5, label="Guidance scale")
+                bootstrap = gr.Slider(-1, MAX_STEPS, value=-1, step=1,
+                                      label="MultiDiffusion bootstrapping steps (-1: 20% of the steps)")
+                pww_weight = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Paint-with-words weight")
+            gen_btn = gr.Button("Generate", variant="primary", elem_id="regions-generate")
+        with gr.Column(scale=2, min_width=280):
+            preview = gr.Image(label="Parsed regions (as the model sees them)", interactive=False, height=260,
+                               elem_id="regions-preview")
+            notes = gr.Markdown(_notes_md(None), elem_id="regions-notes")
+            gallery = gr.Gallery(label="Result", columns=3, height=300, elem_id="regions-result")
+
+    # -- wiring ------------------------------------------------------------------------
+    editor.input(on_edit, editor, [preview, notes], api_visibility="undocumented", queue=False,
+                 trigger_mode="always_last")
+    editor.upload(on_edit, editor, [preview, notes], api_visibility="undocumented", queue=False)
+    gen_btn.click(on_generate, [editor, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight] + prompt_boxes,
+                  [gallery, preview, notes], api_visibility="undocumented", concurrency_id="regions-generate",
+                  concurrency_limit=1)
+    example_btn.click(load_example, None, [editor, global_prompt, preview, notes] + prompt_boxes,
+                      api_visibility="undocumented", queue=False)
+
+    _register_api(svc)
+    return svc
+
+
+SERVICES: list[RegionsService] = []  # the services built in this process (tests pick a model through them)
+
+
+def _register_api(svc: RegionsService):
+    def regions_palette() -> list[dict]:
+        """The region colours: [{"colour": "red", "hex": "#e6194b"}, ...]. Paint regions in these."""
+        return [{"colour": c, "hex": R.hex_colour(c)} for c in R.PALETTE]
+
+    def regions_parse(canvas: FileData, min_area_frac: float = R.MIN_AREA_FRAC) -> tuple[FileData, dict]:
+        """Parse a painted canvas (PNG, palette colours on white or transparent): a preview of the
+        masks and {"regions": [{"colour", "hex", "area"}], "notes": [...]}."""
+        parsed = svc.parse(_read_image(canvas), min_area_frac)
+        return FileData(path=_save_png(parsed.preview(DISPLAY_SIZE))), svc.summary(parsed)
+
+    def regions_generate(canvas: FileData, prompts: dict, global_prompt: str = "", method: str = "spatext",
+                         seed: int = 0, steps: int = 20, guidance: float = 4.0, bootstrap_steps: int = -1,
+                         pww_weight: float = 0.4, model: str = "") -> tuple[list[FileData], dict]:
+        """Generate from a painted canvas (the masks as an image) and {colour: prompt}.
+
+        method: spatext | multidiffusion | paint_with_words | compare (all, same seed).
+        Returns one 64x64 PNG per method and {"methods", "seconds", "regions", "notes"}.
+        """
+        res, parsed = svc.generate(_read_image(canvas), prompts, global_prompt, method, seed, steps, guidance,
+                                   bootstrap_steps, pww_weight, model or None)
+        files = [FileData(path=_save_png(img)) for img in res.images.values()]
+        info = svc.summary(parsed)
+        info.update(methods=list(res.images), seconds={k: round(v, 4) for k, v in res.seconds.items()},
+                    notes=list(res.notes))
+        return files, info
+
+    for fn in (regions_palette, regions_parse, regions_generate):
+        gr.api(_guard(fn), api_name=fn.__name__, concurrency_id="regions-generate" if fn is regions_generate else None)
