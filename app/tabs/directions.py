@@ -1,11 +1,809 @@
-"""Directions tab: drag an image along discovered h-space directions (work in progress)."""
+"""Directions tab: drag an image along h-space directions of the diffusion model, live.
+
+Pure service first (``DirectionsService``: small keys in, values out, usable without the UI),
+then the layout, then the wiring. Per-user state is one small dict {"source": key}; sources
+(cached trajectories: latents, noise and h of every step) and directions live in the service,
+shared by all users, so each slider move costs one edited denoising pass.
+
+Uploaded images are converted to RGB (transparent pixels composited over black, grey repeated),
+centre-cropped to a square and resized to the model's resolution (64×64 for Shapes); images
+above 40 megapixels are refused.
+"""
 from __future__ import annotations
 
+import base64
+import io
+import math
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+from gradio.data_classes import FileData
+
+from backends.errors import InputError
 from backends.registry import Backends
 
+N_SLOTS = 4  # direction sliders shown at once
+SLIDER_RANGE = 10.0  # ± σ on the sliders (the API accepts up to directions.MAX_STRENGTH)
+MAX_PIXELS = 40_000_000
+MAX_SOURCES = 32
+MAX_DIRECTIONS = 256
+POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+
+
+def to_data_url(img: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def prepare_image(image, size: int) -> tuple[np.ndarray, list[str]]:
+    """Any image (PIL, array, path) -> uint8 (size, size, 3) and notes on what was changed."""
+    from PIL import Image
+
+    notes: list[str] = []
+    if image is None:
+        raise InputError("image: nothing was uploaded")
+    if isinstance(image, str):
+        try:
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            image = Image.open(image)
+            image.load()
+        except Image.DecompressionBombError:
+            raise InputError(f"image: larger than {MAX_PIXELS // 1_000_000} megapixels") from None
+        except Exception as exc:
+            raise InputError(f"image: could not read it as an image ({type(exc).__name__})") from None
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+            raise InputError(f"image: expected (H, W), (H, W, 3) or (H, W, 4) pixels, but got shape {image.shape}")
+        if arr.dtype != np.uint8:
+            a = np.nan_to_num(arr.astype(np.float64))
+            arr = (np.clip(a, 0, 1) * 255 if a.max() <= 1.0 else np.clip(a, 0, 255)).round().astype(np.uint8)
+        image = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    if not hasattr(image, "mode"):
+        raise InputError(f"image: unsupported type {type(image).__name__}")
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise InputError(f"image: {w}×{h} is larger than {MAX_PIXELS // 1_000_000} megapixels")
+    if w < 8 or h < 8:
+        raise InputError(f"image: {w}×{h} is too small (at least 8×8)")
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(bg, rgba)
+        notes.append("transparent pixels composited over black")
+    if image.mode != "RGB":
+        if image.mode in ("L", "I", "I;16", "F", "1"):
+            notes.append("grey image repeated to RGB")
+        image = image.convert("RGB")
+    if w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        image = image.crop((left, top, left + s, top + s))
+        notes.append(f"centre-cropped from {w}×{h} to {s}×{s}")
+    if image.size != (size, size):
+        notes.append(f"resized from {image.size[0]}×{image.size[1]} to {size}×{size}")
+        image = image.resize((size, size), Image.LANCZOS)
+    return np.asarray(image, dtype=np.uint8).copy(), notes
+
+
+def region_mask(region: str, latent_size: int) -> np.ndarray | None:
+    """'' -> None; a 3×3 cell name ('top left') or 'x0,y0,x1,y1' (fractions) -> (s, s) float mask."""
+    region = (region or "").strip().lower()
+    if not region:
+        return None
+    m = np.zeros((latent_size, latent_size), np.float32)
+    if region in POSITIONS3:
+        i = POSITIONS3.index(region)
+        r, c = divmod(i, 3)
+        box = (c / 3, r / 3, (c + 1) / 3, (r + 1) / 3)
+    else:
+        try:
+            box = tuple(float(v) for v in region.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4 or not all(0 <= v <= 1 for v in box) or box[0] >= box[2] or box[1] >= box[3]:
+            raise InputError(f"region has to be a cell name ({', '.join(POSITIONS3)}) or 'x0,y0,x1,y1' "
+                             f"fractions with x0 < x1, y0 < y1, but is {region!r}")
+    x0, y0, x1, y1 = (int(round(v * latent_size)) for v in box)
+    m[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+    return m
+
+
+class DirectionsService:
+    """What the Directions tab (and its API) does, independent of the layout."""
+
+    def __init__(self, backends: Backends, pipe=None, judge=None):
+        self.b = backends
+        self._pipe = pipe if pipe is not None else getattr(backends, "directions_pipe", None)
+        self._judge = judge if judge is not None else getattr(backends, "directions_judge", None)
+        self._sources: OrderedDict = OrderedDict()
+        self._dirs: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
+        self.n_bank = int(getattr(backends, "directions_bank_size", 200))
+
+    # -- models -----------------------------------------------------------------------
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from backends.hspace_corpus import default_pipe
+
+            self._pipe = default_pipe()
+        return self._pipe
+
+    @property
+    def judge(self):
+        if self._judge is None:
+            from backends.hspace_corpus import default_judge
+
+            self._judge = default_judge() or False
+        return self._judge or None
+
+    @property
+    def image_size(self) -> int:
+        codec = self.pipe.codec
+        patch = getattr(codec.config, "patch", None)
+        if patch is None:
+            patch = 2 ** (len(getattr(codec.config, "block_out_channels", (0, 0, 0, 0))) - 1)
+        return int(self.pipe.latent_size * patch)
+
+    def bank(self, n: int | None = None, progress=None):
+        from backends.hspace_corpus import shapes_bank
+
+        return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress)
+
+    # -- sources ------------------------------------------------------------------------
+    def _put_source(self, traj, key: str) -> str:
+        with self._lock:
+            self._sources[key] = traj
+            self._sources.move_to_end(key)
+            while len(self._sources) > MAX_SOURCES:
+                self._sources.popitem(last=False)
+        return key
+
+    def source(self, key: str):
+        with self._lock:
+            if key in self._sources:
+                self._sources.move_to_end(key)
+                return self._sources[key]
+        raise InputError(f"unknown source {key!r}: start from a prompt, an Atlas item or an image first")
+
+    @staticmethod
+    def _int(v, name: str, lo: int, hi: int) -> int:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} has to be a whole number, but is {v!r}") from None
+        if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
+            raise InputError(f"{name} has to be a whole number between {lo} and {hi}, but is {v!r}")
+        return int(f)
+
+    @staticmethod
+    def _float(v, name: str, lo: float, hi: float) -> float:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} has to be a number, but is {v!r}") from None
+        if not math.isfinite(f) or not lo <= f <= hi:
+            raise InputError(f"{name} has to be between {lo:g} and {hi:g}, but is {v!r}")
+        return f
+
+    def _guidance(self, g) -> float | None:
+        if g is None or (isinstance(g, (int, float)) and g < 0):
+            return None
+        return self._float(g, "guidance_scale", 0, 30)
+
+    def source_from_prompt(self, prompt: str, seed=0, steps=10, eta=1.0, guidance_scale=None) -> tuple[str, dict]:
+        from backends import hspace
+        from backends.cache import content_key
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("prompt is empty: describe the image, e.g. 'a red circle in the center'")
+        prompt = prompt.strip()[:300]
+        seed = self._int(seed, "seed", 0, 2 ** 31 - 1)
+        steps = self._int(steps, "steps", 2, 50)
+        eta = self._float(eta, "eta", 0, 1)
+        g = self._guidance(guidance_scale)
+        key = "src-" + content_key("prompt", prompt, seed, steps, eta, g)[:16]
+        with self._lock:
+            if key in self._sources:
+                return key, self.describe(key)
+        traj = hspace.generate(self.pipe, prompt, seeds=seed, steps=steps, eta=eta, guidance_scale=g)
+        self._put_source(traj, key)
+        return key, self.describe(key)
+
+    def source_from_image(self, image, prompt: str = "", method: str = "ddpm", steps=10, eta=1.0,
+                          guidance_scale=None) -> tuple[str, dict]:
+        from backends import hspace
+        from backends.cache import content_key
+
+        steps = self._int(steps, "steps", 2, 50)
+        eta = self._float(eta, "eta", 0, 1)
+        if method not in hspace.INVERSION_METHODS:
+            raise InputError(f"method has to be one of {', '.join(hspace.INVERSION_METHODS)}, but is {method!r}")
+        if method == "ddpm" and eta == 0:
+            eta = 1.0
+        img, notes = prepare_image(image, self.image_size)
+        prompt = (prompt or "").strip()[:300]
+        g = self._guidance(guidance_scale)
+        key = "src-" + content_key("image", img, prompt, method, steps, eta, g)[:16]
+        with self._lock:
+            if key in self._sources:
+                return key, self.describe(key)
+        traj = hspace.invert(self.pipe, img, prompt or "", method=method, steps=steps, eta=eta, guidance_scale=g)
+        traj.info["notes"] = notes
+        traj.info["codec_psnr"] = hspace.codec_psnr(self.pipe, img[None])
+        self._put_source(traj, key)
+        return key, self.describe(key)
+
+    def source_from_item(self, corpus: str, item_id: str, steps=10, method: str = "ddpm") -> tuple[str, dict]:
+        """An Atlas item: generated h-space samples are regenerated from their prompt and seed;
+        items with images are inverted (their caption as the prompt)."""
+        c = self.b.corpus(corpus)
+        hit = np.flatnonzero((c.meta["id"] == str(item_id)).to_numpy())
+        if len(hit) == 0:
+            raise InputError(f"no item with id {item_id!r} in corpus {corpus!r}")
+        i = int(hit[0])
+        row = c.meta.iloc[i]
+        if "prompt" in c.meta.columns and "seed" in c.meta.columns:
+            return self.source_from_prompt(str(row["prompt"]), int(row["seed"]), steps)
+        if c.images is None:
+            raise InputError(f"corpus {corpus!r} has no images to start from")
+        prompt = str(row["caption"]) if "caption" in c.meta.columns else (c.texts[i] if c.texts else "")
+        return self.source_from_image(c.images[i], prompt, method, steps)
+
+    def describe(self, key: str) -> dict:
+        t = self.source(key)
+        d = {"source": key, "kind": t.kind, "prompt": t.prompts[0], "steps": t.steps, "eta": t.eta,
+             "timesteps": [int(x) for x in t.timesteps], "h_shape": list(t.h_shape)}
+        if t.original is not None:
+            d["psnr"] = round(float(t.info["psnr"][0]), 2) if np.isfinite(t.info["psnr"][0]) else "inf"
+            d["codec_psnr"] = "inf" if not np.isfinite(t.info.get("codec_psnr", np.inf)) else round(t.info["codec_psnr"], 2)
+            d["notes"] = t.info.get("notes", [])
+        return d
+
+    # -- the direction library ------------------------------------------------------------
+    def add(self, d) -> str:
+        with self._lock:
+            base, i = d.id, 2
+            while d.id in self._dirs and self._dirs[d.id] is not d:
+                old = self._dirs[d.id]
+                if old.vectors.shape == d.vectors.shape and np.array_equal(old.vectors, d.vectors):
+                    return d.id
+                d.id = f"{base}-{i}"
+                i += 1
+            self._dirs[d.id] = d
+            while len(self._dirs) > MAX_DIRECTIONS:
+                self._dirs.popitem(last=False)
+        return d.id
+
+    def get(self, did: str):
+        with self._lock:
+            if did in self._dirs:
+                return self._dirs[did]
+            known = ", ".join(list(self._dirs)[:20]) or "(none yet: discover or import some)"
+        raise InputError(f"Unknown direction: {did!r}. Must be one of: {known}")
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            return [d.summary() for d in self._dirs.values()]
+
+    def choices(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(f"{d.name} [{d.id}]", d.id) for d in self._dirs.values()]
+
+    def discover_pca(self, n_samples=None, k=10, progress=None) -> list[str]:
+        from backends import directions as D
+
+        k = self._int(k, "k", 1, 50)
+        n = self._int(n_samples or self.n_bank, "n_samples", 8, 5000)
+        bank = self.bank(n, progress)
+        dirs = D.pca_directions(bank, k=k)
+        for d in dirs:
+            d.meta["bank"] = getattr(bank, "key", "")
+        return [self.add(d) for d in dirs]
+
+    def supervised(self, factor: str, value: str, from_value: str = "", orthogonal_to=(), labels: str = "truth",
+                   n_samples=None) -> str:
+        from backends import directions as D
+
+        if labels not in ("truth", "judge"):
+            raise InputError(f"labels has to be 'truth' or 'judge', but is {labels!r}")
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000))
+        if labels == "judge" and bank.judged is None:
+            raise InputError("there is no judge to label the samples; use labels='truth'")
+        d = D.factor_direction(bank, str(factor), str(value), from_value=from_value or None, labels=labels)
+        others = [self.get(o) for o in (orthogonal_to or [])]
+        if others:
+            d = D.orthogonalize(d, others, bank)
+        return self.add(d)
+
+    def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B") -> str:
+        from backends import directions as D
+
+        return self.add(D.group_direction(self.bank(), [int(i) for i in pos], [int(i) for i in neg], name=name))
+
+    def prompt_pair(self, prompt_a: str, prompt_b: str, n=8) -> str:
+        from backends import directions as D
+
+        n = self._int(n, "n", 1, 64)
+        return self.add(D.prompt_pair_direction(self.pipe, prompt_a, prompt_b, n=n, reference=self.bank()))
+
+    def text(self, prompt_a: str, prompt_b: str) -> str:
+        from backends import directions as D
+
+        return self.add(D.text_direction(self.pipe, prompt_a, prompt_b))
+
+    def image_specific(self, source: str, step=2, k=3, region: str = "") -> list[str]:
+        from backends import directions as D
+
+        traj = self.source(source)
+        step = self._int(step, "step", 0, traj.steps - 1)
+        k = self._int(k, "k", 1, 8)
+        mask = region_mask(region, self.pipe.latent_size)
+        dirs, _ = D.jacobian_directions(self.pipe, traj, step, k=k, iters=30, tol=1e-4, mask=mask)
+        for d in dirs:
+            d.id = f"{source[4:12]}-{d.id}" + ("-region" if mask is not None else "")
+            d.name = f"{d.name}" + (f" in {region}" if mask is not None else "")
+        return [self.add(d) for d in dirs]
+
+    # -- editing --------------------------------------------------------------------------
+    def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0) -> np.ndarray:
+        from backends import directions as D
+
+        traj = self.source(source)
+        ids = [i for i in (ids or []) if i]
+        strengths = list(strengths or [])
+        if len(ids) != len(strengths):
+            raise InputError(f"{len(strengths)} strengths for {len(ids)} directions")
+        dirs = [self.get(i) for i in ids]
+        ss = [D.check_strength(s, f"strength of {i!r}") for i, s in zip(ids, strengths)]
+        t0 = self._float(t_start, "t_start", 0, 1)
+        t1 = self._float(t_end, "t_end", 0, 1)
+        if t0 >= t1:
+            raise InputError(f"t_start ({t0:g}) has to be below t_end ({t1:g})")
+        keep = [(d, s) for d, s in zip(dirs, ss) if s != 0]
+        if not keep:
+            return traj.images[0]
+        for d, _ in keep:
+            if d.kind != "text" and tuple(d.h_shape) != tuple(traj.h_shape):
+                raise InputError(f"direction {d.id!r} was made for h of shape {d.h_shape}; this model's h is {traj.h_shape}")
+        return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1))[0]
+
+    def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0):
+        from backends import directions as D
+
+        traj = self.source(source)
+        d = self.get(did)
+        s = d.default_strength if strength in (None, "") else D.check_strength(strength)
+        frames = self._int(frames, "frames", 3, 21)
+        t0, t1 = self._float(t_start, "t_start", 0, 1), self._float(t_end, "t_end", 0, 1)
+        if t0 >= t1:
+            raise InputError(f"t_start ({t0:g}) has to be below t_end ({t1:g})")
+        ss, imgs = D.traversal(self.pipe, traj, d, strength=s, frames=frames, t_range=(t0, t1))
+        return ss, imgs, D.istd(imgs)
+
+    def judge_direction(self, did: str, n_sources=12, strength=None) -> dict:
+        from backends import directions as D
+        from backends import hspace
+
+        judge = self.judge
+        if judge is None:
+            raise InputError("there is no judge (assets/shapes/judge.safetensors) to read what changes")
+        d = self.get(did)
+        n = self._int(n_sources, "n_sources", 1, 64)
+        prompts, _ = D.shapes_prompts(n, seed=7)
+        src = hspace.generate(self.pipe, prompts, seeds=1000, steps=10)
+        s = None if strength in (None, "") else D.check_strength(strength)
+        rep = D.judge_direction(self.pipe, d, src, judge, strength=s, istd_samples=2)
+        d.meta.update({"judged_name": rep["name"], "disentanglement": round(rep["disentanglement"], 3),
+                       "dominant": rep["dominant"], "istd": round(rep.get("istd", float("nan")), 4),
+                       "changes": {k: round(v, 3) for k, v in rep["changes"].items()}})
+        if d.kind == "pca" and rep["name"] != "no visible change":
+            d.name = f"{rep['name']} (PC {d.meta.get('component', '?')})"
+        return rep
+
+    # -- export / import ----------------------------------------------------------------
+    def export(self, ids) -> str:
+        from backends import directions as D
+        from backends.hspace_corpus import pipe_fingerprint
+
+        dirs = [self.get(i) for i in (ids or [])] or [self.get(i) for i in list(self._dirs)]
+        path = tempfile.mkdtemp(prefix="directions-") + "/directions.safetensors"
+        return D.save_directions(dirs, path, model=pipe_fingerprint(self.pipe))
+
+    def import_file(self, path: str) -> list[str]:
+        from backends import directions as D
+
+        dirs = D.load_directions(path, h_shape=self._h_shape())
+        if not dirs:
+            raise InputError("the directions file holds no directions")
+        return [self.add(d) for d in dirs]
+
+    def _h_shape(self):
+        from backends import hspace
+
+        if self._sources:
+            return next(reversed(self._sources.values())).h_shape
+        tr = hspace.generate(self.pipe, "a shape", seeds=0, steps=2)
+        return tr.h_shape
+
+    def to_atlas(self, step=5, n_samples=None) -> str:
+        from backends.hspace_corpus import bank_corpus
+
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000))
+        step = self._int(step, "step", 0, bank.h.shape[1] - 1)
+        corpus = bank_corpus(bank, step, name=f"hspace-step{step}")
+        return self.b.add_corpus(corpus)
+
+
+def _uploaded_path(file) -> str:
+    from app.tabs.atlas import _uploaded_path as up
+
+    return up(file)
+
+
+# ----------------------------------------------------------------------------------------
+# Layout and wiring
 
 def build_directions(backends: Backends):
+    import functools
+
     import gradio as gr
 
-    gr.Markdown("Directions: move an image along h-space directions of the diffusion model (coming soon).")
-    return None
+    svc = DirectionsService(backends)
+
+    def guard(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                raise gr.Error(str(exc)) from None
+
+        return inner
+
+    def info_md(d: dict) -> str:
+        s = f"**Source** `{d['source']}` · {d['kind']} · {d['steps']} steps · η={d['eta']:g}"
+        if "psnr" in d:
+            s += f"\n\nReconstruction PSNR **{d['psnr']} dB** (codec round trip: {d['codec_psnr']} dB)"
+        if d.get("notes"):
+            s += "\n\nInput: " + "; ".join(d["notes"])
+        return s
+
+    def slot_updates():
+        ch = svc.choices()
+        return [gr.update(choices=ch) for _ in range(N_SLOTS)]
+
+    def table():
+        import pandas as pd
+
+        rows = svc.list()
+        cols = ["id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd"]
+        return pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
+
+    def lib_outputs(selected: list[str] | None = None):
+        ch = svc.choices()
+        sel = list(selected or [])
+        slots = [gr.update(choices=ch, value=sel[i]) if i < len(sel) else gr.update(choices=ch) for i in range(N_SLOTS)]
+        return [table(), gr.update(choices=ch), gr.update(choices=ch), gr.update(choices=ch)] + slots
+
+    # -- handlers ----------------------------------------------------------------------
+    @guard
+    def ui_prompt(prompt, seed, steps, eta, guidance):
+        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance)
+        img = svc.source(key).images[0]
+        return ({"source": key}, img, img, info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
+
+    @guard
+    def ui_upload(image, prompt, method, steps, eta, guidance):
+        key, d = svc.source_from_image(image, prompt, method, steps, eta, guidance)
+        t = svc.source(key)
+        return ({"source": key}, t.original[0], t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
+
+    @guard
+    def ui_item(corpus, item_id, steps):
+        key, d = svc.source_from_item(corpus, item_id, steps)
+        t = svc.source(key)
+        src = t.original[0] if t.original is not None else t.images[0]
+        return ({"source": key}, src, t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
+
+    def ui_edit(state, t0, t1, *slots):
+        if not state or not state.get("source"):
+            return gr.skip()
+        ids, ss = list(slots[:N_SLOTS]), list(slots[N_SLOTS:])
+        pairs = [(i, s) for i, s in zip(ids, ss) if i]
+        try:
+            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1)
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+
+    @guard
+    def ui_pca(n, k, progress=gr.Progress()):
+        ids = svc.discover_pca(n, k, progress=lambda f, m: progress(f, desc=m))
+        return [f"Found {len(ids)} PCA directions over {int(n)} samples."] + lib_outputs(ids)
+
+    @guard
+    def ui_supervised(factor, value, from_value, ortho, labels):
+        did = svc.supervised(factor, value, from_value or "", ortho or [], labels)
+        return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
+
+    @guard
+    def ui_pair(a, b, n):
+        did = svc.prompt_pair(a, b, n)
+        return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
+
+    @guard
+    def ui_text(a, b):
+        did = svc.text(a, b)
+        return [f"Added text direction **{svc.get(did).name}** (strength 1 = prompt B)."] + lib_outputs([did])
+
+    @guard
+    def ui_jacobian(state, step, k, region):
+        if not state or not state.get("source"):
+            raise InputError("start from a prompt, an Atlas item or an image first")
+        ids = svc.image_specific(state["source"], step, k, region)
+        return [f"Added {len(ids)} image-specific directions."] + lib_outputs(ids)
+
+    @guard
+    def ui_import(file):
+        if file is None:
+            raise InputError("no file was uploaded")
+        ids = svc.import_file(file if isinstance(file, str) else file.name)
+        return [f"Imported {len(ids)} directions."] + lib_outputs(ids)
+
+    @guard
+    def ui_export(ids):
+        return svc.export(ids or [])
+
+    @guard
+    def ui_strip(state, did, strength, frames, t0, t1):
+        if not state or not state.get("source"):
+            raise InputError("start from a prompt, an Atlas item or an image first")
+        if not did:
+            raise InputError("choose a direction for the strip")
+        ss, imgs, ist = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1)
+        return [(im, f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
+
+    @guard
+    def ui_judge(did, n):
+        if not did:
+            raise InputError("choose a direction to judge")
+        rep = svc.judge_direction(did, n)
+        ch = ", ".join(f"{k} {v:.0%}" for k, v in rep["changes"].items())
+        md = (f"**{rep['name']}** — changed: {ch}; disentanglement **{rep['disentanglement']:.2f}** "
+              f"(share of the change in {rep['dominant']}); ISTD {rep.get('istd', float('nan')):.4f}")
+        return [md] + lib_outputs()
+
+    @guard
+    def ui_atlas(step, n):
+        key = svc.to_atlas(step, n)
+        return f"Added corpus `{key}` to the Atlas (pick it in the Atlas tab's corpus menu)."
+
+    # -- layout ------------------------------------------------------------------------
+    state = gr.State({})
+    gr.Markdown("Move an image along directions of the diffusion model's semantic latent space (h-space: the "
+                "UNet bottleneck). Start from a prompt, an Atlas item or your own image, add directions, drag.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            with gr.Tab("Prompt"):
+                prompt = gr.Textbox(value="a red circle in the center", label="Prompt", elem_id="dir-prompt")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+                gen_btn = gr.Button("Generate", variant="primary", elem_id="dir-generate")
+            with gr.Tab("Atlas item"):
+                item_corpus = gr.Textbox(value="hspace", label="Corpus")
+                item_id = gr.Textbox(label="Item id", placeholder="h-0")
+                item_btn = gr.Button("Start from item")
+            with gr.Tab("Upload"):
+                upload = gr.Image(type="pil", label="Your image (converted to RGB, centre-cropped, resized)",
+                                  image_mode=None, height=160)
+                up_prompt = gr.Textbox(label="Prompt describing it (optional)")
+                method = gr.Radio(["ddpm", "ddim"], value="ddpm", label="Inversion",
+                                  info="ddpm: DDPM-noise inversion (exact); ddim: DDIM inversion")
+                up_btn = gr.Button("Invert")
+            with gr.Accordion("Sampler", open=False):
+                steps = gr.Slider(2, 50, value=10, step=1, label="Steps")
+                eta = gr.Slider(0, 1, value=1.0, step=0.05, label="η (DDIM noise)")
+                guidance = gr.Slider(-1, 15, value=-1, step=0.5, label="Guidance (−1: model default)")
+            src_info = gr.Markdown(elem_id="dir-source-info")
+            src_img = gr.Image(label="Source", height=160, interactive=False, elem_id="dir-source")
+        with gr.Column(scale=2, min_width=360):
+            out_img = gr.Image(label="Edited", height=320, interactive=False, elem_id="dir-image")
+            slot_dd, slot_s = [], []
+            for i in range(N_SLOTS):
+                with gr.Row():
+                    slot_dd.append(gr.Dropdown(choices=[], value=None, label=f"Direction {i + 1}", scale=2,
+                                               elem_id=f"dir-slot-{i}"))
+                    slot_s.append(gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1, label="strength (σ)",
+                                            scale=3, elem_id=f"dir-strength-{i}"))
+            with gr.Row():
+                t0 = gr.Slider(0, 1, value=0, step=0.05, label="edit from (fraction of steps)")
+                t1 = gr.Slider(0, 1, value=1, step=0.05, label="edit until")
+            with gr.Accordion("Strip of frames along one direction", open=False):
+                with gr.Row():
+                    strip_dd = gr.Dropdown(choices=[], label="Direction")
+                    strip_s = gr.Number(value=0, label="± strength (0: its default)")
+                    strip_n = gr.Slider(3, 21, value=11, step=1, label="Frames")
+                strip_btn = gr.Button("Make strip")
+                strip = gr.Gallery(label="Strip", columns=11, height=140, elem_id="dir-strip")
+                strip_md = gr.Markdown()
+        with gr.Column(scale=2, min_width=320):
+            msg = gr.Markdown(elem_id="dir-message")
+            lib = gr.Dataframe(label="Directions", interactive=False, max_height=260, elem_id="dir-table")
+            with gr.Accordion("Discover: PCA (unsupervised)", open=True):
+                with gr.Row():
+                    pca_n = gr.Number(value=svc.n_bank, precision=0, label="Samples")
+                    pca_k = gr.Number(value=10, precision=0, label="Directions (k)")
+                pca_btn = gr.Button("Discover", elem_id="dir-pca")
+            with gr.Accordion("Supervised (Shapes factors)", open=False):
+                factor = gr.Dropdown(["colour", "shape", "size", "position"], value="colour", label="Factor")
+                value = gr.Textbox(value="blue", label="Towards value")
+                from_value = gr.Textbox(label="From value (optional; default: all others)")
+                labels = gr.Radio(["truth", "judge"], value="truth", label="Labels")
+                ortho = gr.Dropdown(choices=[], multiselect=True, label="Orthogonal to (conditional)")
+                sup_btn = gr.Button("Add")
+            with gr.Accordion("Prompt pair / text", open=False):
+                pa = gr.Textbox(value="a red circle", label="Prompt A")
+                pb = gr.Textbox(value="a blue circle", label="Prompt B")
+                pn = gr.Number(value=8, precision=0, label="Seeds")
+                with gr.Row():
+                    pair_btn = gr.Button("h-space: mean h(B) − h(A)")
+                    text_btn = gr.Button("Text: E(B) − E(A)")
+            with gr.Accordion("Image-specific (Jacobian)", open=False):
+                jstep = gr.Slider(0, 9, value=2, step=1, label="Step")
+                jk = gr.Number(value=3, precision=0, label="k")
+                jregion = gr.Textbox(label="Region (optional): a cell like 'top left' or x0,y0,x1,y1")
+                jac_btn = gr.Button("Find")
+            with gr.Accordion("Judge / export / import / Atlas", open=False):
+                judge_dd = gr.Dropdown(choices=[], label="Direction to judge")
+                judge_n = gr.Number(value=12, precision=0, label="Samples")
+                judge_btn = gr.Button("Judge")
+                judge_md = gr.Markdown()
+                export_dd = gr.Dropdown(choices=[], multiselect=True, label="Export (empty: all)")
+                export_btn = gr.Button("Export .safetensors")
+                export_file = gr.File(label="Export", interactive=False)
+                import_file = gr.File(label="Import .safetensors", file_types=[".safetensors"])
+                atlas_step = gr.Slider(0, 9, value=5, step=1, label="Step for the Atlas map")
+                atlas_btn = gr.Button("Send h-space to the Atlas")
+                atlas_md = gr.Markdown()
+
+    # -- wiring ------------------------------------------------------------------------
+    src_outputs = [state, src_img, out_img, src_info] + slot_s
+    hidden = dict(api_visibility="undocumented")
+    gen_btn.click(ui_prompt, [prompt, seed, steps, eta, guidance], src_outputs, concurrency_id="dir-heavy", **hidden)
+    prompt.submit(ui_prompt, [prompt, seed, steps, eta, guidance], src_outputs, concurrency_id="dir-heavy", **hidden)
+    up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance], src_outputs,
+                 concurrency_id="dir-heavy", **hidden)
+    item_btn.click(ui_item, [item_corpus, item_id, steps], src_outputs, concurrency_id="dir-heavy", **hidden)
+    edit_inputs = [state, t0, t1] + slot_dd + slot_s
+    for s in slot_s + [t0, t1]:
+        s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
+                concurrency_id="dir-edit", concurrency_limit=2, **hidden)
+    for dd in slot_dd:
+        dd.change(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
+                  concurrency_id="dir-edit", **hidden)
+    lib_outs = [msg, lib, strip_dd, judge_dd, ortho] + slot_dd
+
+    def with_export(fn):
+        @functools.wraps(fn)
+        def inner(*a, **kw):
+            out = fn(*a, **kw)
+            return out + [gr.update(choices=svc.choices())]
+
+        return inner
+
+    lib_outs_x = lib_outs + [export_dd]
+    pca_btn.click(with_export(ui_pca), [pca_n, pca_k], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels], lib_outs_x,
+                  concurrency_id="dir-heavy", **hidden)
+    pair_btn.click(with_export(ui_pair), [pa, pb, pn], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    text_btn.click(with_export(ui_text), [pa, pb], lib_outs_x, **hidden)
+    jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    import_file.upload(with_export(ui_import), [import_file], lib_outs_x, **hidden)
+    export_btn.click(ui_export, [export_dd], export_file, **hidden)
+    strip_btn.click(ui_strip, [state, strip_dd, strip_s, strip_n, t0, t1], [strip, strip_md],
+                    concurrency_id="dir-heavy", **hidden)
+
+    def ui_judge_x(did, n):
+        out = ui_judge(did, n)
+        return [out[0]] + out[1:] + [gr.update(choices=svc.choices())]
+
+    judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
+                    concurrency_id="dir-heavy", **hidden)
+    atlas_btn.click(ui_atlas, [atlas_step, pca_n], atlas_md, concurrency_id="dir-heavy", **hidden)
+
+    _register_api(svc, guard)
+    return svc
+
+
+def _register_api(svc: DirectionsService, guard):
+    import gradio as gr
+
+    def directions_source_prompt(prompt: str, seed: int = 0, steps: int = 10, eta: float = 1.0,
+                                 guidance_scale: float = -1.0) -> dict:
+        """Start from a prompt and seed: {"source": key, "image": PNG data URL, ...}."""
+        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance_scale)
+        return {**d, "image": to_data_url(svc.source(key).images[0])}
+
+    def directions_source_image(file: FileData, prompt: str = "", method: str = "ddpm", steps: int = 10) -> dict:
+        """Start from an uploaded image (handle_file(path)): inverted (ddpm: exact; ddim), with PSNRs."""
+        key, d = svc.source_from_image(_uploaded_path(file), prompt, method, steps)
+        return {**d, "image": to_data_url(svc.source(key).images[0])}
+
+    def directions_source_item(corpus: str, item_id: str, steps: int = 10) -> dict:
+        """Start from an Atlas item (h-space samples regenerate; image items are inverted)."""
+        key, d = svc.source_from_item(corpus, item_id, steps)
+        return {**d, "image": to_data_url(svc.source(key).images[0])}
+
+    def directions_list() -> list[dict]:
+        """The direction library: id, name, kind, default strength, judge results when known."""
+        return svc.list()
+
+    def directions_discover_pca(n_samples: int = 200, k: int = 10) -> list[dict]:
+        """Unsupervised: top-k PCA directions of h per timestep over n generated samples."""
+        ids = svc.discover_pca(n_samples, k)
+        return [svc.get(i).summary() for i in ids]
+
+    def directions_supervised(factor: str, value: str, from_value: str = "", orthogonal_to: list[str] | None = None,
+                              labels: str = "truth") -> dict:
+        """Supervised: mean(h | factor=value) − mean(h | others or from_value), optionally ⊥ other directions."""
+        return svc.get(svc.supervised(factor, value, from_value, orthogonal_to or [], labels)).summary()
+
+    def directions_groups(positive: list[int], negative: list[int], name: str = "group A → group B") -> dict:
+        """From two groups of h-space corpus items (row indices, e.g. two Atlas selections)."""
+        return svc.get(svc.groups(positive, negative, name)).summary()
+
+    def directions_prompt_pair(prompt_a: str, prompt_b: str, n: int = 8) -> dict:
+        """h-space direction from a prompt pair: mean h(B) − mean h(A) over n seeds."""
+        return svc.get(svc.prompt_pair(prompt_a, prompt_b, n)).summary()
+
+    def directions_text(prompt_a: str, prompt_b: str) -> dict:
+        """Text direction: E(B) − E(A) added to the text conditioning (strength 1 = prompt B)."""
+        return svc.get(svc.text(prompt_a, prompt_b)).summary()
+
+    def directions_image_specific(source: str, step: int = 2, k: int = 3, region: str = "") -> list[dict]:
+        """Top-k right singular vectors of ∂ε/∂h at one step of a source (optionally in a region)."""
+        return [svc.get(i).summary() for i in svc.image_specific(source, step, k, region)]
+
+    def directions_edit(source: str, direction_ids: list[str], strengths: list[float], t_start: float = 0.0,
+                        t_end: float = 1.0) -> dict:
+        """The source edited along directions (strengths in σ): {"image": PNG data URL, "ms": server time}."""
+        t = time.perf_counter()
+        img = svc.edit(source, direction_ids, strengths, t_start, t_end)
+        ms = (time.perf_counter() - t) * 1000
+        return {"image": to_data_url(img), "ms": round(ms, 1)}
+
+    def directions_strip(source: str, direction_id: str, strength: float = 0.0, frames: int = 11) -> dict:
+        """Frames from −strength to +strength (0: the direction's default) and the traversal's ISTD."""
+        ss, imgs, ist = svc.strip(source, direction_id, strength or None, frames)
+        return {"strengths": [float(s) for s in ss], "images": [to_data_url(i) for i in imgs], "istd": ist}
+
+    def directions_judge(direction_id: str, n_sources: int = 12, strength: float = 0.0) -> dict:
+        """What the judge sees change (per factor), the disentanglement score, a name, ISTD."""
+        return svc.judge_direction(direction_id, n_sources, strength or None)
+
+    def directions_export(direction_ids: list[str] | None = None) -> FileData:
+        """The directions (all when none are named) as .safetensors with JSON metadata."""
+        return FileData(path=svc.export(direction_ids or []))
+
+    def directions_import(file: FileData) -> list[dict]:
+        """Import a .safetensors directions file (handle_file(path))."""
+        return [svc.get(i).summary() for i in svc.import_file(_uploaded_path(file))]
+
+    def directions_to_atlas(step: int = 5, n_samples: int = 200) -> str:
+        """Add the h-space (pooled h at `step`) of n samples to the Atlas; returns its corpus key."""
+        return svc.to_atlas(step, n_samples)
+
+    for fn in (directions_source_prompt, directions_source_image, directions_source_item, directions_list,
+               directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
+               directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
+               directions_import, directions_to_atlas):
+        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="dir-api")
+    gr.api(guard(directions_edit), api_name="directions_edit", concurrency_id="dir-edit", concurrency_limit=2)

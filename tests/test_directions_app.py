@@ -1,0 +1,159 @@
+"""The Directions tab through its named API endpoints (gradio_client), on a tiny random UNet."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from conftest import free_port  # noqa: E402
+from test_directions import MeanColourJudge  # noqa: E402
+from test_hspace import tiny_pipe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(tmp_path_factory.mktemp("cache")), port=free_port(), max_upload_mb=20)
+    backends = Backends(settings)
+    backends.directions_pipe = tiny_pipe()
+    backends.directions_judge = MeanColourJudge()
+    backends.directions_bank_size = 16
+    demo = create_app(settings, backends)
+    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True,
+                max_file_size=settings.max_upload_bytes, quiet=True)
+    from gradio_client import Client
+
+    yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False), backends
+    demo.close()
+
+
+def img(url: str) -> np.ndarray:
+    from PIL import Image
+
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_generate_discover_edit_strip_judge(app):
+    c, _ = app
+    src = c.predict("a red circle", 3, 4, 1.0, -1.0, api_name="/directions_source_prompt")
+    assert src["kind"] == "generated" and src["steps"] == 4
+    base = img(src["image"])
+    assert base.shape == (64, 64, 3)
+    pcs = c.predict(16, 3, api_name="/directions_discover_pca")
+    assert [p["kind"] for p in pcs] == ["pca"] * 3
+    ids = [p["id"] for p in pcs]
+    same = c.predict(src["source"], ids[:1], [0.0], 0.0, 1.0, api_name="/directions_edit")
+    np.testing.assert_array_equal(img(same["image"]), base)
+    out = c.predict(src["source"], ids[:2], [4.0, -2.0], 0.0, 1.0, api_name="/directions_edit")
+    assert np.abs(img(out["image"]).astype(int) - base).mean() > 0.5 and out["ms"] > 0
+    strip = c.predict(src["source"], ids[0], 3.0, 5, api_name="/directions_strip")
+    assert len(strip["images"]) == 5 and strip["strengths"][0] == -3.0 and strip["istd"] >= 0
+    rep = c.predict(ids[0], 2, 10.0, api_name="/directions_judge")
+    assert set(rep["changes"]) == {"shape", "colour", "size", "position"} and 0 <= rep["disentanglement"] <= 1
+    sup = c.predict("colour", "blue", "", [ids[0]], "truth", api_name="/directions_supervised")
+    assert sup["kind"] == "supervised" and sup["orthogonal_to"] == [ids[0]]
+    txt = c.predict("a red circle", "a blue circle", api_name="/directions_text")
+    out = c.predict(src["source"], [txt["id"]], [1.0], 0.0, 1.0, api_name="/directions_edit")
+    assert np.abs(img(out["image"]).astype(int) - base).mean() > 0.5
+    jac = c.predict(src["source"], 1, 2, "top left", api_name="/directions_image_specific")
+    assert len(jac) == 2 and jac[0]["masked"]
+    names = {d["id"] for d in c.predict(api_name="/directions_list")}
+    assert set(ids) <= names and jac[0]["id"] in names
+
+
+def test_export_import_and_atlas(app, tmp_path):
+    from gradio_client import handle_file
+
+    c, backends = app
+    c.predict(16, 2, api_name="/directions_discover_pca")
+    path = c.predict([], api_name="/directions_export")
+    got = c.predict(handle_file(path), api_name="/directions_import")
+    assert len(got) >= 2
+    key = c.predict(2, 16, api_name="/directions_to_atlas")
+    corpus = backends.corpus(key)
+    assert len(corpus) == 16 and corpus.images is not None and "colour" in corpus.meta.columns
+    item = c.predict(key, "h-3", 4, api_name="/directions_source_item")
+    assert item["kind"] == "generated"
+
+
+def test_inverted_upload_of_odd_images(app, tmp_path):
+    from PIL import Image
+    from gradio_client import handle_file
+
+    c, _ = app
+    from backends.shapes import scenes
+
+    rgb = scenes.make_batch(1, seed=2, split="test", single=True, size=96).images[0]
+    cases = {
+        "rgba.png": Image.fromarray(rgb).convert("RGBA"),
+        "grey.png": Image.fromarray(rgb).convert("L"),
+        "wide.png": Image.fromarray(rgb).resize((150, 90)),
+        "huge.png": Image.new("RGB", (4000, 4000), (200, 30, 30)),
+    }
+    for name, im in cases.items():
+        p = tmp_path / name
+        im.save(p)
+        out = c.predict(handle_file(str(p)), "a shape", "ddpm", 4, api_name="/directions_source_image")
+        assert out["kind"] == "ddpm-inversion" and out["psnr"] == "inf" or out["psnr"] >= 30, name
+        assert out["codec_psnr"] == "inf"
+        assert out["notes"], name  # what was changed is reported
+    ddim = c.predict(handle_file(str(tmp_path / "wide.png")), "a shape", "ddim", 4, api_name="/directions_source_image")
+    assert ddim["kind"] == "ddim-inversion" and isinstance(ddim["psnr"], (float, int))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(Exception, match="could not read it as an image"):
+        c.predict(handle_file(str(bad)), "", "ddpm", 4, api_name="/directions_source_image")
+
+
+def raw_call(client, api_name: str, data_json: str) -> str:
+    """POST a raw JSON body to /gradio_api/call/<name> and return the streamed result text."""
+    import httpx
+
+    base = client.src.rstrip("/")
+    r = httpx.post(f"{base}/gradio_api/call/{api_name}", content='{"data": %s}' % data_json,
+                   headers={"content-type": "application/json"}, timeout=60)
+    if r.status_code != 200:
+        return r.text
+    event = r.json()["event_id"]
+    return httpx.get(f"{base}/gradio_api/call/{api_name}/{event}", timeout=60).text
+
+
+def test_bad_api_input_gets_clear_messages(app):
+    c, _ = app
+    src = c.predict("a blue star", 1, 4, 1.0, -1.0, api_name="/directions_source_prompt")
+    pcs = c.predict(16, 2, api_name="/directions_discover_pca")
+    did = pcs[0]["id"]
+    cases = [
+        ((src["source"], ["no-such-direction"], [1.0], 0.0, 1.0), "Unknown direction"),
+        ((src["source"], [did], [1e9], 0.0, 1.0), "strength"),
+        ((src["source"], [did], [1.0, 2.0], 0.0, 1.0), "strengths for"),
+        ((src["source"], [did], [1.0], 0.8, 0.2), "t_start"),
+        (("src-nope", [did], [1.0], 0.0, 1.0), "unknown source"),
+    ]
+    for args, match in cases:
+        with pytest.raises(Exception, match=match):
+            c.predict(*args, api_name="/directions_edit")
+    # NaN cannot be written by gradio_client (strict JSON); send it as raw JSON text
+    msg = raw_call(c, "directions_edit", '["%s", ["%s"], [NaN], 0.0, 1.0]' % (src["source"], did))
+    assert "strength" in msg and "nan" in msg.lower()
+    with pytest.raises(Exception, match="prompt is empty"):
+        c.predict("", 0, 4, 1.0, -1.0, api_name="/directions_source_prompt")
+    with pytest.raises(Exception, match="eta"):
+        c.predict("a shape", 0, 4, 7.0, -1.0, api_name="/directions_source_prompt")
+    with pytest.raises(Exception, match="Unknown factor"):
+        c.predict("texture", "rough", "", [], "truth", api_name="/directions_supervised")
+    with pytest.raises(Exception, match="region"):
+        c.predict(src["source"], 1, 2, "somewhere", api_name="/directions_image_specific")
+    # the server still serves
+    ok = c.predict(src["source"], [did], [2.0], 0.0, 1.0, api_name="/directions_edit")
+    assert ok["image"].startswith("data:image/png")
