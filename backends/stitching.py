@@ -661,3 +661,139 @@ def classify_vectors(setup: StitchingSetup, x_new: np.ndarray, *, encoder: str, 
         raise InputError(f"absolute stitching needs the same dimensions: {pair.name(encoder)} is {x_enc.shape[1]}-d, "
                          f"{pair.name(head)} is {pair.x(head).shape[1]}-d")
     return setup.heads[("absolute", head)].predict(x_new, reference=x_enc[ref_idx])
+
+
+# ---------------------------------------------------------------------------------------
+# Decoders: relative vectors -> images (the paper's stitched autoencoders, in small)
+
+
+def build_decoder(in_dim: int, out_shape: tuple[int, int, int], hidden: int = 256):
+    """LayerNorm → Linear → Tanh → InstanceNorm over the batch → Linear → ReLU → Linear → sigmoid pixels."""
+    import torch
+    from torch import nn
+
+    head = build_head(in_dim, 2 * hidden, hidden)  # the same normalised front end as the heads
+    h, w, c = out_shape
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.front = head
+            self.back = nn.Sequential(nn.ReLU(), nn.Linear(2 * hidden, h * w * c))
+
+        def forward(self, x):
+            return torch.sigmoid(self.back(self.front(x))).view(len(x), h, w, c)
+
+    return Decoder()
+
+
+class DecoderModel:
+    def __init__(self, net, out_shape):
+        self.net = net.eval()
+        self.out_shape = tuple(out_shape)
+
+    def decode(self, x: np.ndarray, *, reference: np.ndarray | None = None) -> np.ndarray:
+        """uint8 images (M, H, W, 3) for vectors x; `reference` as in HeadModel.predict."""
+        import torch
+
+        x = rel.as_matrix(x, what="decoder input")
+        batch = x if reference is None else np.concatenate([rel.as_matrix(reference, what="reference"), x])
+        if len(batch) < 2:
+            raise InputError("a decoder normalises over the batch: decode at least 2 items, or give a reference batch")
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(batch)).numpy()[len(batch) - len(x):]
+        return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def train_decoder(x: np.ndarray, images: np.ndarray, *, config: HeadConfig | None = None) -> DecoderModel:
+    """Train a decoder from x (N, k) to images uint8 (N, H, W, 3) with Adam and pixel MSE."""
+    import torch
+
+    cfg = config or HeadConfig()
+    x = rel.as_matrix(x, what="training vectors")
+    if len(images) != len(x):
+        raise InputError(f"{len(images)} images for {len(x)} training vectors")
+    _torch_threads()
+    torch.manual_seed(cfg.seed)
+    shape = tuple(images.shape[1:])
+    net = build_decoder(x.shape[1], shape, cfg.hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bs = max(8, min(cfg.batch_size, len(x)))
+    net.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x) - bs + 1, bs):
+            b = perm[s:s + bs]
+            loss = torch.nn.functional.mse_loss(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return DecoderModel(net, shape)
+
+
+def cached_decoder(cache, key_parts: tuple, x: np.ndarray, images: np.ndarray, *,
+                   config: HeadConfig | None = None) -> DecoderModel:
+    """train_decoder, with weights stored as safetensors in `cache` by content hash."""
+    from safetensors.torch import load_file, save_file
+
+    from backends.cache import content_key
+
+    cfg = config or HeadConfig()
+    if cache is None:
+        return train_decoder(x, images, config=cfg)
+    key = content_key("stitching-decoder-v1", *key_parts, cfg.__dict__, x, images)
+    path = cache.path("stitching", key, ".safetensors")
+    shape = tuple(images.shape[1:])
+
+    def load():
+        if not path.exists():
+            return None
+        try:
+            net = build_decoder(x.shape[1], shape, cfg.hidden)
+            net.load_state_dict(load_file(str(path)))
+            return DecoderModel(net, shape)
+        except Exception:
+            return None
+
+    model = load()
+    if model is not None:
+        return model
+    with cache.lock("stitching", key):
+        model = load()
+        if model is None:
+            model = train_decoder(x, images, config=cfg)
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, str(tmp))
+            os.replace(tmp, path)
+        return model
+
+
+def prepare_decoder(setup: StitchingSetup, which: str = "A", *, config: HeadConfig | None = None,
+                    cache=None) -> DecoderModel:
+    """A decoder trained on `which`'s relative space (training split) to render the items' images."""
+    pair = setup.pair
+    if pair.images is None:
+        raise InputError(f"the items of {pair.name_a} / {pair.name_b} have no images to decode")
+    key = ("decoder", pair.world, pair.name(which), setup.mode, setup.output_norm, setup.anchors)
+    if ("decoder", which) not in setup.heads:
+        tr = pair.train
+        setup.heads[("decoder", which)] = cached_decoder(cache, key, setup.rel_[which][tr], pair.images[tr],
+                                                         config=config)
+    return setup.heads[("decoder", which)]
+
+
+def decode_stitched(setup: StitchingSetup, rows, *, encoder: str, decoder: str) -> np.ndarray:
+    """Images of items `rows` encoded by `encoder`, rendered by the decoder trained on `decoder`'s space."""
+    dec = setup.heads[("decoder", decoder)]
+    rows = np.asarray(rows, dtype=np.int64)
+    return dec.decode(setup.rel_[encoder][rows], reference=setup.rel_[encoder][setup.pair.test])
+
+
+def decoding_error(setup: StitchingSetup, *, encoder: str, decoder: str) -> float:
+    """Mean squared pixel error (0..1 scale) on the test split."""
+    te = setup.pair.test
+    out = setup.heads[("decoder", decoder)].decode(setup.rel_[encoder][te]).astype(np.float32) / 255
+    return float(np.mean((out - setup.pair.images[te].astype(np.float32) / 255) ** 2))

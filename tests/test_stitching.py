@@ -88,6 +88,19 @@ def test_single_item_is_classified_against_a_reference_batch():
         setup.heads["relative", "A"].predict(setup.rel_["A"][:1])
 
 
+def test_a_decoder_trained_on_a_renders_from_b_relative_vectors():
+    pair = st.load_pair("digits-map-a", "digits-map-b")
+    anchors = st.pair_anchors(pair, 300)
+    setup = st.StitchingSetup(pair, anchors, "label", rel_=dict(zip("AB", st.relative_pair(pair, anchors))))
+    st.prepare_decoder(setup, "A", config=st.HeadConfig(epochs=15))
+    native = st.decoding_error(setup, encoder="A", decoder="A")
+    stitched = st.decoding_error(setup, encoder="B", decoder="A")
+    mean_image = np.mean((pair.images[pair.test] / 255 - pair.images[pair.train].mean(0) / 255) ** 2)
+    assert native < stitched < 0.6 * mean_image, (native, stitched, mean_image)
+    img = st.decode_stitched(setup, [pair.test[0]], encoder="B", decoder="A")
+    assert img.shape == (1, 8, 8, 3) and img.dtype == np.uint8
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda: st.load_pair("blobs", "digits-map-a"), "same world"),
     (lambda: st.pair_from_arrays(np.ones((10, 3)) * np.arange(3), np.ones((12, 3)), name_a="a", name_b="b"),

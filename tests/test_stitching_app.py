@@ -16,7 +16,7 @@ def client(atlas_app):
 
 
 ENDPOINTS = ("stitching_spaces", "stitching_anchors", "stitching_compare", "stitching_maps", "stitching_table",
-             "stitching_classify", "stitching_classify_image")
+             "stitching_classify", "stitching_classify_image", "stitching_decode")
 
 
 def test_api_lists_every_stitching_action(client):
@@ -81,6 +81,9 @@ def test_table_classify_and_upload_on_digits(client, tmp_path):
         assert out["prediction"] == same["prediction"]
         hits += out["prediction"] == str(d.target[i])
     assert hits >= 6
+    png = client.predict("digits-map-a", "digits-map-b", "digit-0003", "B", "A", 300, "random", 0,
+                         api_name="/stitching_decode")
+    assert np.asarray(Image.open(png)).shape[:2] == (8, 8)
 
 
 def test_bad_input_gets_a_message_and_the_server_keeps_serving(client, tmp_path):

@@ -12,6 +12,7 @@ captions, OpenCLIP when configured, digits through random networks, synthetic bl
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 
@@ -212,6 +213,17 @@ class StitchingService:
         out = self._result(s, st.classify_vectors(s, x, encoder=encoder, head=head, kind=kind)[0], encoder, head, kind)
         return out
 
+    def decode_item(self, p: dict, item_id: str, encoder: str = "B", decoder: str = "A") -> np.ndarray:
+        """The item encoded by `encoder`, rendered by the decoder trained on `decoder`'s relative space."""
+        _check_roles(encoder, decoder, "relative")
+        s = self.setup(p)
+        ids = s.pair.ids()
+        if str(item_id) not in ids:
+            raise InputError(f"item {item_id!r} is not in these spaces' items")
+        with self._make_lock:
+            st.prepare_decoder(s, decoder, cache=self.b.cache)
+        return st.decode_stitched(s, [ids.index(str(item_id))], encoder=encoder, decoder=decoder)[0]
+
     def _result(self, s: st.StitchingSetup, probs: np.ndarray, encoder: str, head: str, kind: str) -> dict:
         classes = s.heads[("relative" if kind == "relative" else "absolute", head)].classes
         order = np.argsort(-probs)
@@ -279,6 +291,12 @@ def _resize(img: np.ndarray, side: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((side, side), Image.BOX))
+
+
+def _upscale(img: np.ndarray, side: int = 128) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((side, side), Image.NEAREST))
 
 
 def _num(v):
@@ -412,6 +430,13 @@ def build_stitching(backends: Backends):
         return img, {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
 
     @_guard
+    def on_decode(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, item_id, encoder, head):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        if not item_id or svc.pair(space_a, space_b).images is None:
+            return None
+        return _upscale(svc.decode_item(p, item_id, encoder, head))
+
+    @_guard
     def on_demo_image(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, image, encoder,
                       head, kind):
         p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
@@ -466,7 +491,10 @@ def build_stitching(backends: Backends):
             with gr.Row():
                 demo_img = gr.Image(label="Item", height=140, interactive=False)
                 upload = gr.Image(label="…or upload an image", height=140, type="numpy", sources=["upload"])
-            demo_label = gr.Label(num_top_classes=5, label="Prediction", elem_id="st-demo-label")
+            with gr.Row():
+                demo_label = gr.Label(num_top_classes=5, label="Prediction", elem_id="st-demo-label")
+                demo_dec = gr.Image(label="Rendered by the head-side decoder", height=140, interactive=False,
+                                    elem_id="st-demo-decoded")
             demo_md = gr.Markdown(elem_id="st-demo-md")
 
     # -- wiring ------------------------------------------------------------------------
@@ -486,7 +514,9 @@ def build_stitching(backends: Backends):
         m.point_click(on_click, [state, representation, method, color_by],
                       [map_a, map_b, link_md, demo_item], api_visibility="undocumented", trigger_mode="always_last"
                       ).success(on_demo_item, pv + [demo_item, encoder, head, kind], [demo_img, demo_label, demo_md],
-                                api_visibility="undocumented", concurrency_id="stitching-heavy")
+                                api_visibility="undocumented", concurrency_id="stitching-heavy"
+                                ).success(on_decode, pv + [demo_item, encoder, head], demo_dec,
+                                          api_visibility="undocumented", concurrency_id="stitching-heavy")
     demo_inputs = pv + [demo_item, encoder, head, kind]
     demo_item.input(on_demo_item, demo_inputs, [demo_img, demo_label, demo_md], api_visibility="undocumented",
                      concurrency_id="stitching-heavy")
@@ -565,6 +595,20 @@ def _register_api(svc: StitchingService):
         p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, seed=seed)
         return svc.classify_image(p, _read_image_file(_uploaded_path(image)), encoder, head, kind)
 
+    def stitching_decode(space_a: str, space_b: str, item_id: str, encoder: str = "B", decoder: str = "A",
+                         n_anchors: int = 300, strategy: str = "random", seed: int = 0) -> FileData:
+        """PNG of an item encoded by `encoder` and rendered by the decoder trained on `decoder`'s relative space."""
+        import tempfile
+
+        from PIL import Image
+
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, seed=seed)
+        img = svc.decode_item(p, item_id, encoder, decoder)
+        fd, path = tempfile.mkstemp(prefix="stitching-decoded-", suffix=".png")
+        os.close(fd)
+        Image.fromarray(img).save(path)
+        return FileData(path=path)
+
     for fn in (stitching_spaces, stitching_anchors, stitching_compare, stitching_maps, stitching_table,
-               stitching_classify, stitching_classify_image):
+               stitching_classify, stitching_classify_image, stitching_decode):
         gr.api(_guard(fn), api_name=fn.__name__, concurrency_id="stitching-api")
