@@ -28,7 +28,7 @@ def blobs_key(client, tmp_path_factory):
 def test_api_lists_every_clusters_action(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     for name in ("clusters_run", "clusters_estimate_k", "clusters_names", "clusters_metrics", "clusters_gallery",
-                 "clusters_attach", "clusters_sample_labels", "clusters_propagate"):
+                 "clusters_attach", "clusters_sample_labels", "clusters_propagate", "clusters_more_like_this"):
         assert f"/{name}" in names
 
 
@@ -91,6 +91,13 @@ def test_bad_input_gives_a_message(client, blobs_key):
     with pytest.raises(Exception, match="space 'goal' needs a text"):
         client.predict("digits", "kmeans", 3, "goal", 10, "euclidean", 10, 0, "silhouette", 2, 8, "by colour",
                        api_name="/clusters_run")
+    run = client.predict(key, "kmeans", 4, "original", 10, "euclidean", 10, 0, "silhouette", 2, 8, "",
+                         api_name="/clusters_run")["run"]
+    with pytest.raises(Exception, match="needs a Shapes corpus"):
+        client.predict(run, 0, 4, 0, api_name="/clusters_more_like_this")
+    with pytest.raises(Exception, match=r"cluster must be between 0 and 3, but is 9"):
+        client.predict(run, 9, 4, 0, api_name="/clusters_more_like_this")
     # the server keeps serving
     assert client.predict(key, "kmeans", 4, "original", 10, "euclidean", 10, 0, "silhouette", 2, 8, "",
                           api_name="/clusters_run")["k"] == 4
+

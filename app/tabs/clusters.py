@@ -5,8 +5,8 @@ wiring. The view state is a small dict {"corpus": key, "run": run id}; results l
 service's store (and on disk in the backends' cache, keyed by content hash).
 
 Named API endpoints: clusters_run, clusters_estimate_k, clusters_names, clusters_metrics,
-clusters_gallery, clusters_attach, clusters_sample_labels, clusters_propagate. "More like this
-cluster" (the Shapes generator) is a button only.
+clusters_gallery, clusters_attach, clusters_sample_labels, clusters_propagate,
+clusters_more_like_this (needs the Shapes generator and encoder weights).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData
 
 from backends.cache import content_key
 from backends.errors import InputError
@@ -138,7 +139,7 @@ class ClustersService:
         sizes = res.sizes
         rows = []
         for c in range(res.k):
-            name = texts[c][0][0] if texts and texts[c] else majority_name(maj[c]) or f"cluster {c}"
+            name = texts[c][0][0] if texts and texts[c] else _short_name(maj[c]) or f"cluster {c}"
             purity = max((f for _, f in maj[c].values()), default=float("nan"))
             rows.append({"cluster": c, "size": int(sizes[c]), "name": name,
                          "descriptions": [t for t, _ in texts[c]] if texts else [],
@@ -238,12 +239,12 @@ class ClustersService:
         n = int(n)
         if not 1 <= n <= 16:
             raise InputError(f"n must be between 1 and 16, but is {n}")
+        if not 0 <= int(cluster) < res.k:
+            raise InputError(f"cluster must be between 0 and {res.k - 1}, but is {cluster}")
         text = self.text_space(key)
         if text is None:
             raise InputError("more like this cluster needs a Shapes corpus with trained encoders")
         names = self.names(run_id)
-        if not 0 <= int(cluster) < res.k:
-            raise InputError(f"cluster must be between 0 and {res.k - 1}, but is {cluster}")
         prompt = names[int(cluster)]["descriptions"][0] if names[int(cluster)]["descriptions"] else names[int(cluster)]["name"]
         try:
             from backends.diffusion import load_shapes_pipeline, to_uint8
@@ -283,6 +284,17 @@ def parse_labels(labels) -> dict[str, str]:
     if not pairs:
         raise InputError("labels: none given; write one 'id=label' per line (or sample some from a column)")
     return pairs
+
+
+def _short_name(majority: dict) -> str:
+    """'label=7', 'colour=red, shape=circle', or 'mixed (label=3)' from {column: (value, fraction)}."""
+    clear = [f"{col}={val}" for col, (val, frac) in sorted(majority.items(), key=lambda kv: -kv[1][1]) if frac >= 0.6]
+    if clear:
+        return ", ".join(clear[:2])
+    if majority:
+        col, (val, _) = max(majority.items(), key=lambda kv: kv[1][1])
+        return f"mixed (most {col}={val})"
+    return ""
 
 
 def _num(v):
@@ -590,6 +602,17 @@ def _register_api(svc: ClustersService, guard):
         out["ids"] = svc.b.corpus(corpus).meta["id"].tolist()
         return out
 
+    def clusters_more_like_this(run: str, cluster: int, n: int = 8, seed: int = 0) -> FileData:
+        """Generate n Shapes images like a cluster (prompt: its best description; kept: nearest its mean), as one PNG row."""
+        import tempfile
+
+        from PIL import Image
+
+        images, _prompt = svc.more_like_this(run, cluster, n, seed)
+        path = tempfile.NamedTemporaryFile(prefix="clusters-more-", suffix=".png", delete=False).name
+        Image.fromarray(np.concatenate(list(images), axis=1)).save(path)
+        return FileData(path=path)
+
     for fn in (clusters_run, clusters_estimate_k, clusters_names, clusters_metrics, clusters_gallery,
-               clusters_attach, clusters_sample_labels, clusters_propagate):
+               clusters_attach, clusters_sample_labels, clusters_propagate, clusters_more_like_this):
         gr.api(guard(fn), api_name=fn.__name__, concurrency_id="clusters-api")
