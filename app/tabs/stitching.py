@@ -154,6 +154,8 @@ class StitchingService:
             xa, xb = st.relative_pair(pair, self.anchors(p), mode=p["mode"], output_norm=p["output_norm"])
         else:
             xa, xb = pair.x_a, pair.x_b
+        if representation == "relative" and method == "pca":
+            return shared_pca(xa, xb)  # relative spaces share coordinates (the anchors): one basis for both
         params = ProjectionParams(method=method, metric="cosine")
         return tuple(project(x, params, cache=self.b.cache, exact_below=self.b.settings.exact_index_below)
                      for x in (xa, xb))
@@ -265,6 +267,15 @@ class StitchingService:
                 title=f"{which}: {pair.name(which)} · {representation}",
                 uirevision=f"{which}:{pair.name(which)}:{representation}:{method}:{p['n_anchors']}:{p['strategy']}"))
         return out[0], out[1]
+
+
+def shared_pca(xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D PCA fitted on A, applied to A and B (same columns), both scaled by A's extent."""
+    mean = xa.mean(0)
+    _, _, vt = np.linalg.svd(xa - mean, full_matrices=False)
+    ya, yb = (xa - mean) @ vt[:2].T, (xb - mean) @ vt[:2].T
+    scale = float(np.abs(ya).max()) or 1.0
+    return (ya / scale).astype(np.float32), (yb / scale).astype(np.float32)
 
 
 def _check_roles(encoder: str, head: str, kind: str) -> None:
@@ -463,7 +474,7 @@ def build_stitching(backends: Backends):
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
     with gr.Row():
         representation = gr.Radio(["relative", "absolute"], value="relative", label="Maps show")
-        method = gr.Radio(["pca", "umap"], value="pca", label="Map projection")
+        method = gr.Radio(["pca", "umap"], value="pca", label="Map projection (relative PCA: one basis, fitted on A)")
         compare_btn = gr.Button("Compare", variant="primary", elem_id="st-compare")
     with gr.Row():
         with gr.Column(scale=2):
