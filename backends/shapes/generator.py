@@ -33,7 +33,7 @@ CONFIG = ASSETS / "generator.json"
 
 @dataclass
 class GeneratorConfig:
-    image_size: int = 64
+    image_size: int = 32
     patch: int = 4  # pixel-unshuffle factor: latent is (3*patch^2, image_size/patch, image_size/patch)
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")

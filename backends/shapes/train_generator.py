@@ -27,6 +27,7 @@ import numpy as np
 from backends.shapes.train import common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
 DATA_VERSION = 1
+RENDER_SIZE = 64
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,17 +66,19 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
     from backends.shapes.generator import object_phrase
     from backends.shapes.text import get_text_encoder
 
-    key = hashlib.sha1(json.dumps([DATA_VERSION, n, seed, cfg.image_size, cfg.patch, cfg.max_tokens]).encode()).hexdigest()[:10]
+    # Scenes are rendered at 64x64 (masks at 16x16) and area-downsampled to the model's size on
+    # load: coverage-weighted rendering is linear, so this equals rendering at the smaller size.
+    key = hashlib.sha1(json.dumps([DATA_VERSION, n, seed, RENDER_SIZE, RENDER_SIZE // 16, cfg.max_tokens]).encode()).hexdigest()[:10]
     path = Path(cache_dir) / f"data_{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
         d["phrases"] = json.loads(str(d["phrases"]))
         log(f"loaded {n} cached scenes from {path}")
-        return d
+        return adapt_dataset(d, cfg)
     t0 = time.time()
-    ls = cfg.latent_size
-    images = np.empty((n, cfg.image_size, cfg.image_size, 3), np.uint8)
+    ls = 16
+    images = np.empty((n, RENDER_SIZE, RENDER_SIZE, 3), np.uint8)
     rmasks = np.zeros((n, 3, ls, ls), np.float16)
     rids = np.full((n, 3), -1, np.int32)
     captions: list[str] = []
@@ -85,7 +88,7 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
     for c0 in range(0, n, chunk):
         m = min(chunk, n - c0)
         single = (c0 // chunk) % 2 == 0
-        b = scenes.make_batch(m, seed=seed * 100000 + c0 // chunk, split="train", size=cfg.image_size, single=single)
+        b = scenes.make_batch(m, seed=seed * 100000 + c0 // chunk, split="train", size=RENDER_SIZE, single=single)
         images[c0:c0 + m] = b.images
         captions += b.captions
         for i, (sp, mk) in enumerate(zip(b.specs, b.masks)):
@@ -107,6 +110,22 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
     np.savez(tmp, **d)
     tmp.replace(path)
     d["phrases"] = phrase_list
+    return adapt_dataset(d, cfg)
+
+
+def adapt_dataset(d: dict, cfg) -> dict:
+    """Area-downsample the cached 64x64 images and 16x16 region masks to the model's sizes."""
+    f = RENDER_SIZE // cfg.image_size
+    if f > 1:
+        im = d["images"].astype(np.float32)
+        n, h, w, c = im.shape
+        d["images"] = np.round(im.reshape(n, h // f, f, w // f, f, c).mean((2, 4))).astype(np.uint8)
+    ls = cfg.latent_size
+    rm = d["rmasks"]
+    if rm.shape[-1] != ls:
+        g = rm.shape[-1] // ls
+        n, r, h, w = rm.shape
+        d["rmasks"] = rm.astype(np.float32).reshape(n, r, ls, g, ls, g).mean((3, 5)).astype(np.float16)
     return d
 
 
@@ -181,7 +200,7 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float = 4.0, seed: i
 # ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser("python -m backends.shapes.train generator", steps=20000, batch=64)
+    p = common_parser("python -m backends.shapes.train generator", steps=40000, batch=32)
     p.set_defaults(threads=2, eval_every=1000, ckpt_every=250)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=300)
@@ -269,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             torch._foreach_mul_(ema_params, d)
             torch._foreach_add_(ema_params, [q.detach() for q in params], alpha=1 - d)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         if step % 50 == 0 or step == args.steps:
             dt = time.time() - t_last

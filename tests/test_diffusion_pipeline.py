@@ -1,0 +1,195 @@
+"""LatentDiffusionPipeline with tiny random components (diffusers-test style, nothing downloaded)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+torch.set_num_threads(1)
+
+from backends.diffusion import LatentDiffusionPipeline  # noqa: E402
+from backends.shapes.generator import GeneratorConfig, build_generator  # noqa: E402
+
+
+class DummyTextEncoder:
+    """Deterministic fake of backends.shapes.text.TextEncoder: one pseudo-random vector per word."""
+
+    dim = 384
+
+    def _word(self, w: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha1(w.encode("utf-8")).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+
+    def encode_tokens(self, texts, max_len=16):
+        states = torch.zeros(len(texts), max_len, self.dim)
+        mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            words = ["[CLS]"] + t.lower().split()[: max_len - 2] + ["[SEP]"]
+            for j, w in enumerate(words):
+                states[i, j] = torch.from_numpy(self._word(w))
+                mask[i, j] = True
+        return states, mask
+
+    def encode_pooled(self, texts):
+        s, m = self.encode_tokens(texts, 64)
+        v = (s * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(v, dim=-1).numpy()
+
+    def tokenize(self, text, max_len=16):
+        return (["[CLS]"] + text.split() + ["[SEP]"])[:max_len]
+
+
+def get_dummy_components(spatext: bool = True):
+    cfg = GeneratorConfig(image_size=32, block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                          head_dim=8, norm_num_groups=4, spatext_channels=4 if spatext else 0, max_tokens=8)
+    gen = build_generator(cfg, seed=0)
+    gen.unet.eval()
+    return dict(unet=gen.unet, scheduler=gen.make_scheduler(), codec=gen.codec, text_encoder=DummyTextEncoder(),
+                spatext=gen.spatext if spatext else None, max_tokens=cfg.max_tokens)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return LatentDiffusionPipeline(**get_dummy_components())
+
+
+def run(pipe, seed=0, **kw):
+    kw.setdefault("num_inference_steps", 2)
+    return pipe(kw.pop("prompt", "a red circle"), generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def test_two_steps_image_shape_and_range(pipe):
+    out = run(pipe)
+    assert out.images.shape == (1, 32, 32, 3)
+    assert out.images.dtype == np.float32
+    assert 0.0 <= out.images.min() and out.images.max() <= 1.0
+    assert out.notes == []
+
+
+def test_deterministic_with_seed(pipe):
+    a, b, c = run(pipe, 0).images, run(pipe, 0).images, run(pipe, 1).images
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_batch_of_prompts_and_images_per_prompt(pipe):
+    out = run(pipe, prompt=["a red circle", "a blue star"], num_images_per_prompt=2)
+    assert out.images.shape == (4, 32, 32, 3)
+
+
+def test_negative_prompt_and_guidance_change_output(pipe):
+    base = run(pipe, guidance_scale=5.0).images
+    neg = run(pipe, guidance_scale=5.0, negative_prompt="a green square").images
+    no_cfg = run(pipe, guidance_scale=1.0).images
+    assert np.abs(base - neg).max() > 1e-4
+    assert np.abs(base - no_cfg).max() > 1e-4
+
+
+def test_cfg_is_one_batched_unet_call_hookable_at_mid_block(pipe):
+    seen = []
+    h = pipe.unet.mid_block.register_forward_hook(lambda m, i, o: seen.append((o.shape[0], pipe.cfg_halves)))
+    try:
+        run(pipe, guidance_scale=4.0, num_inference_steps=3)
+        run(pipe, guidance_scale=1.0, num_inference_steps=1)
+    finally:
+        h.remove()
+    assert [s[0] for s in seen] == [2, 2, 2, 1]
+    unc, cond = seen[0][1]
+    assert (unc, cond) == (slice(0, 1), slice(1, 2))
+
+
+def test_latents_are_honoured(pipe):
+    lat = torch.randn(1, 48, 8, 8, generator=torch.Generator().manual_seed(3))
+    a = pipe("a red circle", num_inference_steps=2, latents=lat).images
+    b = pipe("a red circle", num_inference_steps=2, latents=lat.clone(), generator=torch.Generator().manual_seed(99)).images
+    np.testing.assert_array_equal(a, b)
+    c = run(pipe, 3).images  # the seeded generator draws the same latents
+    np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_callback_called_each_step_and_can_replace_latents(pipe):
+    calls = []
+
+    def cb(p, i, t, kw):
+        calls.append(int(t))
+        return {"latents": torch.zeros_like(kw["latents"])} if i == 2 else None
+
+    out = run(pipe, num_inference_steps=3, callback_on_step_end=cb, output_type="latent")
+    assert len(calls) == 3 and calls == sorted(calls, reverse=True)
+    assert torch.count_nonzero(out.images) == 0
+
+
+def test_eta_uses_generator_noise(pipe):
+    a = run(pipe, eta=1.0, num_inference_steps=3).images
+    b = run(pipe, eta=1.0, num_inference_steps=3).images
+    c = run(pipe, eta=0.0, num_inference_steps=3).images
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+
+
+def test_region_masks_path(pipe):
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, :16, :16] = True
+    masks[1, 16:, 16:] = True
+    plain = run(pipe).images
+    reg = run(pipe, region_masks=masks, region_prompts=["a red circle", "a blue square"]).images
+    assert reg.shape == (1, 32, 32, 3)
+    assert np.abs(plain - reg).max() > 1e-4
+    # a precomputed map gives the same image
+    smap = pipe.prepare_region_map(1, masks, ["a red circle", "a blue square"])
+    again = run(pipe, region_map=smap).images
+    np.testing.assert_allclose(reg, again, atol=1e-6)
+    # empty global prompt is allowed when regions are given
+    assert run(pipe, prompt="", region_masks=masks[0], region_prompts=["a red circle"]).images.shape == (1, 32, 32, 3)
+
+
+def test_output_types(pipe):
+    pil = run(pipe, output_type="pil").images
+    assert pil[0].size == (32, 32) and pil[0].mode == "RGB"
+    assert tuple(run(pipe, output_type="pt").images.shape) == (1, 3, 32, 32)
+
+
+def test_long_and_non_ascii_prompts_are_reported_not_fatal(pipe):
+    out = run(pipe, prompt="red circle " * 1000)
+    assert out.images.shape == (1, 32, 32, 3)
+    assert any("cut" in n for n in out.notes)
+    assert run(pipe, prompt="un cercle rouge — ünïcödé ★ 赤い円").images.shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(prompt=None), "prompt"),
+    (dict(prompt=""), "prompt"),
+    (dict(prompt="   "), "prompt"),
+    (dict(prompt=[]), "prompt"),
+    (dict(prompt=3), "prompt"),
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(num_inference_steps=10**6), "num_inference_steps"),
+    (dict(num_inference_steps=2.5), "num_inference_steps"),
+    (dict(guidance_scale=float("nan")), "guidance_scale"),
+    (dict(guidance_scale=-1.0), "guidance_scale"),
+    (dict(guidance_scale=1e9), "guidance_scale"),
+    (dict(eta=2.0), "eta"),
+    (dict(output_type="jpeg"), "output_type"),
+    (dict(negative_prompt=["a", "b", "c"]), "negative_prompt"),
+    (dict(latents=torch.zeros(1, 3, 32, 32)), "latents"),
+    (dict(region_masks=np.ones((2, 64, 64), bool), region_prompts=["a red circle"]), "region_prompts"),
+    (dict(region_masks=np.ones((1, 64, 64), bool)), "region_prompts"),
+    (dict(region_masks=np.ones((64,), bool), region_prompts=["x"]), "region_masks"),
+    (dict(region_prompts=["a red circle"]), "region_prompts"),
+    (dict(callback_on_step_end=3), "callback_on_step_end"),
+])
+def test_bad_inputs_raise_value_error_naming_the_argument(pipe, kwargs, name):
+    kwargs = dict(kwargs)
+    prompt = kwargs.pop("prompt", "a red circle")
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        pipe(prompt, num_inference_steps=kwargs.pop("num_inference_steps", 2), **kwargs)
+
+
+def test_region_masks_need_spatext_channels():
+    pipe = LatentDiffusionPipeline(**get_dummy_components(spatext=False))
+    assert run(pipe).images.shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="region_masks"):
+        run(pipe, region_masks=np.ones((1, 64, 64), bool), region_prompts=["a red circle"])

@@ -1,0 +1,119 @@
+"""The Shapes generator: codec, SpaText map, weights round trip, one training step, shipped weights."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+torch.set_num_threads(1)
+
+from backends.shapes import generator as G  # noqa: E402
+
+
+def tiny_config(**kw):
+    base = dict(image_size=32, block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                head_dim=8, norm_num_groups=4, spatext_channels=4)
+    base.update(kw)
+    return G.GeneratorConfig(**base)
+
+
+@pytest.mark.parametrize("patch, size", [(4, 32), (4, 64), (2, 32)])
+def test_codec_round_trips_exactly(patch, size):
+    codec = G.PixelUnshuffleCodec(patch)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+    x = codec.images_to_tensor(images)
+    z = codec.encode(x)
+    assert tuple(z.shape) == (3, 3 * patch * patch, size // patch, size // patch)
+    assert torch.equal(codec.decode(z), x)
+    np.testing.assert_array_equal(codec.tensor_to_images(codec.decode(z)), images)
+
+
+def test_codec_rejects_bad_shapes():
+    codec = G.PixelUnshuffleCodec(4)
+    with pytest.raises(ValueError, match="images"):
+        codec.encode(torch.zeros(1, 4, 32, 32))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        codec.encode(torch.zeros(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="latents"):
+        codec.decode(torch.zeros(1, 12, 8, 8))
+
+
+def test_spatext_map_is_zero_outside_regions_and_follows_masks():
+    cfg = tiny_config()
+    sp = G.build_spatext(cfg)
+    masks = torch.zeros(1, 2, 32, 32)
+    masks[0, 0, :16, :16] = 1
+    masks[0, 1, 16:, 16:] = 1
+    emb = torch.nn.functional.normalize(torch.randn(1, 2, 384), dim=-1)
+    m = sp(masks, emb, cfg.latent_size)
+    assert tuple(m.shape) == (1, 4, 8, 8)
+    assert torch.count_nonzero(m[0, :, :4, 4:]) == 0 and torch.count_nonzero(m[0, :, 4:, :4]) == 0
+    assert torch.allclose(m[0, :, 0, 0], sp.proj(emb[0, 0]), atol=1e-6)
+    assert torch.allclose(m[0, :, 7, 7], sp.proj(emb[0, 1]), atol=1e-6)
+    assert torch.count_nonzero(sp(masks[:, :0], emb[:, :0], 8)) == 0
+
+
+def test_pool_states_is_mean_over_mask_normalised():
+    states = torch.randn(2, 5, 384)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    v = G.pool_states(states, mask)
+    ref = torch.nn.functional.normalize(states[0, :3].mean(0), dim=0)
+    assert torch.allclose(v[0], ref, atol=1e-6)
+    assert torch.allclose(v.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_config_json_round_trip_and_unknown_keys_ignored():
+    cfg = tiny_config(metrics={"a": 1})
+    d = json.loads(cfg.to_json())
+    d["future_key"] = 3
+    back = G.GeneratorConfig.from_json(json.dumps(d))
+    assert back == cfg and back.latent_channels == 48 and back.latent_size == 8
+
+
+def test_save_and_load_fp16_round_trip(tmp_path):
+    gen = G.build_generator(tiny_config(), seed=0)
+    path = tmp_path / "g.safetensors"
+    G.save_generator(gen, path)
+    assert (tmp_path / "g.json").exists()
+    loaded = G.load_generator(path)
+    assert loaded is G.load_generator(path)  # cached
+    a = gen.unet.state_dict()
+    b = loaded.unet.state_dict()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-3, rtol=1e-2), k
+    with pytest.raises(FileNotFoundError, match="train"):
+        G.load_generator(tmp_path / "missing.safetensors")
+
+
+def test_one_training_step_runs_and_resumes(tmp_path):
+    from backends.shapes import train_generator
+
+    args = ["--small", "--steps", "1", "--n-scenes", "40", "--batch", "4", "--out", str(tmp_path),
+            "--eval-every", "1", "--eval-n", "2", "--no-progress"]
+    assert train_generator.main(args) == 0
+    run = tmp_path / "runs" / "generator"
+    assert (run / "checkpoint.safetensors").exists()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log) and any(r.get("event") == "eval" for r in log)
+    assert (tmp_path / "generator.safetensors").exists()
+    assert train_generator.main(args[:2] + ["2"] + args[3:] + ["--resume"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in log) == 2
+
+
+def test_shipped_weights_load_and_generate():
+    if not G.WEIGHTS.exists():
+        pytest.skip("assets/shapes/generator.safetensors not trained yet")
+    assert G.WEIGHTS.stat().st_size <= 25 * 2**20
+    from backends.diffusion import load_shapes_pipeline
+
+    pipe = load_shapes_pipeline()
+    out = pipe("a large red circle in the center", num_inference_steps=4,
+               generator=torch.Generator().manual_seed(0))
+    cfg = G.load_generator().config
+    assert out.images.shape == (1, cfg.image_size, cfg.image_size, 3)
+    assert out.images.std() > 0.01  # not a blank image
