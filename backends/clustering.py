@@ -91,6 +91,9 @@ class ClusterParams:
         dims = _as_int(self.dims, "dims")
         if self.space != "original" and not 2 <= dims <= 100:
             raise InputError(f"dims must be between 2 and 100, but is {dims}")
+        if self.space == "umap" and n < dims + 3:
+            raise InputError(f"a {dims}-d UMAP reduction needs at least {dims + 3} points, but there are {n}; "
+                             f"use space 'original' or fewer dims")
         mcs = _as_int(self.min_cluster_size, "min_cluster_size")
         if self.method == "hdbscan" and not 2 <= mcs <= max(2, n):
             raise InputError(f"min_cluster_size must be between 2 and the number of points ({n}), but is {mcs}")
@@ -356,6 +359,7 @@ def estimate_k(x: np.ndarray, k_min: int = 2, k_max: int = 15, *, estimator: str
     ks = list(range(k_min, k_max + 1))
     if estimator == "eigengap":
         lam = laplacian_spectrum(x, k_max + 1, seed=seed)
+        ks = [k for k in ks if k < len(lam)]
         scores = [float(lam[k] - lam[k - 1]) for k in ks]
         curve = {"k": ks, "score": scores, "estimator": estimator, "eigenvalues": lam.tolist()}
     else:
@@ -394,10 +398,11 @@ def laplacian_spectrum(x: np.ndarray, n_eig: int, *, n_neighbors: int = 10, seed
     deg = np.asarray(W.sum(1)).ravel()
     dinv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
     S = sp.diags(dinv) @ W @ sp.diags(dinv)
-    n_eig = int(min(n_eig, n - 2))
     if n <= 600:
+        n_eig = int(min(n_eig, n))
         vals = np.linalg.eigvalsh(S.toarray())[::-1][:n_eig]
     else:
+        n_eig = int(min(n_eig, n - 2))
         vals = eigsh(S, k=n_eig, which="LA", tol=1e-6, v0=np.random.default_rng(seed).random(n),
                      maxiter=5000)[0][::-1]
     return np.clip(1.0 - np.sort(vals)[::-1], 0.0, 2.0)  # Laplacian eigenvalues, ascending
@@ -456,7 +461,8 @@ def _cluster(x: np.ndarray, p: ClusterParams, progress: Progress | None, cache, 
     z = reduce(x, space, dims, metric=p.metric, seed=p.seed, cache=cache, fingerprint=fingerprint)
     z = prepare(z, p.metric) if space == "original" else np.ascontiguousarray(z, dtype=np.float32)
     if np.all(z == z[0]):
-        raise InputError("vectors: all points are identical after normalisation; there are no clusters to find")
+        raise InputError("vectors: all points point the same way, so with metric 'cosine' they are identical; "
+                         "use metric 'euclidean'")
     # 2. k
     curve, k = None, p.k
     if p.method != "hdbscan" and k == 0:

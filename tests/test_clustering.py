@@ -156,6 +156,12 @@ def test_bad_inputs_name_the_argument():
         run_clustering(x, ClusterParams(k="many"))
     with pytest.raises(InputError, match="min_cluster_size"):
         run_clustering(x, ClusterParams(method="hdbscan", min_cluster_size=1))
+    with pytest.raises(InputError, match="use metric 'euclidean'"):
+        run_clustering(np.array([[1, 0], [2, 0], [3, 0]]), ClusterParams(k=2))  # same direction: cosine sees one point
+    with pytest.raises(InputError, match="10-d UMAP reduction needs at least 13 points"):
+        run_clustering(x[:8], ClusterParams(k=2, space="umap", dims=10))
+    tiny = run_clustering(x[:6], ClusterParams(k=0, estimator="eigengap"))  # k range clipped to the points
+    assert 2 <= tiny.k <= 5
     big = np.random.default_rng(0).normal(size=(MAX_AGGLOMERATIVE + 1, 2)).astype(np.float32)
     with pytest.raises(InputError, match="agglomerative clustering is limited to"):
         run_clustering(big, ClusterParams(method="agglomerative", k=3))
