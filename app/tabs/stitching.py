@@ -367,9 +367,11 @@ def build_stitching(backends: Backends):
     a0, b0 = svc.default_pair()
     names = svc.usable_space_names()
 
-    def params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k):
-        return svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label or "", seed=seed,
-                          mode=mode, output_norm=output_norm, k=k)
+    def params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text):
+        p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label or "", seed=seed,
+                       mode=mode, output_norm=output_norm, k=k)
+        p["anchor_ids"] = [t.strip() for t in (anchor_text or "").replace("\n", ",").split(",") if t.strip()]
+        return p
 
     # -- handlers ----------------------------------------------------------------------
     @_guard
@@ -384,9 +386,9 @@ def build_stitching(backends: Backends):
                 gr.update(choices=demo, value=demo[0] if demo else None))
 
     @_guard
-    def on_compare(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, representation,
-                   method, color_by, progress=gr.Progress()):
-        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+    def on_compare(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                   representation, method, color_by, progress=gr.Progress()):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         progress(0.1, desc="anchors and metrics")
         out = svc.compare(p)
         progress(0.5, desc="maps")
@@ -397,8 +399,9 @@ def build_stitching(backends: Backends):
         return p, _metrics_frame(out), note, map_a, map_b
 
     @_guard
-    def on_table(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, progress=gr.Progress()):
-        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+    def on_table(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                 progress=gr.Progress()):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         progress(0.1, desc="training the heads (seconds; cached afterwards)")
         t = svc.table(p)
         md = (f"Test accuracy on **{t['label']}** ({t['n_test']:,} test items; heads trained on {t['n_train']:,}). "
@@ -430,27 +433,28 @@ def build_stitching(backends: Backends):
         return a, b, f"Item **{item_id}** highlighted in both maps.", gr.update(value=item_id)
 
     @_guard
-    def on_demo_item(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, item_id, encoder,
-                     head, kind):
+    def on_demo_item(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                     item_id, encoder, head, kind):
         if not item_id:
             raise InputError("pick a test item first")
-        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         r = svc.classify_item(p, item_id, encoder, head, kind)
         pair = svc.pair(p["space_a"], p["space_b"])
         img = pair.images[pair.ids().index(item_id)] if pair.images is not None else None
         return img, {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
 
     @_guard
-    def on_decode(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, item_id, encoder, head):
-        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+    def on_decode(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                  item_id, encoder, head):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         if not item_id or svc.pair(space_a, space_b).images is None:
             return None
         return _upscale(svc.decode_item(p, item_id, encoder, head))
 
     @_guard
-    def on_demo_image(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, image, encoder,
-                      head, kind):
-        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k)
+    def on_demo_image(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                      image, encoder, head, kind):
+        p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         r = svc.classify_image(p, image, encoder, head, kind)
         return {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
 
@@ -472,6 +476,8 @@ def build_stitching(backends: Backends):
         output_norm = gr.Dropdown(list(rel.OUTPUT_NORMS), value="none", label="Output normalisation")
         k = gr.Slider(1, 50, value=10, step=1, label="k (neighbours)")
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+    anchor_text = gr.Textbox(label="Anchor ids (optional, comma-separated; overrides the count and choice above)",
+                             lines=1, elem_id="st-anchor-ids")
     with gr.Row():
         representation = gr.Radio(["relative", "absolute"], value="relative", label="Maps show")
         method = gr.Radio(["pca", "umap"], value="pca", label="Map projection (relative PCA: one basis, fitted on A)")
@@ -509,7 +515,7 @@ def build_stitching(backends: Backends):
             demo_md = gr.Markdown(elem_id="st-demo-md")
 
     # -- wiring ------------------------------------------------------------------------
-    pv = [space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k]
+    pv = [space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text]
     for dd in (space_a, space_b):
         dd.input(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented")
     compare_btn.click(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
