@@ -66,6 +66,22 @@ def client(url):
     return Client(url, verbose=False, ssl_verify=False)  # no CA bundle load per request: ~40 ms CPU less
 
 
+def test_actions_replay_to_groups_with_fixed_colours():
+    import numpy as np
+
+    from app.tabs.annotate import GROUP_COLORS, groups_from_labels, labels_from_actions, plot_payload
+    from backends.annotations import Plot
+
+    labels = labels_from_actions([["cluster 2", [0, 1, 2]], ["noise", [2]], ["cluster 1", [4]]], 6)
+    assert labels == ["cluster 2", "cluster 2", "noise", "unassigned", "cluster 1", "unassigned"]
+    assert groups_from_labels(labels) == {"cluster 1": [4], "cluster 2": [0, 1], "noise": [2]}
+    plot = Plot(1, 1, 0, np.zeros((6, 2), np.float32) + np.arange(6)[:, None], [str(i) for i in range(6)], None, {})
+    d = json.loads(plot_payload(plot, labels))
+    colour = {i: d["palette"][c] for i, c in enumerate(d["color_cat"])}
+    assert colour[0] == GROUP_COLORS["cluster 2"] and colour[3] == GROUP_COLORS["unassigned"]
+    assert json.loads(plot_payload(plot, None, tool="box"))["dragmode"] == "select"
+
+
 def test_annotate_is_a_tab_of_the_app():
     from app.tabs import TABS
 

@@ -207,7 +207,12 @@ def build_annotate(backends):
         idx = [int(i) for i in data.get("indices", [])]
         if not idx or not str(plot_id or "").strip():
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        actions = list(actions or []) + [[group, idx]]
+        actions = list(actions or [])
+        if actions and actions[-1] == [group, idx]:
+            # plotly repeats plotly_selected for one lasso (on re-render); a repeat changes nothing
+            # and must not become a second undo step
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        actions.append([group, idx])
         payload, groups, summary = _redraw(plot_id, actions, tool)
         return actions, payload, groups, summary
 
