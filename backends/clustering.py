@@ -436,19 +436,23 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
 
 def run_clustering(vectors: np.ndarray, params: ClusterParams = ClusterParams(), *,
                    cache: ArtifactCache | None = None, fingerprint: str | None = None,
-                   progress: Progress | None = None) -> ClusterResult:
-    """Cluster (N, D) vectors; cached under a hash of (vectors, params) when a cache is given."""
+                   progress: Progress | None = None, gpu: bool = False) -> ClusterResult:
+    """Cluster (N, D) vectors; cached under a hash of (vectors, params) when a cache is given.
+
+    gpu: run FAISS k-means on the GPU (when faiss-gpu sees one; ignored otherwise).
+    """
     x = check_vectors(vectors)
     params = params.validated(*x.shape)
     if cache is None:
-        return _cluster(x, params, progress, None, fingerprint)
+        return _cluster(x, params, progress, None, fingerprint, gpu)
     key = content_key("clusters-v1", fingerprint or content_key(x), asdict(params))
     arrays, _hit = cache.get_or_compute("clusters", key,
-                                        lambda: _cluster(x, params, progress, cache, fingerprint).to_arrays())
+                                        lambda: _cluster(x, params, progress, cache, fingerprint, gpu).to_arrays())
     return ClusterResult.from_arrays(arrays, params)
 
 
-def _cluster(x: np.ndarray, p: ClusterParams, progress: Progress | None, cache, fingerprint) -> ClusterResult:
+def _cluster(x: np.ndarray, p: ClusterParams, progress: Progress | None, cache, fingerprint,
+             gpu: bool = False) -> ClusterResult:
     report = progress or (lambda frac, msg: None)
     t0 = time.perf_counter()
     notes: list[str] = []
@@ -474,7 +478,9 @@ def _cluster(x: np.ndarray, p: ClusterParams, progress: Progress | None, cache, 
     report(0.6, f"{p.method}" + (f" (k={k})" if k else ""))
     inertia = None
     if p.method == "kmeans":
-        labels, _, inertia = kmeans(z, k, n_init=p.n_init, seed=p.seed)
+        from backends.index import gpu_count
+
+        labels, _, inertia = kmeans(z, k, n_init=p.n_init, seed=p.seed, gpu=bool(gpu) and gpu_count() > 0)
     elif p.method == "agglomerative":
         labels = cut_tree(linkage_tree(z, p.linkage), k)
     else:

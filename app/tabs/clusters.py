@@ -99,7 +99,8 @@ class ClustersService:
         params = ClusterParams(method=method, k=k, k_min=k_min, k_max=k_max, estimator=estimator, space=cspace,
                                dims=dims, metric=metric_override or metric, min_cluster_size=min_cluster_size,
                                seed=seed)
-        res = run_clustering(vectors, params, cache=self.b.cache, fingerprint=fp, progress=progress)
+        res = run_clustering(vectors, params, cache=self.b.cache, fingerprint=fp, progress=progress,
+                             gpu=self.b.device == "cuda")
         run_id = content_key("run", key, fp, params.__dict__)[:16]
         self.runs.put(run_id, (key, res, {"space": space, "goal": goal}))
         return run_id, res
