@@ -194,9 +194,24 @@ def _minilm_captions(world: World) -> np.ndarray:
     return get_text_encoder().encode_pooled(world.meta["caption"].tolist())
 
 
+def _shapes_text_space(enc_name: str) -> Space:
+    """The caption of each scene through a Shapes encoder's text tower (MiniLM pooled → its projection)."""
+
+    def embed(world: World) -> np.ndarray:
+        from backends.shapes.encoders import load_image_encoder
+
+        return load_image_encoder(enc_name).encode_text_vectors(_minilm_captions(world))
+
+    image_space = _SPACES[enc_name]
+    return Space(f"{enc_name}-text", "shapes", f"each scene's caption through the {enc_name} text tower, 128-d",
+                 embed=embed, unavailable=lambda: image_space.unavailable() or _minilm_unavailable())
+
+
 register_space(Space("minilm-captions", "shapes", "MiniLM-L6 sentence vectors of each scene's caption, 384-d "
                      "(a text space: stitching across modalities)", embed=_minilm_captions,
                      unavailable=_minilm_unavailable))
+register_space(_shapes_text_space("shapes-cnn"))
+register_space(_shapes_text_space("shapes-vit"))
 
 
 def _openclip_spec() -> tuple[str, str] | None:
