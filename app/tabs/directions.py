@@ -719,6 +719,11 @@ def build_directions(backends: Backends):
                     concurrency_id="dir-heavy", **hidden)
     atlas_btn.click(ui_atlas, [atlas_step, pca_n], atlas_md, concurrency_id="dir-heavy", **hidden)
 
+    def ui_refresh():
+        return [""] + lib_outputs() + [gr.update(choices=svc.choices())]
+
+    # A new visitor sees the directions already in the (shared) library.
+    gr.context.Context.root_block.load(ui_refresh, None, lib_outs_x, **hidden)
     _register_api(svc, guard)
     return svc
 
