@@ -318,6 +318,22 @@ class AnnotationStore:
             pass
         return self._meta(key, default)
 
+    def set_meta(self, key: str, value: str) -> None:
+        from sqlalchemy import update
+
+        with self._write_lock, self._connect_write() as conn, conn.begin():
+            if conn.execute(update(self.t_meta).where(self.t_meta.c.key == key).values(value=value)).rowcount == 0:
+                conn.execute(self.t_meta.insert().values(key=key, value=value))
+
+    @property
+    def open_signup(self) -> bool:
+        """Whether an unknown name may sign in (and is registered with its token). Default: yes."""
+        return self._meta("open_signup", "1") == "1"
+
+    @open_signup.setter
+    def open_signup(self, value: bool) -> None:
+        self.set_meta("open_signup", "1" if value else "0")
+
     def token_hash(self, token: str) -> str:
         return _pbkdf2(self._salt, self._iterations, token)
 
@@ -421,16 +437,19 @@ class AnnotationStore:
             raise AuthError(f"annotator {name!r} already exists, or that token is taken; choose another") from None
         return Annotator(int(aid), name)
 
-    def sign_in(self, name: str, token: str, *, allow_register: bool = True) -> Annotator:
-        """Check name + token. An unknown name is registered with this token when allow_register."""
+    def sign_in(self, name: str, token: str, *, allow_register: bool | None = None) -> Annotator:
+        """Check name + token. An unknown name is registered with this token when allow_register
+        (default: the store's open_signup setting)."""
         from sqlalchemy import select
 
         name, token = _check_name(name), _check_token(token)
+        if allow_register is None:
+            allow_register = self.open_signup
         with self.engine.connect() as conn:
             row = conn.execute(select(self.t_annotators).where(self.t_annotators.c.name == name)).first()
         if row is None:
             if not allow_register:
-                raise AuthError(f"unknown annotator {name!r}")
+                raise AuthError(f"unknown annotator {name!r}: sign-up is closed; ask the study's admin for a token")
             try:
                 return self.register_annotator(name, token)
             except AuthError:

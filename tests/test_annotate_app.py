@@ -198,6 +198,16 @@ def test_admin_creates_task_sets_and_annotators(app):
     assert set(rows) == {"zoe", "yan"} and len(rows["zoe"]) >= 16
     status, *_ = c.predict("zoe", rows["zoe"], "syn-small", "lasso", api_name="/annotate_sign_in")
     assert "Signed in as **zoe**" in status
+    from gradio_client.exceptions import AppError
+
+    assert "closed" in c.predict(ADMIN, False, api_name="/annotate_admin_set_open_signup")
+    try:
+        with pytest.raises(AppError, match="sign-up is closed"):
+            c.predict("stranger", "token-stranger", "syn-small", "lasso", api_name="/annotate_sign_in")
+        status, *_ = c.predict("yan", rows["yan"], "syn-small", "lasso", api_name="/annotate_sign_in")
+        assert "Signed in as **yan**" in status
+    finally:
+        assert "open" in c.predict(ADMIN, True, api_name="/annotate_admin_set_open_signup")
 
 
 def test_admin_creates_a_task_set_from_a_corpus(app):

@@ -273,3 +273,14 @@ def test_token_hash_settings_are_fixed_when_the_database_is_created(tmp_path):
     again = AnnotationStore(url, token_iterations=99_999)  # ignored: the stored hashes use 1,000
     assert again.sign_in("ada", "token-ada").name == "ada"
     again.close()
+
+
+def test_closed_sign_up_admits_only_known_annotators(store):
+    assert store.open_signup
+    store.register_annotator("ada", "token-ada")
+    store.open_signup = False
+    with pytest.raises(AuthError, match="sign-up is closed"):
+        store.sign_in("bob", "token-bob")
+    assert store.sign_in("ada", "token-ada").name == "ada"
+    store.open_signup = True
+    assert store.sign_in("bob", "token-bob").name == "bob"

@@ -304,6 +304,13 @@ def build_annotate(backends):
             rows.append({"name": n, "token": tok})
         return pd.DataFrame(rows)
 
+    def admin_set_open_signup(password: str, open_signup: bool) -> str:
+        """Whether unknown names may sign up themselves (True) or only admin-issued tokens work (False)."""
+        s = admin(password)
+        s.open_signup = bool(open_signup)
+        return "Sign-up is **open**: a new name registers with its token." if s.open_signup else \
+            "Sign-up is **closed**: only annotators created here can sign in."
+
     def admin_progress(password: str, task_set: str):
         """Per plot: answers, skips, target, complete, mean seconds per answer."""
         s = admin(password)
@@ -346,10 +353,12 @@ def build_annotate(backends):
             raise InputError(f"plot {p.id} has {len(answers)} answer(s); agreement needs at least 2")
         agree = pointwise_agreement([partition_labels(g, p.n_points) for g in answers])
         hover = [f"point {i}: agreement {a:.2f}" for i, a in enumerate(agree)]
-        return scatter_payload(p.xy, ids=[str(i) for i in range(p.n_points)], color=np.round(agree, 3),
-                               color_name="agreement", hover=hover, dragmode="pan",
-                               title=f"Point-wise agreement, plot {p.id} ({len(answers)} annotators, "
-                                     f"mean {np.nanmean(agree):.2f})")
+        payload = json.loads(scatter_payload(
+            p.xy, ids=[str(i) for i in range(p.n_points)], hover=hover, dragmode="pan",
+            title=f"Point-wise agreement, plot {p.id} ({len(answers)} annotators, mean {np.nanmean(agree):.2f})"))
+        # a continuous colour scale even when few distinct values occur (the component would show categories)
+        payload.update({"color_num": np.round(agree, 3).tolist(), "color_name": "agreement"})
+        return json.dumps(payload, separators=(",", ":"))
 
     def admin_leaderboard(password: str, task_set: str):
         """Algorithms (k-means, DBSCAN, HDBSCAN, Gaussian mixture) vs the annotators: mean ARI."""
@@ -461,6 +470,10 @@ def build_annotate(backends):
                     ann_names = gr.Textbox(label="Names (one per line)", lines=4)
                     ann_btn = gr.Button("Create annotators with tokens")
                     ann_table = gr.Dataframe(label="Tokens (shown once; hand each to its annotator)", interactive=False)
+                    with gr.Row():
+                        signup = gr.Checkbox(value=store().open_signup, label="Open sign-up (a new name registers with its own token)")
+                        signup_btn = gr.Button("Save sign-up setting", size="sm")
+                    signup_md = gr.Markdown()
                 with gr.Tab("Progress"):
                     prog_btn = gr.Button("Show progress")
                     prog_table = gr.Dataframe(interactive=False)
@@ -515,6 +528,8 @@ def build_annotate(backends):
     sets_btn.click(guard(admin_sets), [password], sets_table, api_name="annotate_admin_task_sets")
     ann_btn.click(guard(admin_create_annotators), [password, ann_names], ann_table,
                   api_name="annotate_admin_create_annotators", concurrency_id="annotate-write")
+    signup_btn.click(guard(admin_set_open_signup), [password, signup], signup_md,
+                     api_name="annotate_admin_set_open_signup")
     prog_btn.click(guard(admin_progress), [password, admin_ts], prog_table, api_name="annotate_admin_progress")
     agree_btn.click(guard(admin_agreement), [password, admin_ts], agree_table, api_name="annotate_admin_agreement",
                     concurrency_id="annotate-admin")
