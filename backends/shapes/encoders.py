@@ -32,11 +32,11 @@ class EncoderConfig:
     dim: int = 128
     seed: int = 0
     # cnn
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (24, 48, 96, 96)
     # vit
     patch: int = 4
     width: int = 64
-    depth: int = 4
+    depth: int = 3
     heads: int = 4
     metrics: dict = field(default_factory=dict)
     trained_steps: int = 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from backends.shapes import scenes
 from backends.shapes.encoders import CONFIGS, EncoderConfig, ImageEncoder, build_model, preprocess, save_encoder, weights_path
-from backends.shapes.train import common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
+from backends.shapes.train import RunDir, common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
 
 def build_pool(n: int, *, seed: int, split: str = "train", size: int = 32, captions_per_scene: int = 2,
@@ -78,15 +78,16 @@ def train_one(name: str, args, pool: dict, val_seed: int = 0) -> dict:
     seed = cfg.seed + 1000 * args.seed
     torch.manual_seed(seed)
     model = build_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    run = run_dir_for(args, f"encoder_{cfg.arch}")
+    peak = args.lr or (2e-3 if cfg.arch == "cnn" else 1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.05)
+    run = RunDir(Path(args.runs) / f"encoder_{cfg.arch}") if args.runs else run_dir_for(args, f"encoder_{cfg.arch}")
     warmup = min(150, max(1, args.steps // 10))
 
     def lr_at(step: int) -> float:
         if step < warmup:
-            return args.lr * (step + 1) / warmup
+            return peak * (step + 1) / warmup
         t = (step - warmup) / max(1, args.steps - warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+        return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
     start = 0
     if args.resume and (ck := run.load()) is not None:
@@ -138,8 +139,8 @@ def train_one(name: str, args, pool: dict, val_seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser("python -m backends.shapes.train encoders", steps=2500, batch=256)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p = common_parser("python -m backends.shapes.train encoders", steps=1500, batch=128)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 for the CNN, 1e-3 for the ViT)")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out images for the final evaluation (periodic ones use fewer)")
     p.add_argument("--only", choices=tuple(CONFIGS), default=None, help="train one encoder only")
     p.add_argument("--pool", type=int, default=24000, help="number of training scenes (embedded once, cached)")

@@ -92,7 +92,7 @@ def object_batch(n: int, seed: int, cfg: JudgeConfig, rng: np.random.Generator, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser("python -m backends.shapes.train judge", steps=2500, batch=96)
+    p = common_parser("python -m backends.shapes.train judge", steps=1000, batch=96)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-n", type=int, default=1000, help="held-out images for the final evaluation (periodic ones use fewer)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
