@@ -236,3 +236,13 @@ def test_shapes_single_objects_cluster_by_colour_in_encoder_space():
     print(f"Shapes single objects, k=8 vs colour: NMI {nmi_plain:.3f} on encoder vectors, "
           f"{nmi_goal:.3f} on goal features ('group by colour')")
     assert max(nmi_plain, nmi_goal) >= 0.9
+    # names: with the goal "colour", each cluster's best description names its majority colour
+    from backends.clustering import majority_metadata
+    from backends.cluster_names import name_clusters
+
+    names = name_clusters(goal.centroids if goal.centroids.shape[1] == v.shape[1] else
+                          np.stack([v[goal.labels == c].mean(0) for c in range(goal.k)]), space, goal="by colour")
+    majority = majority_metadata(goal.labels, batch.factors, ["colour"])
+    right = sum(majority[c]["colour"][0] in names[c][0][0].split() for c in range(goal.k))
+    print(f"names: {right}/{goal.k} clusters named by their majority colour")
+    assert right >= goal.k - 1
