@@ -167,7 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--sweep-guidance", default=None,
+                   help="comma-separated guidance scales: canonical single-object accuracy for each (on --sweep-n prompts)")
+    p.add_argument("--sweep-n", type=int, default=100)
+    p.add_argument("--curve", default=None, help="print the accuracy-vs-steps curve from a training log.jsonl and stop")
     args = p.parse_args(argv)
+    if args.curve:
+        from backends.shapes.train_generator import eval_curve
+
+        for r in eval_curve(args.curve):
+            print(json.dumps(r))
+        return 0
 
     import torch
 
@@ -179,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     judge = _judge()
     results = {"steps": args.steps, "guidance": guidance}
     t0 = time.time()
+    if args.sweep_guidance:
+        results["guidance_sweep"] = {}
+        for gs in [float(x) for x in args.sweep_guidance.split(",")]:
+            r = eval_single(pipe, args.sweep_n, steps=args.steps, guidance=gs, seed=args.seed + 1, judge=judge)
+            results["guidance_sweep"][str(gs)] = r
+            print(json.dumps({"guidance": gs, **r}), flush=True)
     if args.n:
         results["single_canonical"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed, judge=judge)
         print(json.dumps(results["single_canonical"]), flush=True)

@@ -197,6 +197,20 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float = 4.0, seed: i
     return eval_generator.score_single(imgs, b.specs)
 
 
+def eval_curve(log_path: Path) -> list[dict]:
+    """The accuracy-versus-steps curve from the run's JSONL log (eval events)."""
+    out = []
+    if Path(log_path).exists():
+        for line in Path(log_path).read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("event") == "eval" and "eval_error" not in r:
+                out.append({k: r[k] for k in ("step", "time_s", "joint", "shape", "colour", "n", "scorer") if k in r})
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-scenes", type=int, default=12000)
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the last checkpoint's EMA weights (+ the eval curve) to --out and stop")
     args = p.parse_args(argv)
 
     import copy
@@ -234,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
     step = 0
-    if args.resume:
+    if args.resume or args.export_only:
         ck = run.load()
         if ck is not None:
             step, tensors, state = ck
@@ -242,6 +258,16 @@ def main(argv: list[str] | None = None) -> int:
             load_generator_state(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
             load_optimizer(opt, tensors, state["optimizer"])
             print(f"resumed from step {step}", file=sys.stderr)
+
+    if args.export_only:
+        if step == 0:
+            print("no checkpoint to export", file=sys.stderr)
+            return 2
+        ema.config.trained_steps = step
+        ema.config.metrics = {**ema.config.metrics, "curve": eval_curve(run.log_path)}
+        save_generator(ema, Path(args.out) / "generator.safetensors")
+        print(f"exported EMA weights of step {step} to {args.out}", file=sys.stderr)
+        return 0
 
     data = build_dataset(args.n_scenes, args.seed, cfg, run.path, log=lambda s: print(s, file=sys.stderr))
     es, em = get_text_encoder().encode_tokens([""], max_len=cfg.max_tokens)
@@ -268,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = quick_eval(ema, n=args.eval_n)
         except Exception as exc:  # evaluation must never stop training
             rec = {"eval_error": f"{type(exc).__name__}: {exc}"[:300]}
-        ema.config.metrics = {"quick_eval": rec, "step": step}
+        ema.config.metrics = {"quick_eval": rec, "step": step, "curve": eval_curve(run.log_path)}
         save_generator(ema, Path(args.out) / "generator.safetensors")
         run.log(step, event="eval", **rec)
         return rec
