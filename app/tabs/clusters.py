@@ -101,6 +101,10 @@ class ClustersService:
                                seed=seed)
         res = run_clustering(vectors, params, cache=self.b.cache, fingerprint=fp, progress=progress,
                              gpu=self.b.device == "cuda")
+        if space in ("map", "goal"):  # names, galleries and generation work with the corpus's own vectors
+            from backends.clustering import cluster_means
+
+            res.centroids = cluster_means(self.b.corpus(key).vectors, res.labels, res.k)
         run_id = content_key("run", key, fp, params.__dict__)[:16]
         self.runs.put(run_id, (key, res, {"space": space, "goal": goal}))
         return run_id, res
