@@ -50,6 +50,17 @@ METHODS = ("spatext", "multidiffusion", "paint_with_words")
 MAX_REGIONS = len(PALETTE)
 
 
+_IMPORT_LOCK = __import__("threading").Lock()
+
+
+def _heavy_imports() -> None:
+    """Import torch and scipy.ndimage under a lock: two server threads importing torch for the
+    first time at once can see a partially initialised module."""
+    with _IMPORT_LOCK:
+        import scipy.ndimage  # noqa: F401
+        import torch  # noqa: F401
+
+
 def hex_colour(name: str) -> str:
     r, g, b = PALETTE[name]
     return f"#{r:02x}{g:02x}{b:02x}"
@@ -233,6 +244,7 @@ def parse_canvas(canvas, *, layers: list | None = None, size: int = CANVAS_SIZE,
     found and resolved (the later layer wins). size: the side of the returned label map; a
     canvas of another size is resized to it (stretched if not square) and a note says so.
     """
+    _heavy_imports()
     notes: list[str] = []
     sources = [canvas] if not layers else list(layers)
     if all(s is None for s in sources):
@@ -644,6 +656,7 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
     """
     import time
 
+    _heavy_imports()
     import torch
 
     from backends.diffusion import to_uint8
@@ -713,6 +726,7 @@ def pipeline_names() -> list[str]:
 
 def get_pipeline(name: str = "shapes", device: str = "cpu"):
     """The named pipeline, loaded on first use. InputError with a hint when weights are missing."""
+    _heavy_imports()
     if name in _PIPELINE_CACHE:
         return _PIPELINE_CACHE[name]
     if name == "shapes" and name not in _PIPELINE_FACTORIES:

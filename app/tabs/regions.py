@@ -1,8 +1,11 @@
 """Regions tab: paint regions in palette colours, give each a prompt, generate.
 
 Pure functions first (RegionsService: parse a canvas, generate from it), then the layout, then
-the wiring. The canvas is a ``gr.ImageEditor`` whose brush offers only the palette colours; its
-``.input`` event (fired after each stroke) refreshes the preview of the parsed masks.
+the wiring. The canvas is a plain HTML <canvas> in a ``gr.HTML`` (brush in palette colours only,
+eraser, clear): ``gr.ImageEditor`` was tried first, but its ``.input`` event delivers the value
+from before the latest stroke, so the preview lagged one stroke behind. After each stroke the
+canvas goes to Python as a PNG data URL and the preview of the parsed masks is refreshed; the
+Generate button reads the canvas itself in the browser, so no stroke is ever missed.
 
 Methods: SpaText (the Shapes model's trained spatio-textual channels), MultiDiffusion
 (training-free, any pipeline), paint-with-words (cross-attention masking), or "compare" (all of
@@ -46,36 +49,6 @@ def example_canvas() -> np.ndarray:
         cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
         c[np.hypot(xx - cx, yy - cy) <= r, :3] = R.PALETTE[colour]
     return c
-
-
-def editor_array(value) -> np.ndarray | None:
-    """The RGBA composite of an ImageEditor value (dict with background / layers / composite)."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        return value
-    comp = value.get("composite") if isinstance(value, dict) else None
-    if comp is not None:
-        return np.asarray(comp)
-    layers = [np.asarray(x) for x in (value.get("layers") or []) if x is not None]
-    bg = value.get("background")
-    if bg is None and not layers:
-        return None
-    out = _as_rgba(np.asarray(bg)) if bg is not None else np.zeros(layers[0].shape[:2] + (4,), np.uint8)
-    for layer in layers:
-        layer = _as_rgba(layer)
-        a = layer[..., 3:4].astype(np.float32) / 255.0
-        out[..., :3] = (layer[..., :3] * a + out[..., :3] * (1 - a)).round().astype(np.uint8)
-        out[..., 3] = np.maximum(out[..., 3], layer[..., 3])
-    return out
-
-
-def _as_rgba(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 3 and a.shape[-1] == 4:
-        return a.astype(np.uint8)
-    if a.ndim == 2:
-        a = np.stack([a] * 3, -1)
-    return np.concatenate([a[..., :3].astype(np.uint8), np.full(a.shape[:2] + (1,), 255, np.uint8)], -1)
 
 
 def _output_dir() -> Path:
@@ -200,64 +173,167 @@ def _notes_md(parsed: R.ParsedCanvas | None, extra: list[str] | None = None) -> 
     return "\n".join(lines)
 
 
+CANVAS_TEMPLATE = """
+<div class="la-regions" data-first="{first}">
+  <div class="la-tools">{swatches}
+    <button type="button" class="la-eraser" title="Eraser">eraser</button>
+    <label class="la-size-label">brush <input class="la-size" type="range" min="4" max="120" value="36"></label>
+    <button type="button" class="la-clear" title="Clear the canvas">clear</button>
+  </div>
+  <canvas width="{size}" height="{size}"></canvas>
+</div>
+"""
+
+CANVAS_CSS = """
+.la-regions { display: flex; flex-direction: column; gap: 6px; }
+.la-regions .la-tools { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; }
+.la-regions .la-tools button { border: 2px solid transparent; border-radius: 6px; padding: 2px 8px; cursor: pointer;
+  font-size: 13px; background: #eee; }
+.la-regions .la-tools button.la-swatch { width: 30px; height: 26px; color: white; }
+.la-regions .la-tools button.la-active { border-color: #222; box-shadow: 0 0 0 2px white inset; }
+.la-regions canvas { width: 100%; max-width: 512px; aspect-ratio: 1 / 1; border: 1px solid #ccc; border-radius: 4px;
+  touch-action: none; cursor: crosshair; background: white; }
+.la-regions .la-size-label { font-size: 13px; display: flex; align-items: center; gap: 4px; }
+"""
+
+# A plain <canvas>: the brush paints only palette colours; after each stroke the canvas goes to
+# Python as a PNG data URL (trigger('stroke')). Setting the component's value to a PNG data URL
+# draws it (example layouts). No round trip while painting.
+CANVAS_JS = """
+const root = element.querySelector('.la-regions');
+const canvas = root.querySelector('canvas');
+const ctx = canvas.getContext('2d');
+let colour = root.dataset.first, size = 36, erasing = false, drawing = false, last = null;
+function clear() { ctx.fillStyle = '#ffffff'; ctx.fillRect(0, 0, canvas.width, canvas.height); }
+function mark(btn) { root.querySelectorAll('.la-tools button').forEach(b => b.classList.remove('la-active'));
+  btn.classList.add('la-active'); }
+function send() { trigger('stroke', {png: canvas.toDataURL('image/png'), ts: Date.now()}); }
+clear();
+root.querySelectorAll('.la-swatch').forEach(b => b.addEventListener('click', () => {
+  colour = b.dataset.hex; erasing = false; mark(b); }));
+root.querySelector('.la-eraser').addEventListener('click', ev => { erasing = true; mark(ev.currentTarget); });
+root.querySelector('.la-clear').addEventListener('click', () => { clear(); send(); });
+root.querySelector('.la-size').addEventListener('input', ev => { size = +ev.target.value; });
+function pos(ev) { const r = canvas.getBoundingClientRect();
+  return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height]; }
+function seg(p, q) { ctx.strokeStyle = erasing ? '#ffffff' : colour; ctx.lineWidth = size; ctx.lineCap = 'round';
+  ctx.lineJoin = 'round'; ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke(); }
+canvas.addEventListener('pointerdown', ev => { drawing = true; canvas.setPointerCapture(ev.pointerId);
+  last = pos(ev); seg(last, last); });
+canvas.addEventListener('pointermove', ev => { if (!drawing) return; const p = pos(ev); seg(last, p); last = p; });
+const end = () => { if (!drawing) return; drawing = false; send(); };
+canvas.addEventListener('pointerup', end);
+canvas.addEventListener('pointercancel', end);
+function load() { const v = props.value; if (!v || typeof v !== 'string' || !v.startsWith('data:image/')) return;
+  const img = new Image(); img.onload = () => { clear(); ctx.drawImage(img, 0, 0, canvas.width, canvas.height); };
+  img.src = v; }
+watch('value', load);
+load();
+const first = root.querySelector('.la-swatch'); if (first) mark(first);
+"""
+
+# Before Generate runs, read the canvas itself (so a stroke that has not reached Python yet counts).
+READ_CANVAS_JS = """(...args) => { const c = document.querySelector('#regions-canvas canvas');
+  args[0] = c ? c.toDataURL('image/png') : ''; return args; }"""
+
+MAX_DATA_URL = 8 * 1024 * 1024
+
+
+def decode_data_url(data: str) -> np.ndarray | None:
+    """A PNG data URL from the canvas -> RGBA uint8 (None for an empty value)."""
+    import base64
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return None
+    if not isinstance(data, str) or not data.startswith("data:image/") or "," not in data:
+        raise InputError("canvas: expected a PNG data URL from the canvas")
+    if len(data) > MAX_DATA_URL:
+        raise InputError(f"canvas: image data is {len(data):,} bytes, more than {MAX_DATA_URL:,}")
+    try:
+        raw = base64.b64decode(data.split(",", 1)[1], validate=False)
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > 4096 * 4096:
+                raise InputError(f"canvas: image is {im.width}x{im.height}, larger than 4096x4096")
+            return np.asarray(im.convert("RGBA"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"canvas: not a readable image ({type(exc).__name__})") from None
+
+
+def encode_data_url(img: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def region_canvas(elem_id: str = "regions-canvas"):
+    """The painting canvas (gr.HTML). Events: .stroke (evt._data["png"]: the canvas as a PNG data URL)."""
+    swatches = "".join(f'<button type="button" class="la-swatch" data-hex="{R.hex_colour(c)}" title="{c}" '
+                       f'aria-label="{c}" style="background:{R.hex_colour(c)}"></button>' for c in R.PALETTE)
+    template = CANVAS_TEMPLATE.format(first=R.hex_colour(next(iter(R.PALETTE))), swatches=swatches,
+                                      size=R.CANVAS_SIZE)
+    return gr.HTML(value="", html_template=template, css_template=CANVAS_CSS, js_on_load=CANVAS_JS,
+                   elem_id=elem_id, min_height=560)
+
+
 def build_regions(backends: Backends):
     svc = RegionsService(backends)
     SERVICES.append(svc)
     colours = list(R.PALETTE)
-    hexes = [R.hex_colour(c) for c in colours]
 
     # -- handlers ----------------------------------------------------------------------
-    def on_edit(value):
-        canvas = editor_array(value)
-        if canvas is None:
-            return None, _notes_md(None)
+    def on_stroke(evt: gr.EventData):
+        data = (getattr(evt, "_data", None) or {}).get("png", "")
         try:
-            parsed = svc.parse(canvas)
+            parsed = svc.parse(decode_data_url(data))
         except InputError as exc:
             return None, f"**{exc}**"
         return parsed.preview(DISPLAY_SIZE), _notes_md(parsed)
 
     @_guard
-    def on_generate(value, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, *prompt_values,
+    def on_generate(data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, *prompt_values,
                     progress=gr.Progress()):
         prompts = {c: p for c, p in zip(colours, prompt_values) if p and p.strip()}
         progress(0.0, desc="generating")
-        res, parsed = svc.generate(editor_array(value), prompts, global_prompt, method, int(seed), int(steps),
+        res, parsed = svc.generate(decode_data_url(data), prompts, global_prompt, method, int(seed), int(steps),
                                    float(guidance), int(bootstrap), float(pww_weight))
         gallery = [(enlarge(img), f"{METHOD_LABELS[m]} · {res.seconds[m]:.2f} s") for m, img in res.images.items()]
         times = " · ".join(f"{METHOD_LABELS[m]} {s:.2f} s" for m, s in res.seconds.items())
         return gallery, parsed.preview(DISPLAY_SIZE), _notes_md(parsed, res.notes) + f"\n\n**Time:** {times}"
 
     def load_example():
-        value = {"background": example_canvas(), "layers": [], "composite": example_canvas()}
+        img = example_canvas()
         prompts = {c: "" for c in colours}
         for colour, _, p in EXAMPLE["regions"]:
             prompts[colour] = p
-        preview, md = on_edit(value)
-        return [value, EXAMPLE["prompt"], preview, md] + [prompts[c] for c in colours]
+        parsed = svc.parse(img)
+        return [encode_data_url(img), EXAMPLE["prompt"], parsed.preview(DISPLAY_SIZE), _notes_md(parsed)] + \
+            [prompts[c] for c in colours]
 
     # -- layout ------------------------------------------------------------------------
-    swatches = " ".join(f"<span style='display:inline-block;width:14px;height:14px;background:{h};"
-                        f"border-radius:3px;vertical-align:middle'></span> {c}" for c, h in zip(colours, hexes))
     gr.Markdown("Paint regions with the palette colours, give each colour a prompt, and generate. "
-                "SpaText uses the model's trained region channels; MultiDiffusion works with any model "
-                f"(one denoising pass per region, blended by the masks). Palette: {swatches}")
+                "**SpaText** uses the model's trained region channels; **MultiDiffusion** works with any model "
+                "(one denoising pass per region, blended by the masks); **paint-with-words** boosts each region's "
+                "words in the cross-attention inside its region.")
     with gr.Row():
         with gr.Column(scale=3, min_width=360):
-            editor = gr.ImageEditor(
-                value={"background": _blank_canvas(), "layers": [], "composite": None},
-                canvas_size=(R.CANVAS_SIZE, R.CANVAS_SIZE), fixed_canvas=True, type="numpy", image_mode="RGBA",
-                format="png", layers=False, sources=("upload",), transforms=(),
-                brush=gr.Brush(colors=hexes, default_color=hexes[0], color_mode="fixed", default_size=28),
-                eraser=gr.Eraser(default_size=28), label="Canvas", height=560, elem_id="regions-canvas")
+            canvas = region_canvas()
+            canvas_data = gr.Textbox(visible=False)
             example_btn = gr.Button("Load an example layout", size="sm", elem_id="regions-example")
         with gr.Column(scale=2, min_width=300):
             global_prompt = gr.Textbox(label="Global prompt", placeholder="on a black background",
                                        elem_id="regions-global")
-            prompt_boxes = []
-            for c, h in zip(colours, hexes):
-                prompt_boxes.append(gr.Textbox(label=f"{c} region", placeholder=f"what goes in the {c} region",
-                                               elem_id=f"regions-prompt-{c}", max_lines=1))
+            prompt_boxes = [gr.Textbox(label=f"{c} region", placeholder=f"what goes in the {c} region",
+                                       elem_id=f"regions-prompt-{c}", max_lines=1) for c in colours]
             method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value="spatext", label="Method",
                               elem_id="regions-method")
             with gr.Accordion("Settings", open=False):
@@ -275,13 +351,12 @@ def build_regions(backends: Backends):
             gallery = gr.Gallery(label="Result", columns=3, height=300, elem_id="regions-result")
 
     # -- wiring ------------------------------------------------------------------------
-    editor.input(on_edit, editor, [preview, notes], api_visibility="undocumented", queue=False,
-                 trigger_mode="always_last")
-    editor.upload(on_edit, editor, [preview, notes], api_visibility="undocumented", queue=False)
-    gen_btn.click(on_generate, [editor, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight] + prompt_boxes,
-                  [gallery, preview, notes], api_visibility="undocumented", concurrency_id="regions-generate",
-                  concurrency_limit=1)
-    example_btn.click(load_example, None, [editor, global_prompt, preview, notes] + prompt_boxes,
+    canvas.stroke(on_stroke, None, [preview, notes], api_visibility="undocumented", queue=False,
+                  trigger_mode="always_last")
+    gen_btn.click(on_generate, [canvas_data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight]
+                  + prompt_boxes, [gallery, preview, notes], js=READ_CANVAS_JS, api_visibility="undocumented",
+                  concurrency_id="regions-generate", concurrency_limit=1)
+    example_btn.click(load_example, None, [canvas, global_prompt, preview, notes] + prompt_boxes,
                       api_visibility="undocumented", queue=False)
 
     _register_api(svc)
