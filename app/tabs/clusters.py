@@ -250,7 +250,8 @@ class ClustersService:
         if text is None:
             raise InputError("more like this cluster needs a Shapes corpus with trained encoders")
         names = self.names(run_id)
-        prompt = names[int(cluster)]["descriptions"][0] if names[int(cluster)]["descriptions"] else names[int(cluster)]["name"]
+        row = names[int(cluster)]
+        prompt = row["descriptions"][0] if row["descriptions"] else row["name"]
         try:
             from backends.diffusion import load_shapes_pipeline, to_uint8
 
@@ -384,7 +385,8 @@ def build_clusters(backends: Backends):
         corpus = backends.corpus(key)
         idx = svc.members(run_id, cluster, GALLERY_SIZE)
         if corpus.images is None:
-            return [], "\n".join(f"- {corpus.meta['id'].iat[i]}" + (f": {corpus.texts[i][:120]}" if corpus.texts else "")
+            ids = corpus.meta["id"]
+            return [], "\n".join(f"- {ids.iat[i]}" + (f": {corpus.texts[i][:120]}" if corpus.texts else "")
                                  for i in idx)
         return [(corpus.images[i], str(corpus.meta["id"].iat[i])) for i in idx], ""
 
@@ -560,7 +562,10 @@ def _register_api(svc: ClustersService, guard):
     def clusters_run(corpus: str, method: str = "kmeans", k: int = 0, space: str = "original", dims: int = 10,
                      metric: str = "cosine", min_cluster_size: int = 10, seed: int = 0,
                      estimator: str = "silhouette", k_min: int = 2, k_max: int = 15, goal: str = "") -> dict:
-        """Cluster a corpus (k=0 estimates k). Returns {"run", "k", "labels", "sizes", "silhouette", "metrics", "curve", …}."""
+        """Cluster a corpus (k=0 estimates k).
+
+        Returns {"run", "k", "labels", "ids", "sizes", "silhouette", "metrics", "curve", "notes", …}.
+        """
         run_id, res = svc.run(corpus, method, k, space, dims, metric, min_cluster_size, seed, estimator, k_min,
                               k_max, goal)
         out = svc.summary(run_id)
@@ -608,7 +613,10 @@ def _register_api(svc: ClustersService, guard):
         return out
 
     def clusters_more_like_this(run: str, cluster: int, n: int = 8, seed: int = 0) -> FileData:
-        """Generate n Shapes images like a cluster (prompt: its best description; kept: nearest its mean), as one PNG row."""
+        """n generated Shapes images like a cluster, as one PNG row.
+
+        Prompt: the cluster's best description; of 3n samples, the n nearest the cluster's mean embedding are kept.
+        """
         import tempfile
 
         from PIL import Image
