@@ -776,12 +776,13 @@ class HashTextEncoder:
         return torch.nn.functional.normalize(v, dim=-1).numpy()
 
 
-def tiny_random_pipeline(seed: int = 0, spatext_channels: int = 4):
+def tiny_random_pipeline(seed: int = 0, spatext_channels: int = 4, image_size: int = 64):
     """A tiny random Shapes-style pipeline (64x64 images; milliseconds per step) for tests."""
     from backends.diffusion import LatentDiffusionPipeline
     from backends.shapes.generator import GeneratorConfig, build_generator
 
-    cfg = GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    cfg = GeneratorConfig(image_size=image_size, patch=4,
+                          block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                           head_dim=8, norm_num_groups=4, spatext_channels=spatext_channels, max_tokens=16)
     gen = build_generator(cfg, seed=seed)
     gen.unet.eval()
