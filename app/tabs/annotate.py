@@ -8,7 +8,10 @@ Enter submit, S skip.
 Named API endpoints (gradio_client): annotate_task_sets, annotate_sign_in, annotate_submit,
 annotate_skip, annotate_undo, annotate_new_group, annotate_progress, and the admin ones
 (annotate_admin_*; each takes the admin password first). A submission is
-`annotate_submit(token, plot_id, groups_json)` with groups {"cluster 1": [point ids], …}.
+`annotate_submit(token, plot_id, groups)` with groups the JSON text {"cluster 1": [point ids], …,
+"noise": [...]}; point ids are 0 … n-1 in the order of the plot's x/y. sign_in, submit and skip
+return (status, plot, plot_id, groups): plot is the next plot's JSON (x, y, ids), plot_id is ""
+when the task set is done. Bad input raises gr.Error with a message naming what was wrong.
 Only the admin endpoints return other people's answers.
 """
 from __future__ import annotations
@@ -255,7 +258,7 @@ def build_annotate(backends):
 
     def admin_create_synthetic(password: str, name: str, n_plots: float, points_min: float, points_max: float,
                                clusters_min: float, clusters_max: float, separation_min: float, separation_max: float,
-                               noise_max: float, target: float, seed: float):
+                               noise_max: float, target: float, seed: float, density_max: float = 4.0):
         """Create a task set of Gaussian-mixture plots. Returns (message, task sets table)."""
         from backends.perception import synthetic_task_specs
 
@@ -267,9 +270,11 @@ def build_annotate(backends):
         specs = synthetic_task_specs(int(n_plots), seed=int(seed), points=(int(points_min), int(points_max)),
                                      clusters=(int(clusters_min), int(clusters_max)),
                                      separation=(float(separation_min), float(separation_max)),
-                                     noise_fraction=(0.0, float(noise_max)))
+                                     noise_fraction=(0.0, float(noise_max)),
+                                     density_ratio=(1.0, max(1.0, float(density_max))))
         params = {"n_plots": int(n_plots), "points": [points_min, points_max], "clusters": [clusters_min, clusters_max],
-                  "separation": [separation_min, separation_max], "noise_max": noise_max, "seed": int(seed)}
+                  "separation": [separation_min, separation_max], "noise_max": noise_max,
+                  "density_max": density_max, "seed": int(seed)}
         s.create_task_set(name, specs, kind="synthetic", params=params, target_annotators=int(target))
         return f"Created task set **{name.strip()}** with {len(specs)} plots.", _sets_table(s), _choices(name)
 
@@ -408,22 +413,22 @@ def build_annotate(backends):
             task_set = gr.Dropdown(choices=initial, value=initial[0] if initial else None, label="Task set",
                                    allow_custom_value=True, elem_id="ann-task-set", scale=2)
             sign_in_btn = gr.Button("Sign in", variant="primary", elem_id="ann-sign-in", scale=1)
-        status = gr.Markdown("Sign in with your name and token.", elem_id="ann-status")
+        status = gr.Markdown("Sign in with your name and token.", label="status", elem_id="ann-status")
         with gr.Row():
             with gr.Column(scale=3, min_width=420):
-                plot = scatter_map(height=480, elem_id="ann-plot")
+                plot = scatter_map(height=480, elem_id="ann-plot", label="plot")
             with gr.Column(scale=1, min_width=240):
                 group = gr.Radio([f"cluster {k}" for k in range(1, UI_CLUSTERS + 1)] + [NOISE], value="cluster 1",
                                  label="Group for the next selection", elem_id="ann-group")
                 tool = gr.Radio(["lasso", "box"], value="lasso", label="Tool", elem_id="ann-tool")
                 new_group_btn = gr.Button("New group (N)", elem_id="ann-new-group", size="sm")
                 undo_btn = gr.Button("Undo (U)", elem_id="ann-undo", size="sm")
-                summary = gr.Markdown(elem_id="ann-summary")
+                summary = gr.Markdown(label="summary", elem_id="ann-summary")
                 submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="ann-submit")
                 skip_btn = gr.Button("Skip (S)", elem_id="ann-skip", size="sm")
                 gr.HTML(value="", html_template=KEYS_HTML, js_on_load=KEYS_JS, elem_id="ann-keys")
-        plot_id = gr.Textbox(visible=False, elem_id="ann-plot-id")
-        groups_json = gr.Textbox(value="{}", visible=False, elem_id="ann-groups")
+        plot_id = gr.Textbox(visible=False, label="plot_id", elem_id="ann-plot-id")
+        groups_json = gr.Textbox(value="{}", visible=False, label="groups", elem_id="ann-groups")
         actions = gr.State([])
 
         with gr.Accordion("Admin", open=False, elem_id="ann-admin"):
@@ -448,6 +453,8 @@ def build_annotate(backends):
                                 syn_smin = gr.Number(1.5, label="Separation min (σ)")
                                 syn_smax = gr.Number(8.0, label="Separation max (σ)")
                             syn_noise = gr.Slider(0, 0.5, value=0.1, step=0.01, label="Background noise max (share)")
+                            syn_density = gr.Slider(1, 20, value=4, step=0.5,
+                                                    label="Density contrast max (densest / sparsest cluster)")
                             with gr.Row():
                                 syn_target = gr.Number(3, label="Annotators per plot", precision=0)
                                 syn_seed = gr.Number(0, label="Seed", precision=0)
@@ -523,7 +530,7 @@ def build_annotate(backends):
     admin_out = [admin_msg, sets_table, admin_ts]
     syn_btn.click(guard(admin_create_synthetic),
                   [password, syn_name, syn_n, syn_pmin, syn_pmax, syn_cmin, syn_cmax, syn_smin, syn_smax, syn_noise,
-                   syn_target, syn_seed], admin_out, api_name="annotate_admin_create_synthetic",
+                   syn_target, syn_seed, syn_density], admin_out, api_name="annotate_admin_create_synthetic",
                   concurrency_id="annotate-admin", concurrency_limit=1)
     cor_btn.click(guard(admin_create_from_corpus),
                   [password, cor_name, cor_corpus, cor_n, cor_points, cor_window, cor_method, cor_target, cor_seed],
