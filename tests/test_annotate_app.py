@@ -267,3 +267,18 @@ def test_50_concurrent_annotators_20_submissions_each(app):
     assert len({(r["annotator_id"], r["plot_id"]) for r in rows}) == 1000
     assert set(store.set_progress(ts)["answers"]) == {50}
     print(f"\n50 annotators x 20 submissions (+50 retries): {elapsed:.1f} s, {1050 / elapsed:.0f} submissions/s")
+
+
+def test_an_unopenable_database_is_reported_not_fatal(tmp_path):
+    import gradio as gr
+
+    from app.tabs.annotate import build_annotate
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    (tmp_path / "file").write_text("x")  # a file where a directory should be
+    settings = Settings.from_env(cache_dir=str(tmp_path), annotations_db=str(tmp_path / "file" / "a.sqlite"))
+    with gr.Blocks() as demo:
+        build_annotate(Backends(settings))
+    md = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "ann-status"][0]
+    assert "could not be opened" in md.value

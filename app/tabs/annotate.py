@@ -402,7 +402,11 @@ def build_annotate(backends):
         return _choices()
 
     # -- layout -------------------------------------------------------------------------
-    initial = set_names()
+    try:  # a database that cannot be opened must not take the whole app down: say so in the tab
+        initial, open_signup, db_problem = set_names(), store().open_signup, ""
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        initial, open_signup = [], True
+        db_problem = f"**The annotation database could not be opened** ({type(exc).__name__}: {exc})."
     with gr.Column(elem_id="ann-panel"):
         gr.Markdown("Mark the groups of points you **see** in each scatterplot. Pick a group, draw a lasso "
                     "(or a box) around its points, repeat for other groups, then submit. Points you leave "
@@ -413,7 +417,7 @@ def build_annotate(backends):
             task_set = gr.Dropdown(choices=initial, value=initial[0] if initial else None, label="Task set",
                                    allow_custom_value=True, elem_id="ann-task-set", scale=2)
             sign_in_btn = gr.Button("Sign in", variant="primary", elem_id="ann-sign-in", scale=1)
-        status = gr.Markdown("Sign in with your name and token.", label="status", elem_id="ann-status")
+        status = gr.Markdown(db_problem or "Sign in with your name and token.", label="status", elem_id="ann-status")
         with gr.Row():
             with gr.Column(scale=3, min_width=420):
                 plot = scatter_map(height=480, elem_id="ann-plot", label="plot")
@@ -482,7 +486,8 @@ def build_annotate(backends):
                     ann_btn = gr.Button("Create annotators with tokens")
                     ann_table = gr.Dataframe(label="Tokens (shown once; hand each to its annotator)", interactive=False)
                     with gr.Row():
-                        signup = gr.Checkbox(value=store().open_signup, label="Open sign-up (a new name registers with its own token)")
+                        signup = gr.Checkbox(value=open_signup,
+                                             label="Open sign-up (a new name registers with its own token)")
                         signup_btn = gr.Button("Save sign-up setting", size="sm")
                     signup_md = gr.Markdown()
                 with gr.Tab("Progress"):
