@@ -185,3 +185,43 @@ def trajectory(bank, item: int, basis: np.ndarray | None = None, step: int | Non
         mean = pooled(bank, step).mean(0)
     pts = np.stack([pooled(bank, s)[int(item)] for s in range(T)])
     return ((pts - mean) @ np.asarray(basis).T).astype(np.float32)
+
+
+def axis_function(bank, axis, step: int):
+    """A map axis at step `step`: a Direction (coordinate (h − mean h)·v / σ) or an int k (the k-th
+    principal axis of the pooled h). Returns f(h rows (M, D)) -> (M,) and a title."""
+    from backends.directions import pca
+
+    step = int(step)
+    C = int(bank.h_shape[0]) if len(bank.h_shape) > 1 else bank.h.shape[-1]
+
+    def pool(rows):
+        rows = np.asarray(rows, np.float32)
+        return rows.reshape(len(rows), C, -1).mean(-1) if len(bank.h_shape) > 1 else rows
+
+    if isinstance(axis, (int, np.integer)):
+        basis, std, mean = pca(pooled(bank, step), max(2, int(axis) + 1))
+        v, m, sd = basis[int(axis)], mean, float(std[int(axis)]) or 1.0
+        return (lambda rows: ((pool(rows) - m) @ v / sd).astype(np.float32)), f"PCA {int(axis) + 1} of pooled h (σ)"
+    t = int(bank.timesteps[step])
+    v = axis.vectors[axis.index_for(t)]
+    if len(v) != bank.h.shape[-1]:
+        raise InputError(f"direction {axis.id!r} lives in another h-space")
+    m = bank.h[:, step].mean(0)
+    sd = float(axis.sigma[axis.index_for(t)]) or 1.0
+    return (lambda rows: ((np.asarray(rows, np.float32) - m) @ v / sd).astype(np.float32)), f"{axis.name} (σ)"
+
+
+def map_coordinates(bank, x_axis, y_axis, step: int, item: int | None = None):
+    """(xy of the bank at `step` (N, 2), trajectory of `item` across all steps (T, 2) or None, titles)."""
+    fx, tx = axis_function(bank, x_axis, step)
+    fy, ty = axis_function(bank, y_axis, step)
+    h = bank.h[:, int(step)]
+    xy = np.stack([fx(h), fy(h)], 1)
+    traj = None
+    if item is not None:
+        if not 0 <= int(item) < len(bank):
+            raise InputError(f"item {item} is outside this bank of {len(bank)} samples")
+        rows = bank.h[int(item)]
+        traj = np.stack([fx(rows), fy(rows)], 1)
+    return xy, traj, (tx, ty)

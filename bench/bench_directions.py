@@ -94,6 +94,9 @@ def browser(pipe, samples: int) -> dict:
     backends = Backends(settings)
     backends.directions_pipe = pipe
     backends.directions_judge = False
+    from app.components.scatter import static_paths
+
+    gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
     with gr.Blocks() as demo:
         svc = build_directions(backends)
     demo.queue(default_concurrency_limit=4)

@@ -84,6 +84,13 @@ def test_export_import_and_atlas(app, tmp_path):
     assert len(corpus) == 16 and corpus.images is not None and "colour" in corpus.meta.columns
     item = c.predict(key, "h-3", 4, api_name="/directions_source_item")
     assert item["kind"] == "generated"
+    # the h-space map: a direction as a custom axis, and one sample's trajectory across the steps
+    pcs = c.predict(16, 2, api_name="/directions_discover_pca")
+    m = c.predict(3, pcs[0]["id"], "PCA 2", 5, api_name="/directions_map")
+    assert len(m["x"]) == 16 and len(m["trajectory"]) == 10 and m["axes"][0].startswith("PC 1")
+    assert np.std(m["x"]) > 0
+    with pytest.raises(Exception, match="Unknown direction"):
+        c.predict(3, "nope", "PCA 2", -1, api_name="/directions_map")
 
 
 def test_inverted_upload_of_odd_images(app, tmp_path):

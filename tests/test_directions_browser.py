@@ -12,6 +12,11 @@ from conftest import free_port  # noqa: E402
 from test_directions import MeanColourJudge  # noqa: E402
 from test_hspace import tiny_pipe  # noqa: E402
 
+POINT_POSITION = """(i) => { const d = document.querySelector('#dir-map .la-plot'); const fl = d._fullLayout;
+  const tr = d._fullData.find(t => t.name !== 'highlight' && t.name !== 'selected' && Array.from(t.customdata).includes(i));
+  const k = Array.from(tr.customdata).indexOf(i);
+  const r = d.querySelector('.nsewdrag').getBoundingClientRect();
+  return [r.left + fl.xaxis.l2p(tr.x[k]), r.top + fl.yaxis.l2p(tr.y[k])]; }"""
 IMG_SRC = "() => { const i = document.querySelector('#dir-image img'); return i ? i.src : ''; }"
 
 
@@ -28,6 +33,9 @@ def directions_url(tmp_path_factory):
     backends.directions_pipe = tiny_pipe()
     backends.directions_judge = MeanColourJudge()
     backends.directions_bank_size = 16
+    from app.components.scatter import static_paths
+
+    gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
     with gr.Blocks() as demo:
         build_directions(backends)
     demo.queue(default_concurrency_limit=4)
@@ -75,5 +83,16 @@ def test_dragging_a_slider_changes_the_image(directions_url, browser):
             for (let i = 0; i < x.length; i++) s += Math.abs(x[i] - y[i]);
             return s / x.length; }""", [before, after])
         assert diff > 0.5, diff
+        # the h-space map: draw it, click a sample, and it becomes the source (its trajectory is drawn)
+        page.click("text=h-space map")
+        page.click("#dir-map-draw")
+        page.wait_for_selector("#dir-map .la-scatter[data-ready]", timeout=60_000)
+        assert page.get_attribute("#dir-map .la-scatter", "data-points") == "16"
+        info = page.inner_text("#dir-source-info")
+        x, y = page.evaluate(POINT_POSITION, 3)
+        page.mouse.click(x, y)
+        page.wait_for_function(f"document.querySelector('#dir-source-info').innerText !== {info!r}", timeout=60_000)
+        page.wait_for_function("document.querySelector('#dir-map .la-scatter').dataset.points === '26'",
+                               timeout=30_000)  # 16 samples + 10 trajectory steps
     finally:
         ctx.close()

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 
+import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
@@ -410,6 +411,55 @@ class DirectionsService:
             d.name = f"{rep['name']} (PC {d.meta.get('component', '?')})"
         return rep
 
+    # -- the h-space map ------------------------------------------------------------------
+    def _axis(self, name: str):
+        name = (name or "").strip()
+        if not name or name.lower().startswith("pca"):
+            k = int(name.split()[-1]) - 1 if name[3:].strip().isdigit() else 0
+            return max(0, k)
+        return self.get(name)
+
+    def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None) -> dict:
+        """The bank at `step` on two axes (a direction id, or 'PCA k'), with `item`'s trajectory."""
+        from backends.hspace_corpus import map_coordinates
+
+        bank = self.bank()
+        step = self._int(step, "step", 0, bank.h.shape[1] - 1)
+        item = None if item in (None, "", -1) else self._int(item, "item", 0, len(bank) - 1)
+        xy, traj, titles = map_coordinates(bank, self._axis(x_axis), self._axis(y_axis), step, item)
+        return {"xy": xy, "trajectory": traj, "titles": titles, "bank": bank, "step": step, "item": item}
+
+    def map_payload(self, step=5, x_axis="PCA 1", y_axis="PCA 2", color_by="colour", item=None) -> str:
+        from app.components.scatter import scatter_payload
+
+        m = self.map_data(step, x_axis, y_axis, item)
+        bank, xy = m["bank"], m["xy"]
+        n = len(bank)
+        table = bank.factors if bank.factors is not None else None
+        if color_by.startswith("judged_") and bank.judged is not None:
+            color = bank.judged[color_by[7:]].astype(str).to_numpy()
+        elif table is not None and color_by in table.columns:
+            color = table[color_by].astype(str).to_numpy()
+        else:
+            color = np.asarray(bank.prompts, dtype=object)
+        ids = [f"h-{i}" for i in range(n)]
+        hover = [f"h-{i} · {p}" for i, p in enumerate(bank.prompts)]
+        highlight = None
+        if m["trajectory"] is not None:
+            tr = m["trajectory"]
+            xy = np.concatenate([xy, tr])
+            color = np.concatenate([color.astype(object), np.array([f"trajectory of h-{m['item']}"] * len(tr), dtype=object)])
+            ids += [f"h-{m['item']}@step{s}" for s in range(len(tr))]
+            hover += [f"h-{m['item']} at step {s} (t={int(bank.timesteps[s])})" for s in range(len(tr))]
+            highlight = [m["item"]] + list(range(n, n + len(tr)))
+        key = self.b.add_corpus(_bank_corpus_cached(bank, m["step"]))
+        thumbs = self.b.thumbnail_dir(key)
+        return scatter_payload(xy, ids=ids, color=color, color_name=color_by, hover=hover,
+                               thumb_url=f"/gradio_api/file={thumbs}/{{i}}.png" if thumbs else None,
+                               highlight=highlight, title=f"h-space at step {m['step']} · {n} samples",
+                               dragmode="zoom", axis_titles=m["titles"],
+                               uirevision=f"{m['step']}:{x_axis}:{y_axis}:{color_by}")
+
     # -- export / import ----------------------------------------------------------------
     def export(self, ids) -> str:
         from backends import directions as D
@@ -444,6 +494,19 @@ class DirectionsService:
         return self.b.add_corpus(corpus)
 
 
+_CORPORA: dict = {}
+
+
+def _bank_corpus_cached(bank, step: int):
+    """One Corpus object per (bank, step), so the Atlas key and its thumbnails are reused."""
+    from backends.hspace_corpus import bank_corpus
+
+    key = (getattr(bank, "key", id(bank)), int(step))
+    if key not in _CORPORA:
+        _CORPORA[key] = bank_corpus(bank, int(step), name=f"hspace-step{int(step)}")
+    return _CORPORA[key]
+
+
 def _uploaded_path(file) -> str:
     from app.tabs.atlas import _uploaded_path as up
 
@@ -456,7 +519,7 @@ def _uploaded_path(file) -> str:
 def build_directions(backends: Backends):
     import functools
 
-    import gradio as gr
+    from app.components.scatter import scatter_map
 
     svc = DirectionsService(backends)
 
@@ -634,6 +697,15 @@ def build_directions(backends: Backends):
                 strip_btn = gr.Button("Make strip")
                 strip = gr.Gallery(label="Strip", columns=11, height=140, elem_id="dir-strip")
                 strip_md = gr.Markdown()
+            with gr.Accordion("h-space map (click a sample to start from it)", open=False):
+                with gr.Row():
+                    map_step = gr.Slider(0, 9, value=5, step=1, label="Step")
+                    map_x = gr.Dropdown(choices=["PCA 1"], value="PCA 1", allow_custom_value=True, label="x axis")
+                    map_y = gr.Dropdown(choices=["PCA 2"], value="PCA 2", allow_custom_value=True, label="y axis")
+                    map_color = gr.Dropdown(["colour", "shape", "size", "position", "judged_colour", "judged_shape",
+                                             "prompt"], value="colour", label="Colour by")
+                map_btn = gr.Button("Draw map", elem_id="dir-map-draw")
+                hmap = scatter_map(height=420, elem_id="dir-map")
         with gr.Column(scale=2, min_width=320):
             msg = gr.Markdown(elem_id="dir-message")
             lib = gr.Dataframe(label="Directions", interactive=False, max_height=260, elem_id="dir-table")
@@ -719,6 +791,32 @@ def build_directions(backends: Backends):
                     concurrency_id="dir-heavy", **hidden)
     atlas_btn.click(ui_atlas, [atlas_step, pca_n], atlas_md, concurrency_id="dir-heavy", **hidden)
 
+    def axis_choices():
+        return ["PCA 1", "PCA 2", "PCA 3"] + [d for _, d in svc.choices()]
+
+    @guard
+    def ui_map(step, x, y, color, progress=gr.Progress()):
+        progress(0.0, desc="sampling the h-space bank (first time only)")
+        return svc.map_payload(step, x, y, color), gr.update(choices=axis_choices()), gr.update(choices=axis_choices())
+
+    @guard
+    def ui_map_click(step, x, y, color, steps, evt: gr.EventData):
+        data = getattr(evt, "_data", None) or {}
+        pid = str(data.get("id", ""))
+        if not pid.startswith("h-") or "@" in pid:
+            raise InputError("click a sample (not a trajectory point)")
+        item = int(pid[2:])
+        bank = svc.bank()
+        key, d = svc.source_from_prompt(bank.prompts[item], bank.seeds[item], steps)
+        img = svc.source(key).images[0]
+        return ((svc.map_payload(step, x, y, color, item), {"source": key}, img, img, info_md(d))
+                + tuple(gr.update(value=0) for _ in range(N_SLOTS)))
+
+    map_btn.click(ui_map, [map_step, map_x, map_y, map_color], [hmap, map_x, map_y], concurrency_id="dir-heavy",
+                  **hidden)
+    hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps], [hmap] + src_outputs,
+                     concurrency_id="dir-heavy", **hidden)
+
     def ui_refresh():
         return [""] + lib_outputs() + [gr.update(choices=svc.choices())]
 
@@ -729,8 +827,6 @@ def build_directions(backends: Backends):
 
 
 def _register_api(svc: DirectionsService, guard):
-    import gradio as gr
-
     def directions_source_prompt(prompt: str, seed: int = 0, steps: int = 10, eta: float = 1.0,
                                  guidance_scale: float = -1.0) -> dict:
         """Start from a prompt and seed: {"source": key, "image": PNG data URL, ...}."""
@@ -794,6 +890,14 @@ def _register_api(svc: DirectionsService, guard):
         """What the judge sees change (per factor), the disentanglement score, a name, ISTD."""
         return svc.judge_direction(direction_id, n_sources, strength or None)
 
+    def directions_map(step: int = 5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item: int = -1) -> dict:
+        """The h-space bank on two axes (direction ids or 'PCA k') at a step, with an item's trajectory
+        across steps: {"ids", "x", "y", "trajectory": [[x, y], ...] or None, "axes"}."""
+        m = svc.map_data(step, x_axis, y_axis, None if item is None or item < 0 else item)
+        tr = m["trajectory"]
+        return {"ids": [f"h-{i}" for i in range(len(m["xy"]))], "x": m["xy"][:, 0].tolist(), "y": m["xy"][:, 1].tolist(),
+                "trajectory": None if tr is None else tr.tolist(), "axes": list(m["titles"])}
+
     def directions_export(direction_ids: list[str] | None = None) -> FileData:
         """The directions (all when none are named) as .safetensors with JSON metadata."""
         return FileData(path=svc.export(direction_ids or []))
@@ -809,6 +913,6 @@ def _register_api(svc: DirectionsService, guard):
     for fn in (directions_source_prompt, directions_source_image, directions_source_item, directions_list,
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
                directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
-               directions_import, directions_to_atlas):
+               directions_import, directions_to_atlas, directions_map):
         gr.api(guard(fn), api_name=fn.__name__, concurrency_id="dir-api")
     gr.api(guard(directions_edit), api_name="directions_edit", concurrency_id="dir-edit", concurrency_limit=2)
