@@ -21,7 +21,7 @@ import numpy as np
 from backends.errors import InputError
 
 ANCHOR_STRATEGIES = ("random", "stratified", "farthest", "kmeans")
-PROJECTIONS = ("cosine", "basis")
+PROJECTIONS = ("cosine", "centred", "basis")
 OUTPUT_NORMS = ("none", "l2", "standard", "layernorm")
 METRIC_NAMES = ("jaccard", "mrr", "cosine", "cka", "knn_overlap")
 
@@ -175,6 +175,8 @@ def relative_projection(x, anchors, *, mode: str = "cosine", output_norm: str = 
     """Relative representation of x (N, D) with respect to anchor vectors (k, D) of the same space.
 
     mode "cosine": r(x)_j = cos(x, a_j) — both sides L2-normalised, then an inner product.
+    mode "centred": the same after subtracting the anchors' mean from both sides (helps when a
+                    space's vectors share a common direction, as contrastive embeddings often do).
     mode "basis":  change of basis, the coefficients c solving anchorsᵀ c = x (least squares).
     output_norm: "none"; "l2" (each row to unit length); "standard" (each anchor column to zero
     mean, unit variance over the batch, like BatchNorm); "layernorm" (each row to zero mean,
@@ -191,7 +193,10 @@ def relative_projection(x, anchors, *, mode: str = "cosine", output_norm: str = 
         raise InputError(f"Unknown relative projection: {mode!r}. Must be one of: {', '.join(PROJECTIONS)}")
     if output_norm not in OUTPUT_NORMS:
         raise InputError(f"Unknown output normalisation: {output_norm!r}. Must be one of: {', '.join(OUTPUT_NORMS)}")
-    if mode == "cosine":
+    if mode in ("cosine", "centred"):
+        if mode == "centred":
+            mu = a.mean(0, keepdims=True)
+            x, a = x - mu, a - mu
         r = _normalize_rows(x) @ _normalize_rows(a).T
     else:
         coef, *_ = np.linalg.lstsq(a.T.astype(np.float64), x.T.astype(np.float64), rcond=None)

@@ -39,6 +39,14 @@ def test_relative_projection_is_cosine_to_anchors():
     np.testing.assert_allclose(np.linalg.norm(rel.relative_projection(x, x[:5], output_norm="l2"), axis=1), 1, atol=1e-5)
 
 
+def test_centred_cosine_is_invariant_to_a_shared_offset():
+    x, _ = blobs(200)
+    shifted, _ = rotated(x + 4.0, noise=0.0)
+    r = rel.relative_projection(x, x[:20], mode="centred")
+    np.testing.assert_allclose(rel.relative_projection(shifted, shifted[:20], mode="centred"), r, atol=1e-4)
+    assert not np.allclose(rel.relative_projection(shifted, shifted[:20]), rel.relative_projection(x, x[:20]), atol=0.05)
+
+
 def test_change_of_basis_recovers_coefficients():
     rng = np.random.default_rng(0)
     anchors = rng.normal(size=(6, 6)).astype(np.float32)

@@ -472,7 +472,7 @@ def build_stitching(backends: Backends):
     with gr.Row():
         n_anchors = gr.Slider(2, 1000, value=DEFAULTS["n_anchors"], step=1, label="Anchors", elem_id="st-n-anchors")
         strategy = gr.Radio(list(rel.ANCHOR_STRATEGIES), value="random", label="Anchor choice")
-        mode = gr.Radio(list(rel.PROJECTIONS), value="cosine", label="Projection (cosine, or change of basis)")
+        mode = gr.Radio(list(rel.PROJECTIONS), value="cosine", label="Projection (cosine, centred cosine, change of basis)")
         output_norm = gr.Dropdown(list(rel.OUTPUT_NORMS), value="none", label="Output normalisation")
         k = gr.Slider(1, 50, value=10, step=1, label="k (neighbours)")
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
