@@ -1,5 +1,5 @@
-"""A real browser: sign in, choose a group with a key, lasso points, undo, lasso again, submit (Enter),
-and the answer is in the admin export."""
+"""A real browser: sign in, choose a group with a key, lasso points, undo, lasso again, switch to the
+box tool and box another group, submit (Enter), and the answer is in the admin export."""
 import json
 import time
 
@@ -61,6 +61,20 @@ def _lasso_left_half(page, pts):
     return inside
 
 
+def _box_right_half(page, pts):
+    """Drag a box over the points right of the middle; returns their indices."""
+    xs = sorted(p["px"] for p in pts)
+    mid = (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    ys = [p["py"] for p in pts]
+    (x0, y0), (x1, y1) = (mid, min(ys) - 12), (max(xs) + 12, max(ys) + 12)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for s in range(1, 11):
+        page.mouse.move(x0 + (x1 - x0) * s / 10, y0 + (y1 - y0) * s / 10)
+    page.mouse.up()
+    return sorted(p["i"] for p in pts if p["px"] > mid)
+
+
 def _summary(page) -> str:
     return page.locator("#ann-summary").inner_text()
 
@@ -92,6 +106,13 @@ def test_annotator_lassos_a_group_and_it_is_exported(app, browser):
         inside = _lasso_left_half(page, pts)
         page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('cluster 2')")
 
+        page.keyboard.press("b")  # box tool
+        page.wait_for_function("document.querySelector('#ann-plot .la-plot')._fullLayout.dragmode === 'select'")
+        page.keyboard.press("3")
+        right = _box_right_half(page, page.evaluate(PIXELS))
+        page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('cluster 3')")
+        assert f"cluster 3: {len(right)}" in _summary(page)
+
         page.keyboard.press("Enter")  # submit
         page.wait_for_function("document.querySelector('#ann-status').innerText.includes('Stored answer')")
     except Exception:
@@ -106,4 +127,5 @@ def test_annotator_lassos_a_group_and_it_is_exported(app, browser):
     mine = ex[ex.annotator == NAME]
     assert len(mine) == 40  # one row per point of the plot
     assert sorted(mine[mine.group == "cluster 2"].point_id) == inside
-    assert set(mine[mine.group != "cluster 2"].group) == {"unassigned"}
+    assert sorted(mine[mine.group == "cluster 3"].point_id) == right
+    assert len(inside) + len(right) == 40 and set(mine.group) == {"cluster 2", "cluster 3"}
