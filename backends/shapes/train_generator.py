@@ -15,7 +15,10 @@ heuristic); the scores go to runs/generator/log.jsonl.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
+import subprocess
 import json
 import math
 import sys
@@ -222,9 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-scenes", type=int, default=12000)
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
+    p.add_argument("--world", type=int, default=1,
+                   help="data-parallel worker processes (1 thread each; gradients all-reduced over gloo). "
+                        "On a shared CPU each process gets its own share of the cores")
+    p.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=29533, help=argparse.SUPPRESS)
     p.add_argument("--export-only", action="store_true",
                    help="write the last checkpoint's EMA weights (+ the eval curve) to --out and stop")
     args = p.parse_args(argv)
+
+    if args.world > 1 and args.rank is None:
+        return _launch_workers(args, argv)
+    rank = args.rank or 0
+    main_rank = rank == 0
 
     import copy
 
@@ -237,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     run = run_dir_for(args, "generator")
+    dist = None
+    if args.world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=args.world)
     cfg = GeneratorConfig()
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -269,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported EMA weights of step {step} to {args.out}", file=sys.stderr)
         return 0
 
+    if dist is not None and not main_rank:
+        dist.barrier()  # rank 0 renders and caches the data first
     data = build_dataset(args.n_scenes, args.seed, cfg, run.path, log=lambda s: print(s, file=sys.stderr))
+    if dist is not None and main_rank:
+        dist.barrier()
     es, em = get_text_encoder().encode_tokens([""], max_len=cfg.max_tokens)
     empty = (es[0], em[0])
     N = len(data["images"])
@@ -277,10 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers import DDPMScheduler
 
     alphas = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule).alphas_cumprod.float()
-    run.log(step, event="start", params=n_params, n_scenes=N, batch=args.batch, lr=args.lr, config=json.loads(cfg.to_json()))
-    # A fresh stream per resumed segment keeps runs reproducible from the same checkpoint.
-    rng = np.random.default_rng(np.random.SeedSequence([args.seed, step]))
-    bar = progress(args.steps, step, "generator", args.no_progress)
+    if main_rank:
+        run.log(step, event="start", params=n_params, n_scenes=N, batch=args.batch, world=args.world, lr=args.lr,
+                config=json.loads(cfg.to_json()))
+    if dist is not None:  # identical starting weights on every worker
+        flat = torch.nn.utils.parameters_to_vector(params).detach()
+        dist.broadcast(flat, 0)
+        torch.nn.utils.vector_to_parameters(flat, params)
+    # A fresh stream per resumed segment (and worker) keeps runs reproducible from the same checkpoint.
+    rng = np.random.default_rng(np.random.SeedSequence([args.seed, step] + ([rank] if args.world > 1 else [])))
+    bar = progress(args.steps, step, "generator", args.no_progress or not main_rank)
     ema_params = list(ema.unet.parameters()) + list(ema.spatext.parameters())
     gen.unet.train()
     t_last = time.time()
@@ -307,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if dist is not None:  # average gradients over workers (one flat all-reduce)
+            grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= args.world
+            o = 0
+            for q in params:
+                k = q.numel()
+                q.grad = flat[o:o + k].view_as(q)
+                o += k
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
@@ -316,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             torch._foreach_add_(ema_params, [q.detach() for q in params], alpha=1 - d)
         losses.append(float(loss.detach()))
         bar.update(1)
+        if not main_rank:
+            continue
         if step % 50 == 0 or step == args.steps:
             dt = time.time() - t_last
             t_last = time.time()
@@ -332,7 +372,24 @@ def main(argv: list[str] | None = None) -> int:
             rec = export_and_eval()
             bar.write(f"step {step}: {rec}")
     bar.close()
+    if dist is not None:
+        dist.destroy_process_group()
     return 0
+
+
+def _launch_workers(args, argv) -> int:
+    """Start --world worker processes of this command (rank 0 logs, checkpoints and evaluates)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "generator":
+        argv = argv[1:]
+    procs = []
+    for r in range(args.world):
+        cmd = [sys.executable, "-m", "backends.shapes.train_generator", *argv, "--rank", str(r)]
+        procs.append(subprocess.Popen(cmd, env=dict(os.environ)))
+    rc = 0
+    for pr in procs:
+        rc = pr.wait() or rc
+    return rc
 
 
 if __name__ == "__main__":
