@@ -452,7 +452,7 @@ def build_clusters(backends: Backends):
     @guard
     def do_propagate(key, labels, method, space, truth):
         out = svc.propagate(key, labels, method, space, truth or "")
-        md = (f"**{out['n_labelled']}** labelled → {len(out['predictions']):,} labelled by {method} on {space}"
+        md = (f"**{out['n_labelled']}** labels → all {len(out['predictions']):,} items labelled by {method} on {space}"
               + (f" · accuracy on the others against *{truth}*: **{out['accuracy']:.1%}**"
                  if out["accuracy"] is not None else ""))
         return md, map_payload(key, np.asarray(out["predictions"]), "predicted", f"few-shot labels ({method})")
