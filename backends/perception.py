@@ -22,6 +22,9 @@ own singleton in partitions and is "together" with no other point in co-membersh
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,7 +290,29 @@ def plot_agreement(groups_list: list[dict[str, list[int]]], n_points: int) -> di
 ALGORITHMS = ("k-means", "DBSCAN", "HDBSCAN", "Gaussian mixture")
 
 
+_ALGO_CACHE: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+_ALGO_CACHE_SIZE = 1_024
+_ALGO_LOCK = threading.Lock()
+
+
 def algorithm_partitions(xy: np.ndarray, k: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Cached by the plot's coordinates, k and seed (plots are immutable; the leaderboard is
+    recomputed as answers arrive)."""
+    x = np.ascontiguousarray(xy, dtype=np.float64)
+    key = (hashlib.sha1(x.tobytes()).hexdigest(), x.shape, int(k), int(seed))
+    with _ALGO_LOCK:
+        if key in _ALGO_CACHE:
+            _ALGO_CACHE.move_to_end(key)
+            return _ALGO_CACHE[key]
+    out = _algorithm_partitions(x, k, seed=seed)
+    with _ALGO_LOCK:
+        _ALGO_CACHE[key] = out
+        while len(_ALGO_CACHE) > _ALGO_CACHE_SIZE:
+            _ALGO_CACHE.popitem(last=False)
+    return out
+
+
+def _algorithm_partitions(xy: np.ndarray, k: int, *, seed: int = 0) -> dict[str, np.ndarray]:
     """Labels of each algorithm on one plot; noise (−1) becomes singletons, as for people.
 
     k-means gets k (the annotators' median number of clusters: an oracle people gave it);
@@ -326,31 +351,42 @@ def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def leaderboard(plots: list[tuple[np.ndarray, list[dict[str, list[int]]]]]) -> "pandas.DataFrame":  # noqa: F821
-    """plots: (xy, [groups of each annotator]). One row per method, best first.
+TRUTH = "generator truth"
+
+
+def leaderboard(plots: list[tuple]) -> "pandas.DataFrame":  # noqa: F821
+    """plots: (xy, [groups of each annotator]) or (xy, groups, truth). One row per method, best first.
 
     Columns: method, mean_ari (vs each annotator, averaged over annotators then plots), plots.
     The "annotators (leave-one-out)" row is each annotator vs the others: the ceiling an
-    algorithm can reasonably reach. Plots with no answers are ignored.
+    algorithm can reasonably reach. With truth (synthetic plots: the mixture component of each
+    point, −1 for background noise), a "generator truth" row says how far what people see is
+    from how the data was made. Plots with no answers are ignored.
     """
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
 
     scores: dict[str, list[float]] = {m: [] for m in ALGORITHMS}
+    scores[TRUTH] = []
     human: list[float] = []
-    for xy, groups_list in plots:
+    for item in plots:
+        xy, groups_list = item[0], item[1]
+        truth = item[2] if len(item) > 2 else None
         if not groups_list:
             continue
         n = len(xy)
         parts = [partition_labels(g, n) for g in groups_list]
         k = int(round(np.median([max(1, n_clusters_of(g)) for g in groups_list])))
-        for name, lab in algorithm_partitions(xy, k).items():
+        methods = dict(algorithm_partitions(xy, k))
+        if truth is not None:
+            methods[TRUTH] = _noise_to_singletons(np.asarray(truth))
+        for name, lab in methods.items():
             scores[name].append(float(np.mean([adjusted_rand_score(p, lab) for p in parts])))
         if len(parts) > 1:
             human.append(float(np.mean([np.mean([adjusted_rand_score(parts[i], parts[j])
                                                  for j in range(len(parts)) if j != i]) for i in range(len(parts))])))
     rows = [{"method": m, "mean_ari": float(np.mean(v)) if v else float("nan"), "plots": len(v)}
-            for m, v in scores.items()]
+            for m, v in scores.items() if v or m != TRUTH]
     rows.append({"method": "annotators (leave-one-out)", "mean_ari": float(np.mean(human)) if human else float("nan"),
                  "plots": len(human)})
     df = pd.DataFrame(rows).sort_values("mean_ari", ascending=False, na_position="last").reset_index(drop=True)

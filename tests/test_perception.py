@@ -99,5 +99,7 @@ def test_leaderboard_ranks_methods_against_people():
     truth = {f"cluster {c + 1}": np.flatnonzero(t == c).tolist() for c in range(3)}
     board = leaderboard([(xy, [truth, truth])])
     assert set(board["method"]) == {"k-means", "DBSCAN", "HDBSCAN", "Gaussian mixture", "annotators (leave-one-out)"}
+    with_truth = leaderboard([(xy, [truth, truth], t)])
+    assert with_truth.loc[with_truth.method == "generator truth", "mean_ari"].item() == pytest.approx(1.0)
     assert board.loc[board.method == "k-means", "mean_ari"].item() > 0.9
     assert board.iloc[0]["mean_ari"] >= board.iloc[-1]["mean_ari"]

@@ -375,7 +375,7 @@ def build_annotate(backends):
 
         s = admin(password)
         plots, by = _answers_by_plot(s, s.task_set_id(task_set or ""))
-        return leaderboard([(plots[pid].xy, by[pid]) for pid in plots if by[pid]])
+        return leaderboard([(plots[pid].xy, by[pid], plots[pid].truth) for pid in plots if by[pid]])
 
     def admin_export(password: str, task_set: str, fmt: str):
         """Export one row per point per answer as jsonl, csv or parquet. An empty task set means all."""
