@@ -97,6 +97,12 @@ def test_bad_input_gives_a_message(client, blobs_key):
         client.predict(run, 0, 4, 0, api_name="/clusters_more_like_this")
     with pytest.raises(Exception, match=r"cluster must be between 0 and 3, but is 9"):
         client.predict(run, 9, 4, 0, api_name="/clusters_more_like_this")
+    from backends.shapes.encoders import weights_path
+
+    if not weights_path("shapes-cnn").exists():  # a missing model is a message, not a crash
+        with pytest.raises(Exception, match="weights"):
+            client.predict("shapes", "kmeans", 3, "original", 10, "cosine", 10, 0, "silhouette", 2, 8, "",
+                           api_name="/clusters_run")
     # the server keeps serving
     assert client.predict(key, "kmeans", 4, "original", 10, "euclidean", 10, 0, "silhouette", 2, 8, "",
                           api_name="/clusters_run")["k"] == 4

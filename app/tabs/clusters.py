@@ -320,13 +320,13 @@ def build_clusters(backends: Backends):
     start = backends.settings.default_corpus if backends.settings.default_corpus in names else names[0]
 
     def guard(fn):
-        """InputError → gr.Error (a message in the UI); the server keeps serving."""
+        """InputError (and missing model weights) → gr.Error, a message in the UI; the server keeps serving."""
 
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except InputError as exc:
+            except (InputError, FileNotFoundError) as exc:
                 raise gr.Error(str(exc)) from None
 
         return inner
@@ -465,7 +465,7 @@ def build_clusters(backends: Backends):
     def corpus_changed(key):
         try:
             cols = backends.corpus(key).metadata_columns()
-        except InputError as exc:
+        except (InputError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from None
         from backends.clustering import factor_columns
 
