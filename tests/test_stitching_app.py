@@ -108,6 +108,9 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(client, tmp_path)
     with pytest.raises(Exception, match="has 40 items but space B .* has 30"):
         client.predict(f"corpus:{ka}", f"corpus:{kb}", 10, "random", 5, "cosine", "none", 0, "", None,
                        api_name="/stitching_compare")
+    with pytest.raises(Exception, match="no images to decode"):
+        client.predict("blobs", "blobs-rotated", "label", 20, "random", "cosine", "none", 0, True,
+                       api_name="/stitching_table")
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(Exception, match="could not read the file as an image"):
         client.predict("digits-map-a", "digits-map-b", handle_file(str(tmp_path / "bad.png")), "B", "A", "relative",

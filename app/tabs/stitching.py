@@ -172,12 +172,26 @@ class StitchingService:
 
         return self._setups.get_or_make(key, make)
 
-    def table(self, p: dict) -> dict:
-        """The stitching table (test accuracy) and the chance level."""
+    def table(self, p: dict, decoders: bool = False) -> dict:
+        """The stitching table (test accuracy) and the chance level; with decoders, the pixel MSE of
+        each item's image rendered by the decoder trained on a relative space (A→A, B→B, A→B, B→A)."""
         s = self.setup(p)
         rows = [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in st.stitching_table(s)]
-        return {"label": s.label, "chance": _num(st.chance_accuracy(s.pair, s.label)), "rows": rows,
-                "n_train": int(len(s.pair.train)), "n_test": int(len(s.pair.test)), "n_anchors": int(len(s.anchors))}
+        out = {"label": s.label, "chance": _num(st.chance_accuracy(s.pair, s.label)), "rows": rows,
+               "n_train": int(len(s.pair.train)), "n_test": int(len(s.pair.test)), "n_anchors": int(len(s.anchors))}
+        if decoders:
+            if s.pair.images is None:
+                raise InputError(f"the items of {s.pair.name_a} / {s.pair.name_b} have no images to decode")
+            with self._make_lock:
+                for which in ("A", "B"):
+                    st.prepare_decoder(s, which, cache=self.b.cache)
+            te = s.pair.test
+            mean_image = s.pair.images[s.pair.train].astype(np.float32).mean(0) / 255
+            out["decoding"] = [{"encoder": f"{e} ({s.pair.name(e)})", "decoder": f"{d} ({s.pair.name(d)})",
+                                "stitched": e != d, "mse": _num(st.decoding_error(s, encoder=e, decoder=d))}
+                               for e, d in (("A", "A"), ("B", "B"), ("A", "B"), ("B", "A"))]
+            out["mse_mean_image"] = _num(np.mean((s.pair.images[te].astype(np.float32) / 255 - mean_image) ** 2))
+        return out
 
     def demo_items(self, p: dict) -> list[str]:
         pair = self.pair(p["space_a"], p["space_b"])
@@ -400,13 +414,17 @@ def build_stitching(backends: Backends):
 
     @_guard
     def on_table(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
-                 progress=gr.Progress()):
+                 with_decoders, progress=gr.Progress()):
         p = params_of(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text)
         progress(0.1, desc="training the heads (seconds; cached afterwards)")
-        t = svc.table(p)
+        t = svc.table(p, bool(with_decoders))
         md = (f"Test accuracy on **{t['label']}** ({t['n_test']:,} test items; heads trained on {t['n_train']:,}). "
               f"Chance (most frequent class): **{t['chance']:.3f}**. Rows marked *stitched* read one model's "
               "vectors with the head trained on the other's, with no training.")
+        if "decoding" in t:
+            md += "\n\nDecoders (pixel MSE on the test items; predicting the mean image scores " + \
+                f"{t['mse_mean_image']:.4f}): " + "; ".join(
+                    f"{r['encoder'][0]}→{r['decoder'][0]} {r['mse']:.4f}" for r in t["decoding"])
         return p, _table_frame(t), md
 
     def _linked(p, representation, method, color_by, selected, highlight):
@@ -495,7 +513,9 @@ def build_stitching(backends: Backends):
                                   elem_id="st-link")
     with gr.Row():
         with gr.Column(scale=3):
-            stitch_btn = gr.Button("Train heads and stitch", variant="primary", elem_id="st-stitch")
+            with gr.Row():
+                stitch_btn = gr.Button("Train heads and stitch", variant="primary", elem_id="st-stitch")
+                with_decoders = gr.Checkbox(label="also train image decoders (slower)", value=False)
             table = gr.Dataframe(label="Stitching table (test accuracy)", interactive=False, elem_id="st-table")
             table_md = gr.Markdown()
         with gr.Column(scale=2):
@@ -523,7 +543,7 @@ def build_stitching(backends: Backends):
     for ctl in (representation, method, color_by):
         ctl.input(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
                   api_visibility="undocumented", concurrency_id="stitching-heavy", trigger_mode="always_last")
-    stitch_btn.click(on_table, pv, [state, table, table_md], api_visibility="undocumented",
+    stitch_btn.click(on_table, pv + [with_decoders], [state, table, table_md], api_visibility="undocumented",
                      concurrency_id="stitching-heavy")
     for m in (map_a, map_b):
         m.points_selected(on_select, [state, representation, method, color_by], [map_a, map_b, link_md],
@@ -590,11 +610,12 @@ def _register_api(svc: StitchingService):
 
     def stitching_table(space_a: str, space_b: str, label: str = "", n_anchors: int = 300,
                         strategy: str = "random", mode: str = "cosine", output_norm: str = "none",
-                        seed: int = 0) -> dict:
-        """Test accuracy of A→A, B→B, A→B, B→A (encoder → head) for absolute, relative and Procrustes."""
+                        seed: int = 0, decoders: bool = False) -> dict:
+        """Test accuracy of A→A, B→B, A→B, B→A (encoder → head) for absolute, relative and Procrustes;
+        decoders=True adds the pixel MSE of images rendered by decoders trained on each relative space."""
         p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, mode=mode,
                        output_norm=output_norm, seed=seed)
-        return svc.table(p)
+        return svc.table(p, bool(decoders))
 
     def stitching_classify(space_a: str, space_b: str, item_id: str, encoder: str = "B", head: str = "A",
                            kind: str = "relative", label: str = "", n_anchors: int = 300,
