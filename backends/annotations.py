@@ -589,6 +589,26 @@ class AnnotationStore:
         df["mean_seconds"] = df["mean_seconds"].astype(float).round(1)
         return df
 
+    def annotator_progress(self, task_set_id: int) -> "pandas.DataFrame":  # noqa: F821
+        """Per annotator in a task set: answers, skips, mean seconds per answer, last submission."""
+        import pandas as pd
+        from sqlalchemy import case, func, select
+
+        q = (select(self.t_annotators.c.name.label("annotator"),
+                    func.sum(case((self.t_ann.c.skipped.is_(False), 1), else_=0)).label("answers"),
+                    func.sum(case((self.t_ann.c.skipped.is_(True), 1), else_=0)).label("skips"),
+                    func.avg(self.t_ann.c.submitted_at - self.t_ann.c.started_at).label("mean_seconds"),
+                    func.max(self.t_ann.c.submitted_at).label("last"))
+             .select_from(self.t_ann.join(self.t_annotators).join(self.t_plots))
+             .where(self.t_plots.c.task_set_id == task_set_id)
+             .group_by(self.t_annotators.c.name).order_by(self.t_annotators.c.name))
+        with self.engine.connect() as conn:
+            df = pd.DataFrame([dict(r._mapping) for r in conn.execute(q)],
+                              columns=["annotator", "answers", "skips", "mean_seconds", "last"])
+        df["mean_seconds"] = df["mean_seconds"].astype(float).round(1)
+        df["last"] = pd.to_datetime(df["last"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
+        return df
+
     def annotations(self, task_set_id: int | None = None, *, include_skipped: bool = False) -> list[dict]:
         """Answers with annotator names: id, plot_id, annotator, skipped, groups, started_at, submitted_at."""
         from sqlalchemy import select

@@ -168,8 +168,10 @@ def test_admin_views_and_export(app):
               api_name="/annotate_submit")
     prog = c.predict(ADMIN, "pilot", api_name="/annotate_admin_progress")
     assert len(prog["data"]) == N_PLOTS
-    agree = pd.DataFrame(**{k: prog[k] for k in ("data", "headers")}) if False else c.predict(
-        ADMIN, "pilot", api_name="/annotate_admin_agreement")
+    who = c.predict(ADMIN, "pilot", api_name="/annotate_admin_annotator_progress")
+    who = pd.DataFrame(who["data"], columns=who["headers"]).set_index("annotator")
+    assert who.loc["ann-a", "answers"] == 1 and who.loc["ann-a", "skips"] == 0
+    agree = c.predict(ADMIN, "pilot", api_name="/annotate_admin_agreement")
     df = pd.DataFrame(agree["data"], columns=agree["headers"])
     row = df[df.plot_id == int(pa)].iloc[0]
     assert row["annotators"] >= 2

@@ -325,6 +325,11 @@ def build_annotate(backends):
         s = admin(password)
         return s.set_progress(s.task_set_id(task_set or ""))
 
+    def admin_annotator_progress(password: str, task_set: str):
+        """Per annotator: answers, skips, mean seconds per answer, last submission (UTC)."""
+        s = admin(password)
+        return s.annotator_progress(s.task_set_id(task_set or ""))
+
     def _answers_by_plot(s: AnnotationStore, ts_id: int):
         plots = {p.id: p for p in s.plots(ts_id)}
         by: dict[int, list] = {pid: [] for pid in plots}
@@ -492,7 +497,8 @@ def build_annotate(backends):
                     signup_md = gr.Markdown()
                 with gr.Tab("Progress"):
                     prog_btn = gr.Button("Show progress")
-                    prog_table = gr.Dataframe(interactive=False)
+                    prog_table = gr.Dataframe(label="Per plot", interactive=False)
+                    who_table = gr.Dataframe(label="Per annotator", interactive=False)
                 with gr.Tab("Agreement"):
                     agree_btn = gr.Button("Agreement per plot")
                     agree_table = gr.Dataframe(interactive=False)
@@ -546,7 +552,8 @@ def build_annotate(backends):
                   api_name="annotate_admin_create_annotators", concurrency_id="annotate-admin")
     signup_btn.click(guard(admin_set_open_signup), [password, signup], signup_md,
                      api_name="annotate_admin_set_open_signup")
-    prog_btn.click(guard(admin_progress), [password, admin_ts], prog_table, api_name="annotate_admin_progress")
+    prog_btn.click(guard(admin_progress), [password, admin_ts], prog_table, api_name="annotate_admin_progress").then(
+        guard(admin_annotator_progress), [password, admin_ts], who_table, api_name="annotate_admin_annotator_progress")
     agree_btn.click(guard(admin_agreement), [password, admin_ts], agree_table, api_name="annotate_admin_agreement",
                     concurrency_id="annotate-admin")
     map_btn.click(guard(admin_agreement_map), [password, map_plot_id], agree_plot,
