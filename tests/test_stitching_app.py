@@ -164,6 +164,13 @@ def test_browser_click_and_lasso_in_one_map_mark_the_same_items_in_the_other(atl
         page.get_by_role("tab", name="Stitching").click()
         page.wait_for_function("document.querySelector('#st-info') && "
                                "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
+        for sel, name in (("#st-space-a", "digits-map-a"), ("#st-space-b", "digits-map-b")):  # heads cached above
+            box = page.locator(f"{sel} input")
+            box.click()
+            box.fill(name)
+            box.press("Enter")
+        page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: digits-map-b')",
+                               timeout=120_000)
         page.click("#st-compare")
         for sel in ("#st-map-a", "#st-map-b"):
             page.wait_for_selector(f"{sel} .la-scatter[data-ready]", timeout=120_000)
