@@ -30,6 +30,7 @@ Components (duck-typed):
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -132,18 +133,19 @@ class LatentDiffusionPipeline:
             neg = _as_list(negative_prompt, "negative_prompt")
             if len(neg) not in (1, len(prompts)):
                 raise ValueError(f"`negative_prompt` has {len(neg)} entries but `prompt` has {len(prompts)}")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
             raise ValueError(f"`guidance_scale` has to be a finite number, but is {guidance_scale!r}")
         if not 0.0 <= guidance_scale <= MAX_GUIDANCE:
             raise ValueError(f"`guidance_scale` has to be between 0 and {MAX_GUIDANCE}, but is {guidance_scale}")
         n_train = int(self.scheduler.config.num_train_timesteps)
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
             raise ValueError(f"`num_inference_steps` has to be an integer, but is {num_inference_steps!r}")
         if not 1 <= num_inference_steps <= n_train:
             raise ValueError(f"`num_inference_steps` has to be between 1 and {n_train}, but is {num_inference_steps}")
-        if not isinstance(eta, (int, float)) or not (0.0 <= eta <= 1.0):
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not (0.0 <= eta <= 1.0):
             raise ValueError(f"`eta` has to be between 0 and 1, but is {eta!r}")
-        if not isinstance(num_images_per_prompt, int) or not 1 <= num_images_per_prompt <= MAX_BATCH:
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, numbers.Integral) \
+                or not 1 <= num_images_per_prompt <= MAX_BATCH:
             raise ValueError(f"`num_images_per_prompt` has to be an integer between 1 and {MAX_BATCH}, but is {num_images_per_prompt!r}")
         if len(prompts) * num_images_per_prompt > MAX_BATCH:
             raise ValueError(f"`prompt` x `num_images_per_prompt` may be at most {MAX_BATCH} images, "
@@ -181,8 +183,10 @@ class LatentDiffusionPipeline:
             raise ValueError("`region_prompts` given without `region_masks`")
         if region_map is not None:
             want = (self.spatext_channels, self.latent_size, self.latent_size)
-            if tuple(region_map.shape[-3:]) != want:
-                raise ValueError(f"`region_map` has to have shape (B, {want[0]}, {want[1]}, {want[2]}), but has {tuple(region_map.shape)}")
+            shape = tuple(getattr(region_map, "shape", ()))
+            n = len(prompts) * num_images_per_prompt
+            if len(shape) != 4 or shape[1:] != want or shape[0] not in (1, n):
+                raise ValueError(f"`region_map` has to have shape ({n} or 1, {want[0]}, {want[1]}, {want[2]}), but has {shape}")
         return notes
 
     # ---------------------------------------------------------------------------------

@@ -146,6 +146,11 @@ def test_region_masks_path(pipe):
     assert run(pipe, prompt="", region_masks=masks[0], region_prompts=["a red circle"]).images.shape == (1, 32, 32, 3)
 
 
+def test_numpy_scalars_are_accepted(pipe):
+    out = run(pipe, guidance_scale=np.float32(3.0), num_inference_steps=np.int64(2))
+    assert out.images.shape == (1, 32, 32, 3)
+
+
 def test_output_types(pipe):
     pil = run(pipe, output_type="pil").images
     assert pil[0].size == (32, 32) and pil[0].mode == "RGB"
@@ -180,6 +185,8 @@ def test_long_and_non_ascii_prompts_are_reported_not_fatal(pipe):
     (dict(region_masks=np.ones((64,), bool), region_prompts=["x"]), "region_masks"),
     (dict(region_prompts=["a red circle"]), "region_prompts"),
     (dict(callback_on_step_end=3), "callback_on_step_end"),
+    (dict(region_map=torch.zeros(1, 3, 8, 8)), "region_map"),
+    (dict(num_images_per_prompt=0), "num_images_per_prompt"),
 ])
 def test_bad_inputs_raise_value_error_naming_the_argument(pipe, kwargs, name):
     kwargs = dict(kwargs)
