@@ -226,6 +226,7 @@ def test_admin_creates_a_task_set_from_a_corpus(app):
     assert "2 plots" in msg
 
 
+@pytest.mark.slow  # 25–70 s on a busy 2-core machine
 def test_50_concurrent_annotators_20_submissions_each(app):
     """Exactly 1,000 answers stored: none lost, none duplicated (each client also retries one)."""
     url, backends = app

@@ -1,8 +1,5 @@
 """A real browser: sign in, choose a group with a key, lasso points, undo, lasso again, switch to the
 box tool and box another group, submit (Enter), and the answer is in the admin export."""
-import json
-import time
-
 import pandas as pd
 import pytest
 
@@ -79,6 +76,7 @@ def _summary(page) -> str:
     return page.locator("#ann-summary").inner_text()
 
 
+@pytest.mark.browser
 def test_annotator_lassos_a_group_and_it_is_exported(app, browser):
     url, backends = app
     page = browser.new_page(viewport={"width": 1300, "height": 1000})

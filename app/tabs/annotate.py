@@ -27,7 +27,7 @@ import numpy as np
 
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
 from backends.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
-                                  groups_to_labels, new_token, parse_groups)
+                                  new_token)
 from backends.errors import InputError
 
 UI_CLUSTERS = 9  # groups reachable from the radio and keys 1–9; the API accepts up to 20
