@@ -290,6 +290,32 @@ def decode(pipe, latents) -> np.ndarray:
     return (img.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def image_size(pipe) -> int:
+    """The model's image side in pixels (latent side × the codec's downsampling)."""
+    cfg = pipe.codec.config
+    patch = getattr(cfg, "patch", None)
+    if patch is None:
+        patch = 2 ** (len(getattr(cfg, "block_out_channels", (0, 0, 0, 0))) - 1)
+    return int(pipe.latent_size * patch)
+
+
+def fit_images(pipe, images: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """uint8 (B, H, W, 3) -> the model's square resolution (area/Lanczos resize) and a note if resized."""
+    from PIL import Image
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError(f"images have to be (B, H, W, 3) RGB, but have shape {images.shape}")
+    images = images.astype(np.uint8) if images.dtype == np.uint8 else np.clip(images, 0, 255).astype(np.uint8)
+    s = image_size(pipe)
+    if images.shape[1:3] == (s, s):
+        return images, []
+    out = np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.LANCZOS)) for im in images])
+    return out, [f"resized from {images.shape[2]}×{images.shape[1]} to the model's {s}×{s}"]
+
+
 def encode(pipe, images: np.ndarray):
     """uint8 images (B, H, W, 3) at the model's resolution -> latents (B, C, h, w)."""
     import torch
@@ -357,9 +383,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
 
     if method not in INVERSION_METHODS:
         raise InputError(f"method has to be one of {', '.join(INVERSION_METHODS)}, but is {method!r}")
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
+    images, resize_notes = fit_images(pipe, images)
     prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
     if len(prompts) != len(images):
         raise InputError(f"{len(prompts)} prompts for {len(images)} images")
@@ -429,6 +453,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     traj.images = decode(pipe, traj.xs[-1])
     traj.info["psnr"] = [psnr(a, b) for a, b in zip(traj.images, traj.original)]
     traj.info["max_step_residual"] = residual
+    traj.info["notes"] = resize_notes
     return traj
 
 
@@ -440,6 +465,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def codec_psnr(pipe, images: np.ndarray) -> float:
     """PSNR of the codec's own round trip decode(encode(x)): the bound on any inversion (inf if exact)."""
+    images, _ = fit_images(pipe, images)
     rec = decode(pipe, encode(pipe, images))
     return float(np.mean([psnr(a, b) for a, b in zip(rec, images)]))
 
@@ -568,6 +594,7 @@ def jacobian_session(pipe, traj: Trajectory, step: int, *, row: int = 0, mask=No
 
 __all__ = [
     "HSpaceHook", "Schedule", "make_schedule", "split_prediction", "ddim_mean", "Conditioning",
-    "encode_conditioning", "Trajectory", "generate", "invert", "edit", "decode", "encode", "psnr",
+    "encode_conditioning", "Trajectory", "generate", "invert", "edit", "decode", "encode", "psnr", "image_size",
+    "fit_images",
     "codec_psnr", "jacobian_operator", "jacobian_session",
 ]

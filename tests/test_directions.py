@@ -211,8 +211,8 @@ def _shapes():
 @pytest.fixture(scope="module")
 def shapes_bank():
     pipe, judge = _shapes()
-    prompts, factors = D.shapes_prompts(160, seed=0)
-    b = D.sample_bank(pipe, prompts, seeds=0, steps=10, factors=factors, batch=40)
+    prompts, factors = D.shapes_prompts(120, seed=0)
+    b = D.sample_bank(pipe, prompts, seeds=0, steps=10, factors=factors, batch=60)
     b.judged = judge.predict(b.images)
     return pipe, judge, b
 
@@ -222,10 +222,12 @@ def _sources(pipe, n: int, seed: int = 1000):
     return hspace.generate(pipe, prompts, seeds=seed, steps=10)
 
 
-@pytest.mark.xfail(strict=False, reason="quality bar of the trained generator; measured number printed")
+@pytest.mark.xfail(strict=False, reason="quality bar of the trained generator: measured 0 of 10 with the step-1000 "
+                                        "generator (judge reads its colours 21%, shapes 28%); at 3σ a PCA edit changes "
+                                        "a judged factor on 0-12% of samples, below the 20% needed to count")
 def test_top10_pca_directions_have_dominant_factors(shapes_bank):
     pipe, judge, bank = shapes_bank
-    src = _sources(pipe, 16)
+    src = _sources(pipe, 12)
     count, shares = 0, []
     for d in D.pca_directions(bank, k=10):
         rep = D.judge_direction(pipe, d, src, judge, istd_samples=0)
@@ -235,7 +237,8 @@ def test_top10_pca_directions_have_dominant_factors(shapes_bank):
     assert count >= 3
 
 
-@pytest.mark.xfail(strict=False, reason="quality bar of the trained generator; measured number printed")
+@pytest.mark.xfail(strict=False, reason="quality bar of the trained generator: measured colour changed on 0% "
+                                        "(shape kept 94%) at the default 0.57σ with the step-1000 generator; 0% up to 30σ")
 def test_supervised_colour_direction_changes_colour_and_keeps_shape(shapes_bank):
     pipe, judge, bank = shapes_bank
     d = D.factor_direction(bank, "colour", "blue", labels="judge")

@@ -179,7 +179,7 @@ def _inversion_psnrs(method: str, n: int = 4) -> tuple[float, float]:
     from backends.shapes import scenes
 
     pipe = _shapes_pipe()
-    b = scenes.make_batch(n, seed=1, split="test", single=True)
+    b = scenes.make_batch(n, seed=1, split="test", single=True, size=hspace.image_size(pipe))
     inv = hspace.invert(pipe, b.images, b.captions, method=method, steps=10, eta=1.0, fixed_point_iters=3)
     return float(np.mean(inv.info["psnr"])), hspace.codec_psnr(pipe, b.images)
 
@@ -190,13 +190,8 @@ def test_ddpm_noise_inversion_psnr_on_shapes():
     assert p >= 30.0
 
 
-def _ddim_xfail():
-    """The DDIM bar depends on the trained generator; measured numbers go in the reason."""
-    return pytest.mark.xfail(strict=False, reason="DDIM inversion PSNR depends on the generator's training; "
-                                                 "see the printed number")
-
-
-@_ddim_xfail()
+@pytest.mark.xfail(strict=False, reason="quality bar of the trained generator: measured 23.7 dB mean (16-27 dB over "
+                                        "4 test scenes, 3 fixed-point iterations) with the step-1000 generator (32x32)")
 def test_ddim_inversion_psnr_on_shapes():
     p, codec = _inversion_psnrs("ddim")
     print(f"DDIM inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")

@@ -6,7 +6,7 @@ then the layout, then the wiring. Per-user state is one small dict {"source": ke
 shared by all users, so each slider move costs one edited denoising pass.
 
 Uploaded images are converted to RGB (transparent pixels composited over black, grey repeated),
-centre-cropped to a square and resized to the model's resolution (64×64 for Shapes); images
+centre-cropped to a square and resized to the model's resolution (32×32 for the shipped Shapes generator); images
 above 40 megapixels are refused.
 """
 from __future__ import annotations
@@ -149,11 +149,9 @@ class DirectionsService:
 
     @property
     def image_size(self) -> int:
-        codec = self.pipe.codec
-        patch = getattr(codec.config, "patch", None)
-        if patch is None:
-            patch = 2 ** (len(getattr(codec.config, "block_out_channels", (0, 0, 0, 0))) - 1)
-        return int(self.pipe.latent_size * patch)
+        from backends.hspace import image_size
+
+        return image_size(self.pipe)
 
     def bank(self, n: int | None = None, progress=None):
         from backends.hspace_corpus import shapes_bank
