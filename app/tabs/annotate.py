@@ -159,8 +159,9 @@ def build_annotate(backends):
         plot = s.next_plot(who.id, ts_id)
         ts_name = next((t["name"] for t in s.task_sets() if t["id"] == ts_id), str(ts_id))
         md = _progress_md(who, ts_id, ts_name, note)
-        if plot is None:
-            return md + "\n\n**All plots in this task set are done. Thank you!**", None, "", "{}", []
+        if plot is None:  # an empty plot, so the last one does not stay on screen
+            done = scatter_payload(np.zeros((0, 2), np.float32), ids=[], title="All plots done", uirevision="done")
+            return md + "\n\n**All plots in this task set are done. Thank you!**", done, "", "{}", []
         title = f"Plot {plot.position + 1} (id {plot.id}) · {plot.n_points} points"
         return md, plot_payload(plot, tool=tool, title=title), str(plot.id), "{}", []
 
