@@ -208,7 +208,9 @@ function bind(Plotly) {
     trigger('point_click', {index: i, id: data.ids[i], ts: Date.now()});
   });
   plotDiv.on('plotly_selected', ev => {
-    if (!ev || !ev.points || !data) return;  // a plain click in lasso mode sends an empty selection first
+    // A plain click in lasso mode, and Plotly.react after a lasso, send empty selections: a real
+    // clear comes as plotly_deselect (double click).
+    if (!ev || !ev.points || !ev.points.length || !data) return;
     const seen = new Set();
     ev.points.forEach(p => { const i = pointIndex(p); if (i !== null) seen.add(i); });
     const indices = Array.from(seen).sort((a, b) => a - b);
