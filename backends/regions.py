@@ -614,34 +614,35 @@ def paint_with_words(pipe, prompt: str, region_masks, region_prompts, *, weight:
         lost = [p for p, s in zip(rprompts, spans) if s is None]
         notes.append(f"{', '.join(repr(p) for p in lost)} did not fit in the "
                      f"{pipe.max_tokens}-token prompt and are not masked")
-    state = {"masks": latent_masks(pipe, m.numpy()), "spans": spans, "weight": float(weight), "sigma": 1.0,
-             "rows": slice(0, 1)}
+    guidance_scale = pipe.default_guidance_scale if guidance_scale is None else guidance_scale
+    num_inference_steps = pipe.default_steps if num_inference_steps is None else num_inference_steps
+    notes += pipe.check_inputs(full, negative_prompt, guidance_scale, num_inference_steps, 0.0, latents, None, None,
+                               None, output_type, None, 1)
     alphas = pipe.scheduler.alphas_cumprod
-
-    old = dict(pipe.unet.attn_processors)
-    procs = {name: (_PaintWithWordsProcessor(state) if name.endswith("attn2.processor") else proc)
-             for name, proc in old.items()}
-    pipe.unet.set_attn_processor(procs)
-    try:
-        # σ_t and the conditional rows are set before each UNet call by a pre-forward hook
-        def pre(module, args, kwargs):
-            t = args[1] if len(args) > 1 else kwargs.get("timestep")
-            a = float(alphas[int(torch.as_tensor(t).reshape(-1)[0])])
-            state["sigma"] = math.sqrt((1 - a) / max(a, 1e-8))
-            halves = pipe.cfg_halves
-            state["rows"] = halves[1] if halves is not None else slice(0, args[0].shape[0])
-
-        h = pipe.unet.register_forward_pre_hook(pre, with_kwargs=True)
+    # The processors are swapped on the shared UNet, so the whole loop holds the pipeline's lock
+    # (other tabs using the same model wait rather than see masked attention).
+    with pipe._lock, torch.inference_mode():
+        state = {"masks": latent_masks(pipe, m.numpy()), "spans": spans, "weight": float(weight), "sigma": 1.0,
+                 "rows": slice(0, 1)}
+        old = dict(pipe.unet.attn_processors)
+        pipe.unet.set_attn_processor({name: (_PaintWithWordsProcessor(state) if name.endswith("attn2.processor")
+                                             else proc) for name, proc in old.items()})
         try:
-            out = pipe(full, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
-                       num_inference_steps=num_inference_steps, generator=generator, latents=latents,
-                       output_type=output_type)
+            cond, uncond = pipe.encode_prompt([full], do_classifier_free_guidance=guidance_scale > 1.0,
+                                              negative_prompt=negative_prompt, notes=notes)
+            smap = pipe.prepare_region_map(1)
+            pipe.scheduler.set_timesteps(num_inference_steps, device=pipe.device)
+            latents = pipe.prepare_latents(1, generator, latents)
+            for t in pipe.scheduler.timesteps:
+                a = float(alphas[int(torch.as_tensor(t).reshape(-1)[0])])
+                state["sigma"] = math.sqrt((1 - a) / max(a, 1e-8))  # σ_t of the step
+                state["rows"] = slice(1, 2) if uncond is not None else slice(0, 1)  # the conditional half
+                out = pipe.predict(latents, t, cond, uncond, guidance_scale, smap)
+                latents = pipe.scheduler.step(out, t, latents).prev_sample
         finally:
-            h.remove()
-    finally:
-        pipe.unet.set_attn_processor(old)
-    out.notes = notes + out.notes
-    return out
+            pipe.unet.set_attn_processor(old)
+            pipe.cfg_halves = None
+        return _decode(pipe, latents, output_type, notes)
 
 
 # ---------------------------------------------------------------------------------------
