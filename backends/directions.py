@@ -264,6 +264,38 @@ def pca_directions(bank: HBank, k: int = 25, *, prefix: str = "pc") -> list[Dire
                       DEFAULT_STRENGTH, {"component": j + 1, "n_samples": len(bank)}) for j in range(k)]
 
 
+def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, steps: int = 10,
+                             guidance_scale: float | None = None, eta: float = 1.0, batch: int = 32,
+                             record_half: str = "uncond", max_cov_dim: int = 8192, progress=None) -> list[Direction]:
+    """PCA directions for large N without keeping h in memory: samples are generated in batches
+    and each timestep's PCA is accumulated incrementally (``PCAAccumulator``). σ_j is the std
+    along component j; signs are aligned across timesteps as in ``pca_directions``."""
+    from backends import hspace
+
+    prompts = list(prompts)
+    if len(prompts) < 2:
+        raise InputError(f"PCA needs at least 2 samples, but has {len(prompts)}")
+    seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, (int, np.integer)) else [int(x) for x in seeds]
+    accs, ts, shape = None, None, None
+    for s in range(0, len(prompts), batch):
+        tr = hspace.generate(pipe, prompts[s: s + batch], seeds=seeds[s: s + batch], steps=steps,
+                             guidance_scale=guidance_scale, eta=eta, record_half=record_half, decode_images=False)
+        h = tr.h.flatten(2).numpy()  # (T, b, D)
+        if accs is None:
+            accs = [PCAAccumulator(k, max_cov_dim) for _ in range(len(h))]
+            ts, shape = tr.timesteps, tr.h_shape
+        for acc, rows in zip(accs, h):
+            acc.partial_fit(rows)
+        if progress is not None:
+            progress(min(1.0, (s + batch) / len(prompts)), f"PCA: {min(s + batch, len(prompts))}/{len(prompts)} samples")
+    res = [a.result() for a in accs]
+    kk = min(len(r[0]) for r in res)
+    comps = align_signs(np.stack([r[0][:kk] for r in res]))
+    stds = np.stack([r[1][:kk] for r in res])
+    return [Direction(f"pc{j + 1}", f"PC {j + 1}", "pca", comps[:, j], ts, stds[:, j], shape, DEFAULT_STRENGTH,
+                      {"component": j + 1, "n_samples": len(prompts), "streaming": True}) for j in range(kk)]
+
+
 # ---------------------------------------------------------------------------------------
 # 3. Supervised: mean(h+) − mean(h−)
 
@@ -734,6 +766,7 @@ def _slug(text: str) -> str:
 
 __all__ = [
     "Direction", "HBank", "sample_bank", "shapes_prompts", "PCAAccumulator", "pca", "align_signs", "pca_directions",
+    "streaming_pca_directions",
     "mean_difference", "factor_direction", "group_direction", "prompt_pair_direction", "orthogonalize",
     "jacobian_directions", "text_direction", "text_cond_delta", "check_strength", "compose_deltas", "render",
     "traversal", "istd", "factor_changes", "judge_direction", "save_directions", "load_directions",

@@ -53,6 +53,22 @@ def test_pca_directions_per_timestep_with_aligned_signs(bank):
     assert dirs[0].sigma.mean() >= dirs[1].sigma.mean()
 
 
+def test_streaming_pca_matches_the_in_memory_pca(pipe, bank):
+    stream = D.streaming_pca_directions(pipe, bank.prompts, k=3, seeds=bank.seeds, steps=3, guidance_scale=2.0,
+                                        batch=5)
+    mem = D.pca_directions(bank, k=3)
+    for a, b in zip(stream, mem):
+        np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-3)
+        np.testing.assert_allclose(np.abs(np.sum(a.vectors * b.vectors, 1)), 1.0, atol=1e-3)
+    # beyond max_cov_dim the accumulator switches to scikit-learn's IncrementalPCA
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 40)) * np.r_[10.0, 6.0, 3.0, np.full(37, 0.3)]  # separated top 3
+    c, sd, _ = D.PCAAccumulator(3, max_cov_dim=10).partial_fit(x[:30]).partial_fit(x[30:]).result()
+    c2, sd2, _ = D.pca(x, 3)
+    np.testing.assert_allclose(sd, sd2, rtol=0.05)
+    assert np.all(np.abs(np.sum(c * c2, 1)) > 0.95)
+
+
 # -- Jacobian -------------------------------------------------------------------------------
 
 def test_jacobian_power_iteration_matches_the_explicit_jacobian():

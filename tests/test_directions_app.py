@@ -91,6 +91,10 @@ def test_export_import_and_atlas(app, tmp_path):
     assert np.std(m["x"]) > 0
     with pytest.raises(Exception, match="Unknown direction"):
         c.predict(3, "nope", "PCA 2", -1, api_name="/directions_map")
+    g = c.predict([1, 2, 3], [4, 5], "mine", api_name="/directions_groups")
+    assert g["kind"] == "groups" and g["n_pos"] == 3 and g["n_neg"] == 2
+    with pytest.raises(Exception, match="outside"):
+        c.predict([1, 999], [4], "bad", api_name="/directions_groups")
 
 
 def test_inverted_upload_of_odd_images(app, tmp_path):

@@ -597,6 +597,25 @@ def build_directions(backends: Backends):
         return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
 
     @guard
+    def ui_groups(a, b):
+        def parse(text, name):
+            out = []
+            for tok in (text or "").replace(";", ",").split(","):
+                tok = tok.strip()
+                if not tok:
+                    continue
+                try:
+                    out.append(int(tok[2:] if tok.startswith("h-") else tok))
+                except ValueError:
+                    raise InputError(f"{name}: {tok!r} is not a sample id like h-3") from None
+            if not out:
+                raise InputError(f"{name} is empty: list sample ids like h-3, h-17")
+            return out
+
+        did = svc.groups(parse(b, "group B"), parse(a, "group A"), name=f"group ({a.strip()[:20]}) → ({b.strip()[:20]})")
+        return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
+
+    @guard
     def ui_pair(a, b, n):
         did = svc.prompt_pair(a, b, n)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
@@ -719,6 +738,10 @@ def build_directions(backends: Backends):
                 labels = gr.Radio(["truth", "judge"], value="truth", label="Labels")
                 ortho = gr.Dropdown(choices=[], multiselect=True, label="Orthogonal to (conditional)")
                 sup_btn = gr.Button("Add")
+                gr.Markdown("Or from two groups of h-space samples (ids on the map, e.g. `h-3, h-17`):")
+                grp_a = gr.Textbox(label="Group A (from)")
+                grp_b = gr.Textbox(label="Group B (towards)")
+                grp_btn = gr.Button("Add A → B")
             with gr.Accordion("Prompt pair / text", open=False):
                 pa = gr.Textbox(value="a red circle", label="Prompt A")
                 pb = gr.Textbox(value="a blue circle", label="Prompt B")
@@ -773,6 +796,7 @@ def build_directions(backends: Backends):
     pca_btn.click(with_export(ui_pca), [pca_n, pca_k], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels], lib_outs_x,
                   concurrency_id="dir-heavy", **hidden)
+    grp_btn.click(with_export(ui_groups), [grp_a, grp_b], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     pair_btn.click(with_export(ui_pair), [pa, pb, pn], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     text_btn.click(with_export(ui_text), [pa, pb], lib_outs_x, **hidden)
     jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
