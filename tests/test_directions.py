@@ -267,3 +267,22 @@ def test_supervised_colour_direction_changes_colour_and_keeps_shape(shapes_bank)
     shape_kept = float(np.mean(after["shape"].to_numpy() == base["shape"].to_numpy()))
     print(f"colour → blue at strength {d.default_strength:.2f}σ: colour changed {colour_changed:.2f}, shape kept {shape_kept:.2f}")
     assert colour_changed >= 0.8 and shape_kept >= 0.9
+
+
+def test_hspace_corpus_for_the_atlas():
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip("the trained Shapes generator is not in assets/")
+    from backends.corpus import available_corpora, load_corpus
+    from backends.hspace_corpus import direction_axis, shapes_bank, trajectory
+
+    assert "hspace" in available_corpora()
+    c = load_corpus("hspace", n=16, step=3)
+    assert len(c) == 16 and c.images is not None and c.vectors.shape[1] == 64  # channels of the mid block
+    assert {"prompt", "seed", "colour", "shape"} <= set(c.meta.columns)
+    bank = shapes_bank(None, 16)
+    d = D.pca_directions(bank, k=1)[0]
+    x = direction_axis(bank, d, 3)
+    assert x.shape == (16,) and abs(float(np.std(x, ddof=1)) - 1.0) < 1e-3  # in units of σ
+    assert trajectory(bank, 2).shape == (bank.h.shape[1], 2)
