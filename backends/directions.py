@@ -558,7 +558,7 @@ def compose_deltas(directions: list[Direction], strengths, traj, *, t_range: tup
     return torch.from_numpy(out.reshape((T, len(s)) + tuple(shape)))
 
 
-def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 1.0)) -> np.ndarray:
+def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 1.0), asymmetric: bool = False) -> np.ndarray:
     """Images (K, H, W, 3) of the trajectory edited with strengths (K, n_dirs) (or (n_dirs,) for one)."""
     from backends import hspace
 
@@ -583,7 +583,7 @@ def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 
         import torch
 
         deltas = torch.zeros((traj.steps, len(s2)) + traj.h_shape)
-    return hspace.edit(pipe, traj, deltas, cond_delta=cond_delta)
+    return hspace.edit(pipe, traj, deltas, cond_delta=cond_delta, asymmetric=asymmetric)
 
 
 def traversal(pipe, traj, direction: Direction, *, strength: float | None = None, frames: int = 11,

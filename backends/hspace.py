@@ -183,6 +183,20 @@ class Conditioning:
     smap: Any  # SpaText map (B, c, h, w) or None
     guidance_scale: float
 
+    def cat(self, other: "Conditioning") -> "Conditioning":
+        """Rows of self, then rows of other."""
+        import torch
+
+        from backends.diffusion import PromptEmbeds
+
+        def cat(a, b):
+            if a is None:
+                return None
+            return PromptEmbeds(torch.cat([a.states, b.states]), torch.cat([a.mask, b.mask]), torch.cat([a.pooled, b.pooled]))
+
+        smap = None if self.smap is None else torch.cat([self.smap, other.smap])
+        return Conditioning(cat(self.cond, other.cond), cat(self.uncond, other.uncond), smap, self.guidance_scale)
+
     def repeat(self, k: int) -> "Conditioning":
         """The same conditioning for k rows (from a batch of 1)."""
         from backends.diffusion import PromptEmbeds
@@ -474,7 +488,7 @@ def codec_psnr(pipe, images: np.ndarray) -> float:
 # Editing
 
 def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decode_images: bool = True,
-         cond_delta: Callable | None = None):
+         cond_delta: Callable | None = None, asymmetric: bool = False):
     """Replay a trajectory with Δh added: returns uint8 images (K, H, W, 3) (or latents).
 
     deltas: (T, K, C', h', w') tensor (or (T, C', h', w') for K = 1) with the Δh of each step
@@ -483,6 +497,9 @@ def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decod
     start: first step to recompute (default: the first step with a nonzero Δh; earlier steps
     are taken from the cache). cond_delta(Conditioning) -> Conditioning edits the text
     conditioning (text directions) and forces a replay from step 0.
+    asymmetric: Asyrp's asymmetric reverse process on edited steps (x̂0 from the edited
+    prediction, ε̂ of the direction term from the unedited one): stronger edits, the two
+    predictions in one UNet call of twice the batch.
     """
     import torch
 
@@ -513,12 +530,27 @@ def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decod
     x = traj.xs[start].to(pipe.device)
     if k != x.shape[0]:
         x = x.expand(k, -1, -1, -1)
+    sched = traj.schedule
+    c2 = c.cat(c) if asymmetric else None
     with HSpaceHook(pipe) as hook, torch.inference_mode():
         for i in range(start, T):
             d = deltas[i].to(pipe.device, pipe.dtype) if deltas is not None else None
-            hook.delta = d if d is not None and bool(d.abs().max() > 0) else None
-            out = _predict(pipe, x, traj.schedule.timesteps[i], c)
-            x = ddim_mean(traj.schedule, i, out, x, traj.eta) + traj.noise[i].to(x)
+            d = d if d is not None and bool(d.abs().max() > 0) else None
+            t = sched.timesteps[i]
+            if asymmetric and d is not None:
+                # Asyrp: x̂0 from the edited prediction, the direction term from the unedited one (one batched call)
+                kk = x.shape[0]
+                hook.delta = torch.cat([d.expand(kk, *d.shape[1:]), torch.zeros_like(d.expand(kk, *d.shape[1:]))])
+                out_e, out_o = _predict(pipe, torch.cat([x, x]), t, c2).chunk(2)
+                a, ap = float(sched.alpha[i]), float(sched.alpha_prev[i])
+                x0, _ = split_prediction(out_e, x, a, sched.prediction_type, sched.clip)
+                _, eps = split_prediction(out_o, x, a, sched.prediction_type, sched.clip)
+                sg = sched.sigma(i, traj.eta)
+                x = math.sqrt(ap) * x0 + math.sqrt(max(1 - ap - sg * sg, 0.0)) * eps + traj.noise[i].to(x)
+                continue
+            hook.delta = d
+            out = _predict(pipe, x, t, c)
+            x = ddim_mean(sched, i, out, x, traj.eta) + traj.noise[i].to(x)
     if not decode_images:
         return x
     return decode(pipe, x)

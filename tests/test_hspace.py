@@ -88,6 +88,16 @@ def test_unedited_replay_is_exact_and_edits_change_the_image(pipe, traj):
     assert np.abs(alone[0].astype(int) - frames[2]).max() <= 1
 
 
+def test_asymmetric_edit(pipe, traj):
+    d = torch.zeros((4, 2) + traj.h_shape)
+    d[:, 1] = 0.5
+    sym = hspace.edit(pipe, traj, d)
+    asym = hspace.edit(pipe, traj, d, asymmetric=True)
+    assert np.abs(asym[0].astype(int) - traj.images[0]).max() <= 1  # no Δh: the plain replay
+    assert np.abs(asym[1].astype(int) - sym[1]).mean() > 0.1  # x̂0 edited, direction term not
+    assert np.abs(asym[1].astype(int) - traj.images[0]).mean() > 0.5
+
+
 def test_edit_starts_from_the_cached_step(pipe, traj):
     d = torch.zeros((4, 1) + traj.h_shape)
     d[2:] = 0.7  # only the last two steps are edited

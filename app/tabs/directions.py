@@ -354,7 +354,7 @@ class DirectionsService:
         return [self.add(d) for d in dirs]
 
     # -- editing --------------------------------------------------------------------------
-    def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0) -> np.ndarray:
+    def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0, asymmetric: bool = False) -> np.ndarray:
         from backends import directions as D
 
         traj = self.source(source)
@@ -374,7 +374,8 @@ class DirectionsService:
         for d, _ in keep:
             if d.kind != "text" and tuple(d.h_shape) != tuple(traj.h_shape):
                 raise InputError(f"direction {d.id!r} was made for h of shape {d.h_shape}; this model's h is {traj.h_shape}")
-        return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1))[0]
+        return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1),
+                        asymmetric=bool(asymmetric))[0]
 
     def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0):
         from backends import directions as D
@@ -576,13 +577,13 @@ def build_directions(backends: Backends):
         src = t.original[0] if t.original is not None else t.images[0]
         return ({"source": key}, src, t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
-    def ui_edit(state, t0, t1, *slots):
+    def ui_edit(state, t0, t1, asym, *slots):
         if not state or not state.get("source"):
             return gr.skip()
         ids, ss = list(slots[:N_SLOTS]), list(slots[N_SLOTS:])
         pairs = [(i, s) for i, s in zip(ids, ss) if i]
         try:
-            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1)
+            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1, asym)
         except InputError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -706,6 +707,8 @@ def build_directions(backends: Backends):
             with gr.Row():
                 t0 = gr.Slider(0, 1, value=0, step=0.05, label="edit from (fraction of steps)")
                 t1 = gr.Slider(0, 1, value=1, step=0.05, label="edit until")
+                asym = gr.Checkbox(value=False, label="asymmetric (Asyrp: stronger)",
+                                   info="x̂0 from the edited prediction, the noise direction from the unedited one")
             with gr.Accordion("Strip of frames along one direction", open=False):
                 with gr.Row():
                     strip_dd = gr.Dropdown(choices=[], label="Direction")
@@ -775,8 +778,8 @@ def build_directions(backends: Backends):
     up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance], src_outputs,
                  concurrency_id="dir-heavy", **hidden)
     item_btn.click(ui_item, [item_corpus, item_id, steps], src_outputs, concurrency_id="dir-heavy", **hidden)
-    edit_inputs = [state, t0, t1] + slot_dd + slot_s
-    for s in slot_s + [t0, t1]:
+    edit_inputs = [state, t0, t1, asym] + slot_dd + slot_s
+    for s in slot_s + [t0, t1, asym]:
         s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
                 concurrency_id="dir-edit", concurrency_limit=2, **hidden)
     for dd in slot_dd:
@@ -896,10 +899,11 @@ def _register_api(svc: DirectionsService, guard):
         return [svc.get(i).summary() for i in svc.image_specific(source, step, k, region)]
 
     def directions_edit(source: str, direction_ids: list[str], strengths: list[float], t_start: float = 0.0,
-                        t_end: float = 1.0) -> dict:
-        """The source edited along directions (strengths in σ): {"image": PNG data URL, "ms": server time}."""
+                        t_end: float = 1.0, asymmetric: bool = False) -> dict:
+        """The source edited along directions (strengths in σ) over the fraction [t_start, t_end) of the
+        steps, optionally with Asyrp's asymmetric process: {"image": PNG data URL, "ms": server time}."""
         t = time.perf_counter()
-        img = svc.edit(source, direction_ids, strengths, t_start, t_end)
+        img = svc.edit(source, direction_ids, strengths, t_start, t_end, asymmetric)
         ms = (time.perf_counter() - t) * 1000
         return {"image": to_data_url(img), "ms": round(ms, 1)}
 
