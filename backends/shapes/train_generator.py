@@ -1,17 +1,22 @@
 """Train the Shapes generator (UNet on pixel-unshuffle latents, MiniLM conditioning, SpaText map).
 
-    python -m backends.shapes.train generator [--steps N] [--resume] [--batch B] [--threads T]
+    python -m backends.shapes.train generator [--steps N] [--resume] [--batch B] [--world W] [--threads T]
 
-Data: a fixed pool of procedural scenes (half single-object, half 1-3 objects) rendered once and
-cached with their MiniLM token states under runs/generator/ (the text encoder is the expensive
-part on a CPU). Each step draws a batch, drops the prompt (p=0.15) for classifier-free guidance,
-gives a spatio-textual region map (p=0.5; each object's region kept with p=0.8) built from the
-object masks and short object phrases, and trains x0 prediction with a truncated-SNR weight
+Data: a fixed pool of 12,000 procedural scenes (half single-object, half 1-3 objects) rendered
+once at 64x64 and cached with their MiniLM token states under runs/generator/ (the text encoder
+is the expensive part on a CPU); images and masks are area-downsampled to the model's 32x32 on
+load. Each step draws a batch, drops the prompt (p=0.15) for classifier-free guidance, gives a
+spatio-textual region map (p=0.5; each object's region kept with p=0.8) built from the object
+masks and short object phrases, and trains x0 prediction with a truncated-SNR weight
 clamp(SNR, 1, 5). AdamW at a constant learning rate after a short warm-up, EMA of the weights.
 
+On a shared CPU, --world W runs W single-threaded worker processes that average gradients
+(gloo all-reduce); one process with two threads was ~10x slower than one thread when the cores
+were oversubscribed (OpenMP threads wait for each other).
+
 Every --eval-every steps the EMA weights are exported to assets/shapes/generator.safetensors
-(fp16) and scored on held-out single-object prompts (judge if present, otherwise a colour
-heuristic); the scores go to runs/generator/log.jsonl.
+(fp16) and scored on 48 held-out single-object prompts by the judge; the scores go to
+runs/generator/log.jsonl (the accuracy-versus-steps curve, also stored in generator.json).
 """
 from __future__ import annotations
 
