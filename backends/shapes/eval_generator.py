@@ -133,8 +133,9 @@ def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, par
     return res
 
 
-def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, batch: int = 25, judge=None,
+def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, batch: int = 50, judge=None,
                  global_prompt: str = "canonical") -> dict:
+    """n random layouts of 2-3 objects: their masks + short object phrases as region prompts."""
     import torch
 
     from backends.shapes import scenes
@@ -143,18 +144,21 @@ def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, ba
     rng = np.random.default_rng(seed + 7)
     srng = scenes.split_rng("test", seed + 1000)
     specs = [scenes.sample_scene(srng, n_objects=int(srng.integers(2, 4))) for _ in range(n)]
-    size = pipe.latent_size * pipe.codec.patch if hasattr(pipe.codec, "patch") else 64
+    size = pipe.latent_size * pipe.codec.patch
     g = torch.Generator().manual_seed(seed)
     imgs, all_masks = [], []
-    for sp in specs:  # one call per layout (regions differ per image)
-        _, masks = scenes.render(sp, size)
-        phrases = [object_phrase(o, rng) for o in sp.objects]
-        prompt = scenes.canonical_caption(sp) if global_prompt == "canonical" else ""
-        out = pipe(prompt, guidance_scale=guidance, num_inference_steps=steps, generator=g,
-                   region_masks=masks, region_prompts=phrases)
-        imgs.append(out.images[0])
-        all_masks.append(masks)
-    return score_regions(np.stack(imgs), all_masks, [sp.objects for sp in specs], judge)
+    for s in range(0, n, batch):
+        chunk = specs[s:s + batch]
+        maps, prompts = [], []
+        for sp in chunk:  # one spatio-textual map per layout, generated as one batch
+            _, masks = scenes.render(sp, size)
+            maps.append(pipe.prepare_region_map(1, masks, [object_phrase(o, rng) for o in sp.objects]))
+            all_masks.append(masks)
+            prompts.append(scenes.canonical_caption(sp) if global_prompt == "canonical" else "")
+        out = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g,
+                   region_map=torch.cat(maps))
+        imgs.append(out.images)
+    return score_regions(np.concatenate(imgs), all_masks, [sp.objects for sp in specs], judge)
 
 
 def main(argv: list[str] | None = None) -> int:
