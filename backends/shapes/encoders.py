@@ -95,10 +95,18 @@ def _modules():
             return x + self.mlp(self.n2(x))
 
     class ViTTower(nn.Module):
+        """A small ViT with a convolutional stem (Xiao et al. 2021, "Early convolutions help
+        transformers see better"): without it the ViT did not learn shape within our CPU budget
+        (zero-shot shape at chance after 750 steps, while colour was at 100%)."""
+
         def __init__(self, cfg: EncoderConfig):
             super().__init__()
             n = (cfg.res // cfg.patch) ** 2
-            self.embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
+            self.embed = nn.Sequential(  # conv stem, overall stride = patch
+                nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.Conv2d(64, cfg.width, cfg.patch // 2, stride=cfg.patch // 2),
+            )
             self.pos = nn.Parameter(torch.randn(1, n + 1, cfg.width) * 0.02)
             self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
             self.blocks = nn.Sequential(*[Block(cfg.width, cfg.heads) for _ in range(cfg.depth)])
