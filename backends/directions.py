@@ -118,6 +118,7 @@ class HBank:
     factors: Any = None  # DataFrame of known factors (Shapes: what the prompt asked for)
     judged: Any = None  # DataFrame of factors the judge reads from the images
     record_half: str = "uncond"
+    layer: str = "mid_block"
 
     def __len__(self) -> int:
         return int(self.h.shape[0])
@@ -141,7 +142,7 @@ class HBank:
 
 def sample_bank(pipe, prompts: list[str], *, seeds=0, steps: int = 10, guidance_scale: float | None = None,
                 eta: float = 1.0, batch: int = 32, record_half: str = "uncond", factors=None,
-                progress=None) -> HBank:
+                progress=None, layer: str = "mid_block") -> HBank:
     """Generate one image per prompt (seeds: first seed, or one per prompt) recording h at every step."""
     from backends import hspace
 
@@ -152,13 +153,14 @@ def sample_bank(pipe, prompts: list[str], *, seeds=0, steps: int = 10, guidance_
     hs, imgs, ts, shape = [], [], None, None
     for s in range(0, len(prompts), batch):
         tr = hspace.generate(pipe, prompts[s: s + batch], seeds=seeds[s: s + batch], steps=steps,
-                             guidance_scale=guidance_scale, eta=eta, record_half=record_half)
+                             guidance_scale=guidance_scale, eta=eta, record_half=record_half, layer=layer)
         hs.append(tr.h.flatten(2).permute(1, 0, 2).numpy())
         imgs.append(tr.images)
         ts, shape = tr.timesteps, tr.h_shape
         if progress is not None:
             progress(min(1.0, (s + batch) / len(prompts)), f"sampling h: {min(s + batch, len(prompts))}/{len(prompts)}")
-    return HBank(np.concatenate(hs), shape, ts, prompts, seeds, np.concatenate(imgs), factors, record_half=record_half)
+    return HBank(np.concatenate(hs), shape, ts, prompts, seeds, np.concatenate(imgs), factors, record_half=record_half,
+                 layer=layer)
 
 
 def shapes_prompts(n: int, seed: int = 0, split: str = "test"):
@@ -261,12 +263,14 @@ def pca_directions(bank: HBank, k: int = 25, *, prefix: str = "pc") -> list[Dire
     comps = align_signs(np.stack([c[:k] for c in comps]))
     stds = np.stack([s[:k] for s in stds])
     return [Direction(f"{prefix}{j + 1}", f"PC {j + 1}", "pca", comps[:, j], bank.timesteps, stds[:, j], bank.h_shape,
-                      DEFAULT_STRENGTH, {"component": j + 1, "n_samples": len(bank)}) for j in range(k)]
+                      DEFAULT_STRENGTH, {"component": j + 1, "n_samples": len(bank), "layer": bank.layer})
+            for j in range(k)]
 
 
 def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, steps: int = 10,
                              guidance_scale: float | None = None, eta: float = 1.0, batch: int = 32,
-                             record_half: str = "uncond", max_cov_dim: int = 8192, progress=None) -> list[Direction]:
+                             record_half: str = "uncond", max_cov_dim: int = 8192, progress=None,
+                             layer: str = "mid_block") -> list[Direction]:
     """PCA directions for large N without keeping h in memory: samples are generated in batches
     and each timestep's PCA is accumulated incrementally (``PCAAccumulator``). σ_j is the std
     along component j; signs are aligned across timesteps as in ``pca_directions``."""
@@ -279,7 +283,8 @@ def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, 
     accs, ts, shape = None, None, None
     for s in range(0, len(prompts), batch):
         tr = hspace.generate(pipe, prompts[s: s + batch], seeds=seeds[s: s + batch], steps=steps,
-                             guidance_scale=guidance_scale, eta=eta, record_half=record_half, decode_images=False)
+                             guidance_scale=guidance_scale, eta=eta, record_half=record_half, decode_images=False,
+                             layer=layer)
         h = tr.h.flatten(2).numpy()  # (T, b, D)
         if accs is None:
             accs = [PCAAccumulator(k, max_cov_dim) for _ in range(len(h))]
@@ -293,7 +298,8 @@ def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, 
     comps = align_signs(np.stack([r[0][:kk] for r in res]))
     stds = np.stack([r[1][:kk] for r in res])
     return [Direction(f"pc{j + 1}", f"PC {j + 1}", "pca", comps[:, j], ts, stds[:, j], shape, DEFAULT_STRENGTH,
-                      {"component": j + 1, "n_samples": len(prompts), "streaming": True}) for j in range(kk)]
+                      {"component": j + 1, "n_samples": len(prompts), "streaming": True, "layer": layer})
+            for j in range(kk)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,7 +321,7 @@ def mean_difference(bank: HBank, pos, neg, *, id: str, name: str, kind: str = "s
     sigma = bank.sigma_along(units, bank.timesteps)
     ratio = np.asarray(norms) / sigma
     strength = float(np.median(ratio[ratio > 0])) if np.any(ratio > 0) else DEFAULT_STRENGTH
-    m = {"n_pos": int(len(pos)), "n_neg": int(len(neg))}
+    m = {"n_pos": int(len(pos)), "n_neg": int(len(neg)), "layer": bank.layer}
     m.update(meta or {})
     return Direction(id, name, kind, units, bank.timesteps, sigma, bank.h_shape, strength, m)
 
@@ -357,7 +363,7 @@ def group_direction(bank: HBank, pos: list[int], neg: list[int], *, name: str = 
 
 def prompt_pair_direction(pipe, prompt_a: str, prompt_b: str, *, n: int = 16, seed: int = 0, steps: int = 10,
                           guidance_scale: float | None = None, eta: float = 1.0, record_half: str = "uncond",
-                          reference: HBank | None = None) -> Direction:
+                          reference: HBank | None = None, layer: str = "mid_block") -> Direction:
     """'A → B': mean h over n seeds of prompt B minus that of prompt A (same seeds).
 
     σ comes from `reference` (a bank) when given, otherwise from the 2n samples themselves.
@@ -368,11 +374,11 @@ def prompt_pair_direction(pipe, prompt_a: str, prompt_b: str, *, n: int = 16, se
             raise InputError(f"{nm} has to be a non-empty prompt")
     seeds = [seed + i for i in range(n)]
     b = sample_bank(pipe, [prompt_a] * n + [prompt_b] * n, seeds=seeds + seeds, steps=steps,
-                    guidance_scale=guidance_scale, eta=eta, record_half=record_half)
+                    guidance_scale=guidance_scale, eta=eta, record_half=record_half, layer=layer)
     d = mean_difference(b, np.arange(n, 2 * n), np.arange(n), id=_slug(f"{prompt_a}-to-{prompt_b}"),
                         name=f"{prompt_a} → {prompt_b}", kind="prompt-pair",
                         meta={"prompt_a": prompt_a, "prompt_b": prompt_b, "n": n})
-    if reference is not None and reference.h.shape[1:] == b.h.shape[1:]:
+    if reference is not None and reference.h.shape[1:] == b.h.shape[1:] and reference.layer == layer:
         d.sigma = reference.sigma_along(d.vectors, d.timesteps)
     return d
 
@@ -461,7 +467,7 @@ def jacobian_directions(pipe, traj, step: int, *, k: int = 3, iters: int = 50, t
     dirs = [Direction(f"jac-s{step}-{j + 1}", f"image direction {j + 1} (step {step})", "jacobian", vecs[j:j + 1],
                       np.array([t]), sig[j:j + 1], shape, DEFAULT_STRENGTH,
                       {"step": int(step), "timestep": t, "singular_value": float(S[j]), "iterations": it,
-                       "masked": mask is not None}) for j in range(k)]
+                       "masked": mask is not None, "layer": traj.layer}) for j in range(k)]
     return dirs, S.numpy()
 
 
@@ -547,6 +553,12 @@ def compose_deltas(directions: list[Direction], strengths, traj, *, t_range: tup
     if not (0 <= lo < hi <= 1):
         raise InputError(f"t_range has to satisfy 0 ≤ start < end ≤ 1, but is ({lo}, {hi})")
     i0, i1 = int(math.floor(lo * T + 1e-9)), max(int(math.ceil(hi * T - 1e-9)), int(math.floor(lo * T + 1e-9)) + 1)
+    layers = {layer_of(d) for d in directions if d.kind != "text"}
+    if len(layers) > 1:
+        raise InputError(f"directions of different layers ({', '.join(sorted(layers))}) cannot be combined in one edit")
+    if layers and layers != {traj.layer}:
+        shape = directions[[d.kind != "text" for d in directions].index(True)].h_shape
+        D = int(np.prod(shape))
     out = np.zeros((T, len(s), D), np.float32)
     for d, col in zip(directions, s.T):
         if d.kind == "text" or not np.any(col):
@@ -556,6 +568,11 @@ def compose_deltas(directions: list[Direction], strengths, traj, *, t_range: tup
         for i in range(i0, min(i1, T)):
             out[i] += col[:, None].astype(np.float32) * d.delta_at(int(traj.timesteps[i]))[None]
     return torch.from_numpy(out.reshape((T, len(s)) + tuple(shape)))
+
+
+def layer_of(d: Direction) -> str:
+    """The UNet block a direction lives in (h-space proper: 'mid_block')."""
+    return str(d.meta.get("layer", "mid_block"))
 
 
 def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 1.0), asymmetric: bool = False) -> np.ndarray:
@@ -583,7 +600,9 @@ def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 
         import torch
 
         deltas = torch.zeros((traj.steps, len(s2)) + traj.h_shape)
-    return hspace.edit(pipe, traj, deltas, cond_delta=cond_delta, asymmetric=asymmetric)
+    layers = [layer_of(d) for d in hdirs]
+    return hspace.edit(pipe, traj, deltas, cond_delta=cond_delta, asymmetric=asymmetric,
+                       layer=layers[0] if layers else None)
 
 
 def traversal(pipe, traj, direction: Direction, *, strength: float | None = None, frames: int = 11,
@@ -746,7 +765,7 @@ def load_directions(path, *, h_shape: tuple[int, ...] | None = None) -> list[Dir
                 d = Direction(str(e["id"])[:80], str(e["name"])[:120], e["kind"], f.get_tensor(keys[0]),
                               f.get_tensor(keys[1]), f.get_tensor(keys[2]), tuple(e["h_shape"]),
                               float(e.get("default_strength", DEFAULT_STRENGTH)), dict(e.get("meta", {})))
-                if h_shape is not None and d.kind != "text" and tuple(d.h_shape) != tuple(h_shape):
+                if h_shape is not None and d.kind != "text" and layer_of(d) == "mid_block" and tuple(d.h_shape) != tuple(h_shape):
                     raise InputError(f"direction {d.id!r} was made for h of shape {tuple(d.h_shape)}; this model's h is {tuple(h_shape)}")
                 check_strength(d.default_strength, f"default strength of {d.id!r}")
                 out.append(d)

@@ -44,6 +44,24 @@ INVERSION_METHODS = ("ddim", "ddpm")
 # ---------------------------------------------------------------------------------------
 # Hook on the bottleneck
 
+DEFAULT_LAYER = "mid_block"
+
+
+def available_layers(unet) -> list[str]:
+    """Blocks whose output can serve as the edited space: the bottleneck (h-space proper) and the up blocks."""
+    return [DEFAULT_LAYER] + [f"up_blocks.{i}" for i in range(len(getattr(unet, "up_blocks", [])))]
+
+
+def resolve_layer(unet, layer: str):
+    """'mid_block' or 'up_blocks.N' -> the module."""
+    layers = available_layers(unet)
+    if layer not in layers:
+        raise InputError(f"Unknown layer: {layer!r}. Must be one of: {', '.join(layers)}")
+    if layer == DEFAULT_LAYER:
+        return unet.mid_block
+    return unet.up_blocks[int(layer.split(".")[1])]
+
+
 class HSpaceHook:
     """Context manager: a forward hook on ``unet.mid_block`` that records h and adds Δh.
 
@@ -53,11 +71,11 @@ class HSpaceHook:
     function h -> new h, for Jacobians) between UNet calls.
     """
 
-    def __init__(self, pipe, *, record_half: str = "uncond", module=None):
+    def __init__(self, pipe, *, record_half: str = "uncond", module=None, layer: str = DEFAULT_LAYER):
         if record_half not in RECORD_HALVES:
             raise ValueError(f"`record_half` has to be one of {', '.join(RECORD_HALVES)}, but is {record_half!r}")
         self.pipe = pipe
-        self.module = module if module is not None else pipe.unet.mid_block
+        self.module = module if module is not None else resolve_layer(pipe.unet, layer)
         self.record_half = record_half
         self.delta = None
         self.record: list | None = None
@@ -249,6 +267,7 @@ class Trajectory:
     original: np.ndarray | None = None  # uint8 (B, H, W, 3): the input image of an inversion
     seeds: list[int] | None = None
     info: dict = field(default_factory=dict)
+    layer: str = DEFAULT_LAYER  # the block whose output h is (``available_layers``)
 
     @property
     def steps(self) -> int:
@@ -344,7 +363,8 @@ def encode(pipe, images: np.ndarray):
 
 
 def generate(pipe, prompts, *, seeds=0, steps: int = 10, guidance_scale: float | None = None, eta: float = 1.0,
-             negative_prompt=None, record_half: str = "uncond", decode_images: bool = True) -> Trajectory:
+             negative_prompt=None, record_half: str = "uncond", decode_images: bool = True,
+             layer: str = DEFAULT_LAYER) -> Trajectory:
     """Sample images (one per prompt; seeds: one int for all, or one per prompt), recording h and noise."""
     import torch
 
@@ -362,7 +382,8 @@ def generate(pipe, prompts, *, seeds=0, steps: int = 10, guidance_scale: float |
     x = torch.stack([torch.randn(shape, generator=gn) for gn in gens]).to(pipe.device, pipe.dtype)
     x = x * float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
     xs, noise, hs = [x], [], []
-    with HSpaceHook(pipe, record_half=record_half) as hook, torch.inference_mode():
+    resolve_layer(pipe.unet, layer)
+    with HSpaceHook(pipe, record_half=record_half, layer=layer) as hook, torch.inference_mode():
         hook.record = hs
         for i, t in enumerate(sched.timesteps):
             out = _predict(pipe, x, t, c)
@@ -376,7 +397,7 @@ def generate(pipe, prompts, *, seeds=0, steps: int = 10, guidance_scale: float |
             xs.append(x)
             noise.append(n)
     traj = Trajectory("generated", prompts, eta, sched, c, torch.stack(xs), torch.stack(noise), torch.stack(hs),
-                      record_half, seeds=seeds)
+                      record_half, seeds=seeds, layer=layer)
     if decode_images:
         traj.images = decode(pipe, x)
     return traj
@@ -384,7 +405,7 @@ def generate(pipe, prompts, *, seeds=0, steps: int = 10, guidance_scale: float |
 
 def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: int = 10,
            guidance_scale: float | None = None, eta: float = 1.0, seed: int = 0, fixed_point_iters: int = 3,
-           record_half: str = "uncond") -> Trajectory:
+           record_half: str = "uncond", layer: str = DEFAULT_LAYER) -> Trajectory:
     """Invert real images (uint8 (B, H, W, 3) at the model's resolution) for editing.
 
     method "ddpm": DDPM-noise inversion with DDIM noise `eta` (> 0): x_i drawn from q(x_i | x_0)
@@ -410,7 +431,8 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     x0 = encode(pipe, images)
     T = len(sched)
     hs: list = []
-    with HSpaceHook(pipe, record_half=record_half) as hook, torch.inference_mode():
+    resolve_layer(pipe.unet, layer)
+    with HSpaceHook(pipe, record_half=record_half, layer=layer) as hook, torch.inference_mode():
         if method == "ddpm":
             gen = torch.Generator().manual_seed(int(seed))
             xs = [None] * (T + 1)
@@ -463,7 +485,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
             xs[T] = x
     kind = "ddpm-inversion" if method == "ddpm" else "ddim-inversion"
     traj = Trajectory(kind, prompts, eta, sched, c, torch.stack(xs), torch.stack(noise), torch.stack(hs), record_half,
-                      original=images.astype(np.uint8))
+                      original=images.astype(np.uint8), layer=layer)
     traj.images = decode(pipe, traj.xs[-1])
     traj.info["psnr"] = [psnr(a, b) for a, b in zip(traj.images, traj.original)]
     traj.info["max_step_residual"] = residual
@@ -488,7 +510,7 @@ def codec_psnr(pipe, images: np.ndarray) -> float:
 # Editing
 
 def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decode_images: bool = True,
-         cond_delta: Callable | None = None, asymmetric: bool = False):
+         cond_delta: Callable | None = None, asymmetric: bool = False, layer: str | None = None):
     """Replay a trajectory with Δh added: returns uint8 images (K, H, W, 3) (or latents).
 
     deltas: (T, K, C', h', w') tensor (or (T, C', h', w') for K = 1) with the Δh of each step
@@ -504,11 +526,13 @@ def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decod
     import torch
 
     T = traj.steps
+    layer = layer or traj.layer
     if deltas is not None:
         deltas = torch.as_tensor(deltas, dtype=torch.float32)
-        if deltas.ndim == len(traj.h_shape) + 1:
+        hdim = len(traj.h_shape) if layer == traj.layer else 3  # block outputs are (C, h, w)
+        if deltas.ndim == hdim + 1:
             deltas = deltas[:, None]
-        if deltas.shape[0] != T or tuple(deltas.shape[2:]) != traj.h_shape:
+        if deltas.shape[0] != T or (layer == traj.layer and tuple(deltas.shape[2:]) != traj.h_shape):
             raise ValueError(f"`deltas` has to have shape ({T}, K, {', '.join(map(str, traj.h_shape))}), "
                              f"but has {tuple(deltas.shape)}")
         if not torch.isfinite(deltas).all():
@@ -532,7 +556,7 @@ def edit(pipe, traj: Trajectory, deltas=None, *, start: int | None = None, decod
         x = x.expand(k, -1, -1, -1)
     sched = traj.schedule
     c2 = c.cat(c) if asymmetric else None
-    with HSpaceHook(pipe) as hook, torch.inference_mode():
+    with HSpaceHook(pipe, layer=layer) as hook, torch.inference_mode():
         for i in range(start, T):
             d = deltas[i].to(pipe.device, pipe.dtype) if deltas is not None else None
             d = d if d is not None and bool(d.abs().max() > 0) else None
@@ -613,7 +637,7 @@ def jacobian_session(pipe, traj: Trajectory, step: int, *, row: int = 0, mask=No
     f, ref = jacobian_operator(pipe, traj, step, row=row, mask=mask)
     params = [p for p in pipe.unet.parameters()]
     flags = [p.requires_grad for p in params]
-    with HSpaceHook(pipe) as hook, _forward_ad_attention():
+    with HSpaceHook(pipe, layer=traj.layer) as hook, _forward_ad_attention():
         ref["hook"] = hook
         for p in params:
             p.requires_grad_(False)
@@ -625,7 +649,7 @@ def jacobian_session(pipe, traj: Trajectory, step: int, *, row: int = 0, mask=No
 
 
 __all__ = [
-    "HSpaceHook", "Schedule", "make_schedule", "split_prediction", "ddim_mean", "Conditioning",
+    "DEFAULT_LAYER", "available_layers", "resolve_layer", "HSpaceHook", "Schedule", "make_schedule", "split_prediction", "ddim_mean", "Conditioning",
     "encode_conditioning", "Trajectory", "generate", "invert", "edit", "decode", "encode", "psnr", "image_size",
     "fit_images",
     "codec_psnr", "jacobian_operator", "jacobian_session",

@@ -72,7 +72,7 @@ def default_judge():
 
 def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta: float = 1.0,
                 guidance_scale: float | None = None, record_half: str = "uncond", cache=None, judge=None,
-                progress=None):
+                progress=None, layer: str = "mid_block"):
     """h at every step for n single-object Shapes prompts (test split), cached per model and settings."""
     from backends import directions as D
     from backends.cache import content_key
@@ -85,7 +85,8 @@ def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta:
         raise InputError(f"n must be between 8 and {MAX_SAMPLES}, but is {n}")
     pipe = pipe or default_pipe()
     g = pipe.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-    key = content_key("hbank-v1", pipe_fingerprint(pipe), n, int(seed), int(steps), float(eta), g, record_half)
+    key = content_key("hbank-v1", pipe_fingerprint(pipe), n, int(seed), int(steps), float(eta), g, record_half,
+                      *([] if layer == "mid_block" else [layer]))
     with _LOCK:
         if key in _BANKS:
             _BANKS.move_to_end(key)
@@ -101,10 +102,11 @@ def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta:
             arrays = cache.get_arrays("hbank", key)
             if arrays is not None:
                 bank = D.HBank(arrays["h"], tuple(int(s) for s in arrays["h_shape"]), arrays["timesteps"], prompts,
-                               [int(seed) + i for i in range(n)], arrays["images"], factors, record_half=record_half)
+                               [int(seed) + i for i in range(n)], arrays["images"], factors, record_half=record_half,
+                               layer=layer)
         if bank is None:
             bank = D.sample_bank(pipe, prompts, seeds=seed, steps=steps, guidance_scale=g, eta=eta,
-                                 record_half=record_half, factors=factors, progress=progress)
+                                 record_half=record_half, factors=factors, progress=progress, layer=layer)
             if cache is not None:
                 cache.put_arrays("hbank", key, {"h": bank.h, "h_shape": np.asarray(bank.h_shape),
                                                 "timesteps": bank.timesteps, "images": bank.images})

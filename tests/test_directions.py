@@ -147,6 +147,21 @@ def test_strengths_are_in_sigma_and_the_range_is_respected(pipe, bank):
             D.render(pipe, tr, d[:1], [bad])
 
 
+def test_directions_of_another_layer(pipe, bank):
+    prompts = bank.prompts
+    up = D.sample_bank(pipe, prompts, seeds=0, steps=3, guidance_scale=2.0, factors=bank.factors, batch=12,
+                       layer="up_blocks.0")
+    assert up.layer == "up_blocks.0" and up.h_shape != bank.h_shape
+    pu = D.pca_directions(up, k=1, prefix="up0-pc")[0]
+    pm = D.pca_directions(bank, k=1)[0]
+    assert D.layer_of(pu) == "up_blocks.0" and D.layer_of(pm) == "mid_block"
+    tr = hspace.generate(pipe, "a red circle", seeds=1, steps=3, guidance_scale=2.0)  # recorded at mid_block
+    img = D.render(pipe, tr, [pu], [3.0])
+    assert np.abs(img.astype(int) - tr.images).mean() > 0.5
+    with pytest.raises(InputError, match="different layers"):
+        D.render(pipe, tr, [pu, pm], [1.0, 1.0])
+
+
 def test_istd():
     ramp = np.stack([np.full((8, 8, 3), v, np.uint8) for v in np.linspace(0, 200, 11)])
     assert D.istd(ramp) < 1e-3  # equal steps: perfectly smooth

@@ -69,6 +69,13 @@ def test_generate_discover_edit_strip_judge(app):
     assert np.abs(img(out["image"]).astype(int) - base).mean() > 0.5
     jac = c.predict(src["source"], 1, 2, "top left", api_name="/directions_image_specific")
     assert len(jac) == 2 and jac[0]["masked"]
+    assert c.predict(api_name="/directions_layers") == ["mid_block", "up_blocks.0", "up_blocks.1"]
+    ups = c.predict(16, 2, "up_blocks.1", api_name="/directions_discover_pca")
+    assert ups[0]["id"] == "up1-pc1" and ups[0]["layer"] == "up_blocks.1"
+    out = c.predict(src["source"], [ups[0]["id"]], [3.0], 0.0, 1.0, api_name="/directions_edit")
+    assert np.abs(img(out["image"]).astype(int) - base).mean() > 0.5
+    with pytest.raises(Exception, match="different layers"):
+        c.predict(src["source"], [ups[0]["id"], ids[0]], [1.0, 1.0], 0.0, 1.0, api_name="/directions_edit")
     names = {d["id"] for d in c.predict(api_name="/directions_list")}
     assert set(ids) <= names and jac[0]["id"] in names
 

@@ -98,6 +98,19 @@ def test_asymmetric_edit(pipe, traj):
     assert np.abs(asym[1].astype(int) - traj.images[0]).mean() > 0.5
 
 
+def test_other_layers_can_be_the_edited_space(pipe, traj):
+    assert hspace.available_layers(pipe.unet) == ["mid_block", "up_blocks.0", "up_blocks.1"]
+    up = hspace.generate(pipe, "a red circle", seeds=3, steps=4, guidance_scale=3.0, layer="up_blocks.0")
+    assert up.layer == "up_blocks.0" and up.h_shape != traj.h_shape
+    np.testing.assert_array_equal(up.images, traj.images)  # recording changes nothing
+    d = torch.full((4, 1) + up.h_shape, 0.3)
+    assert np.abs(hspace.edit(pipe, up, d).astype(int) - up.images).mean() > 0.5
+    # a Δh of another layer on a source recorded at mid_block
+    assert np.abs(hspace.edit(pipe, traj, d, layer="up_blocks.0").astype(int) - traj.images).mean() > 0.5
+    with pytest.raises(InputError, match="Unknown layer"):
+        hspace.generate(pipe, "x", layer="down_blocks.0")
+
+
 def test_edit_starts_from_the_cached_step(pipe, traj):
     d = torch.zeros((4, 1) + traj.h_shape)
     d[2:] = 0.7  # only the last two steps are edited

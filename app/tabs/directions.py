@@ -153,10 +153,23 @@ class DirectionsService:
 
         return image_size(self.pipe)
 
-    def bank(self, n: int | None = None, progress=None):
+    def _layer(self, layer) -> str:
+        from backends.hspace import DEFAULT_LAYER, resolve_layer
+
+        layer = layer or DEFAULT_LAYER
+        resolve_layer(self.pipe.unet, layer)
+        return layer
+
+    def layers(self) -> list[str]:
+        from backends.hspace import available_layers
+
+        return available_layers(self.pipe.unet)
+
+    def bank(self, n: int | None = None, progress=None, layer: str | None = None):
         from backends.hspace_corpus import shapes_bank
 
-        return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress)
+        return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress,
+                           layer=self._layer(layer))
 
     # -- sources ------------------------------------------------------------------------
     def _put_source(self, traj, key: str) -> str:
@@ -199,7 +212,8 @@ class DirectionsService:
             return None
         return self._float(g, "guidance_scale", 0, 30)
 
-    def source_from_prompt(self, prompt: str, seed=0, steps=10, eta=1.0, guidance_scale=None) -> tuple[str, dict]:
+    def source_from_prompt(self, prompt: str, seed=0, steps=10, eta=1.0, guidance_scale=None,
+                           layer: str | None = None) -> tuple[str, dict]:
         from backends import hspace
         from backends.cache import content_key
 
@@ -210,16 +224,17 @@ class DirectionsService:
         steps = self._int(steps, "steps", 2, 50)
         eta = self._float(eta, "eta", 0, 1)
         g = self._guidance(guidance_scale)
-        key = "src-" + content_key("prompt", prompt, seed, steps, eta, g)[:16]
+        layer = self._layer(layer)
+        key = "src-" + content_key("prompt", prompt, seed, steps, eta, g, layer)[:16]
         with self._lock:
             if key in self._sources:
                 return key, self.describe(key)
-        traj = hspace.generate(self.pipe, prompt, seeds=seed, steps=steps, eta=eta, guidance_scale=g)
+        traj = hspace.generate(self.pipe, prompt, seeds=seed, steps=steps, eta=eta, guidance_scale=g, layer=layer)
         self._put_source(traj, key)
         return key, self.describe(key)
 
     def source_from_image(self, image, prompt: str = "", method: str = "ddpm", steps=10, eta=1.0,
-                          guidance_scale=None) -> tuple[str, dict]:
+                          guidance_scale=None, layer: str | None = None) -> tuple[str, dict]:
         from backends import hspace
         from backends.cache import content_key
 
@@ -232,17 +247,20 @@ class DirectionsService:
         img, notes = prepare_image(image, self.image_size)
         prompt = (prompt or "").strip()[:300]
         g = self._guidance(guidance_scale)
-        key = "src-" + content_key("image", img, prompt, method, steps, eta, g)[:16]
+        layer = self._layer(layer)
+        key = "src-" + content_key("image", img, prompt, method, steps, eta, g, layer)[:16]
         with self._lock:
             if key in self._sources:
                 return key, self.describe(key)
-        traj = hspace.invert(self.pipe, img, prompt or "", method=method, steps=steps, eta=eta, guidance_scale=g)
+        traj = hspace.invert(self.pipe, img, prompt or "", method=method, steps=steps, eta=eta, guidance_scale=g,
+                             layer=layer)
         traj.info["notes"] = notes
         traj.info["codec_psnr"] = hspace.codec_psnr(self.pipe, img[None])
         self._put_source(traj, key)
         return key, self.describe(key)
 
-    def source_from_item(self, corpus: str, item_id: str, steps=10, method: str = "ddpm") -> tuple[str, dict]:
+    def source_from_item(self, corpus: str, item_id: str, steps=10, method: str = "ddpm",
+                         layer: str | None = None) -> tuple[str, dict]:
         """An Atlas item: generated h-space samples are regenerated from their prompt and seed;
         items with images are inverted (their caption as the prompt)."""
         c = self.b.corpus(corpus)
@@ -252,16 +270,16 @@ class DirectionsService:
         i = int(hit[0])
         row = c.meta.iloc[i]
         if "prompt" in c.meta.columns and "seed" in c.meta.columns:
-            return self.source_from_prompt(str(row["prompt"]), int(row["seed"]), steps)
+            return self.source_from_prompt(str(row["prompt"]), int(row["seed"]), steps, layer=layer)
         if c.images is None:
             raise InputError(f"corpus {corpus!r} has no images to start from")
         prompt = str(row["caption"]) if "caption" in c.meta.columns else (c.texts[i] if c.texts else "")
-        return self.source_from_image(c.images[i], prompt, method, steps)
+        return self.source_from_image(c.images[i], prompt, method, steps, layer=layer)
 
     def describe(self, key: str) -> dict:
         t = self.source(key)
         d = {"source": key, "kind": t.kind, "prompt": t.prompts[0], "steps": t.steps, "eta": t.eta,
-             "timesteps": [int(x) for x in t.timesteps], "h_shape": list(t.h_shape)}
+             "timesteps": [int(x) for x in t.timesteps], "h_shape": list(t.h_shape), "layer": t.layer}
         if t.original is not None:
             d["psnr"] = round(float(t.info["psnr"][0]), 2) if np.isfinite(t.info["psnr"][0]) else "inf"
             d["codec_psnr"] = "inf" if not np.isfinite(t.info.get("codec_psnr", np.inf)) else round(t.info["codec_psnr"], 2)
@@ -298,24 +316,26 @@ class DirectionsService:
         with self._lock:
             return [(f"{d.name} [{d.id}]", d.id) for d in self._dirs.values()]
 
-    def discover_pca(self, n_samples=None, k=10, progress=None) -> list[str]:
+    def discover_pca(self, n_samples=None, k=10, progress=None, layer: str | None = None) -> list[str]:
         from backends import directions as D
 
         k = self._int(k, "k", 1, 50)
         n = self._int(n_samples or self.n_bank, "n_samples", 8, 5000)
-        bank = self.bank(n, progress)
-        dirs = D.pca_directions(bank, k=k)
+        layer = self._layer(layer)
+        bank = self.bank(n, progress, layer)
+        prefix = "pc" if layer == "mid_block" else layer.replace("_blocks.", "") + "-pc"
+        dirs = D.pca_directions(bank, k=k, prefix=prefix)
         for d in dirs:
             d.meta["bank"] = getattr(bank, "key", "")
         return [self.add(d) for d in dirs]
 
     def supervised(self, factor: str, value: str, from_value: str = "", orthogonal_to=(), labels: str = "truth",
-                   n_samples=None) -> str:
+                   n_samples=None, layer: str | None = None) -> str:
         from backends import directions as D
 
         if labels not in ("truth", "judge"):
             raise InputError(f"labels has to be 'truth' or 'judge', but is {labels!r}")
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000))
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer)
         if labels == "judge" and bank.judged is None:
             raise InputError("there is no judge to label the samples; use labels='truth'")
         d = D.factor_direction(bank, str(factor), str(value), from_value=from_value or None, labels=labels)
@@ -324,16 +344,18 @@ class DirectionsService:
             d = D.orthogonalize(d, others, bank)
         return self.add(d)
 
-    def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B") -> str:
+    def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B", layer: str | None = None) -> str:
         from backends import directions as D
 
-        return self.add(D.group_direction(self.bank(), [int(i) for i in pos], [int(i) for i in neg], name=name))
+        return self.add(D.group_direction(self.bank(layer=layer), [int(i) for i in pos], [int(i) for i in neg], name=name))
 
-    def prompt_pair(self, prompt_a: str, prompt_b: str, n=8) -> str:
+    def prompt_pair(self, prompt_a: str, prompt_b: str, n=8, layer: str | None = None) -> str:
         from backends import directions as D
 
         n = self._int(n, "n", 1, 64)
-        return self.add(D.prompt_pair_direction(self.pipe, prompt_a, prompt_b, n=n, reference=self.bank()))
+        layer = self._layer(layer)
+        return self.add(D.prompt_pair_direction(self.pipe, prompt_a, prompt_b, n=n, reference=self.bank(layer=layer),
+                                                layer=layer))
 
     def text(self, prompt_a: str, prompt_b: str) -> str:
         from backends import directions as D
@@ -372,7 +394,7 @@ class DirectionsService:
         if not keep:
             return traj.images[0]
         for d, _ in keep:
-            if d.kind != "text" and tuple(d.h_shape) != tuple(traj.h_shape):
+            if d.kind != "text" and D.layer_of(d) == traj.layer and tuple(d.h_shape) != tuple(traj.h_shape):
                 raise InputError(f"direction {d.id!r} was made for h of shape {d.h_shape}; this model's h is {traj.h_shape}")
         return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1),
                         asymmetric=bool(asymmetric))[0]
@@ -418,20 +440,20 @@ class DirectionsService:
             return max(0, k)
         return self.get(name)
 
-    def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None) -> dict:
+    def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None, layer=None) -> dict:
         """The bank at `step` on two axes (a direction id, or 'PCA k'), with `item`'s trajectory."""
         from backends.hspace_corpus import map_coordinates
 
-        bank = self.bank()
+        bank = self.bank(layer=layer)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
         item = None if item in (None, "", -1) else self._int(item, "item", 0, len(bank) - 1)
         xy, traj, titles = map_coordinates(bank, self._axis(x_axis), self._axis(y_axis), step, item)
         return {"xy": xy, "trajectory": traj, "titles": titles, "bank": bank, "step": step, "item": item}
 
-    def map_payload(self, step=5, x_axis="PCA 1", y_axis="PCA 2", color_by="colour", item=None) -> str:
+    def map_payload(self, step=5, x_axis="PCA 1", y_axis="PCA 2", color_by="colour", item=None, layer=None) -> str:
         from app.components.scatter import scatter_payload
 
-        m = self.map_data(step, x_axis, y_axis, item)
+        m = self.map_data(step, x_axis, y_axis, item, layer)
         bank, xy = m["bank"], m["xy"]
         n = len(bank)
         table = bank.factors if bank.factors is not None else None
@@ -457,7 +479,7 @@ class DirectionsService:
                                thumb_url=f"/gradio_api/file={thumbs}/{{i}}.png" if thumbs else None,
                                highlight=highlight, title=f"h-space at step {m['step']} · {n} samples",
                                dragmode="zoom", axis_titles=m["titles"],
-                               uirevision=f"{m['step']}:{x_axis}:{y_axis}:{color_by}")
+                               uirevision=f"{m['step']}:{x_axis}:{y_axis}:{color_by}:{layer}")
 
     # -- export / import ----------------------------------------------------------------
     def export(self, ids) -> str:
@@ -484,12 +506,13 @@ class DirectionsService:
         tr = hspace.generate(self.pipe, "a shape", seeds=0, steps=2)
         return tr.h_shape
 
-    def to_atlas(self, step=5, n_samples=None) -> str:
+    def to_atlas(self, step=5, n_samples=None, layer=None) -> str:
         from backends.hspace_corpus import bank_corpus
 
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000))
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
-        corpus = bank_corpus(bank, step, name=f"hspace-step{step}")
+        suffix = "" if bank.layer == "mid_block" else "-" + bank.layer.replace("_blocks.", "")
+        corpus = bank_corpus(bank, step, name=f"hspace{suffix}-step{step}")
         return self.b.add_corpus(corpus)
 
 
@@ -559,20 +582,20 @@ def build_directions(backends: Backends):
 
     # -- handlers ----------------------------------------------------------------------
     @guard
-    def ui_prompt(prompt, seed, steps, eta, guidance):
-        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance)
+    def ui_prompt(prompt, seed, steps, eta, guidance, layer):
+        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance, layer)
         img = svc.source(key).images[0]
         return ({"source": key}, img, img, info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
-    def ui_upload(image, prompt, method, steps, eta, guidance):
-        key, d = svc.source_from_image(image, prompt, method, steps, eta, guidance)
+    def ui_upload(image, prompt, method, steps, eta, guidance, layer):
+        key, d = svc.source_from_image(image, prompt, method, steps, eta, guidance, layer)
         t = svc.source(key)
         return ({"source": key}, t.original[0], t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
-    def ui_item(corpus, item_id, steps):
-        key, d = svc.source_from_item(corpus, item_id, steps)
+    def ui_item(corpus, item_id, steps, layer):
+        key, d = svc.source_from_item(corpus, item_id, steps, layer=layer)
         t = svc.source(key)
         src = t.original[0] if t.original is not None else t.images[0]
         return ({"source": key}, src, t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
@@ -588,17 +611,17 @@ def build_directions(backends: Backends):
             raise gr.Error(str(exc)) from None
 
     @guard
-    def ui_pca(n, k, progress=gr.Progress()):
-        ids = svc.discover_pca(n, k, progress=lambda f, m: progress(f, desc=m))
+    def ui_pca(n, k, layer, progress=gr.Progress()):
+        ids = svc.discover_pca(n, k, progress=lambda f, m: progress(f, desc=m), layer=layer)
         return [f"Found {len(ids)} PCA directions over {int(n)} samples."] + lib_outputs(ids)
 
     @guard
-    def ui_supervised(factor, value, from_value, ortho, labels):
-        did = svc.supervised(factor, value, from_value or "", ortho or [], labels)
+    def ui_supervised(factor, value, from_value, ortho, labels, layer):
+        did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer)
         return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
 
     @guard
-    def ui_groups(a, b):
+    def ui_groups(a, b, layer):
         def parse(text, name):
             out = []
             for tok in (text or "").replace(";", ",").split(","):
@@ -613,12 +636,13 @@ def build_directions(backends: Backends):
                 raise InputError(f"{name} is empty: list sample ids like h-3, h-17")
             return out
 
-        did = svc.groups(parse(b, "group B"), parse(a, "group A"), name=f"group ({a.strip()[:20]}) → ({b.strip()[:20]})")
+        did = svc.groups(parse(b, "group B"), parse(a, "group A"), name=f"group ({a.strip()[:20]}) → ({b.strip()[:20]})",
+                         layer=layer)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
 
     @guard
-    def ui_pair(a, b, n):
-        did = svc.prompt_pair(a, b, n)
+    def ui_pair(a, b, n, layer):
+        did = svc.prompt_pair(a, b, n, layer)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
 
     @guard
@@ -664,8 +688,8 @@ def build_directions(backends: Backends):
         return [md] + lib_outputs()
 
     @guard
-    def ui_atlas(step, n):
-        key = svc.to_atlas(step, n)
+    def ui_atlas(step, n, layer):
+        key = svc.to_atlas(step, n, layer)
         return f"Added corpus `{key}` to the Atlas (pick it in the Atlas tab's corpus menu)."
 
     # -- layout ------------------------------------------------------------------------
@@ -693,6 +717,10 @@ def build_directions(backends: Backends):
                 steps = gr.Slider(2, 50, value=10, step=1, label="Steps")
                 eta = gr.Slider(0, 1, value=1.0, step=0.05, label="η (DDIM noise)")
                 guidance = gr.Slider(-1, 15, value=-1, step=0.5, label="Guidance (−1: model default)")
+                layer = gr.Dropdown(["mid_block"] + [f"up_blocks.{i}" for i in range(3)], value="mid_block",
+                                    allow_custom_value=True, label="Layer",
+                                    info="mid_block: h-space (Haas et al.); up blocks: later layers, for models "
+                                         "whose decoder leans on skip connections")
             src_info = gr.Markdown(elem_id="dir-source-info")
             src_img = gr.Image(label="Source", height=160, interactive=False, elem_id="dir-source")
         with gr.Column(scale=2, min_width=360):
@@ -773,11 +801,13 @@ def build_directions(backends: Backends):
     # -- wiring ------------------------------------------------------------------------
     src_outputs = [state, src_img, out_img, src_info] + slot_s
     hidden = dict(api_visibility="undocumented")
-    gen_btn.click(ui_prompt, [prompt, seed, steps, eta, guidance], src_outputs, concurrency_id="dir-heavy", **hidden)
-    prompt.submit(ui_prompt, [prompt, seed, steps, eta, guidance], src_outputs, concurrency_id="dir-heavy", **hidden)
-    up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance], src_outputs,
+    gen_btn.click(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs, concurrency_id="dir-heavy",
+                  **hidden)
+    prompt.submit(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs, concurrency_id="dir-heavy",
+                  **hidden)
+    up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance, layer], src_outputs,
                  concurrency_id="dir-heavy", **hidden)
-    item_btn.click(ui_item, [item_corpus, item_id, steps], src_outputs, concurrency_id="dir-heavy", **hidden)
+    item_btn.click(ui_item, [item_corpus, item_id, steps, layer], src_outputs, concurrency_id="dir-heavy", **hidden)
     edit_inputs = [state, t0, t1, asym] + slot_dd + slot_s
     for s in slot_s + [t0, t1, asym]:
         s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
@@ -796,11 +826,11 @@ def build_directions(backends: Backends):
         return inner
 
     lib_outs_x = lib_outs + [export_dd]
-    pca_btn.click(with_export(ui_pca), [pca_n, pca_k], lib_outs_x, concurrency_id="dir-heavy", **hidden)
-    sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels], lib_outs_x,
+    pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer], lib_outs_x,
                   concurrency_id="dir-heavy", **hidden)
-    grp_btn.click(with_export(ui_groups), [grp_a, grp_b], lib_outs_x, concurrency_id="dir-heavy", **hidden)
-    pair_btn.click(with_export(ui_pair), [pa, pb, pn], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    pair_btn.click(with_export(ui_pair), [pa, pb, pn, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     text_btn.click(with_export(ui_text), [pa, pb], lib_outs_x, **hidden)
     jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     import_file.upload(with_export(ui_import), [import_file], lib_outs_x, **hidden)
@@ -814,32 +844,33 @@ def build_directions(backends: Backends):
 
     judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
                     concurrency_id="dir-heavy", **hidden)
-    atlas_btn.click(ui_atlas, [atlas_step, pca_n], atlas_md, concurrency_id="dir-heavy", **hidden)
+    atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer], atlas_md, concurrency_id="dir-heavy", **hidden)
 
     def axis_choices():
         return ["PCA 1", "PCA 2", "PCA 3"] + [d for _, d in svc.choices()]
 
     @guard
-    def ui_map(step, x, y, color, progress=gr.Progress()):
+    def ui_map(step, x, y, color, layer, progress=gr.Progress()):
         progress(0.0, desc="sampling the h-space bank (first time only)")
-        return svc.map_payload(step, x, y, color), gr.update(choices=axis_choices()), gr.update(choices=axis_choices())
+        return (svc.map_payload(step, x, y, color, layer=layer), gr.update(choices=axis_choices()),
+                gr.update(choices=axis_choices()))
 
     @guard
-    def ui_map_click(step, x, y, color, steps, evt: gr.EventData):
+    def ui_map_click(step, x, y, color, steps, layer, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}
         pid = str(data.get("id", ""))
         if not pid.startswith("h-") or "@" in pid:
             raise InputError("click a sample (not a trajectory point)")
         item = int(pid[2:])
-        bank = svc.bank()
-        key, d = svc.source_from_prompt(bank.prompts[item], bank.seeds[item], steps)
+        bank = svc.bank(layer=layer)
+        key, d = svc.source_from_prompt(bank.prompts[item], bank.seeds[item], steps, layer=layer)
         img = svc.source(key).images[0]
-        return ((svc.map_payload(step, x, y, color, item), {"source": key}, img, img, info_md(d))
+        return ((svc.map_payload(step, x, y, color, item, layer), {"source": key}, img, img, info_md(d))
                 + tuple(gr.update(value=0) for _ in range(N_SLOTS)))
 
-    map_btn.click(ui_map, [map_step, map_x, map_y, map_color], [hmap, map_x, map_y], concurrency_id="dir-heavy",
+    map_btn.click(ui_map, [map_step, map_x, map_y, map_color, layer], [hmap, map_x, map_y], concurrency_id="dir-heavy",
                   **hidden)
-    hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps], [hmap] + src_outputs,
+    hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps, layer], [hmap] + src_outputs,
                      concurrency_id="dir-heavy", **hidden)
 
     def ui_refresh():
@@ -853,9 +884,9 @@ def build_directions(backends: Backends):
 
 def _register_api(svc: DirectionsService, guard):
     def directions_source_prompt(prompt: str, seed: int = 0, steps: int = 10, eta: float = 1.0,
-                                 guidance_scale: float = -1.0) -> dict:
-        """Start from a prompt and seed: {"source": key, "image": PNG data URL, ...}."""
-        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance_scale)
+                                 guidance_scale: float = -1.0, layer: str = "mid_block") -> dict:
+        """Start from a prompt and seed: {"source": key, "image": PNG data URL, ...}; h recorded at `layer`."""
+        key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance_scale, layer)
         return {**d, "image": to_data_url(svc.source(key).images[0])}
 
     def directions_source_image(file: FileData, prompt: str = "", method: str = "ddpm", steps: int = 10) -> dict:
@@ -868,19 +899,23 @@ def _register_api(svc: DirectionsService, guard):
         key, d = svc.source_from_item(corpus, item_id, steps)
         return {**d, "image": to_data_url(svc.source(key).images[0])}
 
+    def directions_layers() -> list[str]:
+        """Blocks whose output can be the edited space ('mid_block' is h-space proper)."""
+        return svc.layers()
+
     def directions_list() -> list[dict]:
         """The direction library: id, name, kind, default strength, judge results when known."""
         return svc.list()
 
-    def directions_discover_pca(n_samples: int = 200, k: int = 10) -> list[dict]:
-        """Unsupervised: top-k PCA directions of h per timestep over n generated samples."""
-        ids = svc.discover_pca(n_samples, k)
+    def directions_discover_pca(n_samples: int = 200, k: int = 10, layer: str = "mid_block") -> list[dict]:
+        """Unsupervised: top-k PCA directions of h (at `layer`) per timestep over n generated samples."""
+        ids = svc.discover_pca(n_samples, k, layer=layer)
         return [svc.get(i).summary() for i in ids]
 
     def directions_supervised(factor: str, value: str, from_value: str = "", orthogonal_to: list[str] | None = None,
-                              labels: str = "truth") -> dict:
+                              labels: str = "truth", layer: str = "mid_block") -> dict:
         """Supervised: mean(h | factor=value) − mean(h | others or from_value), optionally ⊥ other directions."""
-        return svc.get(svc.supervised(factor, value, from_value, orthogonal_to or [], labels)).summary()
+        return svc.get(svc.supervised(factor, value, from_value, orthogonal_to or [], labels, layer=layer)).summary()
 
     def directions_groups(positive: list[int], negative: list[int], name: str = "group A → group B") -> dict:
         """From two groups of h-space corpus items (row indices, e.g. two Atlas selections)."""
@@ -936,7 +971,7 @@ def _register_api(svc: DirectionsService, guard):
         """Add the h-space (pooled h at `step`) of n samples to the Atlas; returns its corpus key."""
         return svc.to_atlas(step, n_samples)
 
-    for fn in (directions_source_prompt, directions_source_image, directions_source_item, directions_list,
+    for fn in (directions_layers, directions_source_prompt, directions_source_image, directions_source_item, directions_list,
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
                directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
                directions_import, directions_to_atlas, directions_map):
