@@ -6,7 +6,8 @@ judge     accuracy per factor: the scene net on single-object images at 32x32 an
           predict_objects (object net + mask centroid) on every object of 1-3 object scenes.
 encoders  for each encoder: zero-shot shape and colour classification of single-object images;
           factor queries ("a blue star", 40 shape x colour queries) against a gallery of 1-3
-          object scenes: precision@10 (share of the top 10 holding such an object) and hit@10;
+          object scenes: precision@10 (share of the top 10 holding such an object), hit@10 and
+          mean average precision over all scenes holding one (mAP: small or crowded objects count);
           caption -> image recall@10 (the paired image among the top 10 of the gallery).
 generator delegated to backends.shapes.eval_generator.main(argv) when that module exists.
 """
@@ -79,14 +80,18 @@ def eval_encoder(enc, *, n_gallery: int = 2000, n_single: int = 1000, seed: int 
     contents = [{(o.shape, o.colour) for o in sp.objects} for sp in g.specs]
     queries = [(s, c) for s in scenes.SHAPES for c in scenes.COLOURS]
     q = enc.encode_texts([f"a {c} {s}" for s, c in queries])
-    top = np.argsort(-(q @ v.T), axis=1)[:, :10]
-    prec, hit = [], []
-    for (s, c), row in zip(queries, top):
-        rel = [(s, c) in contents[i] for i in row]
-        prec.append(np.mean(rel))
-        hit.append(any(rel))
+    order = np.argsort(-(q @ v.T), axis=1)
+    prec, hit, ap = [], [], []
+    for (s, c), row in zip(queries, order):
+        rel = np.array([(s, c) in contents[i] for i in row])
+        prec.append(rel[:10].mean())
+        hit.append(rel[:10].any())
+        if rel.any():  # average precision over all scenes holding such an object
+            ranks = np.flatnonzero(rel) + 1
+            ap.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
     out["query_precision@10"] = float(np.mean(prec))
     out["query_hit@10"] = float(np.mean(hit))
+    out["query_mAP"] = float(np.mean(ap))
     # the same queries against single-object images only
     vs = enc.encode_images(single.images)
     lab = list(zip(single.factors["shape"], single.factors["colour"]))
