@@ -1,6 +1,7 @@
 """Evaluate region prompting on Shapes: does each region contain what its prompt asked for?
 
     python -m backends.regions_eval --n 200 [--methods spatext,multidiffusion,paint_with_words,text]
+                                    (multidiffusion:K = K bootstrapping steps instead of 20% of the steps)
                                     [--steps 20] [--guidance 4] [--regions mask|box] [--json out.json]
 
 A fixed suite of random layouts (split "test", seed 0): each is a Shapes scene with 2-3 objects;
@@ -128,8 +129,9 @@ def generate_one(pipe, lay: Layout, method: str, *, steps: int, guidance: float)
     masks = lay.masks.astype(np.float32)
     if method == "spatext":
         out = R.spatext(pipe, lay.global_prompt, masks, lay.prompts, **kw)
-    elif method == "multidiffusion":
-        out = R.multidiffusion(pipe, lay.global_prompt, masks, lay.prompts, **kw)
+    elif method.split(":")[0] == "multidiffusion":  # "multidiffusion:12" = 12 bootstrapping steps
+        boot = int(method.split(":")[1]) if ":" in method else None
+        out = R.multidiffusion(pipe, lay.global_prompt, masks, lay.prompts, bootstrap_steps=boot, **kw)
     elif method == "paint_with_words":
         out = R.paint_with_words(pipe, lay.global_prompt, masks, lay.prompts, **kw)
     elif method == "text":
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ALL_METHODS]
+    bad = [m for m in methods if m.split(":")[0] not in ALL_METHODS or (":" in m and not m.split(":")[1].isdigit())]
     if bad:
         p.error(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)}")
     if args.n < 1:
