@@ -501,8 +501,10 @@ class DirectionsService:
     def _h_shape(self):
         from backends import hspace
 
-        if self._sources:
-            return next(reversed(self._sources.values())).h_shape
+        with self._lock:
+            mids = [t for t in self._sources.values() if t.layer == hspace.DEFAULT_LAYER]
+        if mids:
+            return mids[-1].h_shape
         tr = hspace.generate(self.pipe, "a shape", seeds=0, steps=2)
         return tr.h_shape
 
