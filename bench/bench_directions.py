@@ -43,6 +43,7 @@ def shapes_pipe():
 
 
 def random_direction(traj, seed: int = 0):
+    """A random direction in the space `traj` recorded (its layer)."""
     from backends.directions import Direction
 
     rng = np.random.default_rng(seed)
@@ -51,7 +52,7 @@ def random_direction(traj, seed: int = 0):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     # large: each 0.1 step of a slider must change the image (an identical image keeps its URL)
     sig = np.array([10 * float(traj.h[i].std()) for i in range(traj.steps)], np.float32)
-    return Direction("bench", "bench", "custom", v, traj.timesteps, sig, traj.h_shape)
+    return Direction("bench", "bench", "custom", v, traj.timesteps, sig, traj.h_shape, meta={"layer": traj.layer})
 
 
 def server(pipe, repeats: int) -> dict:
@@ -104,7 +105,10 @@ def browser(pipe, samples: int) -> dict:
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     from backends import hspace
 
-    tr = hspace.generate(pipe, "a shape", seeds=0, steps=10)
+    # A direction at up_blocks.1: the same cost per frame as one in h-space, but every slider step visibly
+    # changes the image (the shipped generator's decoder nearly ignores the mid block, and an identical image
+    # would keep its URL, so no new image would be drawn to time).
+    tr = hspace.generate(pipe, "a shape", seeds=0, steps=10, layer="up_blocks.1")
     svc.add(random_direction(tr))
     img_src = "() => { const i = document.querySelector('#dir-image img'); return i ? i.src : ''; }"
     watch = """() => { window.__loads = []; const root = document.querySelector('#dir-image');
