@@ -122,19 +122,57 @@ class VectorIndex:
         The layout umap-learn expects for `precomputed_knn`.
         """
         dist, idx = self.search(vectors, k)
-        n = len(idx)
-        rows = np.arange(n)
-        has_self = idx == rows[:, None]
-        for r in np.flatnonzero(~has_self[:, 0]):
-            row_i, row_d = idx[r], dist[r]
-            pos = np.flatnonzero(row_i == r)
-            keep = np.ones(len(row_i), bool)
-            keep[pos[0] if len(pos) else len(row_i) - 1] = False
-            idx[r] = np.concatenate([[r], row_i[keep]])
-            dist[r] = np.concatenate([[0.0], row_d[keep]])
-        dist[:, 0] = 0.0
-        idx[idx < 0] = rows[np.nonzero(idx < 0)[0]]  # faiss pads with -1 when it finds too few
-        return idx, np.maximum(dist, 0.0)
+        return _self_first(idx, dist)
+
+
+def knn_graph(
+    vectors: np.ndarray, k: int, *, metric: str = "cosine", exact_below: int = 20_000, device: str = "cpu",
+    nprobe: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of every vector among all of them, self first: (indices (N, k), distances (N, k)).
+
+    Below `exact_below` rows: exact. Above: an inverted-file index (IVF-Flat, ~4·√N lists,
+    `nprobe` probed), which answers N batched self-queries several times faster than HNSW
+    (100k × 64: build + queries ≈ 11 s vs ≈ 55 s for HNSW M=32 on 2 loaded cores) at the same
+    recall. HNSW stays the index for interactive single queries (VectorIndex).
+    """
+    x = normalize_rows(vectors) if metric == "cosine" else _as_f32(vectors)
+    n, d = x.shape
+    if n < exact_below or device == "cuda" or (device == "auto" and gpu_count() > 0):
+        return VectorIndex(x, metric=metric, kind="flat", device=device).knn_graph(x, k)
+    if metric not in METRICS:
+        raise InputError(f"metric must be one of {', '.join(METRICS)}, but is {metric!r}")
+    faiss = _faiss()
+    nlist = int(min(max(64, 4 * np.sqrt(n)), n // 39))
+    mt = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, mt)
+    rng = np.random.default_rng(0)
+    train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    ivf.cp.min_points_per_centroid = 1  # fewer training points than faiss's default 39/list is fine here
+    ivf.train(train)
+    ivf.add(x)
+    ivf.nprobe = nprobe
+    sims, idx = ivf.search(x, k)
+    dist = (1.0 - sims) if metric == "cosine" else np.sqrt(np.maximum(sims, 0.0))
+    return _self_first(idx.astype(np.int64), dist.astype(np.float32))
+
+
+def _self_first(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put each row's own index first with distance 0 (the layout umap-learn expects)."""
+    n = len(idx)
+    rows = np.arange(n)
+    for r in np.flatnonzero(idx[:, 0] != rows):
+        row_i, row_d = idx[r], dist[r]
+        pos = np.flatnonzero(row_i == r)
+        keep = np.ones(len(row_i), bool)
+        keep[pos[0] if len(pos) else len(row_i) - 1] = False
+        idx[r] = np.concatenate([[r], row_i[keep]])
+        dist[r] = np.concatenate([[0.0], row_d[keep]])
+    dist[:, 0] = 0.0
+    missing = idx < 0  # faiss pads with -1 when it finds too few
+    idx[missing] = np.nonzero(missing)[0]
+    return idx, np.maximum(dist, 0.0)
 
 
 def brute_force_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine"):

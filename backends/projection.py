@@ -9,7 +9,8 @@ import numpy as np
 
 from backends.cache import ArtifactCache, content_key
 from backends.errors import InputError
-from backends.index import METRICS, VectorIndex
+from backends.index import METRICS
+from backends.index import knn_graph as _knn_graph
 
 METHODS = ("umap", "pca")
 Progress = Callable[[float, str], None]
@@ -79,8 +80,7 @@ def _compute(x: np.ndarray, p: ProjectionParams, progress: Progress | None, exac
 
 
 def knn_graph(x: np.ndarray, k: int, *, metric: str = "cosine", exact_below: int = 20_000, device: str = "cpu"):
-    index = VectorIndex(x, metric=metric, exact_below=exact_below, device=device)
-    return index.knn_graph(x, k)
+    return _knn_graph(x, k, metric=metric, exact_below=exact_below, device=device)
 
 
 def umap_from_knn(x: np.ndarray, idx: np.ndarray, dist: np.ndarray, p: ProjectionParams) -> np.ndarray:

@@ -54,3 +54,17 @@ def test_bad_queries_have_clear_messages():
         index.search(np.zeros((1, 8), np.float32), 0)
     with pytest.raises(InputError, match="metric"):
         VectorIndex(clustered(10, 8), metric="manhattan")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_ivf_knn_graph_recall_against_brute_force(metric):
+    from backends.index import knn_graph
+
+    x = clustered(30_000, 64)
+    idx, dist = knn_graph(x, 10, metric=metric)  # above the exact threshold: the IVF path
+    assert (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
+    sample = np.random.default_rng(0).choice(len(x), 500, replace=False)
+    _, truth = brute_force_knn(x, x[sample], 10, metric)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx[sample], truth)])
+    assert recall >= 0.98, recall
+    assert (np.diff(dist[sample], axis=1) >= -1e-5).all()  # nearest first
