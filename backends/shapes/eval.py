@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = eval_encoder(load_image_encoder(name), n_gallery=2 * args.n, n_single=args.n, seed=args.seed)
             _print(f"{name} (test split)", results[name])
     if what == "all" and gen is not None:
-        rc = gen.main(unknown)
+        rc = gen.main([*unknown, "--seed", str(args.seed), "--threads", str(args.threads)])
         if rc:
             return rc
     if args.json:
