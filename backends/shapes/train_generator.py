@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(threads=2, eval_every=1000, ckpt_every=250)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-scenes", type=int, default=12000)
     p.add_argument("--eval-n", type=int, default=48)
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     alphas = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule).alphas_cumprod.float()
     if main_rank:
-        run.log(step, event="start", params=n_params, n_scenes=N, batch=args.batch, world=args.world, lr=args.lr,
+        run.log(step, event="start", params=n_params, n_scenes=N, batch=args.batch, world=args.world, lr=args.lr, snr_max=args.snr_max,
                 config=json.loads(cfg.to_json()))
     if dist is not None:  # identical starting weights on every worker
         flat = torch.nn.utils.parameters_to_vector(params).detach()
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         idx = rng.integers(0, N, size=args.batch)
-        loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty)
+        loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:  # average gradients over workers (one flat all-reduce)
@@ -391,6 +392,14 @@ def _launch_workers(args, argv) -> int:
     for r in range(args.world):
         cmd = [sys.executable, "-m", "backends.shapes.train_generator", *argv, "--rank", str(r)]
         procs.append(subprocess.Popen(cmd, env=dict(os.environ)))
+    import signal
+
+    def stop(signum, frame):  # stopping the launcher stops its workers
+        for pr in procs:
+            pr.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     rc = 0
     for pr in procs:
         rc = pr.wait() or rc
