@@ -116,7 +116,7 @@ def score_regions(images, region_masks, region_specs, judge=None) -> dict:
 
 
 def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, paraphrase: bool = False,
-                batch: int = 50, judge=None) -> dict:
+                batch: int = 50, judge=None, eta: float = 0.0) -> dict:
     import torch
 
     from backends.shapes import scenes
@@ -127,14 +127,15 @@ def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, par
     imgs = []
     g = torch.Generator().manual_seed(seed)
     for s in range(0, n, batch):
-        imgs.append(pipe(prompts[s:s + batch], guidance_scale=guidance, num_inference_steps=steps, generator=g).images)
+        imgs.append(pipe(prompts[s:s + batch], guidance_scale=guidance, num_inference_steps=steps, generator=g,
+                         eta=eta).images)
     res = score_single(np.concatenate(imgs), b.specs, judge)
     res["prompts"] = "paraphrased" if paraphrase else "canonical"
     return res
 
 
 def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, batch: int = 50, judge=None,
-                 global_prompt: str = "canonical") -> dict:
+                 global_prompt: str = "canonical", eta: float = 0.0) -> dict:
     """n random layouts of 2-3 objects: their masks + short object phrases as region prompts."""
     import torch
 
@@ -156,7 +157,7 @@ def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, ba
             all_masks.append(masks)
             prompts.append(scenes.canonical_caption(sp) if global_prompt == "canonical" else "")
         out = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g,
-                   region_map=torch.cat(maps))
+                   region_map=torch.cat(maps), eta=eta)
         imgs.append(out.images)
     return score_regions(np.concatenate(imgs), all_masks, [sp.objects for sp in specs], judge)
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regions", type=int, default=200)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic DDIM, 1 = DDPM-like)")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -191,22 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_shapes_pipeline(path=args.weights)
     guidance = pipe.default_guidance_scale if args.guidance is None else args.guidance
     judge = _judge()
-    results = {"steps": args.steps, "guidance": guidance}
+    results = {"steps": args.steps, "guidance": guidance, "eta": args.eta}
     t0 = time.time()
     if args.sweep_guidance:
         results["guidance_sweep"] = {}
         for gs in [float(x) for x in args.sweep_guidance.split(",")]:
-            r = eval_single(pipe, args.sweep_n, steps=args.steps, guidance=gs, seed=args.seed + 1, judge=judge)
+            r = eval_single(pipe, args.sweep_n, steps=args.steps, guidance=gs, seed=args.seed + 1, judge=judge, eta=args.eta)
             results["guidance_sweep"][str(gs)] = r
             print(json.dumps({"guidance": gs, **r}), flush=True)
     if args.n:
-        results["single_canonical"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed, judge=judge)
+        results["single_canonical"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed,
+                                                  judge=judge, eta=args.eta)
         print(json.dumps(results["single_canonical"]), flush=True)
         results["single_paraphrased"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed,
-                                                    paraphrase=True, judge=judge)
+                                                    paraphrase=True, judge=judge, eta=args.eta)
         print(json.dumps(results["single_paraphrased"]), flush=True)
     if args.regions:
-        results["regions"] = eval_regions(pipe, args.regions, steps=args.steps, guidance=guidance, seed=args.seed, judge=judge)
+        results["regions"] = eval_regions(pipe, args.regions, steps=args.steps, guidance=guidance, seed=args.seed,
+                                          judge=judge, eta=args.eta)
         print(json.dumps(results["regions"]), flush=True)
     results["eval_s"] = round(time.time() - t0, 1)
     if args.json:
