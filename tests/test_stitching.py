@@ -6,7 +6,7 @@ from backends import relative as rel
 from backends import stitching as st
 from backends.errors import InputError
 
-FAST = st.HeadConfig(epochs=25)
+FAST = st.HeadConfig()  # the defaults: 10 epochs, seconds per head
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,7 +92,7 @@ def test_a_decoder_trained_on_a_renders_from_b_relative_vectors():
     pair = st.load_pair("digits-map-a", "digits-map-b")
     anchors = st.pair_anchors(pair, 300)
     setup = st.StitchingSetup(pair, anchors, "label", rel_=dict(zip("AB", st.relative_pair(pair, anchors))))
-    st.prepare_decoder(setup, "A", config=st.HeadConfig(epochs=15))
+    st.prepare_decoder(setup, "A", config=st.HeadConfig(epochs=15, lr=1e-3))
     native = st.decoding_error(setup, encoder="A", decoder="A")
     stitched = st.decoding_error(setup, encoder="B", decoder="A")
     mean_image = np.mean((pair.images[pair.test] / 255 - pair.images[pair.train].mean(0) / 255) ** 2)
@@ -118,34 +118,44 @@ def test_bad_input_gets_a_clear_message(call, message):
 # The paper's finding, on the Shapes world's two encoders (CNN and ViT, different seeds)
 
 
+SHAPES_LABELS = ("shape", "colour", "size", "position")
+
+
 @pytest.fixture(scope="module")
-def shapes_setup():
+def shapes_pair():
     reasons = [s["unavailable"] for s in st.available_spaces() if s["name"] in ("shapes-cnn", "shapes-vit")]
     if any(reasons):
         pytest.skip(f"Shapes encoder weights are absent from assets/shapes/: {reasons[0] or reasons[1]}")
     pair = st.load_pair("shapes-cnn", "shapes-vit")
-    anchors = st.pair_anchors(pair, 300, strategy="random", seed=0)
-    return pair, anchors, st.prepare(pair, anchors, "shape", config=st.HeadConfig())
+    return pair, st.pair_anchors(pair, 300, strategy="random", seed=0), {}
 
 
-def test_shapes_relative_stitching_is_close_to_the_native_head(shapes_setup):
-    pair, _, setup = shapes_setup
-    t = table_dict(setup)
-    for enc, head in (("A", "B"), ("B", "A")):
+def shapes_table(shapes_pair, label):
+    pair, anchors, tables = shapes_pair
+    if label not in tables:
+        tables[label] = table_dict(st.prepare(pair, anchors, label))
+    return tables[label]
+
+
+@pytest.mark.parametrize("label", SHAPES_LABELS)
+def test_shapes_relative_stitching_is_within_10_points_of_the_native_head(shapes_pair, label):
+    t = shapes_table(shapes_pair, label)
+    for enc, head in (("A", "B"), ("B", "A")):  # encoder → head; the native head is head → head
         assert t[enc, head]["relative"] >= t[head, head]["relative"] - 0.10, t
 
 
-def test_shapes_absolute_stitching_is_near_chance(shapes_setup):
-    pair, _, setup = shapes_setup
-    t = table_dict(setup)
-    chance = st.chance_accuracy(pair, "shape")
+@pytest.mark.parametrize("label", SHAPES_LABELS)
+def test_shapes_absolute_stitching_is_near_chance(shapes_pair, label):
+    pair = shapes_pair[0]
+    t = shapes_table(shapes_pair, label)
+    chance = st.chance_accuracy(pair, label)
     for enc, head in (("A", "B"), ("B", "A")):
-        assert t[enc, head]["absolute"] <= chance + 0.15, (t, chance)
+        assert t[enc, head]["absolute"] <= chance + 0.10, (t, chance)
         assert t[head, head]["absolute"] > chance + 0.5  # the heads themselves work
 
 
-def test_shapes_relative_neighbourhoods_agree_far_more_than_absolute(shapes_setup):
-    pair, anchors, _ = shapes_setup
+def test_shapes_relative_neighbourhoods_agree_far_more_than_absolute(shapes_pair):
+    pair, anchors, _ = shapes_pair
     m = rel.compare(pair.x_a, pair.x_b, anchors, k=10)
     assert m["relative"]["jaccard"] >= m["absolute"]["jaccard"] + 0.3, m
-    assert m["relative"]["mrr"] > m["absolute"]["mrr"]
+    assert m["relative"]["mrr"] > m["absolute"]["mrr"] + 0.3, m
