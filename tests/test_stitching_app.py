@@ -130,17 +130,15 @@ def test_linked_maps_mark_the_same_items_in_both(atlas_app):
     assert pa["ids"] == pb["ids"] and pa["title"].startswith("A: blobs") and pb["title"].startswith("B: blobs-rotated")
 
 
-def test_shapes_encoders_stitch_through_the_api(client):
+def test_shapes_encoders_compare_through_the_api(client):
     spaces = {s["name"]: s for s in client.predict(api_name="/stitching_spaces")}
     if spaces["shapes-cnn"]["unavailable"] or spaces["shapes-vit"]["unavailable"]:
         pytest.skip(f"Shapes encoder weights are absent from assets/shapes/: {spaces['shapes-cnn']['unavailable']}")
-    t = client.predict("shapes-cnn", "shapes-vit", "shape", 300, "random", "cosine", "none", 0,
-                       api_name="/stitching_table")
-    rows = {(r["encoder"][0], r["head"][0]): r for r in t["rows"]}
-    assert rows["B", "A"]["relative"] >= rows["A", "A"]["relative"] - 0.10
-    r = client.predict("shapes-cnn", "shapes-vit", "scene-00001", "B", "A", "relative", "shape", 300, "random", 0,
-                       api_name="/stitching_classify")
-    assert r["prediction"] in r["probabilities"]
+    out = client.predict("shapes-cnn", "shapes-vit", 300, "random", 10, "cosine", "none", 0, "shape", None,
+                         api_name="/stitching_compare")
+    assert out["dims"] == [128, 128]
+    assert out["relative"]["jaccard"] > out["absolute"]["jaccard"] + 0.1
+    assert out["relative"]["mrr"] > out["absolute"]["mrr"]
 
 
 # ---------------------------------------------------------------------------------------
