@@ -94,7 +94,10 @@ def umap_from_knn(x: np.ndarray, idx: np.ndarray, dist: np.ndarray, p: Projectio
         precomputed_knn=(idx, dist),
         n_components=2,
         random_state=None,  # parallel layout; results are cached, so repeat visits see the same map
-        init="spectral" if len(x) > p.n_neighbors + 2 else "random",
+        # Spectral initialisation solves an eigenproblem on the whole graph: at 100k points it costs
+        # more than the layout itself (measured: 200 epochs 130 s with PCA init vs > 200 s spectral,
+        # trustworthiness 0.9976 both). PCA init above 20k points, spectral below.
+        init=("spectral" if len(x) <= 20_000 else "pca") if len(x) > p.n_neighbors + 2 else "random",
         low_memory=True,
     )
     import warnings
