@@ -28,7 +28,7 @@ from backends.shapes.encoders import CONFIGS, EncoderConfig, ImageEncoder, build
 from backends.shapes.train import RunDir, common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
 
-DEFAULT_STEPS = {"cnn": 1500, "vit": 1500}
+DEFAULT_STEPS = {"cnn": 1500, "vit": 2100}
 
 
 def build_pool(n: int, *, seed: int, split: str = "train", size: int = 32, captions_per_scene: int = 2,
