@@ -204,6 +204,9 @@ def train_one(name: str, args, pool: dict, val_seed: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = common_parser("python -m backends.shapes.train encoders", steps=0, batch=128)
     p.set_defaults(steps=None)
+    for action in p._actions:
+        if action.dest == "steps":
+            action.help = "optimiser steps per encoder (default: 1500 for the CNN, 2100 for the ViT)"
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 for the CNN, 1.5e-3 for the ViT)")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out images for the final evaluation (periodic ones use fewer)")
     p.add_argument("--aux", type=float, default=1.0, help="weight of the auxiliary factor loss on the image tower (0 = pure CLIP)")
