@@ -16,7 +16,6 @@ Only the admin endpoints return other people's answers.
 """
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 import time
@@ -26,6 +25,7 @@ import gradio as gr
 import numpy as np
 
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
+from app.components.errors import guard
 from backends.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
                                   new_token)
 from backends.errors import InputError
@@ -129,17 +129,6 @@ def _summary(labels: list[str]) -> str:
 
 
 def build_annotate(backends):
-    def guard(fn):
-        """InputError → gr.Error: the client sees the message, the server keeps serving."""
-
-        @functools.wraps(fn)
-        def inner(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-
-        return inner
 
     def store() -> AnnotationStore:
         return store_for(backends)

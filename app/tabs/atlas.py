@@ -16,6 +16,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import guard
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.projection import ProjectionParams
@@ -233,18 +234,6 @@ def build_atlas(backends: Backends):
     choices = preloaded + names
     start = preloaded[0] if preloaded else first
 
-    def guard(fn):
-        """Turn InputError into a message in the UI (gr.Error) — the server keeps serving."""
-        import functools
-
-        @functools.wraps(fn)
-        def inner(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-
-        return inner
 
     # -- handlers ----------------------------------------------------------------------
     def corpus_info(key: str) -> str:

@@ -10,7 +10,6 @@ clusters_more_like_this (needs the Shapes generator and encoder weights).
 """
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
 
@@ -18,6 +17,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import guard
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.registry import Backends
@@ -319,17 +319,6 @@ def build_clusters(backends: Backends):
     names = backends.corpus_names()
     start = backends.settings.default_corpus if backends.settings.default_corpus in names else names[0]
 
-    def guard(fn):
-        """InputError (and missing model weights) → gr.Error, a message in the UI; the server keeps serving."""
-
-        @functools.wraps(fn)
-        def inner(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except (InputError, FileNotFoundError) as exc:
-                raise gr.Error(str(exc)) from None
-
-        return inner
 
     # -- pure presentation helpers --------------------------------------------------------
     def map_payload(key: str, labels, name: str, title: str) -> str:

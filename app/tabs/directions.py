@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import guard
 from backends.errors import InputError
 from backends.registry import Backends
 
@@ -547,15 +548,6 @@ def build_directions(backends: Backends):
 
     svc = DirectionsService(backends)
 
-    def guard(fn):
-        @functools.wraps(fn)
-        def inner(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except InputError as exc:
-                raise gr.Error(str(exc)) from None
-
-        return inner
 
     def info_md(d: dict) -> str:
         s = f"**Source** `{d['source']}` · {d['kind']} · {d['steps']} steps · η={d['eta']:g}"

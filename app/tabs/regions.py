@@ -14,7 +14,6 @@ regions_generate.
 """
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import uuid
@@ -24,6 +23,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import guard as _guard
 from backends import regions as R
 from backends.errors import InputError
 from backends.registry import Backends
@@ -147,17 +147,6 @@ def _image_per_latent(pipe) -> int:
 # Layout and wiring
 
 
-def _guard(fn):
-    """Turn InputError into a message in the UI (gr.Error); the server keeps serving."""
-
-    @functools.wraps(fn)
-    def inner(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            raise gr.Error(str(exc)) from None
-
-    return inner
 
 
 def _notes_md(parsed: R.ParsedCanvas | None, extra: list[str] | None = None) -> str:
