@@ -59,3 +59,17 @@ def test_project_neighbours_selection_rows_and_export(svc_key, tmp_path):
         svc.export(view, [], "csv")
     payload = svc.payload({**view, "highlight": [1, 2]}, "colour")
     assert '"highlight":[1,2]' in payload and '"categories":["blue","green","red"]' in payload
+
+
+def test_shapes_corpus_text_search_finds_the_named_colour(tmp_path):
+    from backends.shapes.encoders import available_encoders, load_image_encoder
+
+    try:
+        load_image_encoder(available_encoders()[0])
+    except FileNotFoundError:
+        pytest.skip("no Shapes encoder weights in assets/ yet")
+    b = Backends(Settings.from_env(cache_dir=str(tmp_path)))
+    key = b.add_corpus(__import__("backends.shapes.corpus", fromlist=["x"]).load_shapes_corpus(n=300, single=True))
+    hits = AtlasService(b).text_search(key, "a red shape", 10)
+    colours = b.corpus(key).meta["colour"].to_numpy()[[i for i, _ in hits]]
+    assert (colours == "red").mean() >= 0.9, colours

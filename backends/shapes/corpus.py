@@ -61,6 +61,7 @@ def load_shapes_corpus(n: int = 2000, *, encoder: str = "shapes-cnn", seed: int 
         images=batch.images,
         texts=list(batch.captions),
         description=f"{n} procedural Shapes scenes (test split, seed {seed}), {enc.dim}-d {encoder} embeddings",
+        text_query=lambda text: text_query_vector(text, encoder),  # Atlas: search by meaning
     )
     with _LOCK:
         _CACHE[key] = corpus
