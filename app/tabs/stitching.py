@@ -11,7 +11,6 @@ captions, OpenCLIP when configured, digits through random networks, synthetic bl
 """
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from collections import OrderedDict
@@ -20,6 +19,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import guard as _guard
 from backends import relative as rel
 from backends import stitching as st
 from backends.cache import content_key
@@ -342,19 +342,6 @@ def _read_image_file(path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------
 # Layout and wiring
-
-
-def _guard(fn):
-    """InputError → gr.Error (a message in the UI); the server keeps serving."""
-
-    @functools.wraps(fn)
-    def inner(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            raise gr.Error(str(exc)) from None
-
-    return inner
 
 
 def _metrics_frame(out: dict):
