@@ -103,8 +103,14 @@ class Backends:
 
     # -- uploads ----------------------------------------------------------------------
     def image_embedder(self):
-        """The active image encoder for image uploads (None: the loaders' downsampled pixels)."""
-        return None
+        """The active image encoder for image uploads: the Shapes CNN encoder when its weights are
+        shipped, else None (the loaders then use 16×16 downsampled pixels)."""
+        from backends.shapes.encoders import load_image_encoder
+
+        try:
+            return load_image_encoder("shapes-cnn").encode_images
+        except FileNotFoundError:
+            return None
 
     def add_path(self, path: str | list[str]) -> str:
         """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv)."""

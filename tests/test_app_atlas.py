@@ -90,3 +90,26 @@ def test_bad_arguments_are_named(client):
         client.predict("nope", "x", 5, "cosine", api_name="/atlas_neighbours")
     with pytest.raises(Exception, match="k must be"):
         client.predict("digits", "digit-0001", 0, "cosine", api_name="/atlas_neighbours")
+
+
+def test_zip_of_images_is_embedded_with_the_active_image_encoder(client, atlas_app, tmp_path):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from backends.shapes import scenes
+
+    batch = scenes.make_batch(12, seed=0, split="test", size=64, single=True)
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as z:
+        for i, img in enumerate(batch.images):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            z.writestr(f"scene_{i:02d}.png", buf.getvalue())
+        z.writestr("readme.txt", "not an image")
+    key = client.predict(handle_file(str(tmp_path / "imgs.zip")), api_name="/atlas_upload")
+    corpus = atlas_app[1].corpus(key)
+    embedder = atlas_app[1].image_embedder()
+    expected_dim = 768 if embedder is None else embedder(batch.images[:1]).shape[1]
+    assert len(corpus) == 12 and corpus.dim == expected_dim
+    assert any("readme.txt" in n for n in corpus.notes)  # skipped, and said so
