@@ -536,7 +536,6 @@ def cached_head(cache, key_parts: tuple, x: np.ndarray, y, *, config: HeadConfig
     """train_head, with weights stored as safetensors in `cache` (an ArtifactCache or None) by content hash."""
     import json
 
-    import torch
     from safetensors.torch import load_file, save_file
 
     from backends.cache import content_key

@@ -1,7 +1,10 @@
-"""Projection of 100,000 × 64 vectors, each method in a fresh process (cold numba cache in both):
-this project's UMAP (FAISS HNSW kNN graph → precomputed_knn) vs plain `umap.UMAP().fit_transform`.
+"""Projection of 100,000 × 64 vectors, each run in a fresh process: this project's UMAP (FAISS
+IVF kNN graph → precomputed_knn, PCA init) vs plain `umap.UMAP().fit_transform`.
 
-Prints wall times, the speed-up, and trustworthiness (k=10) of both maps on the same
+Each method runs twice: first with an empty numba cache (cold: a first-ever run, dominated by
+numba compiling umap's code), then again with the cache the first run wrote (warm: every later
+run; both numba caches persist by default — umap's next to its code, this project's in its
+cache dir). Prints wall times, speed-ups, and trustworthiness (k=10) of the maps on the same
 5,000-point subsample. Target (issue 2): ≥ 1.7× faster at trustworthiness within 0.01.
 """
 import argparse
@@ -35,9 +38,9 @@ print(json.dumps({{"seconds": dt}}))
 """
 
 
-def run(which: str, data: str, tmp: str) -> tuple[float, np.ndarray]:
+def run(which: str, data: str, tmp: str, numba_dir: str) -> tuple[float, np.ndarray]:
     out = os.path.join(tmp, f"{which}.npy")
-    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(dir=tmp))  # cold numba cache for each
+    env = dict(os.environ, NUMBA_CACHE_DIR=numba_dir)
     code = CHILD.format(root=str(HERE.parent), data=data, which=which, out=out)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])["seconds"], np.load(out)
@@ -55,15 +58,20 @@ def main():
         x = embedding_like(a.n)
         data = os.path.join(tmp, "x.npy")
         np.save(data, x)
-        t_ours, xy_ours = run("ours", data, tmp)
-        t_plain, xy_plain = run("plain", data, tmp)
         sub = np.random.default_rng(0).choice(a.n, size=min(5_000, a.n), replace=False)
-        tw_ours = trustworthiness(x[sub], xy_ours[sub], n_neighbors=10)
-        tw_plain = trustworthiness(x[sub], xy_plain[sub], n_neighbors=10)
-    print(f"data {a.n:,} x 64, fresh process each, cold numba cache")
-    print(f"this project (FAISS kNN + UMAP)  {t_ours:7.1f} s   trustworthiness@10 {tw_ours:.4f}")
-    print(f"plain umap.UMAP().fit_transform  {t_plain:7.1f} s   trustworthiness@10 {tw_plain:.4f}")
-    print(f"speed-up {t_plain / t_ours:.2f}x   trustworthiness difference {tw_ours - tw_plain:+.4f}")
+        dirs = {w: tempfile.mkdtemp(dir=tmp) for w in ("ours", "plain")}
+        t, tw = {}, {}
+        for phase in ("cold", "warm"):  # interleaved, so load drifts on the machine hit both alike
+            for which in ("ours", "plain"):
+                t[which, phase], xy = run(which, data, tmp, dirs[which])
+                tw[which, phase] = trustworthiness(x[sub], xy[sub], n_neighbors=10)
+    print(f"data {a.n:,} x 64, each run in a fresh process")
+    for phase in ("cold", "warm"):
+        print(f"[{phase} numba cache]")
+        print(f"  this project (FAISS kNN + UMAP)  {t['ours', phase]:7.1f} s   trustworthiness@10 {tw['ours', phase]:.4f}")
+        print(f"  plain umap.UMAP().fit_transform  {t['plain', phase]:7.1f} s   trustworthiness@10 {tw['plain', phase]:.4f}")
+        print(f"  speed-up {t['plain', phase] / t['ours', phase]:.2f}x   trustworthiness difference "
+              f"{tw['ours', phase] - tw['plain', phase]:+.4f}")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,7 @@ def _read_image_file(path: str) -> np.ndarray:
 def _metrics_frame(out: dict):
     import pandas as pd
 
-    names = {"jaccard": f"Jaccard@k (cross-space)", "mrr": "MRR", "cosine": "mean cosine", "cka": "linear CKA",
+    names = {"jaccard": "Jaccard@k (cross-space)", "mrr": "MRR", "cosine": "mean cosine", "cka": "linear CKA",
              "knn_overlap": "kNN overlap (within each space)"}
     return pd.DataFrame([{"metric": names[m], **{kind: out[kind][m] for kind in ("absolute", "relative", "procrustes")}}
                          for m in rel.METRIC_NAMES])

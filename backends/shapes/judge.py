@@ -98,7 +98,7 @@ def build_nets(cfg: JudgeConfig):
 # ---------------------------------------------------------------------------------------
 # Pre-processing shared by training and inference (torch)
 
-def to_tensor(images) -> "torch.Tensor":
+def to_tensor(images):
     """uint8 (N, H, W, 3) or (H, W, 3) numpy / float tensor in [0,1] (N,3,H,W) -> float (N,3,H,W) in [-1, 1]."""
     import torch
 

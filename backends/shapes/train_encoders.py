@@ -153,7 +153,6 @@ def train_one(name: str, args, pool: dict, val_seed: int = 0) -> dict:
         print(f"resumed {name} at step {start}")
 
     images, text = pool["images"], pool["text"]
-    n = len(images)
     bar = progress(args.steps, start, name, args.no_progress)
     ema = None
     for step in range(start, args.steps):
