@@ -71,7 +71,7 @@ class LatentDiffusionPipeline:
     """Text-to-image with classifier-free guidance and an optional SpaText region map."""
 
     def __init__(self, unet, scheduler, codec, text_encoder, spatext=None, *, max_tokens: int = 16,
-                 default_guidance_scale: float = 4.0, default_steps: int = 20):
+                 default_guidance_scale: float = 4.0, default_steps: int = 20, default_eta: float = 0.0):
         self.unet = unet
         self.scheduler = scheduler
         self.codec = codec
@@ -80,6 +80,7 @@ class LatentDiffusionPipeline:
         self.max_tokens = max_tokens
         self.default_guidance_scale = default_guidance_scale
         self.default_steps = default_steps
+        self.default_eta = default_eta
         self.cfg_halves = None  # (uncond rows, cond rows) of the current UNet batch, for hooks
         self._lock = threading.Lock()  # the scheduler is stateful: one generation at a time
 
@@ -300,7 +301,7 @@ class LatentDiffusionPipeline:
 
     # ---------------------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt=None, guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None, generator=None, latents=None, eta: float = 0.0,
+                 num_inference_steps: int | None = None, generator=None, latents=None, eta: float | None = None,
                  region_masks=None, region_prompts=None, region_map=None,
                  callback_on_step_end: Callable | None = None, output_type: str = "np",
                  num_images_per_prompt: int = 1) -> PipelineOutput:
@@ -309,7 +310,8 @@ class LatentDiffusionPipeline:
         prompt: str or list of str. negative_prompt: replaces the empty prompt of the unconditional
         half. guidance_scale: 0..30 (<= 1 turns guidance off). num_inference_steps: 1..1000.
         generator: torch.Generator for reproducible noise. latents: start noise
-        (B, C, h, w). eta: DDIM noise (0 = deterministic). region_masks: (R, H, W) or (B, R, H, W)
+        (B, C, h, w). eta: DDIM noise (0 = deterministic DDIM, 1 = DDPM-like; default from the
+        model config: the Shapes model samples markedly better with 1). region_masks: (R, H, W) or (B, R, H, W)
         masks (bool, or float in [0, 1]) with one prompt each in region_prompts; region_map: a
         ready spatio-textual map instead. callback_on_step_end(pipe, i, t, {"latents": ...}) may
         return {"latents": new}. output_type: "np" (float [0, 1]), "pil", "pt", "latent".
@@ -318,6 +320,7 @@ class LatentDiffusionPipeline:
 
         guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
         num_inference_steps = self.default_steps if num_inference_steps is None else num_inference_steps
+        eta = self.default_eta if eta is None else eta
         # 1. Check inputs
         notes = self.check_inputs(prompt, negative_prompt, guidance_scale, num_inference_steps, eta, latents,
                                   region_masks, region_prompts, region_map, output_type, callback_on_step_end,
@@ -389,7 +392,7 @@ def load_shapes_pipeline(device: str = "cpu", path=None) -> LatentDiffusionPipel
             _PIPES[key] = LatentDiffusionPipeline(
                 gen.unet, gen.make_scheduler(), gen.codec, get_text_encoder(device), gen.spatext,
                 max_tokens=gen.config.max_tokens, default_guidance_scale=gen.config.guidance_scale,
-                default_steps=gen.config.num_inference_steps)
+                default_steps=gen.config.num_inference_steps, default_eta=gen.config.eta)
         return _PIPES[key]
 
 

@@ -116,7 +116,7 @@ def score_regions(images, region_masks, region_specs, judge=None) -> dict:
 
 
 def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, paraphrase: bool = False,
-                batch: int = 50, judge=None, eta: float = 0.0) -> dict:
+                batch: int = 50, judge=None, eta: float | None = None) -> dict:
     import torch
 
     from backends.shapes import scenes
@@ -135,7 +135,7 @@ def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, par
 
 
 def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, batch: int = 50, judge=None,
-                 global_prompt: str = "canonical", eta: float = 0.0) -> dict:
+                 global_prompt: str = "canonical", eta: float | None = None) -> dict:
     """n random layouts of 2-3 objects: their masks + short object phrases as region prompts."""
     import torch
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regions", type=int, default=200)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic DDIM, 1 = DDPM-like)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0 for Shapes)")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_shapes_pipeline(path=args.weights)
     guidance = pipe.default_guidance_scale if args.guidance is None else args.guidance
     judge = _judge()
+    if args.eta is None:
+        args.eta = pipe.default_eta
     results = {"steps": args.steps, "guidance": guidance, "eta": args.eta}
     t0 = time.time()
     if args.sweep_guidance:
