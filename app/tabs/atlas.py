@@ -6,17 +6,16 @@ the backend's store, "axes": axis titles, "highlight": [...], "selected": [...]}
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
 from app.components.errors import guard
+from app.components.files import uploaded_path
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.projection import ProjectionParams
@@ -196,18 +195,6 @@ class AtlasService:
             raise InputError("nothing is selected: draw a lasso or box on the map first, or search")
         out_dir = tempfile.mkdtemp(prefix="atlas-export-")
         return export_rows(self.b.corpus(view["corpus"]), indices, self._xy(view), fmt, out_dir)
-
-
-def _uploaded_path(file) -> str:
-    """The server-side path of an upload, refusing paths outside Gradio's upload folder."""
-    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
-    if not path:
-        raise InputError("file: nothing was uploaded")
-    upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
-    resolved = Path(path).resolve()
-    if upload_root not in resolved.parents:
-        raise InputError("file: only files uploaded to this server can be opened")
-    return str(resolved)
 
 
 def _plain(v):
@@ -452,7 +439,7 @@ def _register_api(svc: AtlasService, guard):
 
     def atlas_upload(file: FileData) -> str:
         """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by."""
-        return svc.b.add_path(_uploaded_path(file))
+        return svc.b.add_path(uploaded_path(file))
 
     def atlas_project(corpus: str, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine") -> dict:

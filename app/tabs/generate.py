@@ -10,6 +10,10 @@ import time
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData
+
+from app.components.errors import guard
+from app.components.files import served_dir
 
 from backends.errors import InputError
 from backends.registry import Backends
@@ -61,8 +65,11 @@ class GenerateService:
         notes += [n for n in (n1, n2, n3) if n]
         pipe = self.pipeline()
         t0 = time.perf_counter()
-        out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
-                   num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+        try:
+            out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
+                       num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+        except ValueError as exc:  # the pipeline's check_inputs names the argument
+            raise InputError(str(exc)) from None
         notes += out.notes
         notes.append(f"{steps} DDIM steps in {time.perf_counter() - t0:.2f} s")
         return to_uint8(out.images)[0], notes
@@ -71,11 +78,9 @@ class GenerateService:
 def build_generate(backends: Backends):
     svc = GenerateService(backends)
 
+    @guard
     def run(prompt, negative, seed, steps, guidance):
-        try:
-            image, notes = svc.generate(prompt, negative, seed, steps, guidance)
-        except (InputError, ValueError) as exc:
-            raise gr.Error(str(exc)) from None
+        image, notes = svc.generate(prompt, negative, seed, steps, guidance)
         return image, "\n".join(f"- {n}" for n in notes)
 
     with gr.Row():
@@ -91,6 +96,20 @@ def build_generate(backends: Backends):
             image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
             notes = gr.Markdown(elem_id="gen-notes")
     inputs = [prompt, negative, seed, steps, guidance]
-    go.click(run, inputs, [image, notes], api_name="generate", concurrency_id="generator")
+    go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
     prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
+
+    # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
+    # message that does not name the argument); out-of-range values are clamped and reported.
+    def generate(prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
+                 guidance: float = 4.0) -> tuple[FileData, str]:
+        """Generate one image; returns (PNG file, notes about clamps, cuts and timing)."""
+        from PIL import Image
+
+        img, notes_list = svc.generate(prompt, negative_prompt, seed, steps, guidance)
+        out = served_dir("generate-") / "image.png"
+        Image.fromarray(img).save(out)
+        return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)
+
+    gr.api(guard(generate), api_name="generate", concurrency_id="generator")
     return svc

@@ -1,0 +1,31 @@
+"""Files the app hands to browsers and API clients, and files they hand to it."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from backends.errors import InputError
+
+
+def gradio_temp_dir() -> Path:
+    """Gradio's own file cache (uploads land here; files here are served to clients)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def served_dir(prefix: str) -> Path:
+    """A fresh folder whose files Gradio serves, also when returned inside a tuple from gr.api."""
+    root = gradio_temp_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def uploaded_path(file) -> str:
+    """The server-side path of an upload, refusing paths outside Gradio's upload folder."""
+    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+    if not path:
+        raise InputError("file: nothing was uploaded")
+    resolved = Path(path).resolve()
+    if gradio_temp_dir() not in resolved.parents:
+        raise InputError("file: only files uploaded to this server can be opened")
+    return str(resolved)
