@@ -24,6 +24,7 @@ import numpy as np
 from gradio.data_classes import FileData
 
 from app.components.errors import guard
+from app.components.files import uploaded_path
 from backends.errors import InputError
 from backends.registry import Backends
 
@@ -532,12 +533,6 @@ def _bank_corpus_cached(bank, step: int):
     return _CORPORA[key]
 
 
-def _uploaded_path(file) -> str:
-    from app.tabs.atlas import _uploaded_path as up
-
-    return up(file)
-
-
 # ----------------------------------------------------------------------------------------
 # Layout and wiring
 
@@ -885,7 +880,7 @@ def _register_api(svc: DirectionsService, guard):
 
     def directions_source_image(file: FileData, prompt: str = "", method: str = "ddpm", steps: int = 10) -> dict:
         """Start from an uploaded image (handle_file(path)): inverted (ddpm: exact; ddim), with PSNRs."""
-        key, d = svc.source_from_image(_uploaded_path(file), prompt, method, steps)
+        key, d = svc.source_from_image(uploaded_path(file), prompt, method, steps)
         return {**d, "image": to_data_url(svc.source(key).images[0])}
 
     def directions_source_item(corpus: str, item_id: str, steps: int = 10) -> dict:
@@ -959,7 +954,7 @@ def _register_api(svc: DirectionsService, guard):
 
     def directions_import(file: FileData) -> list[dict]:
         """Import a .safetensors directions file (handle_file(path))."""
-        return [svc.get(i).summary() for i in svc.import_file(_uploaded_path(file))]
+        return [svc.get(i).summary() for i in svc.import_file(uploaded_path(file))]
 
     def directions_to_atlas(step: int = 5, n_samples: int = 200) -> str:
         """Add the h-space (pooled h at `step`) of n samples to the Atlas; returns its corpus key."""

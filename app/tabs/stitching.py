@@ -615,10 +615,10 @@ def _register_api(svc: StitchingService):
                                  head: str = "A", kind: str = "relative", label: str = "",
                                  n_anchors: int = 300, strategy: str = "random", seed: int = 0) -> dict:
         """Upload an image (gradio_client: handle_file(path)), encode it with `encoder`, classify with `head`."""
-        from app.tabs.atlas import _uploaded_path
+        from app.components.files import uploaded_path
 
         p = svc.params(space_a, space_b, n_anchors=n_anchors, strategy=strategy, label=label, seed=seed)
-        return svc.classify_image(p, _read_image_file(_uploaded_path(image)), encoder, head, kind)
+        return svc.classify_image(p, _read_image_file(uploaded_path(image)), encoder, head, kind)
 
     def stitching_decode(space_a: str, space_b: str, item_id: str, encoder: str = "B", decoder: str = "A",
                          n_anchors: int = 300, strategy: str = "random", seed: int = 0) -> FileData:
