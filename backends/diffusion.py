@@ -195,9 +195,7 @@ class LatentDiffusionPipeline:
     def encode_prompt(self, prompt, *, num_images_per_prompt: int = 1, do_classifier_free_guidance: bool = True,
                       negative_prompt=None, notes: list[str] | None = None):
         """Returns (cond PromptEmbeds, uncond PromptEmbeds or None)."""
-        import torch
 
-        from backends.shapes.generator import pool_states
 
         prompts = [p[:MAX_PROMPT_CHARS] for p in _as_list(prompt, "prompt")]
         states, mask = self.text_encoder.encode_tokens(prompts, max_len=self.max_tokens)

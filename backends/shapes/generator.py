@@ -280,7 +280,6 @@ _LOCK = threading.Lock()
 
 def load_generator(path: str | Path | None = None, device: str = "cpu") -> ShapesGenerator:
     """Load the shipped generator (cached per path and device). Raises FileNotFoundError with a hint."""
-    import torch
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else WEIGHTS

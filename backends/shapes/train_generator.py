@@ -25,7 +25,6 @@ import hashlib
 import os
 import subprocess
 import json
-import math
 import sys
 import time
 from pathlib import Path
