@@ -53,3 +53,15 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def write_pickled_npy(path, array) -> None:
+    """Write an object-dtype .npy the way numpy does (a pickle after the header): the malicious
+    kind of file the loaders must refuse. Only written here, never loaded."""
+    import pickle
+
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": array.shape})
+        pickle.dump(array, fh, protocol=3)

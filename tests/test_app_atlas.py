@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_pickled_npy
 from gradio_client import Client, handle_file
 
 
@@ -65,7 +66,7 @@ def test_upload_then_browse(client, tmp_path):
 
 
 @pytest.mark.parametrize("maker,message", [
-    (lambda p: np.save(p / "bad.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True), "pickle"),
+    (lambda p: write_pickled_npy(p / "bad.npy", np.array([{"a": 1}], dtype=object)), "pickle"),
     (lambda p: np.save(p / "bad.npy", np.array([[1.0, np.nan], [2.0, 3.0], [4, 5]])), "NaN"),
     (lambda p: (p / "bad.npy").write_bytes(b""), "empty"),
 ])

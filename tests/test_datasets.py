@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from backends import datasets as ds
+from conftest import write_pickled_npy
 from backends.corpus import available_corpora, load_corpus
 from backends.errors import InputError
 
@@ -274,7 +275,7 @@ def test_all_duplicate_rows(tmp_path):
 
 
 def test_pickled_npy(tmp_path):
-    np.save(tmp_path / "p.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    write_pickled_npy(tmp_path / "p.npy", np.array([{"a": 1}, None], dtype=object))
     assert "p.npy" in bad(tmp_path / "p.npy", r"Python objects \(pickle\)")
 
 
