@@ -31,8 +31,20 @@ TRAIN_FRACTION = 2 / 3  # items used to train heads and to draw anchors; the res
 # Worlds and spaces
 
 
+class _Splits:
+    """Row indices of the train / test split, from a `split` column of `self.meta`."""
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.flatnonzero((self.meta["split"] == "train").to_numpy())
+
+    @property
+    def test(self) -> np.ndarray:
+        return np.flatnonzero((self.meta["split"] == "test").to_numpy())
+
+
 @dataclass
-class World:
+class World(_Splits):
     """Items shared by several spaces. meta: DataFrame with "id", label columns and "split"."""
 
     name: str
@@ -44,13 +56,6 @@ class World:
     def __len__(self) -> int:
         return len(self.meta)
 
-    @property
-    def train(self) -> np.ndarray:
-        return np.flatnonzero((self.meta["split"] == "train").to_numpy())
-
-    @property
-    def test(self) -> np.ndarray:
-        return np.flatnonzero((self.meta["split"] == "test").to_numpy())
 
 
 @dataclass
@@ -340,7 +345,7 @@ register_space(Space("blobs-rotated", "blobs", "the same points rotated, rescale
 
 
 @dataclass
-class Pair:
+class Pair(_Splits):
     """Two parallel spaces: row i of x_a and x_b is item i of meta."""
 
     name_a: str
@@ -361,13 +366,6 @@ class Pair:
     def __len__(self) -> int:
         return len(self.x_a)
 
-    @property
-    def train(self) -> np.ndarray:
-        return np.flatnonzero((self.meta["split"] == "train").to_numpy())
-
-    @property
-    def test(self) -> np.ndarray:
-        return np.flatnonzero((self.meta["split"] == "test").to_numpy())
 
     def x(self, which: str) -> np.ndarray:
         return {"A": self.x_a, "B": self.x_b}[which]
