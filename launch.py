@@ -25,20 +25,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default ~/.cache/latent-atlas, or $LATENT_ATLAS_CACHE)")
     p.add_argument("--corpus", default=None, help="corpus shown first (default digits)")
     p.add_argument("--max-upload-mb", type=int, default=None, help="largest accepted upload in MB (default 200)")
+    m = p.add_argument_group("model backends (README: Backends)")
+    m.add_argument("--generator", default=None, metavar="NAME",
+                   help="shapes (default) | sd15 | sd21 | sd-turbo | sdxl-turbo | <hub id> | <local diffusers folder>; "
+                        "$LATENT_ATLAS_GENERATOR")
+    m.add_argument("--encoder", default=None, metavar="NAME",
+                   help="image encoder: shapes (default) | shapes-vit | openclip:<arch>/<pretrained> | <local open_clip "
+                        "folder>; $LATENT_ATLAS_ENCODER")
+    m.add_argument("--text-encoder", default=None, choices=["auto", "minilm"],
+                   help="text side of search and cluster names: auto (the encoder's own) or minilm")
+    net = m.add_mutually_exclusive_group()
+    net.add_argument("--download", action="store_true", default=None,
+                     help="allow fetching hub models (default: only the local Hugging Face cache and folders)")
+    net.add_argument("--offline", action="store_true",
+                     help="never touch the network (the default; sets HF_HUB_OFFLINE=1)")
+    m.add_argument("--attention-slicing", action="store_true", default=None, help="lower GPU memory, a little slower")
+    m.add_argument("--cpu-offload", action="store_true", default=None,
+                   help="keep text encoders and VAE on the CPU between calls (lower GPU memory)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    want_download = args.download or os.environ.get("LATENT_ATLAS_DOWNLOAD", "").lower() in ("1", "true", "yes")
+    if args.offline or not want_download:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a hub model must already be here: no hang on a download
 
     from backends.settings import Settings
 
     settings = Settings.from_env(
         host=args.host, port=args.port, share=args.share or None, data=args.data,
         device=args.device, cache_dir=args.cache_dir, default_corpus=args.corpus,
-        max_upload_mb=args.max_upload_mb,
+        max_upload_mb=args.max_upload_mb, generator=args.generator, encoder=args.encoder,
+        text_encoder=args.text_encoder, download=(False if args.offline else args.download),
+        attention_slicing=args.attention_slicing, cpu_offload=args.cpu_offload,
     )
     from app.main import create_app, launch_kwargs
     from backends.registry import Backends
@@ -50,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"loaded {path} as {key}", flush=True)
         except Exception as exc:  # a bad --data file is reported, the app still starts
             print(f"could not load --data {path}: {exc}", file=sys.stderr, flush=True)
+    for note in backends.model_notes():
+        print(note, file=sys.stderr, flush=True)
     demo = create_app(settings, backends)
     demo.launch(**launch_kwargs(settings))
 

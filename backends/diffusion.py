@@ -198,7 +198,7 @@ class LatentDiffusionPipeline:
 
 
         prompts = [p[:MAX_PROMPT_CHARS] for p in _as_list(prompt, "prompt")]
-        states, mask = self.text_encoder.encode_tokens(prompts, max_len=self.max_tokens)
+        states, mask, pooled = self._encode(prompts)
         if notes is not None:
             try:  # report prompts the text encoder cut
                 full = [len(self.text_encoder.tokenize(p, max_len=512)) for p in prompts]
@@ -206,23 +206,35 @@ class LatentDiffusionPipeline:
                     notes.append(f"prompt cut to its first {self.max_tokens - 2} word pieces (it has {max(full) - 2})")
             except Exception:  # a text encoder without .tokenize
                 pass
-        cond = self._embeds(states, mask, num_images_per_prompt)
+        cond = self._embeds(states, mask, num_images_per_prompt, pooled)
         uncond = None
         if do_classifier_free_guidance:
             neg = [""] * len(prompts) if negative_prompt is None else _as_list(negative_prompt, "negative_prompt")
             if len(neg) == 1 and len(prompts) > 1:
                 neg = neg * len(prompts)
             neg = [p[:MAX_PROMPT_CHARS] for p in neg]
-            ns, nm = self.text_encoder.encode_tokens(neg, max_len=self.max_tokens)
-            uncond = self._embeds(ns, nm, num_images_per_prompt)
+            ns, nm, npooled = self._encode(neg)
+            uncond = self._embeds(ns, nm, num_images_per_prompt, npooled)
         return cond, uncond
 
-    def _embeds(self, states, mask, n: int) -> PromptEmbeds:
+    def _encode(self, prompts: list[str]):
+        """(states, mask, pooled or None): text encoders that give the UNet its own pooled vector
+        (SDXL's second CLIP) have ``encode_prompt_embeds``; others are mean-pooled in ``_embeds``."""
+        if hasattr(self.text_encoder, "encode_prompt_embeds"):
+            return self.text_encoder.encode_prompt_embeds(prompts, max_len=self.max_tokens)
+        states, mask = self.text_encoder.encode_tokens(prompts, max_len=self.max_tokens)
+        return states, mask, None
+
+    def _embeds(self, states, mask, n: int, pooled=None) -> PromptEmbeds:
         from backends.shapes.generator import pool_states
 
         states = states.to(self.device, self.dtype).repeat_interleave(n, 0)
         mask = mask.to(self.device).repeat_interleave(n, 0)
-        return PromptEmbeds(states, mask, pool_states(states, mask))
+        if pooled is None:
+            pooled = pool_states(states, mask)
+        else:
+            pooled = pooled.to(self.device, self.dtype).repeat_interleave(n, 0)
+        return PromptEmbeds(states, mask, pooled)
 
     # ---------------------------------------------------------------------------------
     # 3. Region map (SpaText)
@@ -291,6 +303,10 @@ class LatentDiffusionPipeline:
         kwargs = {}
         if getattr(self.unet.config, "class_embed_type", None) is not None:
             kwargs["class_labels"] = pooled
+        if getattr(self.unet.config, "addition_embed_type", None) == "text_time":  # SDXL micro-conditioning
+            side = self.latent_size * int(getattr(self.codec.config, "patch", 8))
+            ids = torch.tensor([side, side, 0, 0, side, side], device=x.device, dtype=x.dtype)
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids.expand(x.shape[0], -1)}
         out = self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, **kwargs).sample
         if uncond is not None:
             out_u, out_c = out.chunk(2)

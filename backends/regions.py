@@ -511,6 +511,9 @@ def spatext(pipe, prompt: str, region_masks, region_prompts, *, negative_prompt=
 # ---------------------------------------------------------------------------------------
 # Paint-with-words: cross-attention masking
 
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "<s>", "</s>", "<|startoftext|>", "<|endoftext|>")  # BERT, RoBERTa, CLIP
+
+
 def _find_span(tokens: list[str], sub: list[str]) -> tuple[int, int] | None:
     for s in range(len(tokens) - len(sub) + 1):
         if tokens[s:s + len(sub)] == sub:
@@ -523,7 +526,7 @@ def word_spans(pipe, full: str, phrases: list[str]) -> list[tuple[int, int] | No
     toks = list(pipe.text_encoder.tokenize(full, max_len=pipe.max_tokens))
     spans, start = [], 0
     for p in phrases:
-        sub = [t for t in pipe.text_encoder.tokenize(p, max_len=512) if t not in ("[CLS]", "[SEP]", "<s>", "</s>")]
+        sub = [t for t in pipe.text_encoder.tokenize(p, max_len=512) if t not in SPECIAL_TOKENS]
         sp = _find_span(toks[start:], sub) if sub else None
         spans.append(None if sp is None else (sp[0] + start, sp[1] + start))
         if sp is not None:
@@ -668,7 +671,8 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
     else:
         raise InputError(f"Unknown method: {method!r}. Must be one of: {', '.join(METHODS + ('compare',))}")
     if method == "spatext" and not _has_spatext(pipe):
-        raise InputError("method 'spatext' needs a model with a spatio-textual map; this one has none")
+        raise InputError("method 'spatext' needs a model with a spatio-textual map; this one has none "
+                         "(use multidiffusion or paint_with_words)")
     if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 32:
         raise InputError(f"seed must be an integer in 0..{2 ** 32 - 1}, but is {seed!r}")
     images, seconds, notes = {}, {}, list(spec.notes)

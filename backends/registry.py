@@ -31,6 +31,10 @@ class Backends:
         self._user: OrderedDict[str, Corpus] = OrderedDict()
         self._indexes: dict[tuple[str, str], VectorIndex] = {}
         self._loading: dict[str, threading.Lock] = {}
+        self._notes: list[str] = []  # why a chosen model was not used (shown at start and in the tabs)
+        self._gen_spec = None
+        self._gen_pipe = None
+        self._gen_lock = threading.Lock()
 
     # -- corpora ----------------------------------------------------------------------
     def corpus_names(self) -> list[str]:
@@ -100,6 +104,63 @@ class Backends:
         d, i = d[0], i[0]
         keep = (i != item) & (i >= 0)
         return d[keep][:k], i[keep][:k]
+
+    # -- generator ----------------------------------------------------------------------
+    def model_notes(self) -> list[str]:
+        """Messages about chosen models that could not be used (the app then runs on Shapes)."""
+        self.generator_spec()
+        with self._lock:
+            return list(self._notes)
+
+    def _fallback(self, message: str):
+        from backends.sd import GeneratorSpec
+
+        with self._lock:
+            self._notes.append(f"{message}; using the Shapes generator instead")
+            self._gen_spec = GeneratorSpec("shapes")
+            return self._gen_spec
+
+    def generator_spec(self):
+        """The generator in use: the one asked for when it is available here, else Shapes (with a note)."""
+        from backends.sd import ModelUnavailable, check_available
+
+        with self._lock:
+            if self._gen_spec is not None:
+                return self._gen_spec
+        try:
+            spec = check_available(self.settings.generator, download=self.settings.download)
+            if spec.kind == "diffusers" and self.settings.device == "auto" and self.device != "cuda":
+                raise ModelUnavailable(f"generator {spec.label!r} needs a GPU and torch sees none; pass --device cpu "
+                                       "to run it on the CPU anyway (seconds per image for sd-turbo, minutes for SD 1.5)")
+        except InputError as exc:
+            return self._fallback(str(exc))
+        with self._lock:
+            self._gen_spec = spec
+        return spec
+
+    @property
+    def generator_label(self) -> str:
+        return self.generator_spec().label
+
+    def generator_pipeline(self):
+        """The active text-to-image pipeline (a LatentDiffusionPipeline), loaded on first use."""
+        from backends.diffusion import load_shapes_pipeline
+
+        spec = self.generator_spec()
+        if spec.kind == "shapes":
+            return load_shapes_pipeline(device=self.device)
+        with self._gen_lock:
+            if self._gen_pipe is None:
+                from backends.sd import load_diffusers_pipeline
+
+                s = self.settings
+                try:
+                    self._gen_pipe = load_diffusers_pipeline(spec, device=self.device, download=s.download,
+                                                             offload=s.cpu_offload, attention_slicing=s.attention_slicing)
+                except InputError as exc:
+                    self._fallback(str(exc))
+                    return load_shapes_pipeline(device=self.device)
+            return self._gen_pipe
 
     # -- uploads ----------------------------------------------------------------------
     def image_embedder(self):

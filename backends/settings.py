@@ -17,6 +17,15 @@ def _env_int(name: str, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"environment variable {name} must be 1 or 0, but is {raw!r}")
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("LATENT_ATLAS_CACHE")
     if env:
@@ -38,6 +47,13 @@ class Settings:
     annotations_db: str = ""  # SQLite path or SQLAlchemy URL; empty: <cache_dir>/annotations.sqlite
     admin_password: str = ""
     default_corpus: str = "digits"
+    # model backends (README "Backends"): names resolved by backends.sd / backends.image_encoders
+    generator: str = "shapes"  # shapes | sd15 | sd21 | sd-turbo | sdxl-turbo | <hub id> | <local dir>
+    encoder: str = "shapes"  # shapes | shapes-vit | openclip:<arch>/<pretrained> | <local dir>
+    text_encoder: str = "auto"  # auto (the encoder's own text tower) | minilm
+    download: bool = False  # let hub models be fetched (default: local cache and folders only)
+    attention_slicing: bool = False
+    cpu_offload: bool = False  # text encoders and VAE wait on the CPU between calls (GPU memory)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -49,6 +65,12 @@ class Settings:
             annotations_db=os.environ.get("LATENT_ATLAS_ANNOTATIONS_DB", ""),
             admin_password=os.environ.get("LATENT_ATLAS_ADMIN_PASSWORD", ""),
             default_corpus=os.environ.get("LATENT_ATLAS_CORPUS", cls.default_corpus),
+            generator=os.environ.get("LATENT_ATLAS_GENERATOR", cls.generator),
+            encoder=os.environ.get("LATENT_ATLAS_ENCODER", cls.encoder),
+            text_encoder=os.environ.get("LATENT_ATLAS_TEXT_ENCODER", cls.text_encoder),
+            download=_env_flag("LATENT_ATLAS_DOWNLOAD"),
+            attention_slicing=_env_flag("LATENT_ATLAS_ATTENTION_SLICING"),
+            cpu_offload=_env_flag("LATENT_ATLAS_CPU_OFFLOAD"),
         )
         for key, value in overrides.items():
             if value is not None:
@@ -56,6 +78,8 @@ class Settings:
         s.cache_dir = Path(s.cache_dir).expanduser().resolve()
         if s.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be one of auto, cpu, cuda, but is {s.device!r}")
+        if s.text_encoder not in ("auto", "minilm"):
+            raise ValueError(f"text encoder must be auto or minilm, but is {s.text_encoder!r}")
         return s
 
     @property

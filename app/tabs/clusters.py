@@ -253,9 +253,9 @@ class ClustersService:
         row = names[int(cluster)]
         prompt = row["descriptions"][0] if row["descriptions"] else row["name"]
         try:
-            from backends.diffusion import load_shapes_pipeline, to_uint8
+            from backends.diffusion import to_uint8
 
-            pipe = load_shapes_pipeline()
+            pipe = self.b.generator_pipeline()
         except FileNotFoundError as exc:
             raise InputError(f"the Shapes generator is not available: {exc}") from None
         from backends.shapes.encoders import load_image_encoder

@@ -136,9 +136,12 @@ class DirectionsService:
     @property
     def pipe(self):
         if self._pipe is None:
-            from backends.hspace_corpus import default_pipe
+            if hasattr(self.b, "generator_pipeline"):
+                self._pipe = self.b.generator_pipeline()  # --generator (Shapes by default)
+            else:
+                from backends.hspace_corpus import default_pipe
 
-            self._pipe = default_pipe()
+                self._pipe = default_pipe()
         return self._pipe
 
     @property

@@ -29,12 +29,17 @@ class GenerateService:
         self.b = backends
 
     def pipeline(self):
-        from backends.diffusion import load_shapes_pipeline
-
+        """The active generator (--generator; Shapes when the chosen one is not available here)."""
         try:
-            return load_shapes_pipeline(device=self.b.device)
+            return self.b.generator_pipeline()
         except FileNotFoundError as exc:
             raise InputError(str(exc)) from None
+
+    def status(self) -> str:
+        """Which generator runs, and why not the one asked for (if so)."""
+        lines = [f"Generator: **{self.b.generator_label}**"]
+        lines += [f"- {n}" for n in self.b.model_notes()]
+        return "\n".join(lines)
 
     @staticmethod
     def clamp(name: str, value, lo, hi, cast) -> tuple[object, str | None]:
@@ -83,14 +88,18 @@ def build_generate(backends: Backends):
         image, notes = svc.generate(prompt, negative, seed, steps, guidance)
         return image, "\n".join(f"- {n}" for n in notes)
 
+    from backends.sd import sampling_defaults
+
+    d_steps, d_guidance = sampling_defaults(backends.generator_spec())
+    gr.Markdown(svc.status(), elem_id="gen-status")
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="a large red circle in the center", elem_id="gen-prompt")
             negative = gr.Textbox(label="Negative prompt", placeholder="optional")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0)
-                steps = gr.Slider(*STEPS_RANGE, value=20, step=1, label="Steps")
-                guidance = gr.Slider(*GUIDANCE_RANGE, value=4.0, step=0.5, label="Guidance")
+                steps = gr.Slider(*STEPS_RANGE, value=d_steps, step=1, label="Steps")
+                guidance = gr.Slider(*GUIDANCE_RANGE, value=d_guidance, step=0.5, label="Guidance")
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
         with gr.Column(scale=1):
             image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")

@@ -100,8 +100,12 @@ class RegionsService:
         self.model = model or os.environ.get("LATENT_ATLAS_REGIONS_MODEL", "shapes")
 
     def pipeline(self, model: str | None = None):
+        name = model or self.model
+        spec = getattr(self.b, "generator_spec", None)
+        if name == "shapes" and spec is not None and spec().kind != "shapes":
+            return self.b.generator_pipeline()  # --generator: regions by MultiDiffusion / paint-with-words
         device = self.b.device if hasattr(self.b, "device") else "cpu"
-        return R.get_pipeline(model or self.model, device=device)
+        return R.get_pipeline(name, device=device)
 
     def parse(self, canvas: np.ndarray | None, min_area_frac: float = R.MIN_AREA_FRAC) -> R.ParsedCanvas:
         if canvas is None:
@@ -323,7 +327,9 @@ def build_regions(backends: Backends):
                                        elem_id="regions-global")
             prompt_boxes = [gr.Textbox(label=f"{c} region", placeholder=f"what goes in the {c} region",
                                        elem_id=f"regions-prompt-{c}", max_lines=1) for c in colours]
-            method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value="spatext", label="Method",
+            spec = getattr(backends, "generator_spec", None)
+            first = "spatext" if spec is None or spec().kind == "shapes" else "multidiffusion"  # SD has no SpaText map
+            method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value=first, label="Method",
                               elem_id="regions-method")
             with gr.Accordion("Settings", open=False):
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
