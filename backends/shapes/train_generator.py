@@ -48,7 +48,17 @@ def encode_token_states(texts: list[str], max_len: int):
     from backends.shapes.text import _clean, get_text_encoder
 
     enc = get_text_encoder()
-    clean = [_clean(t) for t in texts]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, os.cpu_count() or 1))  # a one-off cost: use every core
+    try:
+        return _encode_sorted(enc, [_clean(t) for t in texts], max_len)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _encode_sorted(enc, clean: list[str], max_len: int):
+    import torch
+
     order = sorted(range(len(clean)), key=lambda i: len(clean[i]))
     states = torch.zeros(len(clean), max_len, 384, dtype=torch.float16)
     mask = torch.zeros(len(clean), max_len, dtype=torch.bool)
@@ -76,6 +86,7 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
     # Scenes are rendered at 64x64 (masks at 16x16) and area-downsampled to the model's size on
     # load: coverage-weighted rendering is linear, so this equals rendering at the smaller size.
     key = hashlib.sha1(json.dumps([DATA_VERSION, n, seed, RENDER_SIZE, RENDER_SIZE // 16, cfg.max_tokens]).encode()).hexdigest()[:10]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path = Path(cache_dir) / f"data_{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
@@ -230,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-scenes", type=int, default=12000)
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
+    p.add_argument("--patch", type=int, default=None, help="pixel-unshuffle factor of the latent (default: GeneratorConfig's)")
+    p.add_argument("--channels", default=None, help="UNet block widths, comma-separated (default: GeneratorConfig's)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where the rendered + encoded training scenes are cached (default: the run directory)")
     p.add_argument("--world", type=int, default=1,
                    help="data-parallel worker processes (1 thread each; gradients all-reduced over gloo). "
                         "On a shared CPU each process gets its own share of the cores")
@@ -261,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
 
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=args.world)
     cfg = GeneratorConfig()
+    if args.patch is not None:
+        cfg.patch = args.patch
+    if args.channels:
+        cfg.block_out_channels = tuple(int(c) for c in args.channels.split(","))
+        if len(cfg.block_out_channels) != len(cfg.down_block_types):
+            p.error(f"--channels needs {len(cfg.down_block_types)} widths, got {args.channels!r}")
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
@@ -294,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if dist is not None and not main_rank:
         dist.barrier()  # rank 0 renders and caches the data first
-    data = build_dataset(args.n_scenes, args.seed, cfg, run.path, log=lambda s: print(s, file=sys.stderr))
+    data = build_dataset(args.n_scenes, args.seed, cfg, args.data_dir or run.path, log=lambda s: print(s, file=sys.stderr))
     if dist is not None and main_rank:
         dist.barrier()
     es, em = get_text_encoder().encode_tokens([""], max_len=cfg.max_tokens)
