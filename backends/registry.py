@@ -85,7 +85,8 @@ class Backends:
                     corpus.vectors,
                     metric=metric,
                     exact_below=self.settings.exact_index_below,
-                    device=self.device if self.device == "cuda" else "cpu",
+                    # with a GPU, FAISS uses it when faiss-gpu is installed and sees it; else the CPU
+                    device="auto" if self.device == "cuda" else "cpu",
                 )
             return self._indexes[ik]
 

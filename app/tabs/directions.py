@@ -26,6 +26,7 @@ from gradio.data_classes import FileData
 from app.components.errors import guard
 from app.components.files import uploaded_path
 from backends.errors import InputError
+from backends.gpu import gpu_task
 from backends.registry import Backends
 
 N_SLOTS = 4  # direction sliders shown at once
@@ -217,6 +218,7 @@ class DirectionsService:
             return None
         return self._float(g, "guidance_scale", 0, 30)
 
+    @gpu_task(duration=60)
     def source_from_prompt(self, prompt: str, seed=0, steps=10, eta=1.0, guidance_scale=None,
                            layer: str | None = None) -> tuple[str, dict]:
         from backends import hspace
@@ -238,6 +240,7 @@ class DirectionsService:
         self._put_source(traj, key)
         return key, self.describe(key)
 
+    @gpu_task(duration=60)
     def source_from_image(self, image, prompt: str = "", method: str = "ddpm", steps=10, eta=1.0,
                           guidance_scale=None, layer: str | None = None) -> tuple[str, dict]:
         from backends import hspace
@@ -367,6 +370,7 @@ class DirectionsService:
 
         return self.add(D.text_direction(self.pipe, prompt_a, prompt_b))
 
+    @gpu_task(duration=60)
     def image_specific(self, source: str, step=2, k=3, region: str = "") -> list[str]:
         from backends import directions as D
 
@@ -381,6 +385,7 @@ class DirectionsService:
         return [self.add(d) for d in dirs]
 
     # -- editing --------------------------------------------------------------------------
+    @gpu_task(duration=20)
     def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0, asymmetric: bool = False) -> np.ndarray:
         from backends import directions as D
 
@@ -404,6 +409,7 @@ class DirectionsService:
         return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1),
                         asymmetric=bool(asymmetric))[0]
 
+    @gpu_task(duration=60)
     def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0):
         from backends import directions as D
 

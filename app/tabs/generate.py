@@ -16,6 +16,7 @@ from app.components.errors import guard
 from app.components.files import served_dir
 
 from backends.errors import InputError
+from backends.gpu import gpu_task
 from backends.registry import Backends
 
 STEPS_RANGE = (1, 100)
@@ -52,6 +53,7 @@ class GenerateService:
         c = cast(min(max(v, lo), hi))
         return c, (f"{name} {value!r} is outside {lo}..{hi}; used {c}" if c != cast(v) or v != c else None)
 
+    @gpu_task(duration=60)
     def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
                  guidance: float = 4.0) -> tuple[np.ndarray, list[str]]:
         """One image (uint8 H×W×3) and the notes about what was clamped or cut."""

@@ -26,6 +26,7 @@ from gradio.data_classes import FileData
 from app.components.errors import guard as _guard
 from backends import regions as R
 from backends.errors import InputError
+from backends.gpu import gpu_task
 from backends.registry import Backends
 
 METHOD_LABELS = {"spatext": "SpaText", "multidiffusion": "MultiDiffusion", "paint_with_words": "Paint-with-words",
@@ -120,6 +121,7 @@ class RegionsService:
                             for c in parsed.present],
                 "notes": list(parsed.notes)}
 
+    @gpu_task(duration=90)
     def generate(self, canvas: np.ndarray | None, prompts: dict, global_prompt: str = "", method: str = "spatext",
                  seed: int = 0, steps: int = 20, guidance: float = 4.0, bootstrap_steps: int | None = None,
                  pww_weight: float = 0.4, model: str | None = None) -> tuple[R.RegionResult, R.ParsedCanvas]:
