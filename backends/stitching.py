@@ -219,53 +219,84 @@ register_space(_shapes_text_space("shapes-cnn"))
 register_space(_shapes_text_space("shapes-vit"))
 
 
-def _openclip_spec() -> tuple[str, str] | None:
+def _openclip_spec() -> str | None:
+    """The encoder spec in LATENT_ATLAS_OPENCLIP (None when unset), in backends.image_encoders form.
+
+    Accepts the new form ("openclip:ViT-B-32/laion2b_s34b_b79k", a directory, ...) and the old
+    "<model>:<pretrained tag or checkpoint>" form ("ViT-B-32:laion2b_s34b_b79k"; "ViT-B-32:" = random weights).
+    """
     spec = os.environ.get("LATENT_ATLAS_OPENCLIP", "").strip()
     if not spec:
         return None
-    model, _, pretrained = spec.partition(":")
-    return model, pretrained
+    return legacy_openclip_spec(spec)
 
 
-_OPENCLIP: dict = {}
+def legacy_openclip_spec(spec: str) -> str:
+    """The old form to the new: ViT-B-32:laion2b_s34b_b79k -> openclip:ViT-B-32/laion2b_s34b_b79k (and
+    ViT-B-32: -> openclip:ViT-B-32/none); specs already in the new form come back unchanged."""
+    from backends.image_encoders import SHAPES_ALIASES, SHAPES_SPECS
+
+    spec = spec.strip()
+    if spec.startswith(("openclip:", "local-dir:", "hf-hub:")) or spec in (*SHAPES_SPECS, *SHAPES_ALIASES):
+        return spec
+    model, colon, pretrained = spec.partition(":")
+    if colon and model and "/" not in model and os.sep not in model:
+        return f"openclip:{model}/{pretrained.strip() or 'none'}"
+    return spec
 
 
 def _openclip_unavailable():
-    if _openclip_spec() is None:
-        return "set LATENT_ATLAS_OPENCLIP=<model>:<pretrained tag or local checkpoint> to use an OpenCLIP model"
-    try:
-        import open_clip  # noqa: F401
-    except ImportError:
-        return "open_clip is not installed (pip install open_clip_torch)"
-    return None
+    spec = _openclip_spec()
+    if spec is None:
+        return ("set LATENT_ATLAS_OPENCLIP=openclip:<arch>/<pretrained tag or .safetensors file> (or a local "
+                "directory) to use an OpenCLIP model")
+    from backends.image_encoders import encoder_unavailable
+
+    reason = encoder_unavailable(spec)
+    return f"LATENT_ATLAS_OPENCLIP={spec}: {reason}" if reason else None
 
 
 def _openclip_encode(images: np.ndarray) -> np.ndarray:
-    import torch
-    from PIL import Image
+    """The Shapes scenes through the encoder named by LATENT_ATLAS_OPENCLIP."""
+    from backends.image_encoders import get_image_encoder
 
-    import open_clip
-
-    model_name, pretrained = _openclip_spec()
-    with _LOCK:
-        if "model" not in _OPENCLIP:
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None)
-            except Exception as exc:  # missing weights offline: a clear message, not a hang
-                raise InputError(f"OpenCLIP model {model_name}:{pretrained} could not be loaded ({exc})") from None
-            _OPENCLIP.update(model=model.eval(), preprocess=preprocess)
-    model, preprocess = _OPENCLIP["model"], _OPENCLIP["preprocess"]
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(images), 64):
-            x = torch.stack([preprocess(Image.fromarray(im)) for im in images[s:s + 64]])
-            out.append(torch.nn.functional.normalize(model.encode_image(x), dim=-1).numpy())
-    return np.concatenate(out).astype(np.float32)
+    spec = _openclip_spec()
+    if spec is None:
+        raise InputError(f"space 'openclip' is not available: {_openclip_unavailable()}")
+    _torch_threads()
+    return get_image_encoder(spec).encode_images(images)
 
 
-register_space(Space("openclip", "shapes", "OpenCLIP image encoder (LATENT_ATLAS_OPENCLIP=model:pretrained)",
+register_space(Space("openclip", "shapes", "OpenCLIP image encoder (LATENT_ATLAS_OPENCLIP=openclip:<arch>/<pretrained>)",
                      embed=lambda w: _openclip_encode(w.images), encode_images=_openclip_encode,
                      unavailable=_openclip_unavailable))
+
+
+def register_encoder_space(spec: str, *, device: str = "cpu", world: str = "shapes") -> Space:
+    """Make the image encoder `spec` (see backends.image_encoders) a space of `world`'s images, named after
+    the spec ("openclip:ViT-B-32/laion2b_s34b_b79k"); the app calls this for its `--encoder` choice.
+
+    On another world the space is named "<spec>@<world>". Registering the same encoder again returns the
+    registered space; a Shapes spec on the Shapes world returns its built-in space. Raises InputError for a
+    malformed spec or an unknown world; a spec that cannot be loaded here is registered with its reason
+    (shown in the menu) and fails with that message when used.
+    """
+    from backends import image_encoders as ie
+
+    canonical = ie.canonical_spec(spec)
+    name = canonical if world == "shapes" else f"{canonical}@{world}"
+    if name in _SPACES:
+        return _SPACES[name]
+    if world not in _WORLDS:
+        raise InputError(f"Unknown world: {world!r}. Must be one of: {', '.join(_WORLDS)}")
+
+    def encode(images):
+        _torch_threads()
+        return ie.get_image_encoder(canonical, device).encode_images(images)
+
+    return register_space(Space(name, world, f"image encoder {canonical} on {device}",
+                                embed=lambda w: encode(w.images), encode_images=encode,
+                                unavailable=lambda: ie.encoder_unavailable(canonical)))
 
 
 # -- digits through two random nonlinear maps ------------------------------------------------
