@@ -9,6 +9,10 @@ colour") re-ranks the candidates GoalEx-style: candidates that describe the goal
     space = text_space_for(corpus)          # None where there is no text space (digits, uploads)
     names = name_clusters(centroids, space, goal="group by colour")
     names[0]   # [("red shapes", 0.61), ("a red star", 0.58), ...]
+
+Any text–image encoder can name clusters of vectors made by its image tower (OpenCLIP, say):
+
+    space = text_space_for(corpus, encoder=get_image_encoder("openclip:ViT-B-32/laion2b_s34b_b79k"))
 """
 from __future__ import annotations
 
@@ -90,9 +94,39 @@ def _a(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def text_space_for(corpus) -> TextSpace | None:
-    """The text–image space of a corpus, or None (digits, uploads, or Shapes encoder weights missing)."""
-    if not str(getattr(corpus, "name", "")).startswith("shapes"):
+# descriptions for corpora outside the Shapes world, read by a general encoder such as OpenCLIP
+GENERIC_OBJECTS = ("airplane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck", "person",
+                   "face", "flower", "tree", "building", "house", "boat", "bicycle", "food", "fruit", "book",
+                   "chair", "table", "computer", "phone", "animal", "fish", "insect", "mountain", "beach")
+GENERIC_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
+GENERIC_STYLES = ("a photo", "a drawing", "a painting", "a diagram", "a screenshot", "a sketch", "text")
+
+
+def generic_candidates() -> list[Candidate]:
+    """Descriptions for any images: digits, common objects, colours and kinds of picture."""
+    out = [Candidate(f"the handwritten digit {n}", ("digit",)) for n in range(10)]
+    out += [Candidate(f"a photo of {_a(o)} {o}", ("object",)) for o in GENERIC_OBJECTS]
+    out += [Candidate(f"something {c}", ("colour",)) for c in GENERIC_COLOURS]
+    out += [Candidate(s, ("style",)) for s in GENERIC_STYLES]
+    return out
+
+
+def text_space_for(corpus, encoder=None, candidates: list[Candidate] | None = None) -> TextSpace | None:
+    """The text–image space of a corpus, or None where there is none.
+
+    Without `encoder`: the Shapes encoder named in a Shapes corpus's description (None for digits, uploads,
+    or when the Shapes weights are missing). With `encoder` (any object with `encode_texts`, `.name`, `.dim`,
+    e.g. an OpenCLIP encoder from backends.image_encoders, whose image tower made the corpus's vectors):
+    that encoder's text tower, over `candidates` (default: Shapes descriptions for Shapes corpora, else
+    generic_candidates()); None when the corpus's dimension differs from the encoder's.
+    """
+    if encoder is not None:
+        if int(getattr(corpus, "dim", encoder.dim)) != int(encoder.dim):
+            return None
+        if candidates is None:
+            candidates = shapes_candidates() if _is_shapes(corpus) else generic_candidates()
+        return text_space_from_encoder(encoder, candidates)
+    if not _is_shapes(corpus):
         return None
     from backends.shapes.encoders import available_encoders, load_image_encoder
 
@@ -107,7 +141,29 @@ def text_space_for(corpus) -> TextSpace | None:
     return _space_cache(enc_name, enc)
 
 
+def _is_shapes(corpus) -> bool:
+    return str(getattr(corpus, "name", "")).startswith("shapes")
+
+
+def text_space_from_encoder(encoder, candidates: list[Candidate] | None = None) -> TextSpace:
+    """A TextSpace over `encoder.encode_texts` (default candidates: the Shapes vocabulary); cached per
+    (encoder name, candidate texts), so each candidate list is encoded once."""
+    name = str(getattr(encoder, "name", type(encoder).__name__))
+    for attr in ("encode_texts", "encode_images"):
+        if not callable(getattr(encoder, attr, None)):
+            raise InputError(f"encoder {name!r} has no {attr}(): cluster names need a text–image encoder")
+    cands = list(candidates) if candidates is not None else shapes_candidates()
+    if not cands:
+        raise InputError(f"candidates for encoder {name!r} are empty: give at least one description")
+    key = (name, tuple(c.text for c in cands))
+    with _SPACES_LOCK:
+        if key not in _ENCODER_SPACES:
+            _ENCODER_SPACES[key] = TextSpace(name, encoder.encode_texts, cands)
+        return _ENCODER_SPACES[key]
+
+
 _SPACES: dict[str, TextSpace] = {}
+_ENCODER_SPACES: dict[tuple, TextSpace] = {}
 _SPACES_LOCK = threading.Lock()
 
 
@@ -192,5 +248,5 @@ def goal_features(vectors: np.ndarray, space: TextSpace, goal: str) -> tuple[np.
     return np.ascontiguousarray(f, dtype=np.float32), [space.candidates[i].text for i in picks]
 
 
-__all__ = ["Candidate", "TextSpace", "shapes_candidates", "text_space_for", "goal_factors", "name_clusters",
-           "goal_features", "FACTORS"]
+__all__ = ["Candidate", "TextSpace", "shapes_candidates", "generic_candidates", "text_space_for",
+           "text_space_from_encoder", "goal_factors", "name_clusters", "goal_features", "FACTORS"]
