@@ -774,9 +774,17 @@ def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: 
     meta = pd.DataFrame(rows)
     meta.insert(0, "id", _unique_names([Path(r["filename"]).stem or "image" for r in rows]))
     vecs = validate_vectors(np.concatenate(vectors), what=f"{source} (image vectors)")
-    how = "image encoder" if image_embedder is not None else "16×16 downsampled pixels (no image encoder active)"
+    encoder = getattr(image_embedder, "__self__", None)  # a bound encode_images: its encoder
+    enc_name = getattr(encoder, "name", None)
+    how = (f"image encoder {enc_name}" if enc_name else "image encoder") if image_embedder is not None \
+        else "16×16 downsampled pixels (no image encoder active)"
+    text_query = None
+    if encoder is not None and hasattr(encoder, "encode_texts"):  # search by meaning in the same space
+        def text_query(text: str) -> np.ndarray:
+            return np.asarray(encoder.encode_texts([text]), np.float32)[0]
     return Corpus(name=name, vectors=vecs, meta=meta, images=np.stack(thumbs),
-                  description=f"{len(rows):,} images from {source}, vectors from {how}", notes=notes)
+                  description=f"{len(rows):,} images from {source}, vectors from {how}", notes=notes,
+                  text_query=text_query)
 
 
 class _Skip(Exception):

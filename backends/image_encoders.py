@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import InputError
+from backends.hub import hub_offline, hub_offline_now
 
 SHAPES_SPECS = ("shapes-cnn", "shapes-vit")
 SHAPES_ALIASES = {"shapes": "shapes-cnn"}
@@ -217,34 +218,8 @@ def _load_shapes(spec: str, name: str):
         raise EncoderUnavailable(f"encoder {spec!r}: {exc}") from None
 
 
-def _offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE as set now (huggingface_hub reads them only at import)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-@contextlib.contextmanager
-def _hub_offline_now():
-    """While loading, make huggingface_hub offline if HF_HUB_OFFLINE is set now.
-
-    huggingface_hub reads HF_HUB_OFFLINE once, at import; imported earlier, it would still try the network
-    (even a local_files_only download builds headers by fetching a registry from the Hub). Setting its
-    flag for the duration of the load makes every library under open_clip (transformers too) stay local.
-    """
-    if not _offline():
-        yield
-        return
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        yield
-        return
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
+_offline = hub_offline
+_hub_offline_now = hub_offline_now
 
 
 def _fix_hint(spec: str) -> str:

@@ -35,6 +35,7 @@ class Backends:
         self._gen_spec = None
         self._gen_pipe = None
         self._gen_lock = threading.Lock()
+        self._enc_spec = None
 
     # -- corpora ----------------------------------------------------------------------
     def corpus_names(self) -> list[str]:
@@ -110,6 +111,7 @@ class Backends:
     def model_notes(self) -> list[str]:
         """Messages about chosen models that could not be used (the app then runs on Shapes)."""
         self.generator_spec()
+        self.encoder_spec()
         with self._lock:
             return list(self._notes)
 
@@ -164,15 +166,47 @@ class Backends:
             return self._gen_pipe
 
     # -- uploads ----------------------------------------------------------------------
-    def image_embedder(self):
-        """The active image encoder for image uploads: the Shapes CNN encoder when its weights are
-        shipped, else None (the loaders then use 16×16 downsampled pixels)."""
-        from backends.shapes.encoders import load_image_encoder
+    def encoder_spec(self) -> str:
+        """The image encoder in use (--encoder): the one asked for when it can load here, else
+        the Shapes CNN encoder (with a note)."""
+        from backends.image_encoders import canonical_spec, encoder_unavailable
+
+        with self._lock:
+            if self._enc_spec is not None:
+                return self._enc_spec
+        spec = self.settings.encoder or "shapes"
+        try:
+            why = encoder_unavailable(spec)
+        except InputError as exc:
+            why = str(exc)
+        if why is not None and spec not in ("shapes", "shapes-cnn"):
+            with self._lock:
+                self._notes.append(f"image encoder {spec!r} cannot be used: {why}; using shapes-cnn instead")
+            spec = "shapes-cnn"
+        spec = canonical_spec(spec)
+        with self._lock:
+            self._enc_spec = spec
+        if not spec.startswith("shapes"):  # an OpenCLIP choice is also a space the Stitching tab compares
+            from backends.stitching import register_encoder_space
+
+            register_encoder_space(spec, device=self.device)
+        return spec
+
+    def image_encoder(self):
+        """The active image encoder object (encode_images / encode_texts), or None when even the
+        Shapes weights are missing."""
+        from backends.image_encoders import get_image_encoder
 
         try:
-            return load_image_encoder("shapes-cnn").encode_images
-        except FileNotFoundError:
+            return get_image_encoder(self.encoder_spec(), device=self.device)
+        except (FileNotFoundError, InputError):
             return None
+
+    def image_embedder(self):
+        """encode_images of the active image encoder for image uploads, or None (the loaders then
+        use 16×16 downsampled pixels). Its encoder's text tower gives those corpora search by meaning."""
+        enc = self.image_encoder()
+        return None if enc is None else enc.encode_images
 
     def add_path(self, path: str | list[str]) -> str:
         """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv)."""

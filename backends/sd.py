@@ -255,9 +255,12 @@ def _component_classes(root: str, download: bool) -> tuple[dict, callable]:
 
 def check_available(spec: str | GeneratorSpec, *, download: bool = False) -> GeneratorSpec:
     """Cheap check (no weights read) that a generator can be loaded here; ModelUnavailable if not."""
+    from backends.hub import hub_offline_now
+
     gs = spec if isinstance(spec, GeneratorSpec) else parse_generator_spec(spec)
     if gs.kind == "diffusers":
-        _component_classes(gs.source, download)
+        with hub_offline_now():
+            _component_classes(gs.source, download)
     return gs
 
 
@@ -268,11 +271,18 @@ def load_diffusers_pipeline(spec: str | GeneratorSpec, device: str = "cpu", *, d
     Raises ``ModelUnavailable`` with a clear message when it is not here, needs files this
     project will not read (pickled .bin/.ckpt only) or has an unsupported layout.
     """
-    import importlib
+    from backends.hub import hub_offline_now
 
     gs = spec if isinstance(spec, GeneratorSpec) else parse_generator_spec(spec)
     if gs.kind != "diffusers":
         raise ValueError(f"{gs.label!r} is not a diffusers model")
+    with hub_offline_now():
+        return _load(gs, device, download=download, offload=offload, attention_slicing=attention_slicing)
+
+
+def _load(gs: GeneratorSpec, device: str, *, download: bool, offload: bool, attention_slicing: bool):
+    import importlib
+
     src = gs.source
     index, _ = _component_classes(src, download)
     missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if c not in index]

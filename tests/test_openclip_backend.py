@@ -415,3 +415,44 @@ def test_cluster_names_from_the_tiny_encoder(enc, scenes_batch):
     assert len(name_clusters(v[:3], digits_like)[0]) == 3
     with pytest.raises(InputError, match="no encode_texts"):
         cn.text_space_from_encoder(object())
+
+
+# ---------------------------------------------------------------------------------------
+# The app's --encoder choice (Backends)
+
+
+def test_backends_use_the_chosen_encoder_for_uploads_search_names_and_stitching(tmp_path, scenes_batch):
+    from PIL import Image
+
+    from backends import stitching
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(scenes_batch.images[:12]):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    b = Backends(Settings(encoder=SPEC, cache_dir=tmp_path / "cache"))
+    assert b.model_notes() == [] and b.encoder_spec() == ie.canonical_spec(SPEC)
+    key = b.add_path(str(folder))
+    corpus = b.corpus(key)
+    assert corpus.vectors.shape == (12, 32) and f"image encoder {ie.canonical_spec(SPEC)}" in corpus.description
+    q = corpus.text_query("a red circle")  # search by meaning in the encoder's own space
+    assert q.shape == (32,) and abs(float(np.linalg.norm(q)) - 1) < 1e-4
+    np.testing.assert_allclose(q, ie.get_image_encoder(SPEC).encode_texts(["a red circle"])[0], atol=1e-6)
+    assert ie.canonical_spec(SPEC) in [s["name"] for s in stitching.available_spaces()]  # a Stitching space too
+
+    from app.tabs.clusters import ClustersService
+
+    space = ClustersService(b).text_space(key)
+    assert space is not None  # cluster names come from the tiny encoder's text tower
+
+
+def test_backends_fall_back_to_shapes_with_a_note_for_an_unusable_encoder(tmp_path):
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    b = Backends(Settings(encoder="openclip:NoSuchArch/none", cache_dir=tmp_path / "cache"))
+    assert b.encoder_spec() == "shapes-cnn"
+    (note,) = [n for n in b.model_notes() if "image encoder" in n]
+    assert "openclip:NoSuchArch/none" in note and "using shapes-cnn instead" in note

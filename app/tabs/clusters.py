@@ -81,7 +81,13 @@ class ClustersService:
     def text_space(self, key: str):
         from backends.cluster_names import text_space_for
 
-        return text_space_for(self.b.corpus(key))
+        corpus = self.b.corpus(key)
+        enc = None  # an upload embedded by the active --encoder: name its clusters with that encoder's text tower
+        if key.startswith("upload:") and hasattr(self.b, "image_encoder"):
+            e = self.b.image_encoder()
+            if e is not None and f"image encoder {e.name}" in (corpus.description or ""):
+                enc = e
+        return text_space_for(corpus, encoder=enc)
 
     def result(self, run_id: str):
         hit = self.runs.get(str(run_id or ""))
