@@ -202,6 +202,14 @@ class Backends:
         except (FileNotFoundError, InputError):
             return None
 
+    def goal_text_encoder(self):
+        """texts -> unit vectors for free-text goals (cluster-name re-ranking): MiniLM (None: the default)
+        with --text-encoder minilm or the Shapes encoders, else the chosen encoder's own text tower."""
+        if self.settings.text_encoder == "minilm" or self.encoder_spec().startswith("shapes"):
+            return None
+        enc = self.image_encoder()
+        return None if enc is None else enc.encode_texts
+
     def image_embedder(self):
         """encode_images of the active image encoder for image uploads, or None (the loaders then
         use 16×16 downsampled pixels). Its encoder's text tower gives those corpora search by meaning."""

@@ -456,3 +456,16 @@ def test_backends_fall_back_to_shapes_with_a_note_for_an_unusable_encoder(tmp_pa
     assert b.encoder_spec() == "shapes-cnn"
     (note,) = [n for n in b.model_notes() if "image encoder" in n]
     assert "openclip:NoSuchArch/none" in note and "using shapes-cnn instead" in note
+
+
+def test_text_encoder_setting_picks_the_goal_encoder(tmp_path):
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    auto = Backends(Settings(encoder=SPEC, cache_dir=tmp_path / "c"))
+    f = auto.goal_text_encoder()
+    np.testing.assert_allclose(f(["a red circle"]), ie.get_image_encoder(SPEC).encode_texts(["a red circle"]))
+    assert Backends(Settings(encoder=SPEC, text_encoder="minilm", cache_dir=tmp_path / "c")).goal_text_encoder() is None
+    assert Backends(Settings(cache_dir=tmp_path / "c")).goal_text_encoder() is None  # Shapes: MiniLM
+    with pytest.raises(ValueError, match="text encoder must be auto or minilm"):
+        Settings.from_env(text_encoder="bert")

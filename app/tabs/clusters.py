@@ -146,7 +146,9 @@ class ClustersService:
         wanted = goal_factors(goal, cols)
         maj = majority_metadata(res.labels, corpus.meta, wanted or cols)
         text = self.text_space(key)
-        texts = name_clusters(res.centroids, text, goal=goal) if (text is not None and res.k) else None
+        goal_encoder = self.b.goal_text_encoder() if hasattr(self.b, "goal_text_encoder") else None
+        texts = (name_clusters(res.centroids, text, goal=goal, goal_encoder=goal_encoder)
+                 if (text is not None and res.k) else None)
         sizes = res.sizes
         rows = []
         for c in range(res.k):
