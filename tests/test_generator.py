@@ -117,3 +117,17 @@ def test_shipped_weights_load_and_generate():
     cfg = G.load_generator().config
     assert out.images.shape == (1, cfg.image_size, cfg.image_size, 3)
     assert out.images.std() > 0.01  # not a blank image
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_the_floor():
+    from types import SimpleNamespace
+
+    from backends.shapes.train_generator import learning_rate
+
+    a = SimpleNamespace(lr=1e-3, warmup=10, steps=100, decay_start=None, lr_min_frac=0.1)
+    assert learning_rate(0, a) == pytest.approx(1e-4) and learning_rate(50, a) == pytest.approx(1e-3)
+    assert learning_rate(99, a) == pytest.approx(1e-3)  # no decay asked: constant (runs can be extended)
+    a.decay_start = 60
+    assert learning_rate(60, a) == pytest.approx(1e-3)
+    assert learning_rate(80, a) == pytest.approx(1e-3 * 0.55)
+    assert learning_rate(100, a) == pytest.approx(1e-4)

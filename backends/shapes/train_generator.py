@@ -231,11 +231,24 @@ def eval_curve(log_path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------
 
+def learning_rate(step: int, args) -> float:
+    """Linear warm-up, constant, then (with --decay-start) a linear fall to lr_min_frac * lr at --steps."""
+    lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+    if args.decay_start is not None and step >= args.decay_start and args.steps > args.decay_start:
+        frac = min(1.0, (step - args.decay_start) / (args.steps - args.decay_start))
+        lr *= 1.0 - (1.0 - args.lr_min_frac) * frac
+    return lr
+
+
 def main(argv: list[str] | None = None) -> int:
     p = common_parser("python -m backends.shapes.train generator", steps=40000, batch=32)
     p.set_defaults(threads=2, eval_every=1000, ckpt_every=250)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--decay-start", type=int, default=None,
+                   help="from this step the learning rate falls linearly to --lr-min-frac of --lr at --steps "
+                        "(default: constant, so a run can be extended)")
+    p.add_argument("--lr-min-frac", type=float, default=0.1)
     p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-scenes", type=int, default=12000)
@@ -354,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         return rec
 
     while step < args.steps:
-        lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+        lr = learning_rate(step, args)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         idx = rng.integers(0, N, size=args.batch)
