@@ -131,3 +131,19 @@ def test_learning_rate_warms_up_holds_and_decays_to_the_floor():
     assert learning_rate(60, a) == pytest.approx(1e-3)
     assert learning_rate(80, a) == pytest.approx(1e-3 * 0.55)
     assert learning_rate(100, a) == pytest.approx(1e-4)
+
+
+def test_without_pooled_conditioning_the_prompt_enters_only_by_cross_attention():
+    cfg = G.GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                            head_dim=8, norm_num_groups=4, spatext_channels=4, pooled_conditioning=False)
+    gen = G.build_generator(cfg)
+    assert gen.unet.class_embedding is None
+    assert G.GeneratorConfig.from_json(cfg.to_json()).pooled_conditioning is False
+    from backends.diffusion import LatentDiffusionPipeline
+    from text_double import DummyTextEncoder
+
+    pipe = LatentDiffusionPipeline(gen.unet.eval(), gen.make_scheduler(), gen.codec, DummyTextEncoder(), gen.spatext,
+                                   max_tokens=8)
+    a = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    b = pipe("a blue star", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    assert np.abs(a - b).mean() > 0  # the prompt still reaches the image (cross-attention)

@@ -43,6 +43,11 @@ class GeneratorConfig:
     text_dim: int = 384
     max_tokens: int = 24  # MiniLM token states the UNet cross-attends to
     spatext_channels: int = 16
+    # The pooled prompt vector added to the time embedding reaches every ResNet, the full-resolution
+    # ones included, so colour (and most of the prompt) bypasses the bottleneck and h-space edits
+    # cannot move it. Without it the prompt enters only by cross-attention at the coarse levels and
+    # the mid block, and the decoder has to read it from there.
+    pooled_conditioning: bool = True
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"
@@ -204,8 +209,8 @@ def build_unet(cfg: GeneratorConfig):
         attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.block_out_channels),
         norm_num_groups=cfg.norm_num_groups,
         cross_attention_dim=cfg.text_dim,
-        class_embed_type="projection",
-        projection_class_embeddings_input_dim=cfg.text_dim,
+        class_embed_type="projection" if cfg.pooled_conditioning else None,
+        projection_class_embeddings_input_dim=cfg.text_dim if cfg.pooled_conditioning else None,
     )
 
 

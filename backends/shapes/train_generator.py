@@ -178,7 +178,8 @@ def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p
     ab = sched_alphas[t].view(B, 1, 1, 1)
     noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    pred = gen.unet(torch.cat([xt, smap], 1), t, states, encoder_attention_mask=tmask, class_labels=pooled).sample
+    kw = {"class_labels": pooled} if cfg.pooled_conditioning else {}
+    pred = gen.unet(torch.cat([xt, smap], 1), t, states, encoder_attention_mask=tmask, **kw).sample
     snr = ab / (1 - ab)
     w = snr.clamp(*snr_clip).view(B)
     per = ((pred - x0) ** 2).mean(dim=(1, 2, 3))
@@ -256,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
     p.add_argument("--patch", type=int, default=None, help="pixel-unshuffle factor of the latent (default: GeneratorConfig's)")
     p.add_argument("--channels", default=None, help="UNet block widths, comma-separated (default: GeneratorConfig's)")
+    p.add_argument("--no-pooled", action="store_true",
+                   help="no pooled prompt vector in the time embedding: the prompt reaches the UNet only by "
+                        "cross-attention (coarse levels and mid block), so h-space carries it")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the rendered + encoded training scenes are cached (default: the run directory)")
     p.add_argument("--world", type=int, default=1,
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.block_out_channels = tuple(int(c) for c in args.channels.split(","))
         if len(cfg.block_out_channels) != len(cfg.down_block_types):
             p.error(f"--channels needs {len(cfg.down_block_types)} widths, got {args.channels!r}")
+    if args.no_pooled:
+        cfg.pooled_conditioning = False
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
