@@ -2,20 +2,26 @@
 
     python -m backends.shapes.train generator [--steps N] [--resume] [--batch B] [--world W] [--threads T]
 
-Data: a fixed pool of 12,000 procedural scenes (half single-object, half 1-3 objects) rendered
-once at 64x64 and cached with their MiniLM token states under runs/generator/ (the text encoder
-is the expensive part on a CPU); images and masks are area-downsampled to the model's 32x32 on
-load. Each step draws a batch, drops the prompt (p=0.15) for classifier-free guidance, gives a
-spatio-textual region map (p=0.5; each object's region kept with p=0.8) built from the object
-masks and short object phrases, and trains x0 prediction with a truncated-SNR weight
-clamp(SNR, 1, 5). AdamW at a constant learning rate after a short warm-up, EMA of the weights.
+Model (the defaults reproduce the shipped one): 32x32 images on a 16x16x12 pixel-unshuffle latent
+(--patch 2), UNet widths 32/64/64 with cross-attention at 8x8, 4x4 and in the mid block, and no
+pooled prompt vector in the time embedding (--pooled adds it), so the prompt enters only by
+cross-attention and the decoder has to read it through the coarse levels.
+
+Data: a fixed pool of 30,000 procedural scenes (half single-object, half 1-3 objects) rendered
+once at 64x64 and cached with their MiniLM token states in the run directory (or --data-dir; the
+text encoder is the expensive part on a CPU); images and masks are area-downsampled to the
+model's 32x32 on load. Each step draws a batch of 32, drops the prompt (p=0.15) for
+classifier-free guidance, gives a spatio-textual region map (p=0.5; each object's region kept
+with p=0.8) built from the object masks and short object phrases, and trains x0 prediction with
+a truncated-SNR weight clamp(SNR, 1, 5). AdamW at 5e-4 after a short warm-up, constant until
+--decay-start (12,500), then linearly down to 10% at --steps (18,000); EMA of the weights.
 
 On a shared CPU, --world W runs W single-threaded worker processes that average gradients
 (gloo all-reduce); one process with two threads was ~10x slower than one thread when the cores
 were oversubscribed (OpenMP threads wait for each other).
 
 Every --eval-every steps the EMA weights are exported to assets/shapes/generator.safetensors
-(fp16) and scored on 48 held-out single-object prompts by the judge; the scores go to
+(fp16) and scored on --eval-n held-out single-object prompts by the judge; the scores go to
 runs/generator/log.jsonl (the accuracy-versus-steps curve, also stored in generator.json).
 """
 from __future__ import annotations
@@ -235,31 +241,31 @@ def eval_curve(log_path: Path) -> list[dict]:
 def learning_rate(step: int, args) -> float:
     """Linear warm-up, constant, then (with --decay-start) a linear fall to lr_min_frac * lr at --steps."""
     lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
-    if args.decay_start is not None and step >= args.decay_start and args.steps > args.decay_start:
+    if args.decay_start is not None and 0 <= args.decay_start <= step and args.steps > args.decay_start:
         frac = min(1.0, (step - args.decay_start) / (args.steps - args.decay_start))
         lr *= 1.0 - (1.0 - args.lr_min_frac) * frac
     return lr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser("python -m backends.shapes.train generator", steps=40000, batch=32)
+    p = common_parser("python -m backends.shapes.train generator", steps=18000, batch=32)
     p.set_defaults(threads=2, eval_every=1000, ckpt_every=250)
-    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--decay-start", type=int, default=None,
+    p.add_argument("--decay-start", type=int, default=12500,
                    help="from this step the learning rate falls linearly to --lr-min-frac of --lr at --steps "
-                        "(default: constant, so a run can be extended)")
+                        "(default 12500; --decay-start -1: constant, so a run can be extended)")
     p.add_argument("--lr-min-frac", type=float, default=0.1)
     p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--n-scenes", type=int, default=12000)
+    p.add_argument("--n-scenes", type=int, default=30000)
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
-    p.add_argument("--patch", type=int, default=None, help="pixel-unshuffle factor of the latent (default: GeneratorConfig's)")
-    p.add_argument("--channels", default=None, help="UNet block widths, comma-separated (default: GeneratorConfig's)")
-    p.add_argument("--no-pooled", action="store_true",
-                   help="no pooled prompt vector in the time embedding: the prompt reaches the UNet only by "
-                        "cross-attention (coarse levels and mid block), so h-space carries it")
+    p.add_argument("--patch", type=int, default=2, help="pixel-unshuffle factor of the latent (default 2: 16x16x12)")
+    p.add_argument("--channels", default="32,64,64", help="UNet block widths, comma-separated (default 32,64,64)")
+    p.add_argument("--pooled", action="store_true",
+                   help="also add the pooled prompt vector to the time embedding (default off: the prompt reaches "
+                        "the UNet only by cross-attention at the coarse levels and the mid block)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the rendered + encoded training scenes are cached (default: the run directory)")
     p.add_argument("--world", type=int, default=1,
@@ -299,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.block_out_channels = tuple(int(c) for c in args.channels.split(","))
         if len(cfg.block_out_channels) != len(cfg.down_block_types):
             p.error(f"--channels needs {len(cfg.down_block_types)} widths, got {args.channels!r}")
-    if args.no_pooled:
-        cfg.pooled_conditioning = False
+    cfg.pooled_conditioning = bool(args.pooled)
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
