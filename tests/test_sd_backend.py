@@ -14,11 +14,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 torch.set_num_threads(1)
 
-from backends import hspace, regions  # noqa: E402
+from tiny_sd import write_tiny_sd  # noqa: E402
+
 from backends import directions as D  # noqa: E402
+from backends import hspace, regions  # noqa: E402
 from backends.errors import InputError  # noqa: E402
 from backends.sd import ModelUnavailable, load_diffusers_pipeline, parse_generator_spec  # noqa: E402
-from tiny_sd import write_tiny_sd  # noqa: E402
 
 
 @pytest.fixture(scope="module")

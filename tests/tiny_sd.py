@@ -59,7 +59,6 @@ def write_tiny_sd(path: str | Path, *, xl: bool = False, seed: int = 0) -> Path:
                    block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32,
                    attention_head_dim=(2, 4), cross_attention_dim=32)
-    components = {"unet": None, "vae": None, "text_encoder": None, "tokenizer": None, "scheduler": None}
     if xl:
         unet_kw.update(cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
                        projection_class_embeddings_input_dim=32 + 6 * 8)
@@ -81,6 +80,5 @@ def write_tiny_sd(path: str | Path, *, xl: bool = False, seed: int = 0) -> Path:
         tok.save_pretrained(path / "tokenizer_2")
         index.update(text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
                      tokenizer_2=["transformers", "CLIPTokenizer"])
-    del components
     (path / "model_index.json").write_text(json.dumps(index, indent=1))
     return path
