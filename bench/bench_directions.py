@@ -105,10 +105,11 @@ def browser(pipe, samples: int) -> dict:
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
     from backends import hspace
 
-    # A direction at up_blocks.1: the same cost per frame as one in h-space, but every slider step visibly
-    # changes the image (the shipped generator's decoder nearly ignores the mid block, and an identical image
-    # would keep its URL, so no new image would be drawn to time).
-    tr = hspace.generate(pipe, "a shape", seeds=0, steps=10, layer="up_blocks.1")
+    # A direction at the last up block: the same cost per frame as one in h-space, but every slider step
+    # visibly changes the image (the shipped generator's decoder nearly ignores the mid block: replacing h
+    # by its batch mean moves pixels by 0.2/255; an identical image keeps its URL, so no new image would
+    # be drawn to time).
+    tr = hspace.generate(pipe, "a shape", seeds=0, steps=10, layer="up_blocks.2")
     svc.add(random_direction(tr))
     img_src = "() => { const i = document.querySelector('#dir-image img'); return i ? i.src : ''; }"
     watch = """() => { window.__loads = []; const root = document.querySelector('#dir-image');
