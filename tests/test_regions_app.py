@@ -93,5 +93,6 @@ def test_generate_with_the_shapes_model(client, canvas_png):
                                  "on a black background", "spatext", 0, 20, 4.0, -1, 0.4, "shapes",
                                  api_name="/regions_generate")
     img = np.asarray(Image.open(files[0]).convert("RGB"))
-    side = R.get_pipeline("shapes").latent_size * 4  # pixel-unshuffle by 4
+    pipe = R.get_pipeline("shapes")
+    side = pipe.latent_size * pipe.codec.patch  # the generator's image size (pixel-unshuffle)
     assert img.shape == (side, side, 3) and img.std() > 1.0

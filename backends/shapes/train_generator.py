@@ -206,8 +206,9 @@ def get_batch(data: dict, idx: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------------------
 # Evaluation during training (quick; eval_generator has the full suite)
 
-def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float = 4.0, seed: int = 1) -> dict:
-    """Sample n held-out single-object canonical prompts with the pipeline; score them."""
+def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None, seed: int = 1) -> dict:
+    """Sample n held-out single-object canonical prompts with the pipeline (the model's own guidance
+    and DDIM eta unless given); score them."""
     import torch
 
     from backends.diffusion import LatentDiffusionPipeline
@@ -220,7 +221,9 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float = 4.0, seed: i
                                    text_encoder=get_text_encoder(), spatext=gen.spatext,
                                    max_tokens=gen.config.max_tokens)
     g = torch.Generator().manual_seed(seed)
-    imgs = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g, output_type="np").images
+    guidance = gen.config.guidance_scale if guidance is None else guidance
+    imgs = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g, output_type="np",
+                eta=gen.config.eta).images  # the sampler the model is used with (eta 0 judged far worse)
     return eval_generator.score_single(imgs, b.specs)
 
 
