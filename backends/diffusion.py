@@ -71,7 +71,8 @@ class LatentDiffusionPipeline:
     """Text-to-image with classifier-free guidance and an optional SpaText region map."""
 
     def __init__(self, unet, scheduler, codec, text_encoder, spatext=None, *, max_tokens: int = 16,
-                 default_guidance_scale: float = 4.0, default_steps: int = 20, default_eta: float = 0.0):
+                 default_guidance_scale: float = 4.0, default_steps: int = 20, default_eta: float = 0.0,
+                 default_region_guidance_scale: float | None = None):
         self.unet = unet
         self.scheduler = scheduler
         self.codec = codec
@@ -81,6 +82,9 @@ class LatentDiffusionPipeline:
         self.default_guidance_scale = default_guidance_scale
         self.default_steps = default_steps
         self.default_eta = default_eta
+        # guidance when a region map is given (the map already says where and what: less is better)
+        self.default_region_guidance_scale = (default_guidance_scale if default_region_guidance_scale is None
+                                              else default_region_guidance_scale)
         self.cfg_halves = None  # (uncond rows, cond rows) of the current UNet batch, for hooks
         self._lock = threading.Lock()  # the scheduler is stateful: one generation at a time
 
@@ -332,7 +336,9 @@ class LatentDiffusionPipeline:
         """
         import torch
 
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        if guidance_scale is None:
+            has_map = region_map is not None or region_masks is not None
+            guidance_scale = self.default_region_guidance_scale if has_map else self.default_guidance_scale
         num_inference_steps = self.default_steps if num_inference_steps is None else num_inference_steps
         eta = self.default_eta if eta is None else eta
         # 1. Check inputs
@@ -406,7 +412,8 @@ def load_shapes_pipeline(device: str = "cpu", path=None) -> LatentDiffusionPipel
             _PIPES[key] = LatentDiffusionPipeline(
                 gen.unet, gen.make_scheduler(), gen.codec, get_text_encoder(device), gen.spatext,
                 max_tokens=gen.config.max_tokens, default_guidance_scale=gen.config.guidance_scale,
-                default_steps=gen.config.num_inference_steps, default_eta=gen.config.eta)
+                default_steps=gen.config.num_inference_steps, default_eta=gen.config.eta,
+                default_region_guidance_scale=gen.config.region_guidance_scale)
         return _PIPES[key]
 
 

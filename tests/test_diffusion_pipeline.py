@@ -172,3 +172,27 @@ def test_region_masks_need_spatext_channels():
     assert run(pipe).images.shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="region_masks"):
         run(pipe, region_masks=np.ones((1, 64, 64), bool), region_prompts=["a red circle"])
+
+
+def test_region_maps_use_their_own_default_guidance():
+    """With a region map and no guidance given, the pipeline uses default_region_guidance_scale."""
+    import torch
+
+    pipe = LatentDiffusionPipeline(**get_dummy_components())
+    seen = []
+    orig = pipe.predict
+
+    def spy(latents, t, cond, uncond, guidance_scale, smap=None, smap_uncond=None):
+        seen.append(guidance_scale)
+        return orig(latents, t, cond, uncond, guidance_scale, smap, smap_uncond)
+
+    pipe.predict = spy
+    pipe.default_guidance_scale, pipe.default_region_guidance_scale = 4.0, 2.5
+    g = torch.Generator().manual_seed(0)
+    pipe("a red circle", num_inference_steps=1, generator=g)
+    masks = np.zeros((1, 32, 32), np.float32)
+    masks[0, :16] = 1
+    pipe("a red circle", num_inference_steps=1, generator=g, region_masks=masks, region_prompts=["red circle"])
+    pipe("a red circle", num_inference_steps=1, generator=g, region_masks=masks, region_prompts=["red circle"],
+         guidance_scale=6.0)
+    assert seen == [4.0, 2.5, 6.0]

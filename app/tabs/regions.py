@@ -93,6 +93,21 @@ def enlarge(img: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     return np.repeat(np.repeat(img, rep, 0), rep, 1)
 
 
+def _default_guidance(backends, method: str) -> float:
+    """The slider's first value: the Shapes model's region-map guidance for SpaText (measured best,
+    README), else the generator's own default. Read from configs, no weights loaded."""
+    spec = getattr(backends, "generator_spec", None)
+    if spec is not None and spec().kind != "shapes":
+        from backends.sd import sampling_defaults
+
+        return float(sampling_defaults(spec())[1])
+    from backends.shapes.generator import CONFIG, GeneratorConfig
+
+    cfg = GeneratorConfig.from_json(CONFIG.read_text()) if CONFIG.exists() else GeneratorConfig()
+    g = cfg.region_guidance_scale if method == "spatext" and cfg.region_guidance_scale else cfg.guidance_scale
+    return float(g)
+
+
 class RegionsService:
     """What the Regions tab (and its API) does, independent of the layout."""
 
@@ -123,8 +138,10 @@ class RegionsService:
 
     @gpu_task(duration=90)
     def generate(self, canvas: np.ndarray | None, prompts: dict, global_prompt: str = "", method: str = "spatext",
-                 seed: int = 0, steps: int = 20, guidance: float = 4.0, bootstrap_steps: int | None = None,
+                 seed: int = 0, steps: int = 20, guidance: float | None = None, bootstrap_steps: int | None = None,
                  pww_weight: float = 0.4, model: str | None = None) -> tuple[R.RegionResult, R.ParsedCanvas]:
+        """guidance None (or < 0): the model's default (for the Shapes model with a SpaText map, its
+        measured region-map guidance)."""
         steps = int(steps)
         if not 1 <= steps <= MAX_STEPS:
             raise InputError(f"steps must be between 1 and {MAX_STEPS}, but is {steps}")
@@ -139,7 +156,7 @@ class RegionsService:
         pipe = self.pipeline(model)
         spec = R.match_prompts(parsed, prompts or {}, size=int(pipe.latent_size * _image_per_latent(pipe)))
         res = R.generate(pipe, spec, global_prompt, method=method, seed=int(seed), num_inference_steps=steps,
-                         guidance_scale=float(guidance),
+                         guidance_scale=None if guidance is None or float(guidance) < 0 else float(guidance),
                          bootstrap_steps=None if bootstrap_steps is None else int(bootstrap_steps),
                          pww_weight=float(pww_weight))
         return res, parsed
@@ -336,7 +353,8 @@ def build_regions(backends: Backends):
             with gr.Accordion("Settings", open=False):
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
-                guidance = gr.Slider(1.0, 15.0, value=4.0, step=0.5, label="Guidance scale")
+                guidance = gr.Slider(1.0, 15.0, value=_default_guidance(backends, first), step=0.5,
+                                     label="Guidance scale")
                 bootstrap = gr.Slider(-1, MAX_STEPS, value=-1, step=1,
                                       label="MultiDiffusion bootstrapping steps (-1: 20% of the steps)")
                 pww_weight = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Paint-with-words weight")
@@ -375,12 +393,13 @@ def _register_api(svc: RegionsService):
         return FileData(path=_save_png(parsed.preview(DISPLAY_SIZE))), svc.summary(parsed)
 
     def regions_generate(canvas: FileData, prompts: dict, global_prompt: str = "", method: str = "spatext",
-                         seed: int = 0, steps: int = 20, guidance: float = 4.0, bootstrap_steps: int = -1,
+                         seed: int = 0, steps: int = 20, guidance: float = -1.0, bootstrap_steps: int = -1,
                          pww_weight: float = 0.4, model: str = "") -> tuple[list[FileData], dict]:
         """Generate from a painted canvas (the masks as an image) and {colour: prompt}.
 
         method: spatext | multidiffusion | paint_with_words | compare (all, same seed).
-        Returns one 64x64 PNG per method and {"methods", "seconds", "regions", "notes"}.
+        guidance < 0: the model's default (Shapes with a SpaText map: its region-map guidance, 2.5).
+        Returns one PNG per method (the generator's size) and {"methods", "seconds", "regions", "notes"}.
         """
         res, parsed = svc.generate(_read_image(canvas), prompts, global_prompt, method, seed, steps, guidance,
                                    bootstrap_steps, pww_weight, model or None)

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--regions", type=int, default=200)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale (default: the model's, and its region-map guidance for --regions)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0 for Shapes)")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     judge = _judge()
     if args.eta is None:
         args.eta = pipe.default_eta
-    results = {"steps": args.steps, "guidance": guidance, "eta": args.eta}
+    region_guidance = pipe.default_region_guidance_scale if args.guidance is None else args.guidance
+    results = {"steps": args.steps, "guidance": guidance, "region_guidance": region_guidance, "eta": args.eta}
     t0 = time.time()
     if args.sweep_guidance:
         results["guidance_sweep"] = {}
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     paraphrase=True, judge=judge, eta=args.eta)
         print(json.dumps(results["single_paraphrased"]), flush=True)
     if args.regions:
-        results["regions"] = eval_regions(pipe, args.regions, steps=args.steps, guidance=guidance, seed=args.seed,
+        results["regions"] = eval_regions(pipe, args.regions, steps=args.steps, guidance=region_guidance, seed=args.seed,
                                           judge=judge, eta=args.eta)
         print(json.dumps(results["regions"]), flush=True)
     results["eval_s"] = round(time.time() - t0, 1)

@@ -55,6 +55,7 @@ class GeneratorConfig:
     guidance_scale: float = 4.0
     num_inference_steps: int = 20
     eta: float = 1.0  # DDIM eta: stochastic sampling measured better than eta=0 for this model
+    region_guidance_scale: float | None = None  # with a SpaText map (None: guidance_scale)
     trained_steps: int = 0
     metrics: dict = field(default_factory=dict)
 
