@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="image encoder: shapes (default) | shapes-vit | openclip:<arch>/<pretrained> | <local open_clip "
                         "folder>; $LATENT_ATLAS_ENCODER")
     m.add_argument("--text-encoder", default=None, choices=["auto", "minilm"],
-                   help="text side of search and cluster names: auto (the encoder's own) or minilm")
+                   help="encoder of free-text goals in the Clusters tab: auto (the --encoder's text tower) or minilm")
     net = m.add_mutually_exclusive_group()
     net.add_argument("--download", action="store_true", default=None,
                      help="allow fetching hub models (default: only the local Hugging Face cache and folders)")
@@ -48,11 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    want_download = args.download or os.environ.get("LATENT_ATLAS_DOWNLOAD", "").lower() in ("1", "true", "yes")
-    if args.offline or not want_download:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a hub model must already be here: no hang on a download
 
-    from backends.settings import Settings
+    from backends.settings import Settings  # light: no torch, no gradio
 
     settings = Settings.from_env(
         host=args.host, port=args.port, share=args.share or None, data=args.data,
@@ -61,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         text_encoder=args.text_encoder, download=(False if args.offline else args.download),
         attention_slicing=args.attention_slicing, cpu_offload=args.cpu_offload,
     )
+    if not settings.download:  # set before any Hugging Face library is imported (they read it once)
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a hub model must already be here: no hang on a download
     from app.main import create_app, launch_kwargs
     from backends.registry import Backends
 

@@ -163,7 +163,7 @@ def get_image_encoder(spec: str, device: str = "cpu"):
             if kind == "shapes":
                 _CACHE[key] = _load_shapes(spec, arch)
             else:
-                with _hub_offline_now():
+                with hub_offline_now():
                     _CACHE[key] = _load_openclip(spec, name, kind, arch, source, str(device))
         return _CACHE[key]
 
@@ -216,10 +216,6 @@ def _load_shapes(spec: str, name: str):
         return load_image_encoder(name)
     except FileNotFoundError as exc:
         raise EncoderUnavailable(f"encoder {spec!r}: {exc}") from None
-
-
-_offline = hub_offline
-_hub_offline_now = hub_offline_now
 
 
 def _fix_hint(spec: str) -> str:
@@ -335,7 +331,7 @@ def _hub_file(spec: str, repo: str, filename: str) -> Path:
     """hf_hub_download, local cache only when offline; every failure is an EncoderUnavailable."""
     from huggingface_hub import hf_hub_download
 
-    offline = _offline()
+    offline = hub_offline()
     try:
         return Path(hf_hub_download(repo, filename, local_files_only=offline))
     except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, EntryNotFoundError, network errors
@@ -357,7 +353,7 @@ def _hf_hub_dir(spec: str, repo: str, *, check_only: bool = False) -> Path | Non
         return None
     from huggingface_hub import snapshot_download
 
-    offline = _offline()
+    offline = hub_offline()
     try:
         return Path(snapshot_download(repo, local_files_only=offline,
                                       allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))

@@ -51,9 +51,9 @@ GENERATOR_CHOICES = ("shapes",) + tuple(ALIASES)
 def sampling_defaults(spec: "GeneratorSpec") -> tuple[int, float]:
     """(steps, guidance scale) a generator is meant to be sampled with (no weights loaded)."""
     if spec.kind == "shapes":
-        from backends.shapes.generator import GeneratorConfig
+        from backends.shapes.generator import shipped_config
 
-        c = GeneratorConfig()
+        c = shipped_config()
         return c.num_inference_steps, c.guidance_scale
     d = DEFAULTS.get(spec.alias, DEFAULTS["sd-turbo"] if "turbo" in spec.source.lower() else DEFAULTS["sd15"])
     return d["steps"], d["guidance_scale"]
@@ -106,7 +106,6 @@ class VaeCodec:
             c = vae.config
             self.scaling_factor = float(c.scaling_factor)
             self.latent_channels = int(c.latent_channels)
-            self.block_out_channels = tuple(c.block_out_channels)
             self.patch = 2 ** (len(c.block_out_channels) - 1)  # the VAE's down-sampling factor
 
     def __init__(self, vae, *, offload_device=None):
@@ -234,12 +233,11 @@ def pipeline_from_components(unet, vae, tokenizers: list, text_encoders: list, s
     return pipe
 
 
-def _component_classes(root: str, download: bool) -> tuple[dict, callable]:
-    """model_index.json of a local folder or a cached hub model -> ({name: (library, class)}, file getter)."""
+def _component_classes(root: str, download: bool) -> dict:
+    """model_index.json of a local folder or a cached hub model: {component: [library, class]}."""
     local = Path(root)
     if local.is_dir():
-        index = json.loads((local / "model_index.json").read_text())
-        return index, (lambda sub: str(local / sub))
+        return json.loads((local / "model_index.json").read_text())
     from huggingface_hub import hf_hub_download
 
     try:
@@ -249,8 +247,7 @@ def _component_classes(root: str, download: bool) -> tuple[dict, callable]:
                 "or start the app with --download")
         raise ModelUnavailable(f"generator {root!r} is not in the local Hugging Face cache "
                                f"({type(exc).__name__}){hint}") from None
-    folder = Path(path).parent
-    return json.loads(Path(path).read_text()), (lambda sub: str(folder / sub))
+    return json.loads(Path(path).read_text())
 
 
 def check_available(spec: str | GeneratorSpec, *, download: bool = False) -> GeneratorSpec:
@@ -284,7 +281,7 @@ def _load(gs: GeneratorSpec, device: str, *, download: bool, offload: bool, atte
     import importlib
 
     src = gs.source
-    index, _ = _component_classes(src, download)
+    index = _component_classes(src, download)
     missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if c not in index]
     if missing:
         raise ModelUnavailable(f"generator {gs.label!r} is not a Stable Diffusion-style pipeline "

@@ -194,3 +194,15 @@ def test_launch_accepts_the_backend_flags():
     assert a.attention_slicing and a.cpu_offload
     with pytest.raises(SystemExit):
         launch.parse_args(["--download", "--offline"])
+
+
+def test_shapes_sampling_defaults_are_the_shipped_models():
+    """The Generate tab's sliders start at the defaults the shipped Shapes model is sampled with."""
+    from backends.diffusion import load_shapes_pipeline
+    from backends.sd import GeneratorSpec, sampling_defaults
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip("no Shapes generator weights in assets/")
+    pipe = load_shapes_pipeline()
+    assert sampling_defaults(GeneratorSpec("shapes")) == (pipe.default_steps, pipe.default_guidance_scale)

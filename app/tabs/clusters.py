@@ -261,9 +261,10 @@ class ClustersService:
         row = names[int(cluster)]
         prompt = row["descriptions"][0] if row["descriptions"] else row["name"]
         try:
-            from backends.diffusion import to_uint8
+            from backends.diffusion import load_shapes_pipeline, to_uint8
 
-            pipe = self.b.generator_pipeline()
+            # Shapes only: the samples are ranked by the Shapes encoder of the cluster's text space
+            pipe = load_shapes_pipeline(device=self.b.device)
         except FileNotFoundError as exc:
             raise InputError(f"the Shapes generator is not available: {exc}") from None
         from backends.shapes.encoders import load_image_encoder

@@ -101,9 +101,9 @@ def _default_guidance(backends, method: str) -> float:
         from backends.sd import sampling_defaults
 
         return float(sampling_defaults(spec())[1])
-    from backends.shapes.generator import CONFIG, GeneratorConfig
+    from backends.shapes.generator import shipped_config
 
-    cfg = GeneratorConfig.from_json(CONFIG.read_text()) if CONFIG.exists() else GeneratorConfig()
+    cfg = shipped_config()
     g = cfg.region_guidance_scale if method == "spatext" and cfg.region_guidance_scale else cfg.guidance_scale
     return float(g)
 

@@ -84,6 +84,12 @@ class GeneratorConfig:
         return cls(**d)
 
 
+def shipped_config() -> GeneratorConfig:
+    """The shipped generator's config (assets/shapes/generator.json; defaults when absent), read
+    without loading weights: sampling defaults for the UI."""
+    return GeneratorConfig.from_json(CONFIG.read_text()) if CONFIG.exists() else GeneratorConfig()
+
+
 # ---------------------------------------------------------------------------------------
 # Latent codec (the VAE slot)
 
