@@ -147,3 +147,42 @@ def test_without_pooled_conditioning_the_prompt_enters_only_by_cross_attention()
     a = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     b = pipe("a blue star", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     assert np.abs(a - b).mean() > 0  # the prompt still reaches the image (cross-attention)
+
+
+@pytest.mark.parametrize("text_at", ["all", "encoder", "bottleneck"])
+def test_text_at_places_cross_attention_and_survives_the_json(text_at):
+    from backends.shapes.train_generator import TEXT_AT
+
+    down, up = TEXT_AT[text_at](2)
+    cfg = tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False)
+    back = G.GeneratorConfig.from_json(cfg.to_json())
+    assert back == cfg
+    unet = G.build_generator(back).unet
+    attn = lambda blocks: [hasattr(b, "attentions") for b in blocks]  # noqa: E731
+    assert attn(unet.down_blocks) == {"all": [False, True], "encoder": [False, True], "bottleneck": [False, False]}[text_at]
+    assert attn(unet.up_blocks) == {"all": [True, False], "encoder": [False, False], "bottleneck": [False, False]}[text_at]
+    assert hasattr(unet.mid_block, "attentions")
+
+
+@pytest.mark.parametrize("text_at", ["bottleneck", "all"])
+def test_with_text_only_at_the_bottleneck_the_prompt_reaches_the_image_only_through_h(text_at):
+    """What makes h-space edits work: fix the mid block's output and the prompt no longer matters
+    (with cross-attention in the up blocks, it still does)."""
+    from backends.shapes.train_generator import TEXT_AT
+
+    down, up = TEXT_AT[text_at](2)
+    gen = G.build_generator(tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False))
+    unet = gen.unet.eval()
+    x = torch.randn(1, 48 + 4, 8, 8)
+    states = torch.randn(2, 6, 384)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        free = unet(x.repeat(2, 1, 1, 1), torch.tensor([500, 500]), states).sample
+        hook = unet.mid_block.register_forward_hook(lambda m, a, out: torch.randn(out[:1].shape).repeat(2, 1, 1, 1))
+        try:
+            pinned = unet(x.repeat(2, 1, 1, 1), torch.tensor([500, 500]), states).sample
+        finally:
+            hook.remove()
+    assert (free[0] - free[1]).abs().max() > 1e-4  # the prompt matters ...
+    only_through_h = torch.allclose(pinned[0], pinned[1], atol=1e-6)
+    assert only_through_h == (text_at == "bottleneck")  # ... with text at the bottleneck only through h

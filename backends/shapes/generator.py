@@ -37,8 +37,13 @@ class GeneratorConfig:
     patch: int = 4  # pixel-unshuffle factor: latent is (3*patch^2, image_size/patch, image_size/patch)
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    # None: the mirror of down_block_types (CrossAttnDownBlock2D -> CrossAttnUpBlock2D)
+    up_block_types: tuple[str, ...] | None = None
     layers_per_block: int = 1
     head_dim: int = 32  # channels per attention head
+    # transformer layers at the coarsest level (the mid block, and the coarsest down/up blocks when
+    # they cross-attend); the other levels have one
+    deep_transformer_layers: int = 1
     norm_num_groups: int = 8
     text_dim: int = 384
     max_tokens: int = 24  # MiniLM token states the UNet cross-attends to
@@ -71,6 +76,8 @@ class GeneratorConfig:
         d = asdict(self)
         d["block_out_channels"] = list(self.block_out_channels)
         d["down_block_types"] = list(self.down_block_types)
+        if self.up_block_types is not None:
+            d["up_block_types"] = list(self.up_block_types)
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -78,8 +85,8 @@ class GeneratorConfig:
         d = json.loads(text)
         known = set(cls.__dataclass_fields__)
         d = {k: v for k, v in d.items() if k in known}
-        for k in ("block_out_channels", "down_block_types"):
-            if k in d:
+        for k in ("block_out_channels", "down_block_types", "up_block_types"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -210,10 +217,12 @@ def build_unet(cfg: GeneratorConfig):
         out_channels=cfg.latent_channels,
         block_out_channels=tuple(cfg.block_out_channels),
         down_block_types=tuple(cfg.down_block_types),
-        up_block_types=tuple(up[b] for b in reversed(cfg.down_block_types)),
+        up_block_types=(tuple(cfg.up_block_types) if cfg.up_block_types is not None
+                        else tuple(up[b] for b in reversed(cfg.down_block_types))),
         layers_per_block=cfg.layers_per_block,
         # diffusers' `attention_head_dim` is the number of heads per block (a known naming issue)
         attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.block_out_channels),
+        transformer_layers_per_block=(1,) * (len(cfg.block_out_channels) - 1) + (cfg.deep_transformer_layers,),
         norm_num_groups=cfg.norm_num_groups,
         cross_attention_dim=cfg.text_dim,
         class_embed_type="projection" if cfg.pooled_conditioning else None,

@@ -243,6 +243,13 @@ def eval_curve(log_path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------
 
+TEXT_AT = {  # --text-at: (down_block_types, up_block_types or None for the mirror), by number of levels
+    "all": lambda n: (("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1), None),
+    "encoder": lambda n: (("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1), ("UpBlock2D",) * n),
+    "bottleneck": lambda n: (("DownBlock2D",) * n, None),
+}
+
+
 def learning_rate(step: int, args) -> float:
     """Linear warm-up, constant, then (with --decay-start) a linear fall to lr_min_frac * lr at --steps."""
     lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
@@ -272,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pooled", action="store_true",
                    help="also add the pooled prompt vector to the time embedding (default off: the prompt reaches "
                         "the UNet only by cross-attention at the coarse levels and the mid block)")
+    p.add_argument("--text-at", choices=sorted(TEXT_AT), default="all",
+                   help="where the UNet cross-attends to the prompt: 'all' (coarse down blocks, mid block, coarse up "
+                        "blocks), 'encoder' (coarse down blocks and the mid block), 'bottleneck' (the mid block only, so "
+                        "the prompt reaches the decoder only through h-space)")
+    p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default 32)")
+    p.add_argument("--deep-layers", type=int, default=1,
+                   help="transformer layers in the mid block (and the coarsest cross-attending blocks; default 1)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the rendered + encoded training scenes are cached (default: the run directory)")
     p.add_argument("--world", type=int, default=1,
@@ -309,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg.patch = args.patch
     if args.channels:
         cfg.block_out_channels = tuple(int(c) for c in args.channels.split(","))
-        if len(cfg.block_out_channels) != len(cfg.down_block_types):
-            p.error(f"--channels needs {len(cfg.down_block_types)} widths, got {args.channels!r}")
+        if len(cfg.block_out_channels) < 2:
+            p.error(f"--channels needs at least 2 widths, got {args.channels!r}")
     cfg.pooled_conditioning = bool(args.pooled)
+    cfg.down_block_types, cfg.up_block_types = TEXT_AT[args.text_at](len(cfg.block_out_channels))
+    cfg.head_dim, cfg.deep_transformer_layers = args.head_dim, args.deep_layers
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
