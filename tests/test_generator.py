@@ -164,15 +164,18 @@ def test_text_at_places_cross_attention_and_survives_the_json(text_at):
     assert hasattr(unet.mid_block, "attentions")
 
 
-@pytest.mark.parametrize("text_at", ["bottleneck", "all"])
-def test_with_text_only_at_the_bottleneck_the_prompt_reaches_the_image_only_through_h(text_at):
+@pytest.mark.parametrize("text_at, mid_prompt", [("bottleneck", False), ("bottleneck", True), ("all", False)])
+def test_with_text_only_at_the_bottleneck_the_prompt_reaches_the_image_only_through_h(text_at, mid_prompt):
     """What makes h-space edits work: fix the mid block's output and the prompt no longer matters
     (with cross-attention in the up blocks, it still does)."""
     from backends.shapes.train_generator import TEXT_AT
 
     down, up = TEXT_AT[text_at](2)
-    gen = G.build_generator(tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False))
+    gen = G.build_generator(tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False,
+                                        mid_prompt=mid_prompt))
     unet = gen.unet.eval()
+    if mid_prompt:  # trained weights are not zero; at init the projection is a no-op
+        torch.nn.init.normal_(gen.mid_prompt.proj.weight)
     x = torch.randn(1, 48 + 4, 8, 8)
     states = torch.randn(2, 6, 384)
     torch.manual_seed(0)
@@ -186,3 +189,39 @@ def test_with_text_only_at_the_bottleneck_the_prompt_reaches_the_image_only_thro
     assert (free[0] - free[1]).abs().max() > 1e-4  # the prompt matters ...
     only_through_h = torch.allclose(pinned[0], pinned[1], atol=1e-6)
     assert only_through_h == (text_at == "bottleneck")  # ... with text at the bottleneck only through h
+
+
+def test_mid_prompt_starts_as_a_no_op_round_trips_and_follows_the_prompt(tmp_path):
+    import copy
+
+    from backends.shapes.train_generator import TEXT_AT
+
+    down, up = TEXT_AT["bottleneck"](2)
+    cfg = tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False, mid_prompt=True)
+    gen = G.build_generator(cfg, seed=0)
+    plain = G.build_generator(tiny_config(down_block_types=down, up_block_types=up, pooled_conditioning=False), seed=0)
+    x, t, states = torch.randn(2, 52, 8, 8), torch.tensor([300, 300]), torch.randn(2, 6, 384)
+    with torch.no_grad():
+        assert torch.allclose(gen.unet(x, t, states).sample, plain.unet(x, t, states).sample)  # zero init
+        torch.nn.init.normal_(gen.mid_prompt.proj.weight)
+        edited = gen.unet(x, t, states).sample
+    assert not torch.allclose(edited, plain.unet(x, t, states).sample)
+    # padding tokens (mask 0) do not change the pooled vector
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]] * 2, dtype=torch.bool)
+    junk = states.clone()
+    junk[:, 3:] = 99.0
+    with torch.no_grad():
+        a = gen.unet(x, t, states, encoder_attention_mask=mask).sample
+        b = gen.unet(x, t, junk, encoder_attention_mask=mask).sample
+    assert torch.allclose(a, b, atol=1e-5)
+    # the EMA copy owns its own projection (training averages into it, not into the live model's)
+    ema = copy.deepcopy(gen)
+    with torch.no_grad():
+        ema.mid_prompt.proj.weight.zero_()
+        assert torch.allclose(ema.unet(x, t, states).sample, plain.unet(x, t, states).sample)
+        assert torch.allclose(gen.unet(x, t, states).sample, edited)
+    G.save_generator(gen, tmp_path / "g.safetensors")
+    back = G.load_generator(tmp_path / "g.safetensors")
+    assert back.config.mid_prompt and back.mid_prompt is not None
+    with torch.no_grad():
+        assert torch.allclose(back.unet(x, t, states).sample, edited, atol=5e-2)  # fp16 weights

@@ -53,6 +53,10 @@ class GeneratorConfig:
     # cannot move it. Without it the prompt enters only by cross-attention at the coarse levels and
     # the mid block, and the decoder has to read it from there.
     pooled_conditioning: bool = True
+    # The pooled prompt vector, projected, added to the mid block's input (a per-channel bias): the
+    # prompt then reaches the decoder only through h (the mid block's output). Fast to learn where
+    # cross-attention at the bottleneck alone learns colour slowly (measured: 19% at 4,000 steps).
+    mid_prompt: bool = False
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"
@@ -206,6 +210,51 @@ def build_spatext(cfg: GeneratorConfig):
     return _spatext_module()(cfg.text_dim, cfg.spatext_channels)
 
 
+def _mid_prompt_module():
+    import torch
+    from torch import nn
+
+    class MidPrompt(nn.Module):
+        """Adds W·pool(prompt states) + b to the mid block's input, per channel (zero at init).
+
+        Installed as a forward pre-hook of ``unet.mid_block``, which diffusers calls with the
+        prompt's token states and its attention mask (already a 0 / -10000 bias), so every caller
+        of the UNet (pipelines, h-space hooks, inversion, Jacobians) gets it without knowing.
+        """
+
+        def __init__(self, text_dim: int, channels: int):
+            super().__init__()
+            self.proj = nn.Linear(text_dim, channels)
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+        def pre_hook(self, module, args, kwargs):
+            states = kwargs.get("encoder_hidden_states")
+            if states is None or not args:
+                return None
+            bias = kwargs.get("encoder_attention_mask")
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device) if bias is None \
+                else (bias.reshape(states.shape[0], -1) > -1.0)
+            v = pool_states(states.float(), mask)
+            h = args[0]
+            h = h + self.proj(v).to(h.dtype)[:, :, None, None]
+            return (h, *args[1:]), kwargs
+
+        def install(self, unet):
+            return unet.mid_block.register_forward_pre_hook(self.pre_hook, with_kwargs=True)
+
+    return MidPrompt
+
+
+def build_mid_prompt(cfg: GeneratorConfig, unet):
+    """The MidPrompt module for a config (None unless cfg.mid_prompt), installed on the UNet."""
+    if not cfg.mid_prompt:
+        return None
+    m = _mid_prompt_module()(cfg.text_dim, cfg.block_out_channels[-1])
+    m.install(unet)
+    return m
+
+
 def build_unet(cfg: GeneratorConfig):
     """The UNet2DConditionModel for a config (random weights)."""
     from diffusers import UNet2DConditionModel
@@ -252,9 +301,17 @@ class ShapesGenerator:
     unet: object
     spatext: object
     codec: PixelUnshuffleCodec
+    mid_prompt: object = None  # MidPrompt, installed on unet.mid_block (cfg.mid_prompt)
 
     def make_scheduler(self):
         return make_scheduler(self.config)
+
+    def modules(self) -> list:
+        """The trained modules (UNet, SpaText map, and the mid-block prompt projection if any)."""
+        return [m for m in (self.unet, self.spatext, self.mid_prompt) if m is not None]
+
+    def parameters(self) -> list:
+        return [p for m in self.modules() for p in m.parameters()]
 
 
 def build_generator(cfg: GeneratorConfig | None = None, seed: int = 0) -> ShapesGenerator:
@@ -262,12 +319,15 @@ def build_generator(cfg: GeneratorConfig | None = None, seed: int = 0) -> Shapes
 
     cfg = cfg or GeneratorConfig()
     torch.manual_seed(seed)
-    return ShapesGenerator(cfg, build_unet(cfg), build_spatext(cfg), PixelUnshuffleCodec(cfg.patch))
+    unet = build_unet(cfg)
+    return ShapesGenerator(cfg, unet, build_spatext(cfg), PixelUnshuffleCodec(cfg.patch), build_mid_prompt(cfg, unet))
 
 
 def generator_state_dict(gen: ShapesGenerator) -> dict:
     sd = {f"unet.{k}": v for k, v in gen.unet.state_dict().items()}
     sd.update({f"spatext.{k}": v for k, v in gen.spatext.state_dict().items()})
+    if gen.mid_prompt is not None:
+        sd.update({f"mid_prompt.{k}": v for k, v in gen.mid_prompt.state_dict().items()})
     return sd
 
 
@@ -276,6 +336,8 @@ def load_generator_state(gen: ShapesGenerator, tensors: dict) -> None:
     spt = {k[8:]: v.float() for k, v in tensors.items() if k.startswith("spatext.")}
     gen.unet.load_state_dict(unet)
     gen.spatext.load_state_dict(spt)
+    if gen.mid_prompt is not None:
+        gen.mid_prompt.load_state_dict({k[11:]: v.float() for k, v in tensors.items() if k.startswith("mid_prompt.")})
 
 
 def save_generator(gen: ShapesGenerator, path: str | Path = WEIGHTS, *, half: bool = True) -> None:
@@ -315,9 +377,9 @@ def load_generator(path: str | Path | None = None, device: str = "cpu") -> Shape
         cfg = GeneratorConfig.from_json(cfg_path.read_text()) if cfg_path.exists() else GeneratorConfig()
         gen = build_generator(cfg)
         load_generator_state(gen, load_file(str(path)))
-        gen.unet.to(device).eval()
-        gen.spatext.to(device).eval()
-        for p in list(gen.unet.parameters()) + list(gen.spatext.parameters()):
+        for m in gen.modules():
+            m.to(device).eval()
+        for p in gen.parameters():
             p.requires_grad_(False)
         _CACHE[key] = gen
         return gen

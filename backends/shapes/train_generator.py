@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the UNet cross-attends to the prompt: 'all' (coarse down blocks, mid block, coarse up "
                         "blocks), 'encoder' (coarse down blocks and the mid block), 'bottleneck' (the mid block only, so "
                         "the prompt reaches the decoder only through h-space)")
+    p.add_argument("--mid-prompt", action="store_true",
+                   help="add the projected pooled prompt to the mid block's input (reaches the decoder only through h)")
     p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default 32)")
     p.add_argument("--deep-layers", type=int, default=1,
                    help="transformer layers in the mid block (and the coarsest cross-attending blocks; default 1)")
@@ -328,14 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg.pooled_conditioning = bool(args.pooled)
     cfg.down_block_types, cfg.up_block_types = TEXT_AT[args.text_at](len(cfg.block_out_channels))
     cfg.head_dim, cfg.deep_transformer_layers = args.head_dim, args.deep_layers
+    cfg.mid_prompt = bool(args.mid_prompt)
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
     gen = build_generator(cfg, seed=args.seed)
     ema = copy.deepcopy(gen)
-    for prm in list(ema.unet.parameters()) + list(ema.spatext.parameters()):
+    for prm in ema.parameters():
         prm.requires_grad_(False)
-    params = list(gen.unet.parameters()) + list(gen.spatext.parameters())
+    params = gen.parameters()
     n_params = sum(x.numel() for x in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh stream per resumed segment (and worker) keeps runs reproducible from the same checkpoint.
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, step] + ([rank] if args.world > 1 else [])))
     bar = progress(args.steps, step, "generator", args.no_progress or not main_rank)
-    ema_params = list(ema.unet.parameters()) + list(ema.spatext.parameters())
+    ema_params = ema.parameters()
     gen.unet.train()
     t_last = time.time()
     losses = []
