@@ -28,7 +28,7 @@ from backends.shapes.encoders import CONFIGS, EncoderConfig, ImageEncoder, build
 from backends.shapes.train import RunDir, common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
 
-DEFAULT_STEPS = {"cnn": 1500, "vit": 2100}
+DEFAULT_STEPS = {"cnn": 1500, "vit": 3000}
 
 
 def build_pool(n: int, *, seed: int, split: str = "train", size: int = 32, captions_per_scene: int = 2,
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(steps=None)
     for action in p._actions:
         if action.dest == "steps":
-            action.help = "optimiser steps per encoder (default: 1500 for the CNN, 2100 for the ViT)"
+            action.help = "optimiser steps per encoder (default: 1500 for the CNN, 3000 for the ViT)"
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 for the CNN, 1.5e-3 for the ViT)")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out images for the final evaluation (periodic ones use fewer)")
     p.add_argument("--aux", type=float, default=1.0, help="weight of the auxiliary factor loss on the image tower (0 = pure CLIP)")
