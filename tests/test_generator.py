@@ -225,3 +225,24 @@ def test_mid_prompt_starts_as_a_no_op_round_trips_and_follows_the_prompt(tmp_pat
     assert back.config.mid_prompt and back.mid_prompt is not None
     with torch.no_grad():
         assert torch.allclose(back.unet(x, t, states).sample, edited, atol=5e-2)  # fp16 weights
+
+
+def test_without_coarse_skips_the_decoder_reads_the_coarsest_level_only_from_h():
+    from backends.shapes.train_generator import TEXT_AT
+
+    down, up = TEXT_AT["bottleneck"](2)
+    base = dict(down_block_types=down, up_block_types=up, pooled_conditioning=False)
+    cut = G.build_generator(tiny_config(**base, coarse_skips=False), seed=0)
+    full = G.build_generator(tiny_config(**base), seed=0)
+    assert G.GeneratorConfig.from_json(cut.config.to_json()).coarse_skips is False
+    seen, mid_in = [], []
+    cut.unet.up_blocks[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["res_hidden_states_tuple"]), with_kwargs=True)
+    for g in (cut, full):
+        g.unet.mid_block.register_forward_pre_hook(lambda m, a: mid_in.append(a[0]))
+    x, t, states = torch.randn(1, 52, 8, 8), torch.tensor([500]), torch.randn(1, 6, 384)
+    with torch.no_grad():
+        out = cut.unet(x, t, states).sample
+        assert all(float(r.abs().max()) == 0 for r in seen[0])  # the 4x4 skips carry nothing
+        assert not torch.allclose(out, full.unet(x, t, states).sample)  # same weights, skips cut
+    assert torch.equal(mid_in[0], mid_in[1])  # the down path into the mid block is untouched

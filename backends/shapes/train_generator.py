@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the prompt reaches the decoder only through h-space)")
     p.add_argument("--mid-prompt", action="store_true",
                    help="add the projected pooled prompt to the mid block's input (reaches the decoder only through h)")
+    p.add_argument("--no-coarse-skips", action="store_true",
+                   help="zero the skip connections at the mid block's resolution, so the decoder reads that level only from h")
     p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default 32)")
     p.add_argument("--deep-layers", type=int, default=1,
                    help="transformer layers in the mid block (and the coarsest cross-attending blocks; default 1)")
@@ -331,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.down_block_types, cfg.up_block_types = TEXT_AT[args.text_at](len(cfg.block_out_channels))
     cfg.head_dim, cfg.deep_transformer_layers = args.head_dim, args.deep_layers
     cfg.mid_prompt = bool(args.mid_prompt)
+    cfg.coarse_skips = not args.no_coarse_skips
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
