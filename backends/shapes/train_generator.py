@@ -7,6 +7,11 @@ Model (the defaults reproduce the shipped one): 32x32 images on a 16x16x12 pixel
 pooled prompt vector in the time embedding (--pooled adds it), so the prompt enters only by
 cross-attention and the decoder has to read it through the coarse levels.
 
+Architecture experiments for h-space (README, "h-space directions on Shapes"): --text-at encoder|
+bottleneck moves the prompt's cross-attention out of the up blocks (or to the mid block only),
+--mid-prompt adds the projected pooled prompt to the mid block's input, --no-coarse-skips zeroes
+the skip connections at the mid block's resolution, --head-dim / --deep-layers size the attention.
+
 Data: a fixed pool of 30,000 procedural scenes (half single-object, half 1-3 objects) rendered
 once at 64x64 and cached with their MiniLM token states in the run directory (or --data-dir; the
 text encoder is the expensive part on a CPU); images and masks are area-downsampled to the
