@@ -96,3 +96,15 @@ def test_generate_with_the_shapes_model(client, canvas_png):
     pipe = R.get_pipeline("shapes")
     side = pipe.latent_size * pipe.codec.patch  # the generator's image size (pixel-unshuffle)
     assert img.shape == (side, side, 3) and img.std() > 1.0
+
+
+def test_an_uploaded_layout_is_scaled_to_the_canvas_keeping_palette_colours():
+    from app.tabs.regions import canvas_from_upload
+
+    img = np.zeros((100, 60, 4), np.uint8)  # transparent, not square
+    img[10:50, 10:50] = (*R.PALETTE["red"], 255)
+    out = canvas_from_upload(img)
+    assert out.shape == (R.CANVAS_SIZE, R.CANVAS_SIZE, 4) and (out[..., 3] == 255).all()
+    colours = {tuple(c) for c in out[..., :3].reshape(-1, 3)}
+    assert colours == {(255, 255, 255), R.PALETTE["red"]}  # no blended edge colours
+    assert R.parse_canvas(out).present == ["red"]

@@ -56,3 +56,43 @@ def test_missing_prompt_is_a_clear_message(page):
     page.wait_for_function("document.querySelector('#regions-notes').innerText.includes('red')", timeout=30_000)
     page.click("#regions-generate")
     page.get_by_text("region 'red' has no prompt").first.wait_for(timeout=30_000)
+
+
+def upload(page, path):
+    with page.expect_file_chooser(timeout=30_000) as chooser:
+        page.click("#regions-upload")
+    chooser.value.set_files(str(path))
+
+
+def test_upload_a_painted_layout_onto_the_canvas(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from backends import regions as R
+
+    size = 100  # not the canvas size: the upload is scaled to it
+    layout = np.zeros((size, size, 4), np.uint8)  # transparent background (becomes white)
+    layout[10:40, 10:40] = (*R.PALETTE["red"], 255)
+    layout[60:90, 55:95] = (*R.PALETTE["blue"], 255)
+    path = tmp_path / "layout.png"
+    Image.fromarray(layout).save(path)
+    upload(page, path)
+    page.wait_for_function("(() => { const t = document.querySelector('#regions-notes').innerText;"
+                           " return t.includes('red') && t.includes('blue'); })()", timeout=60_000)
+    assert page.locator("#regions-preview img").count() == 1
+    # the canvas itself now holds the layout (Generate reads the canvas, not the upload)
+    page.wait_for_function("(() => { const c = document.querySelector('#regions-canvas canvas');"
+                           " const w = c.width; const d = c.getContext('2d').getImageData(Math.round(w * 0.25),"
+                           " Math.round(w * 0.25), 1, 1).data; return d[0] > 200 && d[2] < 120; })()", timeout=30_000)
+    corner = page.evaluate("(() => { const c = document.querySelector('#regions-canvas canvas');"
+                           " return Array.from(c.getContext('2d').getImageData(2, 2, 1, 1).data); })()")
+    assert corner[:3] == [255, 255, 255]  # transparent → white (no region)
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    upload(page, bad)
+    page.get_by_text("Upload not used").first.wait_for(timeout=30_000)
+    still = page.evaluate("(() => { const c = document.querySelector('#regions-canvas canvas'); const w = c.width;"
+                          " return Array.from(c.getContext('2d').getImageData(Math.round(w * 0.25),"
+                          " Math.round(w * 0.25), 1, 1).data); })()")
+    assert still[0] > 200 and still[2] < 120  # the canvas kept the layout

@@ -88,6 +88,21 @@ def _read_image(file) -> np.ndarray:
         raise InputError(f"canvas: not a readable image ({type(exc).__name__})") from None
 
 
+def canvas_from_upload(img: np.ndarray, size: int = R.CANVAS_SIZE) -> np.ndarray:
+    """An uploaded layout (RGBA, any size) as the canvas shows it: size x size, nearest-neighbour
+    (so palette colours stay exact), transparent pixels white."""
+    from PIL import Image
+
+    img = np.asarray(img, np.uint8)
+    if img.shape[:2] != (size, size):
+        img = np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST))
+    out = img.copy()
+    clear = out[..., 3] < 128
+    out[clear] = 255
+    out[..., 3] = 255
+    return out
+
+
 def enlarge(img: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     rep = max(1, size // img.shape[0])
     return np.repeat(np.repeat(img, rep, 0), rep, 1)
@@ -331,6 +346,16 @@ def build_regions(backends: Backends):
         return [encode_data_url(img), EXAMPLE["prompt"], parsed.preview(DISPLAY_SIZE), _notes_md(parsed)] + \
             [prompts[c] for c in colours]
 
+    def load_upload(file):
+        """A painted layout (PNG of palette colours) uploaded from disk onto the canvas. A file that
+        is not a usable layout leaves the canvas as it was and says why."""
+        try:
+            img = canvas_from_upload(_read_image(file))
+            parsed = svc.parse(img)
+        except InputError as exc:
+            return gr.update(), gr.update(), f"**Upload not used: {exc}**"
+        return encode_data_url(img), parsed.preview(DISPLAY_SIZE), _notes_md(parsed)
+
     # -- layout ------------------------------------------------------------------------
     gr.Markdown("Paint regions with the palette colours, give each colour a prompt, and generate. "
                 "**SpaText** uses the model's trained region channels; **MultiDiffusion** works with any model "
@@ -340,7 +365,10 @@ def build_regions(backends: Backends):
         with gr.Column(scale=3, min_width=360):
             canvas = region_canvas()
             canvas_data = gr.Textbox(visible=False)
-            example_btn = gr.Button("Load an example layout", size="sm", elem_id="regions-example")
+            with gr.Row():
+                example_btn = gr.Button("Load an example layout", size="sm", elem_id="regions-example")
+                upload_btn = gr.UploadButton("Load a painted layout (PNG)", file_types=["image"], size="sm",
+                                             elem_id="regions-upload")
         with gr.Column(scale=2, min_width=300):
             global_prompt = gr.Textbox(label="Global prompt", placeholder="on a black background",
                                        elem_id="regions-global")
@@ -373,6 +401,7 @@ def build_regions(backends: Backends):
                   concurrency_id="regions-generate", concurrency_limit=1)
     example_btn.click(load_example, None, [canvas, global_prompt, preview, notes] + prompt_boxes,
                       api_visibility="undocumented", queue=False)
+    upload_btn.upload(load_upload, upload_btn, [canvas, preview, notes], api_visibility="undocumented")
 
     _register_api(svc)
     return svc
