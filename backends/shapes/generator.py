@@ -329,9 +329,14 @@ class ShapesGenerator:
     def make_scheduler(self):
         return make_scheduler(self.config)
 
+    def named_modules(self) -> dict:
+        """The trained modules by their key prefix in the weights file (UNet, SpaText map, and the
+        mid-block prompt projection if any)."""
+        return {k: m for k, m in (("unet", self.unet), ("spatext", self.spatext), ("mid_prompt", self.mid_prompt))
+                if m is not None}
+
     def modules(self) -> list:
-        """The trained modules (UNet, SpaText map, and the mid-block prompt projection if any)."""
-        return [m for m in (self.unet, self.spatext, self.mid_prompt) if m is not None]
+        return list(self.named_modules().values())
 
     def parameters(self) -> list:
         return [p for m in self.modules() for p in m.parameters()]
@@ -348,20 +353,12 @@ def build_generator(cfg: GeneratorConfig | None = None, seed: int = 0) -> Shapes
 
 
 def generator_state_dict(gen: ShapesGenerator) -> dict:
-    sd = {f"unet.{k}": v for k, v in gen.unet.state_dict().items()}
-    sd.update({f"spatext.{k}": v for k, v in gen.spatext.state_dict().items()})
-    if gen.mid_prompt is not None:
-        sd.update({f"mid_prompt.{k}": v for k, v in gen.mid_prompt.state_dict().items()})
-    return sd
+    return {f"{name}.{k}": v for name, m in gen.named_modules().items() for k, v in m.state_dict().items()}
 
 
 def load_generator_state(gen: ShapesGenerator, tensors: dict) -> None:
-    unet = {k[5:]: v.float() for k, v in tensors.items() if k.startswith("unet.")}
-    spt = {k[8:]: v.float() for k, v in tensors.items() if k.startswith("spatext.")}
-    gen.unet.load_state_dict(unet)
-    gen.spatext.load_state_dict(spt)
-    if gen.mid_prompt is not None:
-        gen.mid_prompt.load_state_dict({k[11:]: v.float() for k, v in tensors.items() if k.startswith("mid_prompt.")})
+    for name, m in gen.named_modules().items():
+        m.load_state_dict({k[len(name) + 1:]: v.float() for k, v in tensors.items() if k.startswith(name + ".")})
 
 
 def save_generator(gen: ShapesGenerator, path: str | Path = WEIGHTS, *, half: bool = True) -> None:
