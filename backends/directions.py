@@ -575,8 +575,11 @@ def layer_of(d: Direction) -> str:
     return str(d.meta.get("layer", "mid_block"))
 
 
-def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 1.0), asymmetric: bool = False) -> np.ndarray:
-    """Images (K, H, W, 3) of the trajectory edited with strengths (K, n_dirs) (or (n_dirs,) for one)."""
+def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 1.0), asymmetric: bool = False,
+           delta_half: str = "both") -> np.ndarray:
+    """Images (K, H, W, 3) of the trajectory edited with strengths (K, n_dirs) (or (n_dirs,) for one).
+
+    delta_half: which guidance half gets Δh ("both", or "cond": amplified by the guidance scale)."""
     from backends import hspace
 
     raw = np.asarray(strengths, dtype=object)
@@ -602,11 +605,11 @@ def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 
         deltas = torch.zeros((traj.steps, len(s2)) + traj.h_shape)
     layers = [layer_of(d) for d in hdirs]
     return hspace.edit(pipe, traj, deltas, cond_delta=cond_delta, asymmetric=asymmetric,
-                       layer=layers[0] if layers else None)
+                       layer=layers[0] if layers else None, delta_half=delta_half)
 
 
 def traversal(pipe, traj, direction: Direction, *, strength: float | None = None, frames: int = 11,
-              t_range=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+              t_range=(0.0, 1.0), delta_half: str = "both") -> tuple[np.ndarray, np.ndarray]:
     """Frames along one direction from −strength to +strength: (strengths (F,), images (F, H, W, 3))."""
     s = direction.default_strength if strength is None else check_strength(strength)
     frames = int(frames)
@@ -617,7 +620,7 @@ def traversal(pipe, traj, direction: Direction, *, strength: float | None = None
         ss = np.linspace(0, s, frames)
         imgs = np.concatenate([render(pipe, traj, [direction], [v], t_range=t_range) for v in ss])
     else:
-        imgs = render(pipe, traj, [direction], ss[:, None], t_range=t_range)
+        imgs = render(pipe, traj, [direction], ss[:, None], t_range=t_range, delta_half=delta_half)
     return ss, imgs
 
 
@@ -642,7 +645,8 @@ def factor_changes(before, after, factors=("shape", "colour", "size", "position"
 
 
 def judge_direction(pipe, direction: Direction, sources, judge, *, strength: float | None = None,
-                    t_range=(0.0, 1.0), factors=("shape", "colour", "size", "position"), istd_samples: int = 4) -> dict:
+                    t_range=(0.0, 1.0), factors=("shape", "colour", "size", "position"), istd_samples: int = 4,
+                    delta_half: str = "both") -> dict:
     """What a direction changes, read by the judge on a batch trajectory `sources` (M samples).
 
     Edits every sample by ±strength (default: the direction's default), judges before and
@@ -660,7 +664,8 @@ def judge_direction(pipe, direction: Direction, sources, judge, *, strength: flo
             if imgs is None:
                 raise InputError("judging text directions needs one source at a time")
         else:
-            imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s), t_range=t_range)
+            imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s), t_range=t_range,
+                          delta_half=delta_half)
         sides[sign] = (imgs, judge.predict(imgs))
     change = {f: float(np.mean([factor_changes(base, sides[sg][1], (f,))[f] for sg in (1, -1)])) for f in factors}
     total = sum(change.values())
@@ -674,7 +679,7 @@ def judge_direction(pipe, direction: Direction, sources, judge, *, strength: flo
         vals = []
         for r in range(min(istd_samples, m)):
             sub = _row(sources, r)
-            _, frames = traversal(pipe, sub, direction, strength=s, t_range=t_range)
+            _, frames = traversal(pipe, sub, direction, strength=s, t_range=t_range, delta_half=delta_half)
             vals.append(istd(frames))
         report["istd"] = float(np.mean(vals))
     return report

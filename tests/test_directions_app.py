@@ -57,6 +57,8 @@ def test_generate_discover_edit_strip_judge(app):
     assert np.abs(img(out["image"]).astype(int) - base).mean() > 0.5 and out["ms"] > 0
     asym = c.predict(src["source"], ids[:2], [4.0, -2.0], 0.0, 1.0, True, api_name="/directions_edit")
     assert img(asym["image"]).shape == (64, 64, 3) and asym["image"] != out["image"]
+    cond = c.predict(src["source"], ids[:2], [4.0, -2.0], 0.0, 1.0, False, "cond", api_name="/directions_edit")
+    assert cond["image"] != out["image"]  # Δh in the conditional half only: amplified by the guidance
     strip = c.predict(src["source"], ids[0], 3.0, 5, api_name="/directions_strip")
     assert len(strip["images"]) == 5 and strip["strengths"][0] == -3.0 and strip["istd"] >= 0
     rep = c.predict(ids[0], 2, 10.0, api_name="/directions_judge")
@@ -158,12 +160,13 @@ def test_bad_api_input_gets_clear_messages(app):
         ((src["source"], [did], [1.0, 2.0], 0.0, 1.0), "strengths for"),
         ((src["source"], [did], [1.0], 0.8, 0.2), "t_start"),
         (("src-nope", [did], [1.0], 0.0, 1.0), "unknown source"),
+        ((src["source"], [did], [1.0], 0.0, 1.0, False, "uncond"), "guidance half"),
     ]
     for args, match in cases:
         with pytest.raises(Exception, match=match):
             c.predict(*args, api_name="/directions_edit")
     # NaN cannot be written by gradio_client (strict JSON); send it as raw JSON text
-    msg = raw_call(c, "directions_edit", '["%s", ["%s"], [NaN], 0.0, 1.0, false]' % (src["source"], did))
+    msg = raw_call(c, "directions_edit", '["%s", ["%s"], [NaN], 0.0, 1.0, false, "both"]' % (src["source"], did))
     assert "strength" in msg and "nan" in msg.lower()
     with pytest.raises(Exception, match="prompt is empty"):
         c.predict("", 0, 4, 1.0, -1.0, api_name="/directions_source_prompt")

@@ -125,6 +125,35 @@ def test_records_the_unconditional_half_and_edits_both_halves(pipe):
     assert not pipe._lock.locked()
 
 
+def test_edit_of_the_conditional_half_only(pipe):
+    """delta_half="cond": Δh reaches only the conditional half (for K frames, and in Asyrp's doubled batch),
+    so guidance multiplies the edit; a bad value is a clear error."""
+    a = hspace.generate(pipe, "a red circle", seeds=5, steps=2, guidance_scale=3.0)
+    seen = []
+    hk = pipe.unet.up_blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.append(kw.get("hidden_states", args[0] if args else None)), with_kwargs=True)
+    d = torch.zeros((2, 3) + a.h_shape)  # three frames of one source
+    d[1, 0], d[1, 2] = 1.0, 2.0
+    try:
+        hspace.edit(pipe, a, torch.zeros_like(d), start=1)
+        hspace.edit(pipe, a, d, delta_half="cond")
+        hspace.edit(pipe, a, d[:, :1], delta_half="cond", asymmetric=True)
+    finally:
+        hk.remove()
+    plain, edited, asym = seen[0], seen[1], seen[2]
+    assert plain.shape[0] == 6  # [uncond × 3, cond × 3]
+    np.testing.assert_allclose((edited - plain).flatten(1).mean(1).numpy(), [0, 0, 0, 1, 0, 2], atol=1e-5)
+    # Asyrp's batch is [edited, unedited] per half: only the conditional edited row moves
+    np.testing.assert_allclose((asym - plain[[0, 0, 3, 3]]).flatten(1).mean(1).numpy(), [0, 0, 1, 0], atol=1e-5)
+    # the guided step then moves by the guidance scale times what the same Δh in both halves gives
+    both = hspace.edit(pipe, a, d[:, :1] * 0.05, decode_images=False)
+    cond = hspace.edit(pipe, a, d[:, :1] * 0.05, delta_half="cond", decode_images=False)
+    base = hspace.edit(pipe, a, torch.zeros_like(d[:, :1]), start=1, decode_images=False)
+    assert float((cond - base).norm()) > 1.5 * float((both - base).norm())
+    with pytest.raises(InputError, match="guidance half"):
+        hspace.edit(pipe, a, d, delta_half="uncond")
+    assert not pipe._lock.locked()
+
+
 def test_ddpm_noise_inversion_is_exact_and_ddim_inversion_is_close(pipe):
     from backends.shapes import scenes
 

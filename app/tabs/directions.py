@@ -37,6 +37,12 @@ MAX_DIRECTIONS = 256
 POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 
+def _edit_half(half) -> str:
+    from backends.hspace import check_edit_half
+
+    return check_edit_half(half or "both")
+
+
 def to_data_url(img: np.ndarray) -> str:
     from PIL import Image
 
@@ -386,7 +392,8 @@ class DirectionsService:
 
     # -- editing --------------------------------------------------------------------------
     @gpu_task(duration=20)
-    def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0, asymmetric: bool = False) -> np.ndarray:
+    def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0, asymmetric: bool = False,
+             delta_half: str = "both") -> np.ndarray:
         from backends import directions as D
 
         traj = self.source(source)
@@ -407,10 +414,10 @@ class DirectionsService:
             if d.kind != "text" and D.layer_of(d) == traj.layer and tuple(d.h_shape) != tuple(traj.h_shape):
                 raise InputError(f"direction {d.id!r} was made for h of shape {d.h_shape}; this model's h is {traj.h_shape}")
         return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1),
-                        asymmetric=bool(asymmetric))[0]
+                        asymmetric=bool(asymmetric), delta_half=_edit_half(delta_half))[0]
 
     @gpu_task(duration=60)
-    def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0):
+    def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0, delta_half: str = "both"):
         from backends import directions as D
 
         traj = self.source(source)
@@ -420,7 +427,8 @@ class DirectionsService:
         t0, t1 = self._float(t_start, "t_start", 0, 1), self._float(t_end, "t_end", 0, 1)
         if t0 >= t1:
             raise InputError(f"t_start ({t0:g}) has to be below t_end ({t1:g})")
-        ss, imgs = D.traversal(self.pipe, traj, d, strength=s, frames=frames, t_range=(t0, t1))
+        ss, imgs = D.traversal(self.pipe, traj, d, strength=s, frames=frames, t_range=(t0, t1),
+                               delta_half=_edit_half(delta_half))
         return ss, imgs, D.istd(imgs)
 
     def judge_direction(self, did: str, n_sources=12, strength=None) -> dict:
@@ -598,13 +606,13 @@ def build_directions(backends: Backends):
         src = t.original[0] if t.original is not None else t.images[0]
         return ({"source": key}, src, t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
-    def ui_edit(state, t0, t1, asym, *slots):
+    def ui_edit(state, t0, t1, asym, half, *slots):
         if not state or not state.get("source"):
             return gr.skip()
         ids, ss = list(slots[:N_SLOTS]), list(slots[N_SLOTS:])
         pairs = [(i, s) for i, s in zip(ids, ss) if i]
         try:
-            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1, asym)
+            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1, asym, half)
         except InputError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -667,12 +675,12 @@ def build_directions(backends: Backends):
         return svc.export(ids or [])
 
     @guard
-    def ui_strip(state, did, strength, frames, t0, t1):
+    def ui_strip(state, did, strength, frames, t0, t1, half):
         if not state or not state.get("source"):
             raise InputError("start from a prompt, an Atlas item or an image first")
         if not did:
             raise InputError("choose a direction for the strip")
-        ss, imgs, ist = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1)
+        ss, imgs, ist = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1, half)
         return [(im, f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
 
     @guard
@@ -735,6 +743,9 @@ def build_directions(backends: Backends):
                 t1 = gr.Slider(0, 1, value=1, step=0.05, label="edit until")
                 asym = gr.Checkbox(value=False, label="asymmetric (Asyrp: stronger)",
                                    info="x̂0 from the edited prediction, the noise direction from the unedited one")
+                half = gr.Radio(["both", "cond"], value="both", label="Δh goes to the guidance half",
+                                info="both: like an unguided model; cond: the guidance scale multiplies the edit",
+                                elem_id="dir-half")
             with gr.Accordion("Strip of frames along one direction", open=False):
                 with gr.Row():
                     strip_dd = gr.Dropdown(choices=[], label="Direction")
@@ -806,8 +817,8 @@ def build_directions(backends: Backends):
     up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance, layer], src_outputs,
                  concurrency_id="dir-heavy", **hidden)
     item_btn.click(ui_item, [item_corpus, item_id, steps, layer], src_outputs, concurrency_id="dir-heavy", **hidden)
-    edit_inputs = [state, t0, t1, asym] + slot_dd + slot_s
-    for s in slot_s + [t0, t1, asym]:
+    edit_inputs = [state, t0, t1, asym, half] + slot_dd + slot_s
+    for s in slot_s + [t0, t1, asym, half]:
         s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
                 concurrency_id="dir-edit", concurrency_limit=2, **hidden)
     for dd in slot_dd:
@@ -833,7 +844,7 @@ def build_directions(backends: Backends):
     jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     import_file.upload(with_export(ui_import), [import_file], lib_outs_x, **hidden)
     export_btn.click(ui_export, [export_dd], export_file, **hidden)
-    strip_btn.click(ui_strip, [state, strip_dd, strip_s, strip_n, t0, t1], [strip, strip_md],
+    strip_btn.click(ui_strip, [state, strip_dd, strip_s, strip_n, t0, t1, half], [strip, strip_md],
                     concurrency_id="dir-heavy", **hidden)
 
     def ui_judge_x(did, n):
@@ -932,17 +943,19 @@ def _register_api(svc: DirectionsService, guard):
         return [svc.get(i).summary() for i in svc.image_specific(source, step, k, region)]
 
     def directions_edit(source: str, direction_ids: list[str], strengths: list[float], t_start: float = 0.0,
-                        t_end: float = 1.0, asymmetric: bool = False) -> dict:
+                        t_end: float = 1.0, asymmetric: bool = False, delta_half: str = "both") -> dict:
         """The source edited along directions (strengths in σ) over the fraction [t_start, t_end) of the
-        steps, optionally with Asyrp's asymmetric process: {"image": PNG data URL, "ms": server time}."""
+        steps, optionally with Asyrp's asymmetric process, Δh in "both" guidance halves or only the
+        "cond" one (the guidance scale then multiplies it): {"image": PNG data URL, "ms": server time}."""
         t = time.perf_counter()
-        img = svc.edit(source, direction_ids, strengths, t_start, t_end, asymmetric)
+        img = svc.edit(source, direction_ids, strengths, t_start, t_end, asymmetric, delta_half)
         ms = (time.perf_counter() - t) * 1000
         return {"image": to_data_url(img), "ms": round(ms, 1)}
 
-    def directions_strip(source: str, direction_id: str, strength: float = 0.0, frames: int = 11) -> dict:
+    def directions_strip(source: str, direction_id: str, strength: float = 0.0, frames: int = 11,
+                         delta_half: str = "both") -> dict:
         """Frames from −strength to +strength (0: the direction's default) and the traversal's ISTD."""
-        ss, imgs, ist = svc.strip(source, direction_id, strength or None, frames)
+        ss, imgs, ist = svc.strip(source, direction_id, strength or None, frames, delta_half=delta_half)
         return {"strengths": [float(s) for s in ss], "images": [to_data_url(i) for i in imgs], "istd": ist}
 
     def directions_judge(direction_id: str, n_sources: int = 12, strength: float = 0.0) -> dict:
