@@ -422,6 +422,9 @@ def generate(pipe, prompts, *, seeds=0, steps: int = 10, guidance_scale: float |
     return traj
 
 
+DDIM_INVERSION_GUIDANCE = 1.0  # the default guidance of DDIM inversion (see invert)
+
+
 def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: int = 10,
            guidance_scale: float | None = None, eta: float = 1.0, seed: int = 0, fixed_point_iters: int = 3,
            record_half: str = "uncond", layer: str = DEFAULT_LAYER) -> Trajectory:
@@ -432,6 +435,9 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     method "ddim": deterministic DDIM inversion (η = 0), each step solved by fixed-point
     iteration x ← x + √(ᾱ_t/ᾱ_prev) (x_prev − F(x)) so that the forward DDIM step F lands on
     the less noisy latent; the replay is approximate (see ``Trajectory.info['psnr']``).
+    guidance_scale: None = the model's default for "ddpm" (exact at any scale) and 1 (no guidance)
+    for "ddim", where guidance amplifies the fixed-point error at every step (measured on the Shapes
+    generator, 10 steps, 4 test images: 28.7 dB at its default 3.5, 32.9 dB at 1).
     """
     import torch
 
@@ -441,6 +447,8 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
     if len(prompts) != len(images):
         raise InputError(f"{len(prompts)} prompts for {len(images)} images")
+    if guidance_scale is None and method == "ddim":
+        guidance_scale = DDIM_INVERSION_GUIDANCE
     steps, g = _check_steps(steps), _guidance(pipe, guidance_scale)
     eta = 0.0 if method == "ddim" else _check_eta(eta)
     if method == "ddpm" and eta == 0:

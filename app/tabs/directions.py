@@ -722,7 +722,8 @@ def build_directions(backends: Backends):
             with gr.Accordion("Sampler", open=False):
                 steps = gr.Slider(2, 50, value=10, step=1, label="Steps")
                 eta = gr.Slider(0, 1, value=1.0, step=0.05, label="η (DDIM noise)")
-                guidance = gr.Slider(-1, 15, value=-1, step=0.5, label="Guidance (−1: model default)")
+                guidance = gr.Slider(-1, 15, value=-1, step=0.5, label="Guidance (−1: default)",
+                                     info="the model's for prompts and DDPM-noise inversion; 1 for DDIM inversion")
                 layer = gr.Dropdown(["mid_block"] + [f"up_blocks.{i}" for i in range(3)], value="mid_block",
                                     allow_custom_value=True, label="Layer",
                                     info="mid_block: h-space (Haas et al.); up blocks: later layers, for models "
