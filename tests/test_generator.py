@@ -100,9 +100,12 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log) and any(r.get("event") == "eval" for r in log)
     assert (tmp_path / "generator.safetensors").exists()
-    assert train_generator.main(args[:2] + ["2"] + args[3:] + ["--resume"]) == 0
+    # resumed with single-object scenes drawn more often and fewer region maps (a curriculum)
+    assert train_generator.main(args[:2] + ["2"] + args[3:] + ["--resume", "--single-share", "0.8", "--p-map", "0.3"]) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in log) == 2
+    with pytest.raises(SystemExit, match="single-share"):
+        train_generator.main(args[:2] + ["3"] + args[3:] + ["--resume", "--single-share", "1.5"])
 
 
 def test_shipped_weights_load_and_generate():

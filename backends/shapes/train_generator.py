@@ -11,6 +11,8 @@ Architecture experiments for h-space (README, "h-space directions on Shapes"): -
 bottleneck moves the prompt's cross-attention out of the up blocks (or to the mid block only),
 --mid-prompt adds the projected pooled prompt to the mid block's input, --no-coarse-skips zeroes
 the skip connections at the mid block's resolution, --head-dim / --deep-layers size the attention.
+Curriculum: --single-share draws single-object scenes with that probability (text-to-image is
+judged on single objects) and --p-map sets the share of samples trained with a region map.
 
 Data: a fixed pool of 30,000 procedural scenes (half single-object, half 1-3 objects) rendered
 once at 64x64 and cached with their MiniLM token states in the run directory (or --data-dir; the
@@ -275,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                         "not to help the shipped model)")
     p.add_argument("--lr-min-frac", type=float, default=0.1)
     p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
+    p.add_argument("--p-map", type=float, default=0.5,
+                   help="share of samples trained with a spatio-textual region map (default 0.5)")
+    p.add_argument("--single-share", type=float, default=None,
+                   help="draw single-object scenes with this probability (default: uniformly from the pool, "
+                        "where half the scenes have one object)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-scenes", type=int, default=30000)
     p.add_argument("--eval-n", type=int, default=48)
@@ -410,12 +417,20 @@ def main(argv: list[str] | None = None) -> int:
         run.log(step, event="eval", **rec)
         return rec
 
+    draw_p = None
+    if args.single_share is not None:
+        if not 0 < args.single_share < 1:
+            raise SystemExit(f"--single-share has to be between 0 and 1, but is {args.single_share}")
+        single = (data["rids"] >= 0).sum(1) == 1
+        draw_p = np.where(single, args.single_share / max(1, single.sum()), (1 - args.single_share) / max(1, (~single).sum()))
+        draw_p /= draw_p.sum()  # a pool with only one kind of scene is drawn uniformly
     while step < args.steps:
         lr = learning_rate(step, args)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
-        idx = rng.integers(0, N, size=args.batch)
-        loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max))
+        idx = rng.integers(0, N, size=args.batch) if draw_p is None else rng.choice(N, size=args.batch, p=draw_p)
+        loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max),
+                                   p_map=args.p_map)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:  # average gradients over workers (one flat all-reduce)
