@@ -2,15 +2,16 @@
 
     python -m backends.shapes.train generator [--steps N] [--resume] [--batch B] [--world W] [--threads T]
 
-Model (the defaults reproduce the shipped one): 32x32 images on a 16x16x12 pixel-unshuffle latent
-(--patch 2), UNet widths 32/64/64 with cross-attention at 8x8, 4x4 and in the mid block, and no
-pooled prompt vector in the time embedding (--pooled adds it), so the prompt enters only by
-cross-attention and the decoder has to read it through the coarse levels.
+Model (the defaults reproduce the shipped one's recipe): 32x32 images on a 16x16x12 pixel-unshuffle
+latent (--patch 2), UNet widths 32/64/64, the prompt cross-attended only in the mid block (two
+transformer layers, 16-channel heads) and its pooled vector added to the mid block's input, and the
+skip connections at the mid block's 4x4 resolution cut: the prompt reaches the decoder only through
+h-space (the mid block's output), which makes h-space edits visible. No pooled vector in the time
+embedding (--pooled adds it).
 
-Architecture experiments for h-space (README, "h-space directions on Shapes"): --text-at encoder|
-bottleneck moves the prompt's cross-attention out of the up blocks (or to the mid block only),
---mid-prompt adds the projected pooled prompt to the mid block's input, --no-coarse-skips zeroes
-the skip connections at the mid block's resolution, --head-dim / --deep-layers size the attention.
+Earlier layouts, kept as flags (README, "h-space directions on Shapes"): --text-at all (the
+previous shipped model: cross-attention at 8x8, 4x4 and in the mid block, up path included) or
+encoder, --no-mid-prompt, --coarse-skips, --head-dim 32 --deep-layers 1.
 Curriculum: --single-share draws single-object scenes with that probability (text-to-image is
 judged on single objects) and --p-map sets the share of samples trained with a region map.
 
@@ -20,10 +21,9 @@ text encoder is the expensive part on a CPU); images and masks are area-downsamp
 model's 32x32 on load. Each step draws a batch of 32, drops the prompt (p=0.15) for
 classifier-free guidance, gives a spatio-textual region map (p=0.5; each object's region kept
 with p=0.8) built from the object masks and short object phrases, and trains x0 prediction with
-a truncated-SNR weight clamp(SNR, 1, 5). AdamW at a constant 5e-4 after a short warm-up (an
-optional linear decay from --decay-start); EMA of the weights. The shipped weights are the EMA
-at step 10,000 (a longer run with a decay from 12,500 to 18,000 judged no better: joint
-shape+colour 0.23-0.31 for every snapshot from 10k to 18k, colour falling after 10k).
+a truncated-SNR weight clamp(SNR, 1, 5). AdamW at 5e-4 after a short warm-up, constant until
+--decay-start (38,000), then falling linearly to 5e-5 at --steps (50,000); EMA of the weights.
+The shipped weights are the EMA at step 50,000 (trained in resumed segments, README).
 
 On a shared CPU, --world W runs W single-threaded worker processes that average gradients
 (gloo all-reduce); one process with two threads was ~10x slower than one thread when the cores
@@ -267,14 +267,14 @@ def learning_rate(step: int, args) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common_parser("python -m backends.shapes.train generator", steps=10000, batch=32)
+    p = common_parser("python -m backends.shapes.train generator", steps=50000, batch=32)
     p.set_defaults(threads=2, eval_every=1000, ckpt_every=250)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--decay-start", type=int, default=None,
+    p.add_argument("--decay-start", type=int, default=38000,
                    help="from this step the learning rate falls linearly to --lr-min-frac of --lr at --steps "
-                        "(default: constant, so a run can be extended; a decay from 12,500 to 18,000 was measured "
-                        "not to help the shipped model)")
+                        "(default 38,000; -1: constant, so a run can be extended. At a constant 5e-4 the shipped "
+                        "model's validation score fell from 0.47 at 30k to 0.39 at 37.5k; the decay recovered it)")
     p.add_argument("--lr-min-frac", type=float, default=0.1)
     p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
     p.add_argument("--p-map", type=float, default=0.5,
@@ -291,17 +291,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pooled", action="store_true",
                    help="also add the pooled prompt vector to the time embedding (default off: the prompt reaches "
                         "the UNet only by cross-attention at the coarse levels and the mid block)")
-    p.add_argument("--text-at", choices=sorted(TEXT_AT), default="all",
+    p.add_argument("--text-at", choices=sorted(TEXT_AT), default="bottleneck",
                    help="where the UNet cross-attends to the prompt: 'all' (coarse down blocks, mid block, coarse up "
                         "blocks), 'encoder' (coarse down blocks and the mid block), 'bottleneck' (the mid block only, so "
-                        "the prompt reaches the decoder only through h-space)")
-    p.add_argument("--mid-prompt", action="store_true",
-                   help="add the projected pooled prompt to the mid block's input (reaches the decoder only through h)")
-    p.add_argument("--no-coarse-skips", action="store_true",
-                   help="zero the skip connections at the mid block's resolution, so the decoder reads that level only from h")
-    p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default 32)")
-    p.add_argument("--deep-layers", type=int, default=1,
-                   help="transformer layers in the mid block (and the coarsest cross-attending blocks; default 1)")
+                        "the prompt reaches the decoder only through h-space; the default)")
+    p.add_argument("--mid-prompt", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the projected pooled prompt to the mid block's input (reaches the decoder only through h; "
+                        "default on)")
+    p.add_argument("--coarse-skips", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep the skip connections at the mid block's resolution (default off: they carry zeros, so the "
+                        "decoder reads that level only from h)")
+    p.add_argument("--head-dim", type=int, default=16, help="channels per attention head (default 16)")
+    p.add_argument("--deep-layers", type=int, default=2,
+                   help="transformer layers in the mid block (and the coarsest cross-attending blocks; default 2)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the rendered + encoded training scenes are cached (default: the run directory)")
     p.add_argument("--world", type=int, default=1,
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.down_block_types, cfg.up_block_types = TEXT_AT[args.text_at](len(cfg.block_out_channels))
     cfg.head_dim, cfg.deep_transformer_layers = args.head_dim, args.deep_layers
     cfg.mid_prompt = bool(args.mid_prompt)
-    cfg.coarse_skips = not args.no_coarse_skips
+    cfg.coarse_skips = bool(args.coarse_skips)
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
