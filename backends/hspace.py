@@ -436,7 +436,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     iteration x ← x + √(ᾱ_t/ᾱ_prev) (x_prev − F(x)) so that the forward DDIM step F lands on
     the less noisy latent; the replay is approximate (see ``Trajectory.info['psnr']``).
     guidance_scale: None = the model's default for "ddpm" (exact at any scale) and 1 (no guidance)
-    for "ddim", where guidance amplifies the fixed-point error at every step (measured on the Shapes
+    for "ddim", where guidance amplifies the fixed-point error at every step (measured on the step-10,000 Shapes
     generator, 10 steps, 4 test images: 28.7 dB at its default 3.5, 32.9 dB at 1).
     """
     import torch
