@@ -107,6 +107,25 @@ def test_export_import_and_atlas(app, tmp_path):
         c.predict([1, 999], [4], "bad", api_name="/directions_groups")
 
 
+def test_h_read_from_the_conditional_half(app):
+    """PCA, supervised directions, the map and the Atlas corpus can read h from the conditional half
+    (which sees the prompt); they are kept apart from the unconditional ones and a bad half is refused."""
+    c, backends = app
+    unc = c.predict(16, 2, "mid_block", "uncond", api_name="/directions_discover_pca")
+    con = c.predict(16, 2, "mid_block", "cond", api_name="/directions_discover_pca")
+    assert [p["id"] for p in con] == ["cond-pc1", "cond-pc2"] and [p["id"] for p in unc] == ["pc1", "pc2"]
+    assert con[0]["name"].endswith("(conditional h)") and not unc[0]["name"].endswith("(conditional h)")
+    sup = c.predict("colour", "red", "", [], "truth", "mid_block", "cond", api_name="/directions_supervised")
+    assert sup["id"].endswith("-cond")
+    m_unc = c.predict(3, "PCA 1", "PCA 2", -1, "uncond", api_name="/directions_map")
+    m_con = c.predict(3, "PCA 1", "PCA 2", -1, "cond", api_name="/directions_map")
+    assert len(m_con["x"]) == 16 and not np.allclose(m_con["x"], m_unc["x"])
+    key = c.predict(2, 16, "cond", api_name="/directions_to_atlas")
+    assert key != c.predict(2, 16, "uncond", api_name="/directions_to_atlas")
+    with pytest.raises(Exception, match="guidance half"):
+        c.predict(16, 2, "mid_block", "both", api_name="/directions_discover_pca")
+
+
 def test_inverted_upload_of_odd_images(app, tmp_path):
     from PIL import Image
     from gradio_client import handle_file

@@ -37,6 +37,15 @@ MAX_DIRECTIONS = 256
 POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 
+def _record_half(half) -> str:
+    from backends.hspace import RECORD_HALVES
+
+    half = half or "uncond"
+    if half not in RECORD_HALVES:
+        raise InputError(f"the guidance half h is read from has to be one of {', '.join(RECORD_HALVES)}, but is {half!r}")
+    return half
+
+
 def _edit_half(half) -> str:
     from backends.hspace import check_edit_half
 
@@ -177,11 +186,12 @@ class DirectionsService:
 
         return available_layers(self.pipe.unet)
 
-    def bank(self, n: int | None = None, progress=None, layer: str | None = None):
+    def bank(self, n: int | None = None, progress=None, layer: str | None = None, half: str | None = None):
+        """The h-space bank at `layer`, h read from the guidance half `half` ("uncond", the default, or "cond")."""
         from backends.hspace_corpus import shapes_bank
 
         return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress,
-                           layer=self._layer(layer))
+                           layer=self._layer(layer), record_half=_record_half(half))
 
     # -- sources ------------------------------------------------------------------------
     def _put_source(self, traj, key: str) -> str:
@@ -330,38 +340,49 @@ class DirectionsService:
         with self._lock:
             return [(f"{d.name} [{d.id}]", d.id) for d in self._dirs.values()]
 
-    def discover_pca(self, n_samples=None, k=10, progress=None, layer: str | None = None) -> list[str]:
+    def discover_pca(self, n_samples=None, k=10, progress=None, layer: str | None = None,
+                     half: str | None = None) -> list[str]:
         from backends import directions as D
 
         k = self._int(k, "k", 1, 50)
         n = self._int(n_samples or self.n_bank, "n_samples", 8, 5000)
-        layer = self._layer(layer)
-        bank = self.bank(n, progress, layer)
+        layer, half = self._layer(layer), _record_half(half)
+        bank = self.bank(n, progress, layer, half)
         prefix = "pc" if layer == "mid_block" else layer.replace("_blocks.", "") + "-pc"
+        prefix = ("cond-" if half == "cond" else "") + prefix
         dirs = D.pca_directions(bank, k=k, prefix=prefix)
         for d in dirs:
             d.meta["bank"] = getattr(bank, "key", "")
+            d.meta["record_half"] = half
+            if half == "cond":
+                d.name += " (conditional h)"
         return [self.add(d) for d in dirs]
 
     def supervised(self, factor: str, value: str, from_value: str = "", orthogonal_to=(), labels: str = "truth",
-                   n_samples=None, layer: str | None = None) -> str:
+                   n_samples=None, layer: str | None = None, half: str | None = None) -> str:
         from backends import directions as D
 
         if labels not in ("truth", "judge"):
             raise InputError(f"labels has to be 'truth' or 'judge', but is {labels!r}")
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer)
+        half = _record_half(half)
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer, half=half)
         if labels == "judge" and bank.judged is None:
             raise InputError("there is no judge to label the samples; use labels='truth'")
         d = D.factor_direction(bank, str(factor), str(value), from_value=from_value or None, labels=labels)
+        d.meta["record_half"] = half
+        if half == "cond":
+            d.id, d.name = d.id + "-cond", d.name + " (conditional h)"
         others = [self.get(o) for o in (orthogonal_to or [])]
         if others:
             d = D.orthogonalize(d, others, bank)
         return self.add(d)
 
-    def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B", layer: str | None = None) -> str:
+    def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B", layer: str | None = None,
+               half: str | None = None) -> str:
         from backends import directions as D
 
-        return self.add(D.group_direction(self.bank(layer=layer), [int(i) for i in pos], [int(i) for i in neg], name=name))
+        return self.add(D.group_direction(self.bank(layer=layer, half=half), [int(i) for i in pos], [int(i) for i in neg],
+                                          name=name))
 
     def prompt_pair(self, prompt_a: str, prompt_b: str, n=8, layer: str | None = None) -> str:
         from backends import directions as D
@@ -459,20 +480,21 @@ class DirectionsService:
             return max(0, k)
         return self.get(name)
 
-    def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None, layer=None) -> dict:
+    def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None, layer=None, half=None) -> dict:
         """The bank at `step` on two axes (a direction id, or 'PCA k'), with `item`'s trajectory."""
         from backends.hspace_corpus import map_coordinates
 
-        bank = self.bank(layer=layer)
+        bank = self.bank(layer=layer, half=half)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
         item = None if item in (None, "", -1) else self._int(item, "item", 0, len(bank) - 1)
         xy, traj, titles = map_coordinates(bank, self._axis(x_axis), self._axis(y_axis), step, item)
         return {"xy": xy, "trajectory": traj, "titles": titles, "bank": bank, "step": step, "item": item}
 
-    def map_payload(self, step=5, x_axis="PCA 1", y_axis="PCA 2", color_by="colour", item=None, layer=None) -> str:
+    def map_payload(self, step=5, x_axis="PCA 1", y_axis="PCA 2", color_by="colour", item=None, layer=None,
+                    half=None) -> str:
         from app.components.scatter import scatter_payload
 
-        m = self.map_data(step, x_axis, y_axis, item, layer)
+        m = self.map_data(step, x_axis, y_axis, item, layer, half)
         bank, xy = m["bank"], m["xy"]
         n = len(bank)
         table = bank.factors if bank.factors is not None else None
@@ -527,12 +549,13 @@ class DirectionsService:
         tr = hspace.generate(self.pipe, "a shape", seeds=0, steps=2)
         return tr.h_shape
 
-    def to_atlas(self, step=5, n_samples=None, layer=None) -> str:
+    def to_atlas(self, step=5, n_samples=None, layer=None, half=None) -> str:
         from backends.hspace_corpus import bank_corpus
 
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer)
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer, half=half)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
         suffix = "" if bank.layer == "mid_block" else "-" + bank.layer.replace("_blocks.", "")
+        suffix += "-cond" if bank.record_half == "cond" else ""
         corpus = bank_corpus(bank, step, name=f"hspace{suffix}-step{step}")
         return self.b.add_corpus(corpus)
 
@@ -617,17 +640,17 @@ def build_directions(backends: Backends):
             raise gr.Error(str(exc)) from None
 
     @guard
-    def ui_pca(n, k, layer, progress=gr.Progress()):
-        ids = svc.discover_pca(n, k, progress=lambda f, m: progress(f, desc=m), layer=layer)
+    def ui_pca(n, k, layer, rhalf, progress=gr.Progress()):
+        ids = svc.discover_pca(n, k, progress=lambda f, m: progress(f, desc=m), layer=layer, half=rhalf)
         return [f"Found {len(ids)} PCA directions over {int(n)} samples."] + lib_outputs(ids)
 
     @guard
-    def ui_supervised(factor, value, from_value, ortho, labels, layer):
-        did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer)
+    def ui_supervised(factor, value, from_value, ortho, labels, layer, rhalf):
+        did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer, half=rhalf)
         return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
 
     @guard
-    def ui_groups(a, b, layer):
+    def ui_groups(a, b, layer, rhalf):
         def parse(text, name):
             out = []
             for tok in (text or "").replace(";", ",").split(","):
@@ -643,7 +666,7 @@ def build_directions(backends: Backends):
             return out
 
         did = svc.groups(parse(b, "group B"), parse(a, "group A"), name=f"group ({a.strip()[:20]}) → ({b.strip()[:20]})",
-                         layer=layer)
+                         layer=layer, half=rhalf)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
 
     @guard
@@ -694,8 +717,8 @@ def build_directions(backends: Backends):
         return [md] + lib_outputs()
 
     @guard
-    def ui_atlas(step, n, layer):
-        key = svc.to_atlas(step, n, layer)
+    def ui_atlas(step, n, layer, rhalf):
+        key = svc.to_atlas(step, n, layer, rhalf)
         return f"Added corpus `{key}` to the Atlas (pick it in the Atlas tab's corpus menu)."
 
     # -- layout ------------------------------------------------------------------------
@@ -728,6 +751,9 @@ def build_directions(backends: Backends):
                                     allow_custom_value=True, label="Layer",
                                     info="mid_block: h-space (Haas et al.); up blocks: later layers, for models "
                                          "whose decoder leans on skip connections")
+                rhalf = gr.Radio(["uncond", "cond"], value="uncond", label="h of the samples read from the guidance half",
+                                 info="for PCA, supervised directions, the h-space map and the Atlas: uncond sees the "
+                                      "emerging image; cond also sees the prompt", elem_id="dir-record-half")
             src_info = gr.Markdown(elem_id="dir-source-info")
             src_img = gr.Image(label="Source", height=160, interactive=False, elem_id="dir-source")
         with gr.Column(scale=2, min_width=360):
@@ -836,10 +862,10 @@ def build_directions(backends: Backends):
         return inner
 
     lib_outs_x = lib_outs + [export_dd]
-    pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
-    sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer], lib_outs_x,
+    pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer, rhalf], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer, rhalf], lib_outs_x,
                   concurrency_id="dir-heavy", **hidden)
-    grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer, rhalf], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     pair_btn.click(with_export(ui_pair), [pa, pb, pn, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
     text_btn.click(with_export(ui_text), [pa, pb], lib_outs_x, **hidden)
     jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
@@ -854,33 +880,33 @@ def build_directions(backends: Backends):
 
     judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
                     concurrency_id="dir-heavy", **hidden)
-    atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer], atlas_md, concurrency_id="dir-heavy", **hidden)
+    atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer, rhalf], atlas_md, concurrency_id="dir-heavy", **hidden)
 
     def axis_choices():
         return ["PCA 1", "PCA 2", "PCA 3"] + [d for _, d in svc.choices()]
 
     @guard
-    def ui_map(step, x, y, color, layer, progress=gr.Progress()):
+    def ui_map(step, x, y, color, layer, rhalf, progress=gr.Progress()):
         progress(0.0, desc="sampling the h-space bank (first time only)")
-        return (svc.map_payload(step, x, y, color, layer=layer), gr.update(choices=axis_choices()),
+        return (svc.map_payload(step, x, y, color, layer=layer, half=rhalf), gr.update(choices=axis_choices()),
                 gr.update(choices=axis_choices()))
 
     @guard
-    def ui_map_click(step, x, y, color, steps, layer, evt: gr.EventData):
+    def ui_map_click(step, x, y, color, steps, layer, rhalf, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}
         pid = str(data.get("id", ""))
         if not pid.startswith("h-") or "@" in pid:
             raise InputError("click a sample (not a trajectory point)")
         item = int(pid[2:])
-        bank = svc.bank(layer=layer)
+        bank = svc.bank(layer=layer, half=rhalf)
         key, d = svc.source_from_prompt(bank.prompts[item], bank.seeds[item], steps, layer=layer)
         img = svc.source(key).images[0]
-        return ((svc.map_payload(step, x, y, color, item, layer), {"source": key}, img, img, info_md(d))
+        return ((svc.map_payload(step, x, y, color, item, layer, rhalf), {"source": key}, img, img, info_md(d))
                 + tuple(gr.update(value=0) for _ in range(N_SLOTS)))
 
-    map_btn.click(ui_map, [map_step, map_x, map_y, map_color, layer], [hmap, map_x, map_y], concurrency_id="dir-heavy",
+    map_btn.click(ui_map, [map_step, map_x, map_y, map_color, layer, rhalf], [hmap, map_x, map_y], concurrency_id="dir-heavy",
                   **hidden)
-    hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps, layer], [hmap] + src_outputs,
+    hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps, layer, rhalf], [hmap] + src_outputs,
                      concurrency_id="dir-heavy", **hidden)
 
     def ui_refresh():
@@ -917,15 +943,18 @@ def _register_api(svc: DirectionsService, guard):
         """The direction library: id, name, kind, default strength, judge results when known."""
         return svc.list()
 
-    def directions_discover_pca(n_samples: int = 200, k: int = 10, layer: str = "mid_block") -> list[dict]:
-        """Unsupervised: top-k PCA directions of h (at `layer`) per timestep over n generated samples."""
-        ids = svc.discover_pca(n_samples, k, layer=layer)
+    def directions_discover_pca(n_samples: int = 200, k: int = 10, layer: str = "mid_block",
+                                record_half: str = "uncond") -> list[dict]:
+        """Unsupervised: top-k PCA directions of h (at `layer`, read from the guidance half `record_half`)
+        per timestep over n generated samples."""
+        ids = svc.discover_pca(n_samples, k, layer=layer, half=record_half)
         return [svc.get(i).summary() for i in ids]
 
     def directions_supervised(factor: str, value: str, from_value: str = "", orthogonal_to: list[str] | None = None,
-                              labels: str = "truth", layer: str = "mid_block") -> dict:
+                              labels: str = "truth", layer: str = "mid_block", record_half: str = "uncond") -> dict:
         """Supervised: mean(h | factor=value) − mean(h | others or from_value), optionally ⊥ other directions."""
-        return svc.get(svc.supervised(factor, value, from_value, orthogonal_to or [], labels, layer=layer)).summary()
+        return svc.get(svc.supervised(factor, value, from_value, orthogonal_to or [], labels, layer=layer,
+                                      half=record_half)).summary()
 
     def directions_groups(positive: list[int], negative: list[int], name: str = "group A → group B") -> dict:
         """From two groups of h-space corpus items (row indices, e.g. two Atlas selections)."""
@@ -963,10 +992,11 @@ def _register_api(svc: DirectionsService, guard):
         """What the judge sees change (per factor), the disentanglement score, a name, ISTD."""
         return svc.judge_direction(direction_id, n_sources, strength or None)
 
-    def directions_map(step: int = 5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item: int = -1) -> dict:
+    def directions_map(step: int = 5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item: int = -1,
+                       record_half: str = "uncond") -> dict:
         """The h-space bank on two axes (direction ids or 'PCA k') at a step, with an item's trajectory
         across steps: {"ids", "x", "y", "trajectory": [[x, y], ...] or None, "axes"}."""
-        m = svc.map_data(step, x_axis, y_axis, None if item is None or item < 0 else item)
+        m = svc.map_data(step, x_axis, y_axis, None if item is None or item < 0 else item, half=record_half)
         tr = m["trajectory"]
         return {"ids": [f"h-{i}" for i in range(len(m["xy"]))], "x": m["xy"][:, 0].tolist(), "y": m["xy"][:, 1].tolist(),
                 "trajectory": None if tr is None else tr.tolist(), "axes": list(m["titles"])}
@@ -979,9 +1009,10 @@ def _register_api(svc: DirectionsService, guard):
         """Import a .safetensors directions file (handle_file(path))."""
         return [svc.get(i).summary() for i in svc.import_file(uploaded_path(file))]
 
-    def directions_to_atlas(step: int = 5, n_samples: int = 200) -> str:
-        """Add the h-space (pooled h at `step`) of n samples to the Atlas; returns its corpus key."""
-        return svc.to_atlas(step, n_samples)
+    def directions_to_atlas(step: int = 5, n_samples: int = 200, record_half: str = "uncond") -> str:
+        """Add the h-space (pooled h at `step`, read from the guidance half `record_half`) of n samples to the
+        Atlas; returns its corpus key."""
+        return svc.to_atlas(step, n_samples, half=record_half)
 
     for fn in (directions_layers, directions_source_prompt, directions_source_image, directions_source_item, directions_list,
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
