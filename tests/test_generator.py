@@ -122,6 +122,14 @@ def test_shipped_weights_load_and_generate():
     assert out.images.std() > 0.01  # not a blank image
 
 
+def test_sampler_does_not_clip_x0_unless_configured():
+    """Clipping x̂0 to [-1, 1] biased saturated colours (README): off by default, a config switch, kept in JSON."""
+    assert G.make_scheduler(G.GeneratorConfig()).config.clip_sample is False
+    cfg = G.GeneratorConfig(clip_sample=True)
+    assert G.make_scheduler(cfg).config.clip_sample is True
+    assert G.GeneratorConfig.from_json(cfg.to_json()).clip_sample is True
+
+
 def test_learning_rate_warms_up_holds_and_decays_to_the_floor():
     from types import SimpleNamespace
 

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m backends.shapes.eval_generator")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--regions", type=int, default=200)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default: the model's, and its region-map guidance for --regions)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0 for Shapes)")
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     judge = _judge()
     if args.eta is None:
         args.eta = pipe.default_eta
+    if args.steps is None:
+        args.steps = pipe.default_steps
     region_guidance = pipe.default_region_guidance_scale if args.guidance is None else args.guidance
     results = {"steps": args.steps, "guidance": guidance, "region_guidance": region_guidance, "eta": args.eta}
     t0 = time.time()
