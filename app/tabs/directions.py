@@ -38,12 +38,9 @@ POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom
 
 
 def _record_half(half) -> str:
-    from backends.hspace import RECORD_HALVES
+    from backends.hspace import check_record_half
 
-    half = half or "uncond"
-    if half not in RECORD_HALVES:
-        raise InputError(f"the guidance half h is read from has to be one of {', '.join(RECORD_HALVES)}, but is {half!r}")
-    return half
+    return check_record_half(half or "uncond")
 
 
 def _edit_half(half) -> str:

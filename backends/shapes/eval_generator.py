@@ -1,6 +1,6 @@
 """Evaluate the Shapes generator on held-out prompts.
 
-    python -m backends.shapes.eval_generator [--n 500] [--regions 200] [--steps 20] [--guidance 4]
+    python -m backends.shapes.eval_generator [--n 500] [--regions 200] [--steps N] [--guidance G]
                                              [--weights PATH] [--json OUT]
 
 Prints, on test-split seeds:
