@@ -15,6 +15,15 @@ Classifier-free guidance runs the unconditional and conditional halves in ONE UN
 [uncond, cond]); hooks on ``pipe.unet.mid_block`` therefore see both halves: rows [:B] are
 unconditional, rows [B:] conditional (``pipe.cfg_halves``).
 
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"):
+with a ``guide`` model (the same network earlier in its training) the guided output is
+``guide(x|c) + w·(model(x|c) − guide(x|c))``: both conditional, so the guidance pushes away from
+the weaker model's errors instead of towards the prompt's average look. For the Shapes model
+that average is a rotation-blurred template (a square averaged over rotations is a disc), which
+classifier-free guidance amplifies (squares came out as discs at every scale > 2). The guide is a
+separate UNet: hooks on ``pipe.unet`` see only the main model's rows (``cfg_halves`` = (empty,
+all)). Region maps and negative prompts use classifier-free guidance.
+
 Components (duck-typed):
 - unet: ``UNet2DConditionModel``; if ``unet.config.class_embed_type`` is set, the pooled prompt
   vector (mean of the token states, L2-normalised) is passed as ``class_labels``.
@@ -41,6 +50,8 @@ MAX_PROMPT_CHARS = 1000  # longer prompts are cut (and the cut is reported)
 MAX_GUIDANCE = 30.0
 MAX_BATCH = 64
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+# "cfg": classifier-free guidance; "auto": autoguidance by a weaker guide model (needs `guide`)
+GUIDANCE_METHODS = ("cfg", "auto")
 
 
 @dataclass
@@ -68,12 +79,21 @@ def _as_list(x, name: str) -> list[str]:
 
 
 class LatentDiffusionPipeline:
-    """Text-to-image with classifier-free guidance and an optional SpaText region map."""
+    """Text-to-image with classifier-free guidance or autoguidance and an optional SpaText region map."""
 
     def __init__(self, unet, scheduler, codec, text_encoder, spatext=None, *, max_tokens: int = 16,
                  default_guidance_scale: float = 4.0, default_steps: int = 20, default_eta: float = 0.0,
-                 default_region_guidance_scale: float | None = None):
+                 default_region_guidance_scale: float | None = None, guide_unet=None,
+                 default_guidance_method: str = "cfg"):
+        if default_guidance_method not in GUIDANCE_METHODS:
+            raise ValueError(f"`default_guidance_method` has to be one of {', '.join(GUIDANCE_METHODS)}, "
+                             f"but is {default_guidance_method!r}")
+        if default_guidance_method == "auto" and guide_unet is None:
+            raise ValueError("autoguidance needs a guide model (`guide_unet`)")
         self.unet = unet
+        # autoguidance: a weaker version of `unet` (same inputs), used only by guidance_method="auto"
+        self.guide_unet = guide_unet
+        self.default_guidance_method = default_guidance_method
         self.scheduler = scheduler
         self.codec = codec
         self.text_encoder = text_encoder
@@ -113,6 +133,35 @@ class LatentDiffusionPipeline:
     @property
     def spatext_channels(self) -> int:
         return int(self.unet.config.in_channels) - self.latent_channels
+
+    @property
+    def guidance_methods(self) -> tuple[str, ...]:
+        """The guidance methods this pipeline can run ("auto" only with a guide model)."""
+        return GUIDANCE_METHODS if self.guide_unet is not None else ("cfg",)
+
+    def resolve_guidance_method(self, method: str | None, *, has_map: bool = False,
+                                negative_prompt=None, notes: list[str] | None = None) -> str:
+        """The guidance method a call runs: `method`, or the default. Region maps and negative
+        prompts need classifier-free guidance: the default gives way to it (noted); an explicit
+        "auto" with either is refused (ValueError naming the argument)."""
+        if method is not None and method not in self.guidance_methods:
+            extra = "" if method not in GUIDANCE_METHODS else " (this model has no guide model for autoguidance)"
+            raise ValueError(f"`guidance_method` has to be one of {', '.join(self.guidance_methods)}, "
+                             f"but is {method!r}{extra}")
+        if method == "auto":
+            if has_map:
+                raise ValueError("`guidance_method` 'auto' is for prompt-only generation; region maps use "
+                                 "classifier-free guidance ('cfg')")
+            if negative_prompt:
+                raise ValueError("`negative_prompt` needs classifier-free guidance (`guidance_method` 'cfg'); "
+                                 "autoguidance has no negative prompt")
+            return "auto"
+        if method is None and self.default_guidance_method == "auto" and not has_map:
+            if not negative_prompt:
+                return "auto"
+            if notes is not None:
+                notes.append("classifier-free guidance used: a negative prompt needs it (the default is autoguidance)")
+        return "cfg"
 
     # ---------------------------------------------------------------------------------
     # 1. Check inputs
@@ -285,12 +334,27 @@ class LatentDiffusionPipeline:
     # ---------------------------------------------------------------------------------
     # one guided model evaluation (shared by the loop, inversion and editing code)
     def predict(self, latents, t, cond: PromptEmbeds, uncond: PromptEmbeds | None, guidance_scale: float,
-                smap=None, smap_uncond=None):
-        """Guided model output at timestep t (what the scheduler's `step` expects)."""
+                smap=None, smap_uncond=None, method: str = "cfg"):
+        """Guided model output at timestep t (what the scheduler's `step` expects).
+
+        method "cfg": classifier-free guidance with `uncond` (None: the conditional output alone).
+        method "auto": autoguidance, guide(x|cond) + w·(unet(x|cond) − guide(x|cond)); `uncond` unused."""
         import torch
 
         x = self.scheduler.scale_model_input(latents, t)
         b = x.shape[0]
+        if method == "auto":
+            self.cfg_halves = (slice(0, 0), slice(0, b))
+            xs = x if smap is None else torch.cat([x, smap], 1)
+            out = self._unet_out(self.unet, xs, t, cond.states, cond.mask, cond.pooled)
+            if guidance_scale != 1.0:
+                if self.guide_unet is None:
+                    raise ValueError("autoguidance needs a guide model (`guide_unet`)")
+                weak = self._unet_out(self.guide_unet, xs, t, cond.states, cond.mask, cond.pooled)
+                out = weak + guidance_scale * (out - weak)
+            return out
+        if method != "cfg":
+            raise ValueError(f"`method` has to be one of {', '.join(GUIDANCE_METHODS)}, but is {method!r}")
         if uncond is not None:
             x = torch.cat([x, x])
             states = torch.cat([uncond.states, cond.states])
@@ -304,29 +368,37 @@ class LatentDiffusionPipeline:
             self.cfg_halves = (slice(0, 0), slice(0, b))
         if smap is not None:
             x = torch.cat([x, smap], 1)
-        kwargs = {}
-        if getattr(self.unet.config, "class_embed_type", None) is not None:
-            kwargs["class_labels"] = pooled
-        if getattr(self.unet.config, "addition_embed_type", None) == "text_time":  # SDXL micro-conditioning
-            side = self.latent_size * int(getattr(self.codec.config, "patch", 8))
-            ids = torch.tensor([side, side, 0, 0, side, side], device=x.device, dtype=x.dtype)
-            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids.expand(x.shape[0], -1)}
-        out = self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, **kwargs).sample
+        out = self._unet_out(self.unet, x, t, states, mask, pooled)
         if uncond is not None:
             out_u, out_c = out.chunk(2)
             out = out_u + guidance_scale * (out_c - out_u)
         return out
+
+    def _unet_out(self, unet, x, t, states, mask, pooled):
+        """One UNet evaluation (`x` already holds the region-map channels)."""
+        import torch
+
+        kwargs = {}
+        if getattr(unet.config, "class_embed_type", None) is not None:
+            kwargs["class_labels"] = pooled
+        if getattr(unet.config, "addition_embed_type", None) == "text_time":  # SDXL micro-conditioning
+            side = self.latent_size * int(getattr(self.codec.config, "patch", 8))
+            ids = torch.tensor([side, side, 0, 0, side, side], device=x.device, dtype=x.dtype)
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids.expand(x.shape[0], -1)}
+        return unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask, **kwargs).sample
 
     # ---------------------------------------------------------------------------------
     def __call__(self, prompt, negative_prompt=None, guidance_scale: float | None = None,
                  num_inference_steps: int | None = None, generator=None, latents=None, eta: float | None = None,
                  region_masks=None, region_prompts=None, region_map=None,
                  callback_on_step_end: Callable | None = None, output_type: str = "np",
-                 num_images_per_prompt: int = 1) -> PipelineOutput:
+                 num_images_per_prompt: int = 1, guidance_method: str | None = None) -> PipelineOutput:
         """Generate images.
 
         prompt: str or list of str. negative_prompt: replaces the empty prompt of the unconditional
-        half. guidance_scale: 0..30 (<= 1 turns guidance off). num_inference_steps: 1..1000.
+        half (classifier-free guidance only). guidance_scale: 0..30 (<= 1 turns guidance off).
+        guidance_method: "cfg" (classifier-free) or "auto" (autoguidance by the guide model; prompt
+        only); None: the model's default, classifier-free with a region map or negative prompt. num_inference_steps: 1..1000.
         generator: torch.Generator for reproducible noise. latents: start noise
         (B, C, h, w). eta: DDIM noise (0 = deterministic DDIM, 1 = DDPM-like; default from the
         model config: the Shapes model samples markedly better with 1). region_masks: (R, H, W) or (B, R, H, W)
@@ -345,9 +417,12 @@ class LatentDiffusionPipeline:
         notes = self.check_inputs(prompt, negative_prompt, guidance_scale, num_inference_steps, eta, latents,
                                   region_masks, region_prompts, region_map, output_type, callback_on_step_end,
                                   num_images_per_prompt)
+        has_map = region_map is not None or region_masks is not None
+        method = self.resolve_guidance_method(guidance_method, has_map=has_map, negative_prompt=negative_prompt,
+                                              notes=notes)
         prompts = _as_list(prompt, "prompt")
         batch = len(prompts) * num_images_per_prompt
-        do_cfg = guidance_scale > 1.0
+        do_cfg = guidance_scale > 1.0 and method == "cfg"
         with self._lock, torch.inference_mode():
             # 2. Encode the prompt (and the negative / empty prompt for guidance)
             cond, uncond = self.encode_prompt(prompts, num_images_per_prompt=num_images_per_prompt,
@@ -363,7 +438,7 @@ class LatentDiffusionPipeline:
             # 6. Denoising loop
             step_kwargs = {"eta": eta, "generator": generator} if "eta" in _step_params(self.scheduler) else {}
             for i, t in enumerate(timesteps):
-                out = self.predict(latents, t, cond, uncond, guidance_scale, smap)
+                out = self.predict(latents, t, cond, uncond, guidance_scale, smap, method=method)
                 latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
                 if callback_on_step_end is not None:
                     ret = callback_on_step_end(self, i, t, {"latents": latents})
@@ -402,18 +477,22 @@ _PIPE_LOCK = threading.Lock()
 
 def load_shapes_pipeline(device: str = "cpu", path=None) -> LatentDiffusionPipeline:
     """The bundled Shapes generator as a pipeline (loaded on first use, then cached)."""
-    from backends.shapes.generator import load_generator
+    from backends.shapes.generator import guide_path, load_generator
     from backends.shapes.text import get_text_encoder
 
     key = (str(device), str(path))
     with _PIPE_LOCK:
         if key not in _PIPES:
             gen = load_generator(path, device=device)
+            guide = guide_path(path)
+            guide_unet = load_generator(guide, device=device).unet if guide is not None else None
+            method = gen.config.guidance_method if guide_unet is not None else "cfg"
             _PIPES[key] = LatentDiffusionPipeline(
                 gen.unet, gen.make_scheduler(), gen.codec, get_text_encoder(device), gen.spatext,
                 max_tokens=gen.config.max_tokens, default_guidance_scale=gen.config.guidance_scale,
                 default_steps=gen.config.num_inference_steps, default_eta=gen.config.eta,
-                default_region_guidance_scale=gen.config.region_guidance_scale)
+                default_region_guidance_scale=gen.config.region_guidance_scale, guide_unet=guide_unet,
+                default_guidance_method=method)
         return _PIPES[key]
 
 

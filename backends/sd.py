@@ -59,6 +59,17 @@ def sampling_defaults(spec: "GeneratorSpec") -> tuple[int, float]:
     return d["steps"], d["guidance_scale"]
 
 
+def guidance_methods(spec: "GeneratorSpec") -> list[str]:
+    """The guidance methods a generator offers ("auto", "cfg"), its default first (no weights
+    loaded): autoguidance needs a guide model, which only the Shapes generator ships."""
+    if spec.kind == "shapes":
+        from backends.shapes.generator import guide_path, shipped_config
+
+        if guide_path() is not None:
+            return ["auto", "cfg"] if shipped_config().guidance_method == "auto" else ["cfg", "auto"]
+    return ["cfg"]
+
+
 class ModelUnavailable(InputError):
     """A model that cannot be loaded here (not in the cache, no GPU, unsupported files)."""
 

@@ -182,9 +182,9 @@ def test_region_maps_use_their_own_default_guidance():
     seen = []
     orig = pipe.predict
 
-    def spy(latents, t, cond, uncond, guidance_scale, smap=None, smap_uncond=None):
+    def spy(latents, t, cond, uncond, guidance_scale, smap=None, smap_uncond=None, **kw):
         seen.append(guidance_scale)
-        return orig(latents, t, cond, uncond, guidance_scale, smap, smap_uncond)
+        return orig(latents, t, cond, uncond, guidance_scale, smap, smap_uncond, **kw)
 
     pipe.predict = spy
     pipe.default_guidance_scale, pipe.default_region_guidance_scale = 4.0, 2.5
@@ -196,3 +196,85 @@ def test_region_maps_use_their_own_default_guidance():
     pipe("a red circle", num_inference_steps=1, generator=g, region_masks=masks, region_prompts=["red circle"],
          guidance_scale=6.0)
     assert seen == [4.0, 2.5, 6.0]
+
+
+# ---------------------------------------------------------------------------------------
+# Autoguidance: guide(x|c) + w·(unet(x|c) − guide(x|c)) with a weaker model of the same inputs
+
+def auto_pipe(default="auto"):
+    comps = get_dummy_components()
+    guide = get_dummy_components()["unet"]  # same architecture, its own weights
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return LatentDiffusionPipeline(**comps, guide_unet=guide, default_guidance_method=default)
+
+
+def test_autoguidance_extrapolates_from_the_guide_model_to_the_model():
+    pipe = auto_pipe()
+    x = torch.randn(2, pipe.latent_channels, pipe.latent_size, pipe.latent_size)
+    t = pipe.scheduler.timesteps[0] if len(pipe.scheduler.timesteps) else torch.tensor(999)
+    cond, uncond = pipe.encode_prompt(["a red circle", "a blue star"])
+    smap = pipe.prepare_region_map(2)
+    with torch.no_grad():
+        good = pipe.predict(x, t, cond, None, 1.0, smap)  # the model alone
+        weak = pipe._unet_out(pipe.guide_unet, torch.cat([x, smap], 1), t, cond.states, cond.mask, cond.pooled)
+        auto = pipe.predict(x, t, cond, uncond, 3.0, smap, method="auto")
+        cfg = pipe.predict(x, t, cond, uncond, 3.0, smap, method="cfg")
+        one = pipe.predict(x, t, cond, uncond, 1.0, smap, method="auto")
+    assert (good - weak).abs().max() > 1e-3  # the guide really is another model
+    torch.testing.assert_close(auto, weak + 3.0 * (good - weak), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(one, good)  # scale 1: the model alone, the guide is not run
+    assert (auto - cfg).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="`method`"):
+        pipe.predict(x, t, cond, uncond, 3.0, smap, method="guess")
+
+
+def test_autoguidance_is_the_default_when_configured_and_hooks_see_only_the_model():
+    pipe = auto_pipe()
+    assert pipe.guidance_methods == ("cfg", "auto") and pipe.default_guidance_method == "auto"
+    seen, guide_calls = [], []
+    h = pipe.unet.mid_block.register_forward_hook(lambda m, i, o: seen.append((o.shape[0], pipe.cfg_halves)))
+    hg = pipe.guide_unet.mid_block.register_forward_hook(lambda m, i, o: guide_calls.append(o.shape[0]))
+    try:
+        a = run(pipe, guidance_scale=3.0, num_inference_steps=2).images
+        b = run(pipe, guidance_scale=3.0, num_inference_steps=2, guidance_method="auto").images
+        c = run(pipe, guidance_scale=3.0, num_inference_steps=2, guidance_method="cfg").images
+    finally:
+        h.remove()
+        hg.remove()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+    # auto: the model's batch of 1 (its rows are the conditional "half"); cfg: one batched call of 2
+    assert [s[0] for s in seen] == [1, 1, 1, 1, 2, 2]
+    assert seen[0][1] == (slice(0, 0), slice(0, 1))
+    assert guide_calls == [1, 1, 1, 1]
+
+
+def test_negative_prompts_and_region_maps_fall_back_to_classifier_free_guidance():
+    pipe = auto_pipe()
+    neg = run(pipe, guidance_scale=3.0, negative_prompt="a green square")
+    cfg = run(pipe, guidance_scale=3.0, negative_prompt="a green square", guidance_method="cfg")
+    np.testing.assert_array_equal(neg.images, cfg.images)
+    assert any("negative prompt" in n for n in neg.notes)
+    masks = np.zeros((1, 32, 32), np.float32)
+    masks[0, :16] = 1
+    kw = dict(region_masks=masks, region_prompts=["red circle"], guidance_scale=3.0)
+    np.testing.assert_array_equal(run(pipe, **kw).images, run(pipe, guidance_method="cfg", **kw).images)
+    with pytest.raises(ValueError, match="region maps"):
+        run(pipe, guidance_method="auto", **kw)
+    with pytest.raises(ValueError, match="`negative_prompt`"):
+        run(pipe, guidance_method="auto", negative_prompt="a green square")
+
+
+def test_guidance_method_is_checked():
+    plain = LatentDiffusionPipeline(**get_dummy_components())
+    assert plain.guidance_methods == ("cfg",)
+    with pytest.raises(ValueError, match="`guidance_method`.*no guide model"):
+        run(plain, guidance_method="auto")
+    with pytest.raises(ValueError, match="`guidance_method`"):
+        run(auto_pipe(), guidance_method="classifier")
+    with pytest.raises(ValueError, match="guide"):
+        LatentDiffusionPipeline(**get_dummy_components(), default_guidance_method="auto")
+    with pytest.raises(ValueError, match="default_guidance_method"):
+        LatentDiffusionPipeline(**get_dummy_components(), default_guidance_method="nope")

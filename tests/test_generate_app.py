@@ -39,3 +39,20 @@ def test_bad_prompts_get_a_message(client, prompt, message):
 def test_unknown_words_and_non_ascii_still_generate(client):
     img, _ = client.predict("a zorblax ✨ 形 in the corner", "", 0, 2, 4.0, api_name="/generate")
     assert np.asarray(Image.open(img)).ndim == 3
+
+
+def test_guidance_method_default_choice_and_bad_name(client):
+    args = ("a small blue square", "", 5, 3, 3.5)
+    default, notes = client.predict(*args, api_name="/generate")
+    auto, auto_notes = client.predict(*args, "autoguidance", api_name="/generate")
+    cfg, cfg_notes = client.predict(*args, "classifier-free", api_name="/generate")
+    a, b, c = (np.asarray(Image.open(p)) for p in (default, auto, cfg))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)  # the Shapes model defaults to autoguidance
+    assert "autoguidance guidance 3.5" in notes and "classifier-free guidance 3.5" in cfg_notes
+    # a negative prompt needs classifier-free guidance: the default gives way (reported), "auto" is refused
+    _, neg_notes = client.predict("a small blue square", "a circle", 5, 3, 3.5, api_name="/generate")
+    assert "classifier-free guidance used" in neg_notes
+    with pytest.raises(Exception, match="negative_prompt"):
+        client.predict("a small blue square", "a circle", 5, 3, 3.5, "autoguidance", api_name="/generate")
+    with pytest.raises(Exception, match="guidance method must be one of"):
+        client.predict(*args, "best", api_name="/generate")

@@ -93,10 +93,16 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     from backends.shapes import train_generator
 
     args = ["--small", "--steps", "1", "--n-scenes", "40", "--batch", "4", "--out", str(tmp_path),
-            "--eval-every", "1", "--eval-n", "2", "--no-progress"]
+            "--eval-every", "1", "--eval-n", "2", "--no-progress", "--guide-step", "1"]
     assert train_generator.main(args) == 0
     run = tmp_path / "runs" / "generator"
     assert (run / "checkpoint.safetensors").exists()
+    # the guide step's EMA weights became the autoguidance guide, and the export samples with it
+    weights = tmp_path / "generator.safetensors"
+    assert G.guide_path(weights) == tmp_path / "generator_guide.safetensors"
+    cfg = G.GeneratorConfig.from_json(weights.with_suffix(".json").read_text())
+    assert (cfg.guidance_method, cfg.guide_weights, cfg.guidance_scale) == ("auto", "generator_guide.safetensors", 3.5)
+    assert G.load_generator(G.guide_path(weights)).config.trained_steps == 1
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log) and any(r.get("event") == "eval" for r in log)
     assert (tmp_path / "generator.safetensors").exists()
@@ -120,6 +126,24 @@ def test_shipped_weights_load_and_generate():
     cfg = G.load_generator().config
     assert out.images.shape == (1, cfg.image_size, cfg.image_size, 3)
     assert out.images.std() > 0.01  # not a blank image
+    # text prompts sample with autoguidance by the shipped guide: the same run, earlier
+    assert pipe.default_guidance_method == "auto" and pipe.guide_unet is not None
+    guide = G.load_generator(G.guide_path())
+    assert 0 < guide.config.trained_steps < cfg.trained_steps
+    assert G.guide_path().stat().st_size + G.WEIGHTS.stat().st_size <= 25 * 2**20
+
+
+def test_guide_path_only_names_a_file_next_to_the_config(tmp_path):
+    gen = G.build_generator(G.GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D",
+                            "CrossAttnDownBlock2D"), head_dim=8, norm_num_groups=4, spatext_channels=4), seed=0)
+    weights = tmp_path / "generator.safetensors"
+    for name, expect in ((None, None), ("missing.safetensors", None), ("../generator.safetensors", None),
+                         ("guide.safetensors", tmp_path / "guide.safetensors")):
+        gen.config.guide_weights = name
+        G.save_generator(gen, weights)
+        if name == "guide.safetensors":
+            G.save_generator(gen, tmp_path / name)
+        assert G.guide_path(weights) == expect, name
 
 
 def test_sampler_does_not_clip_x0_unless_configured():

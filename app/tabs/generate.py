@@ -1,7 +1,10 @@
 """Generate tab: the Shapes generator (or any text-to-image pipeline of the backends) at work.
 
-Prompt, negative prompt, seed, steps, guidance → image. Out-of-range numbers are clamped and
-the clamp is reported next to the image; what the pipeline cut (a very long prompt) is too.
+Prompt, negative prompt, seed, steps, guidance (scale and method) → image. Out-of-range numbers
+are clamped and the clamp is reported next to the image; what the pipeline cut (a very long
+prompt) is too. The method is the model's default unless chosen: autoguidance for the Shapes
+model (it has a guide model), classifier-free guidance otherwise and whenever a negative prompt
+is given.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ STEPS_RANGE = (1, 100)
 GUIDANCE_RANGE = (0.0, 20.0)
 SEED_RANGE = (0, 2**32 - 1)
 MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
+# UI / API names of the pipeline's guidance methods ("" or "default": the model's own)
+METHOD_LABELS = {"autoguidance": "auto", "classifier-free": "cfg"}
 
 
 class GenerateService:
@@ -53,9 +58,30 @@ class GenerateService:
         c = cast(min(max(v, lo), hi))
         return c, (f"{name} {value!r} is outside {lo}..{hi}; used {c}" if c != cast(v) or v != c else None)
 
+    def method_choices(self) -> list[str]:
+        """The guidance methods the active generator offers (UI labels), its default first; read
+        from its config, no weights loaded."""
+        from backends.sd import guidance_methods
+
+        label = {v: k for k, v in METHOD_LABELS.items()}
+        return [label[m] for m in guidance_methods(self.b.generator_spec())]
+
+    @staticmethod
+    def method(label) -> str | None:
+        """A UI / API method name -> the pipeline's (None: the model's default)."""
+        if label is None or (isinstance(label, str) and label.strip().lower() in ("", "default")):
+            return None
+        key = str(label).strip().lower()
+        if key in METHOD_LABELS:
+            return METHOD_LABELS[key]
+        if key in METHOD_LABELS.values():
+            return key
+        raise InputError(f"guidance method must be one of {', '.join(METHOD_LABELS)} (or empty for the model's "
+                         f"default), but is {label!r}")
+
     @gpu_task(duration=60)
     def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
-                 guidance: float = 4.0) -> tuple[np.ndarray, list[str]]:
+                 guidance: float = 4.0, method: str = "") -> tuple[np.ndarray, list[str]]:
         """One image (uint8 H×W×3) and the notes about what was clamped or cut."""
         import torch
 
@@ -70,15 +96,19 @@ class GenerateService:
         guidance, n2 = self.clamp("guidance", guidance, *GUIDANCE_RANGE, float)
         seed, n3 = self.clamp("seed", seed, *SEED_RANGE, int)
         notes += [n for n in (n1, n2, n3) if n]
+        method = self.method(method)
         pipe = self.pipeline()
         t0 = time.perf_counter()
         try:
+            used = pipe.resolve_guidance_method(method, negative_prompt=negative_prompt or None)
             out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
-                       num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
+                       num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                       guidance_method=method)
         except ValueError as exc:  # the pipeline's check_inputs names the argument
             raise InputError(str(exc)) from None
         notes += out.notes
-        notes.append(f"{steps} DDIM steps in {time.perf_counter() - t0:.2f} s")
+        label = {v: k for k, v in METHOD_LABELS.items()}[used]
+        notes.append(f"{steps} DDIM steps, {label} guidance {guidance:g}, in {time.perf_counter() - t0:.2f} s")
         return to_uint8(out.images)[0], notes
 
 
@@ -86,8 +116,8 @@ def build_generate(backends: Backends):
     svc = GenerateService(backends)
 
     @guard
-    def run(prompt, negative, seed, steps, guidance):
-        image, notes = svc.generate(prompt, negative, seed, steps, guidance)
+    def run(prompt, negative, seed, steps, guidance, method):
+        image, notes = svc.generate(prompt, negative, seed, steps, guidance, method)
         return image, "\n".join(f"- {n}" for n in notes)
 
     from backends.sd import sampling_defaults
@@ -102,22 +132,27 @@ def build_generate(backends: Backends):
                 seed = gr.Number(label="Seed", value=0, precision=0)
                 steps = gr.Slider(*STEPS_RANGE, value=d_steps, step=1, label="Steps")
                 guidance = gr.Slider(*GUIDANCE_RANGE, value=d_guidance, step=0.5, label="Guidance")
+            choices = svc.method_choices()
+            method = gr.Radio(choices, value=choices[0], label="Guidance method", elem_id="gen-method",
+                              info="autoguidance: guided away from an earlier, weaker checkpoint of the model "
+                                   "(no negative prompt); classifier-free: away from the empty prompt")
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
         with gr.Column(scale=1):
             image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
             notes = gr.Markdown(elem_id="gen-notes")
-    inputs = [prompt, negative, seed, steps, guidance]
+    inputs = [prompt, negative, seed, steps, guidance, method]
     go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
     prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
 
     # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
     # message that does not name the argument); out-of-range values are clamped and reported.
     def generate(prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
-                 guidance: float = 4.0) -> tuple[FileData, str]:
-        """Generate one image; returns (PNG file, notes about clamps, cuts and timing)."""
+                 guidance: float = 4.0, method: str = "") -> tuple[FileData, str]:
+        """Generate one image; returns (PNG file, notes about clamps, cuts, guidance and timing).
+        method: "autoguidance", "classifier-free" or "" (the model's default)."""
         from PIL import Image
 
-        img, notes_list = svc.generate(prompt, negative_prompt, seed, steps, guidance)
+        img, notes_list = svc.generate(prompt, negative_prompt, seed, steps, guidance, method)
         out = served_dir("generate-") / "image.png"
         Image.fromarray(img).save(out)
         return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)

@@ -1,7 +1,7 @@
 """Evaluate the Shapes generator on held-out prompts.
 
     python -m backends.shapes.eval_generator [--n 500] [--regions 200] [--steps N] [--guidance G]
-                                             [--weights PATH] [--json OUT]
+                                             [--guidance-method cfg|auto] [--weights PATH] [--json OUT]
 
 Prints, on test-split seeds:
 - single-object prompts (canonical wording, and paraphrases): share of samples whose judged
@@ -116,7 +116,7 @@ def score_regions(images, region_masks, region_specs, judge=None) -> dict:
 
 
 def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, paraphrase: bool = False,
-                batch: int = 50, judge=None, eta: float | None = None) -> dict:
+                batch: int = 50, judge=None, eta: float | None = None, method: str | None = None) -> dict:
     import torch
 
     from backends.shapes import scenes
@@ -128,9 +128,10 @@ def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, par
     g = torch.Generator().manual_seed(seed)
     for s in range(0, n, batch):
         imgs.append(pipe(prompts[s:s + batch], guidance_scale=guidance, num_inference_steps=steps, generator=g,
-                         eta=eta).images)
+                         eta=eta, guidance_method=method).images)
     res = score_single(np.concatenate(imgs), b.specs, judge)
     res["prompts"] = "paraphrased" if paraphrase else "canonical"
+    res["guidance_method"] = pipe.resolve_guidance_method(method)
     return res
 
 
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default: the model's, and its region-map guidance for --regions)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0 for Shapes)")
+    p.add_argument("--guidance-method", choices=["cfg", "auto"], default=None,
+                   help="text prompts: classifier-free guidance or autoguidance (default: the model's; region maps "
+                        "always use classifier-free guidance)")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -199,20 +203,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is None:
         args.steps = pipe.default_steps
     region_guidance = pipe.default_region_guidance_scale if args.guidance is None else args.guidance
-    results = {"steps": args.steps, "guidance": guidance, "region_guidance": region_guidance, "eta": args.eta}
+    try:
+        method = pipe.resolve_guidance_method(args.guidance_method)
+    except ValueError as exc:
+        p.error(str(exc))
+    results = {"steps": args.steps, "guidance": guidance, "region_guidance": region_guidance, "eta": args.eta,
+               "guidance_method": method}
     t0 = time.time()
     if args.sweep_guidance:
         results["guidance_sweep"] = {}
         for gs in [float(x) for x in args.sweep_guidance.split(",")]:
-            r = eval_single(pipe, args.sweep_n, steps=args.steps, guidance=gs, seed=args.seed + 1, judge=judge, eta=args.eta)
+            r = eval_single(pipe, args.sweep_n, steps=args.steps, guidance=gs, seed=args.seed + 1, judge=judge, eta=args.eta,
+                            method=method)
             results["guidance_sweep"][str(gs)] = r
             print(json.dumps({"guidance": gs, **r}), flush=True)
     if args.n:
         results["single_canonical"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed,
-                                                  judge=judge, eta=args.eta)
+                                                  judge=judge, eta=args.eta, method=method)
         print(json.dumps(results["single_canonical"]), flush=True)
         results["single_paraphrased"] = eval_single(pipe, args.n, steps=args.steps, guidance=guidance, seed=args.seed,
-                                                    paraphrase=True, judge=judge, eta=args.eta)
+                                                    paraphrase=True, judge=judge, eta=args.eta, method=method)
         print(json.dumps(results["single_paraphrased"]), flush=True)
     if args.regions:
         results["regions"] = eval_regions(pipe, args.regions, steps=args.steps, guidance=region_guidance, seed=args.seed,

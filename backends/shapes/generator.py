@@ -71,7 +71,11 @@ class GeneratorConfig:
     # colour stays at 99-100% and more steps help (0.45 / 0.54 / 0.56 at 20 / 30 / 50 steps).
     clip_sample: bool = False
     # defaults the pipeline uses (measured; see eval_generator)
-    guidance_scale: float = 4.0
+    # "cfg" (classifier-free) or "auto" (autoguidance by `guide_weights`, the same run's EMA weights
+    # from earlier in training; prompt-only generation, see backends.diffusion)
+    guidance_method: str = "cfg"
+    guide_weights: str | None = None  # file name next to this config (safetensors + its .json)
+    guidance_scale: float = 4.0  # the scale of guidance_method
     num_inference_steps: int = 20
     eta: float = 1.0  # DDIM eta: stochastic sampling measured better than eta=0 for this model
     region_guidance_scale: float | None = None  # with a SpaText map (None: guidance_scale)
@@ -103,6 +107,20 @@ class GeneratorConfig:
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+def guide_path(path: str | Path | None = None) -> Path | None:
+    """The guide model's weights named by the generator config at `path` (shipped by default), or
+    None when the config names none or the file is missing."""
+    path = Path(path) if path is not None else WEIGHTS
+    cfg_path = path.with_suffix(".json")
+    if not cfg_path.exists():
+        return None
+    name = GeneratorConfig.from_json(cfg_path.read_text()).guide_weights
+    if not name or Path(name).name != name:  # a bare file name next to the config, nothing else
+        return None
+    guide = path.parent / name
+    return guide if guide.exists() else None
 
 
 def shipped_config() -> GeneratorConfig:
