@@ -206,3 +206,17 @@ def test_shapes_sampling_defaults_are_the_shipped_models():
         pytest.skip("no Shapes generator weights in assets/")
     pipe = load_shapes_pipeline()
     assert sampling_defaults(GeneratorSpec("shapes")) == (pipe.default_steps, pipe.default_guidance_scale)
+
+
+def test_guidance_methods_offered_match_the_loaded_pipelines(tmp_path):
+    """The Generate tab's method choices (read from config, no weights loaded): the default first."""
+    from backends.diffusion import load_shapes_pipeline
+    from backends.sd import GeneratorSpec, guidance_methods
+    from backends.shapes.generator import WEIGHTS
+
+    assert guidance_methods(GeneratorSpec("diffusers", str(tmp_path))) == ["cfg"]
+    if not WEIGHTS.exists():
+        pytest.skip("no Shapes generator weights in assets/")
+    pipe = load_shapes_pipeline()
+    methods = guidance_methods(GeneratorSpec("shapes"))
+    assert methods[0] == pipe.default_guidance_method and sorted(methods) == sorted(pipe.guidance_methods)
