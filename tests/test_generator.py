@@ -112,6 +112,11 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     assert max(r["step"] for r in log) == 2
     with pytest.raises(SystemExit, match="single-share"):
         train_generator.main(args[:2] + ["3"] + args[3:] + ["--resume", "--single-share", "1.5"])
+    # a fine-tune aimed at a band of noise levels
+    assert train_generator.main(args[:2] + ["3"] + args[3:] + ["--resume", "--t-focus", "50,600,0.7"]) == 0
+    for bad in ("50,600", "600,50,0.5", "0,2000,0.5", "a,b,c"):
+        with pytest.raises(SystemExit, match="t-focus"):
+            train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--t-focus", bad])
 
 
 def test_shipped_weights_load_and_generate():
@@ -144,6 +149,38 @@ def test_guide_path_only_names_a_file_next_to_the_config(tmp_path):
         if name == "guide.safetensors":
             G.save_generator(gen, tmp_path / name)
         assert G.guide_path(weights) == expect, name
+
+
+def test_t_focus_draws_timesteps_from_the_band():
+    from backends.shapes import train_generator
+
+    seen = []
+    gen = G.build_generator(G.GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D",
+                            "CrossAttnDownBlock2D"), head_dim=8, norm_num_groups=4, spatext_channels=4), seed=0)
+    unet_forward = gen.unet.forward
+
+    def forward(x, t, *a, **k):
+        seen.append(t.clone())
+        return unet_forward(x, t, *a, **k)
+
+    gen.unet.forward = forward
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod.float()
+    from backends.shapes import scenes
+    from backends.shapes.text import get_text_encoder
+
+    b = scenes.make_batch(64, seed=0, split="train", single=True, size=32)
+    st, tm = get_text_encoder().encode_tokens([scenes.canonical_caption(s) for s in b.specs], max_len=gen.config.max_tokens)
+    batch = dict(images=b.images, states=st.numpy(), tmask=tm.numpy(), rmasks=np.zeros((64, 3, 32, 32), np.float32),
+                 remb=np.zeros((64, 3, 384), np.float32), rvalid=np.zeros((64, 3), bool))
+    empty = get_text_encoder().encode_tokens([""], max_len=gen.config.max_tokens)
+    rng = np.random.default_rng(0)
+    train_generator.training_loss(gen, alphas, batch, rng, empty=(empty[0][0], empty[1][0]), t_focus=(50, 600, 1.0))
+    train_generator.training_loss(gen, alphas, batch, rng, empty=(empty[0][0], empty[1][0]))
+    focused, uniform = seen
+    assert 50 <= int(focused.min()) and int(focused.max()) < 600
+    assert int(uniform.max()) >= 600  # 64 uniform draws from 0..999
 
 
 def test_sampler_does_not_clip_x0_unless_configured():

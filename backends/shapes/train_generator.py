@@ -169,6 +169,7 @@ def adapt_dataset(d: dict, cfg) -> dict:
 # Loss
 
 def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p_drop_prompt=0.15, p_map=0.5,
+                  t_focus: tuple[float, float, float] | None = None,
                   p_keep_region=0.8, snr_clip=(1.0, 5.0), empty=None):
     """One batch's loss. batch: images uint8 (B,H,W,3), states fp16 (B,L,D), tmask (B,L),
     rmasks (B,3,h,w), remb (B,3,D), rvalid (B,3) bool. Returns (loss tensor, info dict)."""
@@ -192,7 +193,11 @@ def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p
     keep = (rng.random((B, 3)) < p_keep_region) & use_map[:, None] & batch["rvalid"]
     masks = torch.from_numpy(batch["rmasks"]).float() * torch.from_numpy(keep).float()[:, :, None, None]
     smap = gen.spatext(masks, torch.from_numpy(batch["remb"]).float(), cfg.latent_size)
-    t = torch.from_numpy(rng.integers(0, cfg.num_train_timesteps, size=B)).long()
+    t = rng.integers(0, cfg.num_train_timesteps, size=B)
+    if t_focus is not None:  # (lo, hi, p): with probability p, t from [lo, hi) instead
+        lo, hi, p = t_focus
+        t = np.where(rng.random(B) < p, rng.integers(int(lo), int(hi), size=B), t)
+    t = torch.from_numpy(t).long()
     ab = sched_alphas[t].view(B, 1, 1, 1)
     noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -282,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snr-max", type=float, default=5.0, help="x0-loss weight is clamp(SNR, 1, snr_max)")
     p.add_argument("--p-map", type=float, default=0.5,
                    help="share of samples trained with a spatio-textual region map (default 0.5)")
+    p.add_argument("--t-focus", default=None, metavar="LO,HI,P",
+                   help="draw the training timestep from [LO, HI) with probability P (else uniformly): a fine-tune "
+                        "aimed at the noise levels where shapes are drawn")
     p.add_argument("--single-share", type=float, default=None,
                    help="draw single-object scenes with this probability (default: uniformly from the pool, "
                         "where half the scenes have one object)")
@@ -446,6 +454,16 @@ def main(argv: list[str] | None = None) -> int:
         run.log(step, event="eval", **rec)
         return rec
 
+    t_focus = None
+    if args.t_focus:
+        try:
+            lo, hi, pf = (float(v) for v in args.t_focus.split(","))
+        except ValueError:
+            raise SystemExit(f"--t-focus has to be LO,HI,P (e.g. 50,600,0.7), but is {args.t_focus!r}") from None
+        if not (0 <= lo < hi <= cfg.num_train_timesteps and 0 <= pf <= 1):
+            raise SystemExit(f"--t-focus needs 0 <= LO < HI <= {cfg.num_train_timesteps} and 0 <= P <= 1, "
+                             f"but is {args.t_focus!r}")
+        t_focus = (lo, hi, pf)
     draw_p = None
     if args.single_share is not None:
         if not 0 < args.single_share < 1:
@@ -459,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             gparam["lr"] = lr
         idx = rng.integers(0, N, size=args.batch) if draw_p is None else rng.choice(N, size=args.batch, p=draw_p)
         loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max),
-                                   p_map=args.p_map)
+                                   p_map=args.p_map, t_focus=t_focus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:  # average gradients over workers (one flat all-reduce)
