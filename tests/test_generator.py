@@ -102,6 +102,7 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     assert G.guide_path(weights) == tmp_path / "generator_guide.safetensors"
     cfg = G.GeneratorConfig.from_json(weights.with_suffix(".json").read_text())
     assert (cfg.guidance_method, cfg.guide_weights, cfg.guidance_scale) == ("auto", "generator_guide.safetensors", 3.5)
+    assert cfg.region_guidance_scale == 2.5
     assert G.load_generator(G.guide_path(weights)).config.trained_steps == 1
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log) and any(r.get("event") == "eval" for r in log)
