@@ -230,8 +230,8 @@ def test_inversion_guidance_defaults(pipe):
 
 
 def test_ddim_inversion_psnr_on_shapes():
-    # step-50000 generator, 10 steps, 4 images, inverted unguided (the default): 25.7 dB (two images at 37-38 dB,
-    # two at 14); the previous step-10000 generator: 32.9 dB (28.7 dB inverting at its guidance 3.5)
+    # step-60000 generator, 10 steps, 4 images, inverted unguided (the default): 26.1 dB; the step-50000 one 25.7 dB
+    # (two images at 37-38 dB, two at 14); the previous step-10000 generator: 32.9 dB (28.7 dB at its guidance 3.5)
     p, codec = _inversion_psnrs("ddim")
     print(f"DDIM inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")
     assert p >= 25.0
