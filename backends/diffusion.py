@@ -485,7 +485,16 @@ def load_shapes_pipeline(device: str = "cpu", path=None) -> LatentDiffusionPipel
         if key not in _PIPES:
             gen = load_generator(path, device=device)
             guide = guide_path(path)
-            guide_unet = load_generator(guide, device=device).unet if guide is not None else None
+            guide_unet = None
+            if guide is not None:
+                g = load_generator(guide, device=device)
+                fields = ("image_size", "patch", "spatext_channels", "text_dim", "max_tokens", "prediction_type",
+                          "num_train_timesteps", "beta_schedule")
+                bad = [f for f in fields if getattr(g.config, f) != getattr(gen.config, f)]
+                if bad:
+                    raise ValueError(f"the guide model {guide.name} does not fit the generator: "
+                                     f"{', '.join(bad)} differ")
+                guide_unet = g.unet
             method = gen.config.guidance_method if guide_unet is not None else "cfg"
             _PIPES[key] = LatentDiffusionPipeline(
                 gen.unet, gen.make_scheduler(), gen.codec, get_text_encoder(device), gen.spatext,

@@ -139,6 +139,24 @@ def test_shipped_weights_load_and_generate():
     assert G.guide_path().stat().st_size + G.WEIGHTS.stat().st_size <= 25 * 2**20
 
 
+def test_a_guide_that_does_not_fit_the_generator_is_refused(tmp_path):
+    from backends.diffusion import load_shapes_pipeline
+
+    small = dict(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), head_dim=8,
+                 norm_num_groups=4, spatext_channels=4)
+    gen = G.build_generator(G.GeneratorConfig(**small, guide_weights="guide.safetensors", guidance_method="auto"))
+    for name, guide_channels in (("bad", 8), ("good", 4)):  # weights are cached per path: two folders
+        (tmp_path / name).mkdir()
+        G.save_generator(gen, tmp_path / name / "generator.safetensors")
+        G.save_generator(G.build_generator(G.GeneratorConfig(**{**small, "spatext_channels": guide_channels})),
+                         tmp_path / name / "guide.safetensors")
+    with pytest.raises(ValueError, match="guide.safetensors does not fit.*spatext_channels"):
+        load_shapes_pipeline(path=tmp_path / "bad" / "generator.safetensors")
+    pipe = load_shapes_pipeline(path=tmp_path / "good" / "generator.safetensors")
+    assert pipe.default_guidance_method == "auto"
+    assert pipe("a red circle", num_inference_steps=2).images.shape == (1, 32, 32, 3)
+
+
 def test_guide_path_only_names_a_file_next_to_the_config(tmp_path):
     gen = G.build_generator(G.GeneratorConfig(block_out_channels=(8, 16), down_block_types=("DownBlock2D",
                             "CrossAttnDownBlock2D"), head_dim=8, norm_num_groups=4, spatext_channels=4), seed=0)
