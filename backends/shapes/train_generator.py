@@ -371,6 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
+    t_focus = None  # checked before any data is built
+    if args.t_focus:
+        try:
+            lo, hi, pf = (float(v) for v in args.t_focus.split(","))
+        except ValueError:
+            raise SystemExit(f"--t-focus has to be LO,HI,P (e.g. 50,600,0.7), but is {args.t_focus!r}") from None
+        if not (0 <= lo < hi <= cfg.num_train_timesteps and 0 <= pf <= 1):
+            raise SystemExit(f"--t-focus needs 0 <= LO < HI <= {cfg.num_train_timesteps} and 0 <= P <= 1, "
+                             f"but is {args.t_focus!r}")
+        t_focus = (lo, hi, pf)
     gen = build_generator(cfg, seed=args.seed)
     ema = copy.deepcopy(gen)
     for prm in ema.parameters():
@@ -459,16 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         run.log(step, event="eval", **rec)
         return rec
 
-    t_focus = None
-    if args.t_focus:
-        try:
-            lo, hi, pf = (float(v) for v in args.t_focus.split(","))
-        except ValueError:
-            raise SystemExit(f"--t-focus has to be LO,HI,P (e.g. 50,600,0.7), but is {args.t_focus!r}") from None
-        if not (0 <= lo < hi <= cfg.num_train_timesteps and 0 <= pf <= 1):
-            raise SystemExit(f"--t-focus needs 0 <= LO < HI <= {cfg.num_train_timesteps} and 0 <= P <= 1, "
-                             f"but is {args.t_focus!r}")
-        t_focus = (lo, hi, pf)
     draw_p = None
     if args.single_share is not None:
         if not 0 < args.single_share < 1:
