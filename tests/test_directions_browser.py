@@ -83,8 +83,14 @@ def test_dragging_a_slider_changes_the_image(directions_url, browser):
             for (let i = 0; i < x.length; i++) s += Math.abs(x[i] - y[i]);
             return s / x.length; }""", [before, after])
         assert diff > 0.5, diff
-        # Δh in the conditional guidance half only: the same strengths give a new image
-        page.click("#dir-half label:has-text('cond')")
+        # the Δh half starts at the model's choice (the shipped Shapes config: cond); switching it
+        # re-renders the same strengths as a new image
+        from backends.shapes.generator import shipped_config
+
+        start_half = page.evaluate("document.querySelector('#dir-half input:checked').value")
+        assert start_half == shipped_config().directions_delta_half
+        other = "both" if start_half == "cond" else "cond"
+        page.click(f"#dir-half label:has-text('{other}')")
         page.wait_for_function(f"({IMG_SRC})() !== {after!r}", timeout=60_000)
         # the h-space map: draw it, click a sample, and it becomes the source (its trajectory is drawn)
         page.click("text=h-space map")

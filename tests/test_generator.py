@@ -103,6 +103,7 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     cfg = G.GeneratorConfig.from_json(weights.with_suffix(".json").read_text())
     assert (cfg.guidance_method, cfg.guide_weights, cfg.guidance_scale) == ("auto", "generator_guide.safetensors", 3.5)
     assert cfg.region_guidance_scale == 2.5
+    assert (cfg.directions_record_half, cfg.directions_delta_half) == ("cond", "cond")
     assert G.load_generator(G.guide_path(weights)).config.trained_steps == 1
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log) and any(r.get("event") == "eval" for r in log)
@@ -118,6 +119,8 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     for bad in ("50,600", "600,50,0.5", "0,2000,0.5", "a,b,c"):
         with pytest.raises(SystemExit, match="t-focus"):
             train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--t-focus", bad])
+    with pytest.raises(SystemExit, match="directions-halves"):
+        train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--directions-halves", "cond,uncond"])
 
 
 def test_shipped_weights_load_and_generate():

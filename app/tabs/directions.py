@@ -49,6 +49,21 @@ def _edit_half(half) -> str:
     return check_edit_half(half or "both")
 
 
+def half_defaults(backends: Backends) -> tuple[str, str]:
+    """The tab's starting (record half, Δh half): the Shapes generator's config says which suits it
+    (no weights loaded); other generators start at Haas et al.'s ("uncond", "both")."""
+    from backends.hspace import EDIT_HALVES, RECORD_HALVES
+
+    record, delta = "uncond", "both"
+    if backends.generator_spec().kind == "shapes":
+        from backends.shapes.generator import shipped_config
+
+        cfg = shipped_config()
+        record = cfg.directions_record_half if cfg.directions_record_half in RECORD_HALVES else record
+        delta = cfg.directions_delta_half if cfg.directions_delta_half in EDIT_HALVES else delta
+    return record, delta
+
+
 def to_data_url(img: np.ndarray) -> str:
     from PIL import Image
 
@@ -579,6 +594,7 @@ def build_directions(backends: Backends):
     from app.components.scatter import scatter_map
 
     svc = DirectionsService(backends)
+    record_default, delta_default = half_defaults(backends)
 
 
     def info_md(d: dict) -> str:
@@ -748,7 +764,7 @@ def build_directions(backends: Backends):
                                     allow_custom_value=True, label="Layer",
                                     info="mid_block: h-space (Haas et al.); up blocks: later layers, for models "
                                          "whose decoder leans on skip connections")
-                rhalf = gr.Radio(["uncond", "cond"], value="uncond", label="h of the samples read from the guidance half",
+                rhalf = gr.Radio(["uncond", "cond"], value=record_default, label="h of the samples read from the guidance half",
                                  info="for PCA, supervised directions, the h-space map and the Atlas: uncond sees the "
                                       "emerging image; cond also sees the prompt", elem_id="dir-record-half")
             src_info = gr.Markdown(elem_id="dir-source-info")
@@ -767,7 +783,7 @@ def build_directions(backends: Backends):
                 t1 = gr.Slider(0, 1, value=1, step=0.05, label="edit until")
                 asym = gr.Checkbox(value=False, label="asymmetric (Asyrp: stronger)",
                                    info="x̂0 from the edited prediction, the noise direction from the unedited one")
-                half = gr.Radio(["both", "cond"], value="both", label="Δh goes to the guidance half",
+                half = gr.Radio(["both", "cond"], value=delta_default, label="Δh goes to the guidance half",
                                 info="both: like an unguided model; cond: the guidance scale multiplies the edit",
                                 elem_id="dir-half")
             with gr.Accordion("Strip of frames along one direction", open=False):

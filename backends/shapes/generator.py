@@ -79,6 +79,12 @@ class GeneratorConfig:
     num_inference_steps: int = 20
     eta: float = 1.0  # DDIM eta: stochastic sampling measured better than eta=0 for this model
     region_guidance_scale: float | None = None  # with a SpaText map (None: guidance_scale)
+    # The Directions tab's starting choice of guidance half for reading h and for adding Δh
+    # (backends.hspace RECORD_HALVES / EDIT_HALVES). "uncond" / "both" is Haas et al.'s setting; for
+    # the shipped generator "cond" / "cond" is what makes a colour slider visibly work (colour -> blue
+    # at 1 / 2 / 4x its default strength: 0 / 0 / 0% of samples changed vs 5 / 33 / 81%; README).
+    directions_record_half: str = "uncond"
+    directions_delta_half: str = "both"
     trained_steps: int = 0
     metrics: dict = field(default_factory=dict)
 

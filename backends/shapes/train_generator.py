@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the exported model's default guidance scale (default 3.5, measured best for both methods)")
     p.add_argument("--region-guidance-scale", type=float, default=2.5,
                    help="the exported model's default guidance with a region map (default 2.5, measured best)")
+    p.add_argument("--directions-halves", default="cond,cond", metavar="RECORD,DELTA",
+                   help="the guidance halves the Directions tab starts with for this model: h read from "
+                        "(uncond|cond), Δh added to (both|cond); default cond,cond (measured, README)")
     p.add_argument("--n-scenes", type=int, default=30000)
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
@@ -371,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
+    from backends.hspace import EDIT_HALVES, RECORD_HALVES
+
+    directions_halves = tuple(args.directions_halves.split(","))
+    if len(directions_halves) != 2 or directions_halves[0] not in RECORD_HALVES or directions_halves[1] not in EDIT_HALVES:
+        raise SystemExit(f"--directions-halves has to be RECORD,DELTA with RECORD in {'|'.join(RECORD_HALVES)} and "
+                         f"DELTA in {'|'.join(EDIT_HALVES)}, but is {args.directions_halves!r}")
     t_focus = None  # checked before any data is built
     if args.t_focus:
         try:
@@ -408,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         config.guide_weights = guide_file.name if has_guide else None
         config.guidance_scale = args.guidance_scale
         config.region_guidance_scale = args.region_guidance_scale
+        config.directions_record_half, config.directions_delta_half = directions_halves
 
     if args.export_only:
         if step == 0:
