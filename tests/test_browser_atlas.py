@@ -2,6 +2,7 @@
 import time
 
 import pytest
+from browser_pages import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -12,13 +13,8 @@ POINT_POSITION = """(i) => { const d = document.querySelector('#atlas-map .la-pl
 
 @pytest.fixture
 def page(atlas_app, browser):
-    url, _ = atlas_app
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
-    p = ctx.new_page()
-    p.goto(url)
-    p.wait_for_selector("#atlas-map .la-scatter[data-ready]", timeout=180_000)
-    yield p
-    ctx.close()
+    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", timeout=180_000) as p:
+        yield p
 
 
 def test_map_shows_every_digit_and_click_fills_neighbour_gallery(page):

@@ -1,6 +1,7 @@
 """The Generate tab in a real browser: the guidance method radio starts at the model's default,
 and switching it re-generates with the other method (reported in the notes, a different image)."""
 import pytest
+from browser_pages import open_page
 
 from backends.shapes.generator import WEIGHTS
 
@@ -10,14 +11,8 @@ pytestmark = [pytest.mark.browser,
 
 @pytest.fixture
 def page(atlas_app, browser):
-    url, _ = atlas_app
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    p = ctx.new_page()
-    p.goto(url)
-    p.get_by_role("tab", name="Generate").click()
-    p.wait_for_selector("#gen-go", state="visible", timeout=60_000)
-    yield p
-    ctx.close()
+    with open_page(browser, atlas_app[0], tab="Generate", ready="#gen-go") as p:
+        yield p
 
 
 def _image_src(page) -> str:

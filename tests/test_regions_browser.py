@@ -1,6 +1,7 @@
 """The Regions tab in a real browser: paint two strokes in two colours, type two prompts,
 generate, see the result image (a tiny random model, so the test is fast and needs no weights)."""
 import pytest
+from browser_pages import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -13,14 +14,8 @@ def page(atlas_app, browser):
     R.register_pipeline("tiny", R.tiny_random_pipeline)
     for svc in tab.SERVICES:
         svc.model = "tiny"
-    url, _ = atlas_app
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
-    p = ctx.new_page()
-    p.goto(url)
-    p.get_by_role("tab", name="Regions").click()
-    p.wait_for_selector("#regions-canvas canvas", state="visible", timeout=60_000)
-    yield p
-    ctx.close()
+    with open_page(browser, atlas_app[0], tab="Regions", ready="#regions-canvas canvas", height=1100) as p:
+        yield p
 
 
 def stroke(page, x0, y0, x1, y1):

@@ -1,0 +1,22 @@
+"""Opening a page of the app in a fresh browser context (the browser tests' shared fixture body)."""
+from __future__ import annotations
+
+import contextlib
+
+
+@contextlib.contextmanager
+def open_page(browser, url: str, *, tab: str | None = None, ready: str | None = None, width: int = 1500,
+              height: int = 1000, timeout: int = 60_000):
+    """A page at `url` in its own context; `tab`: click that tab; `ready`: wait until this selector
+    is visible. The context is closed afterwards."""
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = ctx.new_page()
+        page.goto(url)
+        if tab:
+            page.get_by_role("tab", name=tab).click()
+        if ready:
+            page.wait_for_selector(ready, state="visible", timeout=timeout)
+        yield page
+    finally:
+        ctx.close()
