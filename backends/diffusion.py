@@ -59,6 +59,7 @@ class PipelineOutput:
     images: Any  # np.ndarray (B, H, W, 3) float32 in [0, 1] | list[PIL.Image] | torch.Tensor
     notes: list[str] = field(default_factory=list)  # reported clamps and cuts
     latents: Any = None  # final latents (torch.Tensor)
+    guidance_method: str | None = None  # the guidance the images were sampled with ("cfg" | "auto")
 
 
 @dataclass
@@ -338,7 +339,8 @@ class LatentDiffusionPipeline:
         """Guided model output at timestep t (what the scheduler's `step` expects).
 
         method "cfg": classifier-free guidance with `uncond` (None: the conditional output alone).
-        method "auto": autoguidance, guide(x|cond) + w·(unet(x|cond) − guide(x|cond)); `uncond` unused."""
+        method "auto": autoguidance, guide(x|cond) + w·(unet(x|cond) − guide(x|cond)); `uncond` unused.
+        A scale <= 1 turns either off (the conditional output alone), as in ``__call__``."""
         import torch
 
         x = self.scheduler.scale_model_input(latents, t)
@@ -347,7 +349,7 @@ class LatentDiffusionPipeline:
             self.cfg_halves = (slice(0, 0), slice(0, b))
             xs = x if smap is None else torch.cat([x, smap], 1)
             out = self._unet_out(self.unet, xs, t, cond.states, cond.mask, cond.pooled)
-            if guidance_scale != 1.0:
+            if guidance_scale > 1.0:
                 if self.guide_unet is None:
                     raise ValueError("autoguidance needs a guide model (`guide_unet`)")
                 weak = self._unet_out(self.guide_unet, xs, t, cond.states, cond.mask, cond.pooled)
@@ -447,17 +449,18 @@ class LatentDiffusionPipeline:
             self.cfg_halves = None
             # 7. Decode
             if output_type == "latent":
-                return PipelineOutput(latents, notes, latents)
+                return PipelineOutput(latents, notes, latents, method)
             images = self.codec.decode(latents / self.codec.config.scaling_factor)
             images = (images.float() / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
-            return PipelineOutput(images, notes, latents)
+            return PipelineOutput(images, notes, latents, method)
         arr = images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
         if output_type == "pil":
             from PIL import Image
 
-            return PipelineOutput([Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr], notes, latents)
-        return PipelineOutput(arr, notes, latents)
+            return PipelineOutput([Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr], notes, latents,
+                                  method)
+        return PipelineOutput(arr, notes, latents, method)
 
 
 def _step_params(scheduler) -> set[str]:

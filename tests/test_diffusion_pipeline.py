@@ -222,9 +222,11 @@ def test_autoguidance_extrapolates_from_the_guide_model_to_the_model():
         auto = pipe.predict(x, t, cond, uncond, 3.0, smap, method="auto")
         cfg = pipe.predict(x, t, cond, uncond, 3.0, smap, method="cfg")
         one = pipe.predict(x, t, cond, uncond, 1.0, smap, method="auto")
+        half = pipe.predict(x, t, cond, uncond, 0.5, smap, method="auto")
     assert (good - weak).abs().max() > 1e-3  # the guide really is another model
     torch.testing.assert_close(auto, weak + 3.0 * (good - weak), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(one, good)  # scale 1: the model alone, the guide is not run
+    torch.testing.assert_close(one, good)  # scale <= 1: the model alone (guidance off, as with cfg)
+    torch.testing.assert_close(half, good)
     assert (auto - cfg).abs().max() > 1e-3
     with pytest.raises(ValueError, match="`method`"):
         pipe.predict(x, t, cond, uncond, 3.0, smap, method="guess")
@@ -245,6 +247,8 @@ def test_autoguidance_is_the_default_when_configured_and_hooks_see_only_the_mode
         hg.remove()
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
+    assert (run(pipe, num_inference_steps=1).guidance_method,
+            run(pipe, num_inference_steps=1, guidance_method="cfg").guidance_method) == ("auto", "cfg")
     # auto: the model's batch of 1 (its rows are the conditional "half"); cfg: one batched call of 2
     assert [s[0] for s in seen] == [1, 1, 1, 1, 2, 2]
     assert seen[0][1] == (slice(0, 0), slice(0, 1))
@@ -256,7 +260,7 @@ def test_negative_prompts_and_region_maps_fall_back_to_classifier_free_guidance(
     neg = run(pipe, guidance_scale=3.0, negative_prompt="a green square")
     cfg = run(pipe, guidance_scale=3.0, negative_prompt="a green square", guidance_method="cfg")
     np.testing.assert_array_equal(neg.images, cfg.images)
-    assert any("negative prompt" in n for n in neg.notes)
+    assert any("negative prompt" in n for n in neg.notes) and neg.guidance_method == "cfg"
     masks = np.zeros((1, 32, 32), np.float32)
     masks[0, :16] = 1
     kw = dict(region_masks=masks, region_prompts=["red circle"], guidance_scale=3.0)

@@ -100,14 +100,13 @@ class GenerateService:
         pipe = self.pipeline()
         t0 = time.perf_counter()
         try:
-            used = pipe.resolve_guidance_method(method, negative_prompt=negative_prompt or None)
             out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
                        num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                        guidance_method=method)
         except ValueError as exc:  # the pipeline's check_inputs names the argument
             raise InputError(str(exc)) from None
         notes += out.notes
-        label = {v: k for k, v in METHOD_LABELS.items()}[used]
+        label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
         notes.append(f"{steps} DDIM steps, {label} guidance {guidance:g}, in {time.perf_counter() - t0:.2f} s")
         return to_uint8(out.images)[0], notes
 

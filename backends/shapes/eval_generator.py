@@ -127,11 +127,12 @@ def eval_single(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, par
     imgs = []
     g = torch.Generator().manual_seed(seed)
     for s in range(0, n, batch):
-        imgs.append(pipe(prompts[s:s + batch], guidance_scale=guidance, num_inference_steps=steps, generator=g,
-                         eta=eta, guidance_method=method).images)
+        out = pipe(prompts[s:s + batch], guidance_scale=guidance, num_inference_steps=steps, generator=g, eta=eta,
+                   guidance_method=method)
+        imgs.append(out.images)
     res = score_single(np.concatenate(imgs), b.specs, judge)
     res["prompts"] = "paraphrased" if paraphrase else "canonical"
-    res["guidance_method"] = pipe.resolve_guidance_method(method)
+    res["guidance_method"] = out.guidance_method
     return res
 
 

@@ -374,12 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
-    from backends.hspace import EDIT_HALVES, RECORD_HALVES
+    from backends.errors import InputError
+    from backends.hspace import check_edit_half, check_record_half
 
     directions_halves = tuple(args.directions_halves.split(","))
-    if len(directions_halves) != 2 or directions_halves[0] not in RECORD_HALVES or directions_halves[1] not in EDIT_HALVES:
-        raise SystemExit(f"--directions-halves has to be RECORD,DELTA with RECORD in {'|'.join(RECORD_HALVES)} and "
-                         f"DELTA in {'|'.join(EDIT_HALVES)}, but is {args.directions_halves!r}")
+    try:
+        if len(directions_halves) != 2:
+            raise InputError("it needs two values")
+        check_record_half(directions_halves[0])
+        check_edit_half(directions_halves[1])
+    except InputError as exc:
+        raise SystemExit(f"--directions-halves has to be RECORD,DELTA, but is {args.directions_halves!r}: {exc}") from None
     t_focus = None  # checked before any data is built
     if args.t_focus:
         try:
