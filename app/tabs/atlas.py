@@ -16,6 +16,7 @@ from gradio.data_classes import FileData
 
 from app.components.errors import guard
 from app.components.files import uploaded_path
+from app.components.tables import empty_table
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.projection import ProjectionParams
@@ -23,6 +24,9 @@ from backends.registry import Backends
 
 K_DEFAULT = 10
 MAX_TABLE_ROWS = 500
+# Columns every corpus has (its metadata columns follow); the tables start with these.
+NEIGHBOUR_COLUMNS = ("id", "distance")
+SELECTION_COLUMNS = ("id", "x", "y")
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
 
@@ -235,6 +239,10 @@ def build_atlas(backends: Backends):
             return current
         return "label" if "label" in cols else (cols[0] if cols else "(none)")
 
+    def no_neighbours(key: str):
+        """The neighbours table before an item is clicked, with this corpus's columns."""
+        return empty_table(list(NEIGHBOUR_COLUMNS) + backends.corpus(key).metadata_columns()[:6])
+
     def color_choices(key: str, current: str | None = None):
         return gr.update(choices=["(none)"] + backends.corpus(key).metadata_columns(), value=default_color(key, current))
 
@@ -245,7 +253,7 @@ def build_atlas(backends: Backends):
                            progress=lambda f, m: progress(f, desc=m))
         color = default_color(key)
         return (view, svc.payload(view, color), corpus_info(key), color_choices(key, color),
-                [], None, "", [], None)
+                [], None, "", [], no_neighbours(key))
 
     @guard
     def upload(files, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
@@ -280,7 +288,7 @@ def build_atlas(backends: Backends):
             if corpus.images is not None else []
         import pandas as pd
 
-        table = pd.DataFrame(rows).drop(columns=["index"])
+        table = pd.DataFrame(rows).drop(columns=["index"]) if rows else no_neighbours(key)
         view = {**view, "highlight": [item] + [r["index"] for r in rows]}
         return view, image, md, gallery, table, item_id
 
@@ -372,11 +380,12 @@ def build_atlas(backends: Backends):
             item_id = gr.Textbox(label="Selected id", interactive=False, elem_id="atlas-item-id")
             k = gr.Slider(1, 50, value=K_DEFAULT, step=1, label="Neighbours (k, original space)")
             gallery = gr.Gallery(label="Nearest neighbours", columns=5, height=220, elem_id="atlas-neighbours")
-            neighbours_table = gr.Dataframe(label="Neighbours", interactive=False, max_height=220,
-                                            elem_id="atlas-neighbours-table")
+            neighbours_table = gr.Dataframe(empty_table(NEIGHBOUR_COLUMNS), label="Neighbours", interactive=False,
+                                            max_height=220, elem_id="atlas-neighbours-table")
             more_btn = gr.Button("More like this")
             sel_md = gr.Markdown("Draw a lasso or box on the map to select items.", elem_id="atlas-selection")
-            sel_table = gr.Dataframe(label="Selection", interactive=False, max_height=260)
+            sel_table = gr.Dataframe(empty_table(SELECTION_COLUMNS), label="Selection", interactive=False,
+                                     max_height=260)
             with gr.Row():
                 fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Export format")
                 export_btn = gr.Button("Export selection")
