@@ -20,6 +20,7 @@ import numpy as np
 from gradio.data_classes import FileData
 
 from app.components.errors import guard as _guard
+from app.components.tables import empty_table
 from backends import relative as rel
 from backends import stitching as st
 from backends.cache import content_key
@@ -29,6 +30,9 @@ from backends.registry import Backends
 CORPUS_PREFIX = "corpus:"
 KINDS = ("relative", "absolute", "procrustes")
 MAX_DEMO_CHOICES = 60
+# the columns of the two tables (their handlers' frames below); the tables start empty with them
+METRICS_COLUMNS = ("metric", "absolute", "relative", "procrustes")
+TABLE_COLUMNS = ("encoder → head", "stitched", "absolute", "relative", "procrustes")
 DEFAULTS = {"n_anchors": 300, "strategy": "random", "label": "", "seed": 0, "mode": "cosine",
             "output_norm": "none", "k": 10}
 
@@ -350,7 +354,7 @@ def _metrics_frame(out: dict):
     names = {"jaccard": "Jaccard@k (cross-space)", "mrr": "MRR", "cosine": "mean cosine", "cka": "linear CKA",
              "knn_overlap": "kNN overlap (within each space)"}
     return pd.DataFrame([{"metric": names[m], **{kind: out[kind][m] for kind in ("absolute", "relative", "procrustes")}}
-                         for m in rel.METRIC_NAMES])
+                         for m in rel.METRIC_NAMES], columns=list(METRICS_COLUMNS))
 
 
 def _table_frame(t: dict):
@@ -358,7 +362,7 @@ def _table_frame(t: dict):
 
     return pd.DataFrame([{"encoder → head": f"{r['encoder']} → {r['head']}", "stitched": "yes" if r["stitched"] else "",
                           "absolute": r["absolute"], "relative": r["relative"], "procrustes": r["procrustes"]}
-                         for r in t["rows"]])
+                         for r in t["rows"]], columns=list(TABLE_COLUMNS))
 
 
 def build_stitching(backends: Backends):
@@ -489,7 +493,8 @@ def build_stitching(backends: Backends):
         compare_btn = gr.Button("Compare", variant="primary", elem_id="st-compare")
     with gr.Row():
         with gr.Column(scale=2):
-            metrics = gr.Dataframe(label="Absolute vs relative (vs Procrustes-translated A)", interactive=False,
+            metrics = gr.Dataframe(empty_table(METRICS_COLUMNS),
+                                   label="Absolute vs relative (vs Procrustes-translated A)", interactive=False,
                                    elem_id="st-metrics")
             metrics_note = gr.Markdown()
         with gr.Column(scale=3):
@@ -503,7 +508,8 @@ def build_stitching(backends: Backends):
             with gr.Row():
                 stitch_btn = gr.Button("Train heads and stitch", variant="primary", elem_id="st-stitch")
                 with_decoders = gr.Checkbox(label="also train image decoders (slower)", value=False)
-            table = gr.Dataframe(label="Stitching table (test accuracy)", interactive=False, elem_id="st-table")
+            table = gr.Dataframe(empty_table(TABLE_COLUMNS), label="Stitching table (test accuracy)",
+                                 interactive=False, elem_id="st-table")
             table_md = gr.Markdown()
         with gr.Column(scale=2):
             gr.Markdown("**Live demo**: encode with one model, classify with the other's head.")
