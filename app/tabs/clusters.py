@@ -18,6 +18,7 @@ import numpy as np
 from gradio.data_classes import FileData
 
 from app.components.errors import guard
+from app.components.tables import empty_table
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.registry import Backends
@@ -27,6 +28,9 @@ SPACE_HELP = ("original vectors · PCA or UMAP reduction to `dims` · the Atlas 
               "goal: similarity to the descriptions of the goal's factor (Shapes)")
 GALLERY_SIZE = 24
 MAX_RUNS = 64
+CLUSTER_COLUMNS = ("cluster", "size", "name", "majority", "purity")
+# the confusion table: one row per cluster, then one column per class of the chosen metadata column
+CONFUSION_COLUMNS = ("cluster",)
 
 
 class _RunStore:
@@ -377,7 +381,8 @@ def build_clusters(backends: Backends):
         import pandas as pd
 
         return pd.DataFrame([{"cluster": r["cluster"], "size": r["size"], "name": r["name"],
-                              "majority": r["majority"], "purity": r["purity"]} for r in rows])
+                              "majority": r["majority"], "purity": r["purity"]} for r in rows],
+                            columns=list(CLUSTER_COLUMNS))
 
     def gallery_items(key: str, run_id: str, cluster: int):
         corpus = backends.corpus(key)
@@ -434,7 +439,7 @@ def build_clusters(backends: Backends):
     @guard
     def do_confusion(view, column):
         if not view.get("run") or not column:
-            return None
+            return empty_table(CONFUSION_COLUMNS)
         return svc.confusion(view["run"], column)
 
     @guard
@@ -495,7 +500,8 @@ def build_clusters(backends: Backends):
         with gr.Column(scale=3, min_width=420):
             plot = scatter_map(height=480, elem_id="clusters-map")
             metrics = gr.Markdown(elem_id="clusters-metrics")
-            tbl = gr.Dataframe(label="Clusters", interactive=False, max_height=300, elem_id="clusters-table")
+            tbl = gr.Dataframe(empty_table(CLUSTER_COLUMNS), label="Clusters", interactive=False, max_height=300,
+                               elem_id="clusters-table")
         with gr.Column(scale=2, min_width=300):
             curve = gr.Plot(label="k estimation", elem_id="clusters-curve")
             names_btn = gr.Button("Rename with goal")
@@ -506,7 +512,8 @@ def build_clusters(backends: Backends):
             with gr.Row():
                 conf_col = gr.Dropdown(choices=[], label="Confusion against")
                 attach_col = gr.Textbox("cluster", label="Atlas column name")
-            conf_tbl = gr.Dataframe(label="Clusters × classes", interactive=False, max_height=220)
+            conf_tbl = gr.Dataframe(empty_table(CONFUSION_COLUMNS), label="Clusters × classes", interactive=False,
+                                    max_height=220)
             attach_btn = gr.Button("Colour the Atlas by these clusters")
             attach_md = gr.Markdown()
             with gr.Accordion("More like this cluster (Shapes generator)", open=False):
