@@ -26,6 +26,7 @@ import numpy as np
 
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
 from app.components.errors import guard
+from app.components.tables import empty_table
 from backends.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
                                   new_token)
 from backends.errors import InputError
@@ -40,6 +41,14 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 GROUP_COLORS = {**{f"cluster {k}": PALETTE[(k - 1) % len(PALETTE)] for k in range(1, 21)},
                 NOISE: "#222222", UNASSIGNED: "#c9c9c9"}
 CATEGORIES = group_names() + [UNASSIGNED]
+# The admin tables' columns (what their handlers return); each table starts empty with them.
+SETS_COLUMNS = ("task_set", "kind", "plots", "target", "created")
+TOKEN_COLUMNS = ("name", "token")
+PROGRESS_COLUMNS = ("plot_id", "position", "n_points", "answers", "skips", "mean_seconds", "target", "complete")
+ANNOTATOR_COLUMNS = ("annotator", "answers", "skips", "mean_seconds", "last")
+AGREEMENT_COLUMNS = ("plot_id", "position", "n_points", "annotators", "mean_pairwise_ari", "alpha_comembership",
+                     "clusters_median", "clusters_min", "clusters_max")
+LEADERBOARD_COLUMNS = ("method", "mean_ari", "plots")
 
 KEYS_HTML = ('<div class="ann-keys">Keys: <b>1–9</b> group · <b>0</b> noise · <b>N</b> new group · '
              '<b>U</b> undo · <b>L</b>/<b>B</b> lasso/box · <b>Enter</b> submit · <b>S</b> skip</div>')
@@ -244,7 +253,7 @@ def build_annotate(backends):
 
         rows = [{"task_set": t["name"], "kind": t["kind"], "plots": t["n_plots"], "target": t["target_annotators"],
                  "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(t["created_at"]))} for t in s.task_sets()]
-        return pd.DataFrame(rows, columns=["task_set", "kind", "plots", "target", "created"])
+        return pd.DataFrame(rows, columns=list(SETS_COLUMNS))
 
     def admin_create_synthetic(password: str, name: str, n_plots: float, points_min: float, points_max: float,
                                clusters_min: float, clusters_max: float, separation_min: float, separation_max: float,
@@ -301,7 +310,7 @@ def build_annotate(backends):
             tok = new_token()
             s.register_annotator(n, tok)
             rows.append({"name": n, "token": tok})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
 
     def admin_set_open_signup(password: str, open_signup: bool) -> str:
         """Whether unknown names may sign up themselves (True) or only admin-issued tokens work (False)."""
@@ -340,7 +349,7 @@ def build_annotate(backends):
             row = {"plot_id": pid, "position": p.position, "n_points": p.n_points,
                    **plot_agreement(by[pid], p.n_points)}
             rows.append(row)
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame(rows) if rows else empty_table(AGREEMENT_COLUMNS)
         for col in ("mean_pairwise_ari", "alpha_comembership"):
             if col in df:
                 df[col] = df[col].astype(float).round(3)
@@ -474,12 +483,13 @@ def build_annotate(backends):
                                 cor_target = gr.Number(3, label="Annotators per plot", precision=0)
                                 cor_seed = gr.Number(0, label="Seed", precision=0)
                             cor_btn = gr.Button("Create corpus task set", variant="primary")
-                    sets_table = gr.Dataframe(label="Task sets", interactive=False)
+                    sets_table = gr.Dataframe(empty_table(SETS_COLUMNS), label="Task sets", interactive=False)
                     sets_btn = gr.Button("List task sets", size="sm")
                 with gr.Tab("Annotators"):
                     ann_names = gr.Textbox(label="Names (one per line)", lines=4)
                     ann_btn = gr.Button("Create annotators with tokens")
-                    ann_table = gr.Dataframe(label="Tokens (shown once; hand each to its annotator)", interactive=False)
+                    ann_table = gr.Dataframe(empty_table(TOKEN_COLUMNS), interactive=False,
+                                             label="Tokens (shown once; hand each to its annotator)")
                     with gr.Row():
                         signup = gr.Checkbox(value=open_signup,
                                              label="Open sign-up (a new name registers with its own token)")
@@ -487,11 +497,11 @@ def build_annotate(backends):
                     signup_md = gr.Markdown()
                 with gr.Tab("Progress"):
                     prog_btn = gr.Button("Show progress")
-                    prog_table = gr.Dataframe(label="Per plot", interactive=False)
-                    who_table = gr.Dataframe(label="Per annotator", interactive=False)
+                    prog_table = gr.Dataframe(empty_table(PROGRESS_COLUMNS), label="Per plot", interactive=False)
+                    who_table = gr.Dataframe(empty_table(ANNOTATOR_COLUMNS), label="Per annotator", interactive=False)
                 with gr.Tab("Agreement"):
                     agree_btn = gr.Button("Agreement per plot")
-                    agree_table = gr.Dataframe(interactive=False)
+                    agree_table = gr.Dataframe(empty_table(AGREEMENT_COLUMNS), interactive=False)
                     with gr.Row():
                         map_plot_id = gr.Textbox(label="Plot id", max_lines=1)
                         map_btn = gr.Button("Point-wise agreement map")
@@ -501,7 +511,7 @@ def build_annotate(backends):
                                 "k-means gets the annotators' median number of clusters; the Gaussian mixture "
                                 "chooses k by BIC.")
                     board_btn = gr.Button("Compute leaderboard")
-                    board_table = gr.Dataframe(interactive=False)
+                    board_table = gr.Dataframe(empty_table(LEADERBOARD_COLUMNS), interactive=False)
                 with gr.Tab("Export"):
                     fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Format")
                     export_btn = gr.Button("Export (empty task set = all)")
