@@ -25,6 +25,7 @@ from gradio.data_classes import FileData
 
 from app.components.errors import guard
 from app.components.files import uploaded_path
+from app.components.tables import empty_table
 from backends.errors import InputError
 from backends.gpu import gpu_task
 from backends.registry import Backends
@@ -34,6 +35,8 @@ SLIDER_RANGE = 10.0  # ± σ on the sliders (the API accepts up to directions.MA
 MAX_PIXELS = 40_000_000
 MAX_SOURCES = 32
 MAX_DIRECTIONS = 256
+# the direction library table (judge results, when known, fill the last three)
+LIBRARY_COLUMNS = ("id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd")
 POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 
@@ -613,7 +616,7 @@ def build_directions(backends: Backends):
         import pandas as pd
 
         rows = svc.list()
-        cols = ["id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd"]
+        cols = list(LIBRARY_COLUMNS)
         return pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
 
     def lib_outputs(selected: list[str] | None = None):
@@ -805,7 +808,8 @@ def build_directions(backends: Backends):
                 hmap = scatter_map(height=420, elem_id="dir-map")
         with gr.Column(scale=2, min_width=320):
             msg = gr.Markdown(elem_id="dir-message")
-            lib = gr.Dataframe(label="Directions", interactive=False, max_height=260, elem_id="dir-table")
+            lib = gr.Dataframe(empty_table(LIBRARY_COLUMNS), label="Directions", interactive=False, max_height=260,
+                               elem_id="dir-table")
             with gr.Accordion("Discover: PCA (unsupervised)", open=True):
                 with gr.Row():
                     pca_n = gr.Number(value=svc.n_bank, precision=0, label="Samples")
