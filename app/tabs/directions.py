@@ -784,11 +784,14 @@ def build_directions(backends: Backends):
             with gr.Row():
                 t0 = gr.Slider(0, 1, value=0, step=0.05, label="edit from (fraction of steps)")
                 t1 = gr.Slider(0, 1, value=1, step=0.05, label="edit until")
-                asym = gr.Checkbox(value=False, label="asymmetric (Asyrp: stronger)",
+            # a row of their own under the sliders: squeezed in beside them, the checkbox's label was cut
+            # off and its info text wrapped one word per line; min_width wraps them below each other instead
+            with gr.Row(equal_height=True):
+                asym = gr.Checkbox(value=False, label="asymmetric (Asyrp: stronger)", min_width=240,
                                    info="x̂0 from the edited prediction, the noise direction from the unedited one")
                 half = gr.Radio(["both", "cond"], value=delta_default, label="Δh goes to the guidance half",
                                 info="both: like an unguided model; cond: the guidance scale multiplies the edit",
-                                elem_id="dir-half")
+                                min_width=240, elem_id="dir-half")
             with gr.Accordion("Strip of frames along one direction", open=False):
                 with gr.Row():
                     strip_dd = gr.Dropdown(choices=[], label="Direction")
