@@ -348,7 +348,7 @@ def build_atlas(backends: Backends):
         with gr.Column(scale=1, min_width=260):
             corpus_dd = gr.Dropdown(choices=choices, value=start, label="Corpus", elem_id="atlas-corpus")
             files = gr.File(label="Upload a corpus (npy, parquet, csv, vectors.tsv + metadata.tsv, zip of images)",
-                            file_count="multiple", height=90)
+                            file_count="multiple", height=200)
             info = gr.Markdown(elem_id="atlas-info")
             with gr.Accordion("Projection", open=False):
                 method = gr.Radio(["umap", "pca"], value="umap", label="Method")
