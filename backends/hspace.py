@@ -432,15 +432,15 @@ DDIM_INVERSION_GUIDANCE = 1.0  # the default guidance of DDIM inversion (see inv
 
 
 def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: int = 10,
-           guidance_scale: float | None = None, eta: float = 1.0, seed: int = 0, fixed_point_iters: int = 3,
+           guidance_scale: float | None = None, eta: float = 1.0, seed: int = 0, fixed_point_iters: int = 5,
            record_half: str = "uncond", layer: str = DEFAULT_LAYER) -> Trajectory:
     """Invert real images (uint8 (B, H, W, 3) at the model's resolution) for editing.
 
     method "ddpm": DDPM-noise inversion with DDIM noise `eta` (> 0): x_i drawn from q(x_i | x_0)
     (seeded), n_i = x_{i+1} − μ_i(x_i) stored; the unedited replay is exact.
-    method "ddim": deterministic DDIM inversion (η = 0), each step solved by fixed-point
-    iteration x ← x + √(ᾱ_t/ᾱ_prev) (x_prev − F(x)) so that the forward DDIM step F lands on
-    the less noisy latent; the replay is approximate (see ``Trajectory.info['psnr']``).
+    method "ddim": deterministic DDIM inversion (η = 0), each step solved by `fixed_point_iters`
+    secant-step iterations (``_invert_ddim_step``) so that the forward DDIM step F lands on the
+    less noisy latent; the replay is approximate (see ``Trajectory.info['psnr']``).
     guidance_scale: None = the model's default for "ddpm" (exact at any scale) and 1 (no guidance)
     for "ddim", where guidance amplifies the fixed-point error at every step (measured on the step-10,000 Shapes
     generator, 10 steps, 4 test images: 28.7 dB at its default 3.5, 32.9 dB at 1).
@@ -485,27 +485,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
             xs[T] = x0
             residual = 0.0
             for i in range(T - 1, -1, -1):  # from the clean end up to the noisiest step
-                t = sched.timesteps[i]
-                a, ap = float(sched.alpha[i]), float(sched.alpha_prev[i])
-                x_less = xs[i + 1]
-                # standard DDIM inversion guess: ε̂ at the less noisy latent
-                _, eps = split_prediction(_predict(pipe, x_less, t, c), x_less, a, sched.prediction_type, None)
-                x0_hat = (x_less - math.sqrt(1 - ap) * eps) / math.sqrt(ap)
-                x = math.sqrt(a) * x0_hat + math.sqrt(1 - a) * eps
-                gain = math.sqrt(a / ap)
-                best, best_err = x, None
-                for _ in range(int(fixed_point_iters)):
-                    err = x_less - ddim_mean(sched, i, _predict(pipe, x, t, c), x, 0.0)
-                    e = float(err.pow(2).mean())
-                    if best_err is not None and e >= best_err:
-                        break  # not converging (a clipped or very nonlinear step): keep the best
-                    best, best_err = x, e
-                    x = x + gain * err
-                if best_err is not None:
-                    # the last update was never scored; score it once and keep the better one
-                    e = float((x_less - ddim_mean(sched, i, _predict(pipe, x, t, c), x, 0.0)).pow(2).mean())
-                    x = x if e < best_err else best
-                xs[i] = x
+                xs[i] = _invert_ddim_step(pipe, sched, i, xs[i + 1], c, int(fixed_point_iters))
             noise = [torch.zeros_like(x0) for _ in range(T)]
             # record h and the replay (the replay is what edits start from)
             hook.record = hs
@@ -524,6 +504,58 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     traj.info["max_step_residual"] = residual
     traj.info["notes"] = resize_notes
     return traj
+
+
+def _invert_ddim_step(pipe, sched: Schedule, i: int, x_less, c: "Conditioning", iters: int):
+    """The latent x at step i whose deterministic DDIM step F lands on `x_less` (one row per image).
+
+    Start: the standard DDIM-inversion guess (ε̂ read at the less noisy latent). Then up to `iters`
+    updates x ← x + γ (x_less − F(x)) with a per-image step γ: first √(ᾱ_t/ᾱ_prev) (exact if ε̂ did
+    not depend on x), then the secant estimate γ = ⟨Δx, ΔF⟩ / ⟨ΔF, ΔF⟩ from the last two iterates (a
+    one-dimensional Broyden step). The fixed gain alone diverged or stalled for x0-predicting models, whose
+    ε̂ depends strongly on x (60k Shapes generator, 64 test images, 10 steps, 3 iterations: 27 of 64
+    replayed under 30 dB, 7.5 dB at worst; with the secant step 2 of 64; with 5 iterations, the
+    default, none: 38.2 dB at worst, 42.0 dB mean). Each image keeps its iterate with the smallest
+    residual.
+    """
+    import torch
+
+    t = sched.timesteps[i]
+    a, ap = float(sched.alpha[i]), float(sched.alpha_prev[i])
+
+    def step(x):
+        return ddim_mean(sched, i, _predict(pipe, x, t, c), x, 0.0)
+
+    def per_row(v):
+        return v.flatten(1)
+
+    _, eps = split_prediction(_predict(pipe, x_less, t, c), x_less, a, sched.prediction_type, None)
+    x0_hat = (x_less - math.sqrt(1 - ap) * eps) / math.sqrt(ap)
+    x = math.sqrt(a) * x0_hat + math.sqrt(1 - a) * eps
+    if iters <= 0:
+        return x
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    base = torch.full((x.shape[0],), math.sqrt(a / ap), dtype=x.dtype)
+    gain = base
+    best = best_err = prev = None
+    for k in range(iters + 1):
+        fx = step(x)
+        err = x_less - fx
+        e = per_row(err).pow(2).mean(1)
+        if best is None:
+            best, best_err = x.clone(), e
+        else:
+            better = e < best_err
+            best[better], best_err = x[better], torch.where(better, e, best_err)
+        if k == iters:
+            break
+        if prev is not None:
+            dx, df = per_row(x - prev[0]), per_row(fx - prev[1])
+            g = (dx * df).sum(1) / (df * df).sum(1).clamp_min(1e-20)
+            gain = torch.where(torch.isfinite(g) & (g > 0), g, base)
+        prev = (x, fx)
+        x = x + gain.view(shape) * err
+    return best
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

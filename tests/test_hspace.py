@@ -202,19 +202,19 @@ def _shapes_pipe():
     return load_shapes_pipeline()
 
 
-def _inversion_psnrs(method: str, n: int = 4) -> tuple[float, float]:
+def _inversion_psnrs(method: str, n: int = 4) -> tuple[np.ndarray, float]:
     from backends.shapes import scenes
 
     pipe = _shapes_pipe()
     b = scenes.make_batch(n, seed=1, split="test", single=True, size=hspace.image_size(pipe))
-    inv = hspace.invert(pipe, b.images, b.captions, method=method, steps=10, eta=1.0, fixed_point_iters=3)
-    return float(np.mean(inv.info["psnr"])), hspace.codec_psnr(pipe, b.images)
+    inv = hspace.invert(pipe, b.images, b.captions, method=method, steps=10, eta=1.0)
+    return np.asarray(inv.info["psnr"]), hspace.codec_psnr(pipe, b.images)
 
 
 def test_ddpm_noise_inversion_psnr_on_shapes():
     p, codec = _inversion_psnrs("ddpm")
-    print(f"DDPM-noise inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")
-    assert p >= 30.0
+    print(f"DDPM-noise inversion PSNR {p.mean():.1f} dB (codec round trip {codec} dB)")
+    assert p.mean() >= 30.0
 
 
 def test_inversion_guidance_defaults(pipe):
@@ -230,8 +230,10 @@ def test_inversion_guidance_defaults(pipe):
 
 
 def test_ddim_inversion_psnr_on_shapes():
-    # step-60000 generator, 10 steps, 4 images, inverted unguided (the default): 26.1 dB; the step-50000 one 25.7 dB
-    # (two images at 37-38 dB, two at 14); the previous step-10000 generator: 32.9 dB (28.7 dB at its guidance 3.5)
-    p, codec = _inversion_psnrs("ddim")
-    print(f"DDIM inversion PSNR {p:.1f} dB (codec round trip {codec} dB)")
-    assert p >= 25.0
+    # step-60000 generator, 10 steps, 16 images, inverted unguided (the default), 5 secant iterations a step:
+    # mean 41.7 dB, worst 38.2 dB. With the earlier fixed gain √(ᾱ_t/ᾱ_prev), 3 iterations: mean 26.3 dB, and
+    # 7 of the 16 (grey and dark-grey backgrounds) at 8-14 dB: the replay snapped to another background.
+    p, codec = _inversion_psnrs("ddim", n=16)
+    print(f"DDIM inversion PSNR mean {p.mean():.1f} dB, worst {p.min():.1f} dB (codec round trip {codec} dB)")
+    assert p.mean() >= 25.0
+    assert p.min() >= 30.0, f"images reconstructed at {np.round(np.sort(p)[:4], 1)} dB"
