@@ -59,16 +59,23 @@ def test_an_empty_reset_keeps_the_headers(demo):
     assert headers == out.value["headers"]
 
 
-def test_opening_a_corpus_clears_the_neighbours_with_headers(demo):
-    """Atlas: a newly opened corpus has no item selected; its neighbours table keeps its columns."""
+def test_opening_a_corpus_clears_the_neighbours_and_the_selection_with_headers(demo):
+    """Atlas: a newly opened corpus has no item and no selection (the previous corpus's are gone);
+    its tables keep their columns."""
     import gradio as gr
 
     opened = handler(demo, "open_corpus")
-    table = opened.outputs[-1]
-    assert isinstance(table, gr.Dataframe) and table.elem_id == "atlas-neighbours-table"
     out = opened.fn("digits", "pca", 15, 0.1, "cosine", progress=lambda *a, **k: None)
-    headers = table.postprocess(out[-1]).headers
+    assert len(out) == len(opened.outputs)
+    tables = {c.label: (c, v) for c, v in zip(opened.outputs, out) if isinstance(c, gr.Dataframe)}
+    table, value = tables["Neighbours"]
+    assert table.elem_id == "atlas-neighbours-table"
+    headers = table.postprocess(value).headers
     assert headers[:2] == ["id", "distance"] and "label" in headers, headers
+    table, value = tables["Selection"]
+    assert len(value) == 0 and table.postprocess(value).headers == ["id", "x", "y"]
+    ids = [v for c, v in zip(opened.outputs, out) if getattr(c, "elem_id", None) == "atlas-item-id"]
+    assert ids == [""]
 
 
 def same_headers(demo, fn_name: str, *args):

@@ -27,6 +27,7 @@ MAX_TABLE_ROWS = 500
 # Columns every corpus has (its metadata columns follow); the tables start with these.
 NEIGHBOUR_COLUMNS = ("id", "distance")
 SELECTION_COLUMNS = ("id", "x", "y")
+NO_SELECTION = "Draw a lasso or box on the map to select items."
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
 
@@ -253,7 +254,7 @@ def build_atlas(backends: Backends):
                            progress=lambda f, m: progress(f, desc=m))
         color = default_color(key)
         return (view, svc.payload(view, color), corpus_info(key), color_choices(key, color),
-                [], None, "", [], no_neighbours(key))
+                [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "")
 
     @guard
     def upload(files, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
@@ -383,7 +384,7 @@ def build_atlas(backends: Backends):
             neighbours_table = gr.Dataframe(empty_table(NEIGHBOUR_COLUMNS), label="Neighbours", interactive=False,
                                             max_height=220, elem_id="atlas-neighbours-table")
             more_btn = gr.Button("More like this")
-            sel_md = gr.Markdown("Draw a lasso or box on the map to select items.", elem_id="atlas-selection")
+            sel_md = gr.Markdown(NO_SELECTION, elem_id="atlas-selection")
             sel_table = gr.Dataframe(empty_table(SELECTION_COLUMNS), label="Selection", interactive=False,
                                      max_height=260)
             with gr.Row():
@@ -393,7 +394,9 @@ def build_atlas(backends: Backends):
 
     # -- wiring ------------------------------------------------------------------------
     proj_inputs = [method, n_neighbors, min_dist, metric]
-    open_outputs = [view, plot, info, color_by, gallery, item_image, item_md, selection, neighbours_table]
+    # opening a corpus also clears what was selected in the previous one
+    open_outputs = [view, plot, info, color_by, gallery, item_image, item_md, selection, neighbours_table, sel_md,
+                    sel_table, item_id]
     corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
                     concurrency_id="atlas-heavy")
     files.upload(upload, [files] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
