@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import math
+import types
+import typing
 
 import gradio as gr
 
@@ -24,3 +28,83 @@ def guard(fn):
             raise gr.Error(str(exc)) from None
 
     return inner
+
+
+def api_guard(fn):
+    """guard() for a gr.api endpoint, whose arguments come from API clients as JSON: each argument is
+    first checked against the function's type hints (str, int, float, bool, list[...], dict, files),
+    so that a null, a list or a string where a number belongs gets a message naming the argument
+    instead of an exception from deep inside."""
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        bound = sig.bind_partial(*args, **kwargs)
+        for name, value in list(bound.arguments.items()):
+            if name in hints:
+                default = sig.parameters[name].default
+                bound.arguments[name] = check_argument(name, value, hints[name], none_ok=default is None)
+        return fn(*bound.args, **bound.kwargs)
+
+    checked.arguments_checked = True
+    return guard(checked)
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '…' if len(text) > 40 else text}"
+
+
+def check_argument(name: str, value, hint, *, none_ok: bool = False):
+    """`value` as the type `hint` names (ints that arrive as whole floats become ints); InputError
+    naming `name` otherwise. Types other than the JSON ones pass unchecked."""
+    from gradio.data_classes import FileData
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return check_argument(name, value, inner[0], none_ok=none_ok) if len(inner) == 1 else value
+    if value is None:
+        if none_ok:
+            return None
+        raise InputError(f"`{name}` is missing (null)")
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"`{name}` has to be text, but is {_describe(value)}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise InputError(f"`{name}` has to be true or false, but is {_describe(value)}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"`{name}` has to be a whole number, but is {_describe(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise InputError(f"`{name}` has to be a whole number, but is {value!r}")
+            return int(value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"`{name}` has to be a number, but is {_describe(value)}")
+        return value  # NaN and infinities pass: each endpoint says what range it takes
+    if hint is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"`{name}` has to be a list, but is {_describe(value)}")
+        if args:
+            return [check_argument(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+        return list(value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"`{name}` has to be an object (a dict), but is {_describe(value)}")
+        return value
+    if hint is FileData:
+        if not isinstance(value, (FileData, dict, str)):
+            raise InputError(f"`{name}` has to be a file (gradio_client: handle_file(path)), but is {_describe(value)}")
+        return value
+    return value

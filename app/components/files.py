@@ -20,12 +20,15 @@ def served_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
-def uploaded_path(file) -> str:
-    """The server-side path of an upload, refusing paths outside Gradio's upload folder."""
+def uploaded_path(file, what: str = "file") -> str:
+    """The server-side path of an upload (FileData, its dict or a path), refusing paths outside
+    Gradio's upload folder; `what` names the argument in messages."""
     path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
     if not path:
-        raise InputError("file: nothing was uploaded")
+        raise InputError(f"{what}: nothing was uploaded")
+    if not isinstance(path, (str, os.PathLike)) or "\x00" in str(path):
+        raise InputError(f"{what}: expected an uploaded file, but got {type(path).__name__} {str(path)[:60]!r}")
     resolved = Path(path).resolve()
     if gradio_temp_dir() not in resolved.parents:
-        raise InputError("file: only files uploaded to this server can be opened")
+        raise InputError(f"{what}: only files uploaded to this server can be opened")
     return str(resolved)

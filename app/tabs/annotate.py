@@ -25,7 +25,7 @@ import gradio as gr
 import numpy as np
 
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
-from app.components.errors import guard
+from app.components.errors import api_guard, guard
 from app.components.tables import empty_table
 from backends.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
                                   new_token)
@@ -531,12 +531,12 @@ def build_annotate(backends):
                    api_name="annotate_undo", trigger_mode="always_last")
     new_group_btn.click(new_group, [actions], group, api_name="annotate_new_group", queue=False)
     tool.input(guard(retool), [actions, plot_id, tool], plot, api_visibility="private", queue=False)
-    gr.api(guard(progress), api_name="annotate_progress")
+    gr.api(api_guard(progress), api_name="annotate_progress")
     def annotate_task_sets() -> list[str]:
         """Names of the task sets."""
         return set_names()
 
-    gr.api(annotate_task_sets, api_name="annotate_task_sets")
+    gr.api(api_guard(annotate_task_sets), api_name="annotate_task_sets")
 
     admin_out = [admin_msg, sets_table, admin_ts]
     syn_btn.click(guard(admin_create_synthetic),

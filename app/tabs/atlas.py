@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
-from app.components.errors import guard
+from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
 from backends.cache import content_key
@@ -431,7 +431,7 @@ def build_atlas(backends: Backends):
     _register_load(plot, initial, proj_inputs, open_outputs)
 
     # -- API endpoints (what gradio_client calls; the browser uses the events above) ----
-    _register_api(svc, guard)
+    _register_api(svc, api_guard)
     return svc
 
 

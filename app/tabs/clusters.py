@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
-from app.components.errors import guard
+from app.components.errors import api_guard, guard
 from app.components.tables import empty_table
 from backends.cache import content_key
 from backends.errors import InputError
@@ -555,7 +555,7 @@ def build_clusters(backends: Backends):
                    concurrency_id="clusters-heavy")
     gr.context.Context.root_block.load(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
 
-    _register_api(svc, guard)
+    _register_api(svc, api_guard)
     return svc
 
 

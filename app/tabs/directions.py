@@ -23,7 +23,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
-from app.components.errors import guard
+from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
 from backends.errors import InputError
@@ -934,7 +934,7 @@ def build_directions(backends: Backends):
 
     # A new visitor sees the directions already in the (shared) library.
     gr.context.Context.root_block.load(ui_refresh, None, lib_outs_x, **hidden)
-    _register_api(svc, guard)
+    _register_api(svc, api_guard)
     return svc
 
 

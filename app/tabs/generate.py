@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
-from app.components.errors import guard
+from app.components.errors import api_guard, guard
 from app.components.files import served_dir
 
 from backends.errors import InputError
@@ -156,5 +156,5 @@ def build_generate(backends: Backends):
         Image.fromarray(img).save(out)
         return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)
 
-    gr.api(guard(generate), api_name="generate", concurrency_id="generator")
+    gr.api(api_guard(generate), api_name="generate", concurrency_id="generator")
     return svc

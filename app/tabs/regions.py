@@ -15,7 +15,6 @@ regions_generate.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,9 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import api_guard
 from app.components.errors import guard as _guard
+from app.components.files import uploaded_path
 from backends import regions as R
 from backends.errors import InputError
 from backends.gpu import gpu_task
@@ -72,13 +73,7 @@ def _read_image(file) -> np.ndarray:
     """An uploaded image (FileData / dict / path inside Gradio's upload folder) as RGBA uint8."""
     from PIL import Image, UnidentifiedImageError
 
-    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
-    if not path:
-        raise InputError("canvas: no image was given")
-    upload_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
-    resolved = Path(path).resolve()
-    if upload_root not in resolved.parents:
-        raise InputError("canvas: only images uploaded to this server can be opened")
+    resolved = uploaded_path(file, "canvas")
     try:
         with Image.open(resolved) as im:
             if im.width * im.height > 4096 * 4096:
@@ -439,4 +434,4 @@ def _register_api(svc: RegionsService):
         return files, info
 
     for fn in (regions_palette, regions_parse, regions_generate):
-        gr.api(_guard(fn), api_name=fn.__name__, concurrency_id="regions-generate" if fn is regions_generate else None)
+        gr.api(api_guard(fn), api_name=fn.__name__, concurrency_id="regions-generate" if fn is regions_generate else None)
