@@ -19,6 +19,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.errors import api_guard
 from app.components.errors import guard as _guard
 from app.components.tables import empty_table
 from backends import relative as rel
@@ -418,6 +419,19 @@ def build_stitching(backends: Backends):
                     f"{r['encoder'][0]}→{r['decoder'][0]} {r['mse']:.4f}" for r in t["decoding"])
         return p, _table_frame(t), md
 
+    @_guard
+    def on_new_pair(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                    representation, method, color_by, shown, progress=gr.Progress()):
+        """Another pair of spaces was picked: the comparison on screen is redone for it (if one was
+        shown) and the stitching table, which needs training, is cleared, so nothing on the page
+        describes the previous pair."""
+        pending = f"Press **Train heads and stitch** for {space_a} vs {space_b}."
+        if not shown:
+            return shown, gr.skip(), gr.skip(), gr.skip(), gr.skip(), empty_table(TABLE_COLUMNS), pending
+        out = on_compare(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
+                         representation, method, color_by, progress)
+        return (*out, empty_table(TABLE_COLUMNS), pending)
+
     def _linked(p, representation, method, color_by, selected, highlight):
         return svc.payloads(p, representation, method, color_by, selected=selected, highlight=highlight)
 
@@ -530,7 +544,10 @@ def build_stitching(backends: Backends):
     # -- wiring ------------------------------------------------------------------------
     pv = [space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text]
     for dd in (space_a, space_b):
-        dd.input(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented")
+        dd.input(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented"
+                 ).then(on_new_pair, pv + [representation, method, color_by, state],
+                        [state, metrics, metrics_note, map_a, map_b, table, table_md], api_visibility="undocumented",
+                        concurrency_id="stitching-heavy")
     compare_btn.click(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
                       api_visibility="undocumented", concurrency_id="stitching-heavy")
     for ctl in (representation, method, color_by):
@@ -642,4 +659,4 @@ def _register_api(svc: StitchingService):
 
     for fn in (stitching_spaces, stitching_anchors, stitching_compare, stitching_maps, stitching_table,
                stitching_classify, stitching_classify_image, stitching_decode):
-        gr.api(_guard(fn), api_name=fn.__name__, concurrency_id="stitching-api")
+        gr.api(api_guard(fn), api_name=fn.__name__, concurrency_id="stitching-api")
