@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
@@ -284,8 +285,8 @@ def build_atlas(backends: Backends):
         meta = corpus.meta.iloc[item].to_dict()
         text = f"\n\n{corpus.texts[item]}" if corpus.texts is not None else ""
         md = "**Selected:** " + " · ".join(f"{c}={_plain(v)}" for c, v in meta.items()) + text
-        image = corpus.images[item] if corpus.images is not None else None
-        gallery = [(corpus.images[r["index"]], f"{r['id']} · d={r['distance']:.3f}") for r in rows] \
+        image = enlarge(corpus.images[item], 160) if corpus.images is not None else None
+        gallery = [(enlarge(corpus.images[r["index"]], 96), f"{r['id']} · d={r['distance']:.3f}") for r in rows] \
             if corpus.images is not None else []
         import pandas as pd
 

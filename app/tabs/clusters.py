@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.tables import empty_table
 from backends.cache import content_key
@@ -391,13 +392,13 @@ def build_clusters(backends: Backends):
             ids = corpus.meta["id"]
             return [], "\n".join(f"- {ids.iat[i]}" + (f": {corpus.texts[i][:120]}" if corpus.texts else "")
                                  for i in idx)
-        return [(corpus.images[i], str(corpus.meta["id"].iat[i])) for i in idx], ""
+        return [(enlarge(corpus.images[i], 96), str(corpus.meta["id"].iat[i])) for i in idx], ""
 
     def overview(key: str, run_id: str, rows: list[dict]):
         corpus = backends.corpus(key)
         if corpus.images is None:
             return []
-        return [(corpus.images[svc.members(run_id, r["cluster"], 1)[0]], f"{r['cluster']}: {r['name']}")
+        return [(enlarge(corpus.images[svc.members(run_id, r["cluster"], 1)[0]], 96), f"{r['cluster']}: {r['name']}")
                 for r in rows[:40]]
 
     # -- handlers ----------------------------------------------------------------------------
@@ -463,7 +464,7 @@ def build_clusters(backends: Backends):
     @guard
     def do_more(view, cluster, n):
         images, prompt = svc.more_like_this(view.get("run", ""), int(cluster if cluster is not None else 0), int(n))
-        return [(img, prompt) for img in images]
+        return [(enlarge(img, 96), prompt) for img in images]
 
     def corpus_changed(key):
         try:

@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
@@ -629,21 +630,23 @@ def build_directions(backends: Backends):
     @guard
     def ui_prompt(prompt, seed, steps, eta, guidance, layer):
         key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance, layer)
-        img = svc.source(key).images[0]
+        img = enlarge(svc.source(key).images[0])
         return ({"source": key}, img, img, info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
     def ui_upload(image, prompt, method, steps, eta, guidance, layer):
         key, d = svc.source_from_image(image, prompt, method, steps, eta, guidance, layer)
         t = svc.source(key)
-        return ({"source": key}, t.original[0], t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
+        return ({"source": key}, enlarge(t.original[0]), enlarge(t.images[0]), info_md(d)) + \
+            tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
     def ui_item(corpus, item_id, steps, layer):
         key, d = svc.source_from_item(corpus, item_id, steps, layer=layer)
         t = svc.source(key)
         src = t.original[0] if t.original is not None else t.images[0]
-        return ({"source": key}, src, t.images[0], info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
+        return ({"source": key}, enlarge(src), enlarge(t.images[0]), info_md(d)) + \
+            tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     def ui_edit(state, t0, t1, asym, half, *slots):
         if not state or not state.get("source"):
@@ -651,7 +654,7 @@ def build_directions(backends: Backends):
         ids, ss = list(slots[:N_SLOTS]), list(slots[N_SLOTS:])
         pairs = [(i, s) for i, s in zip(ids, ss) if i]
         try:
-            return svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1, asym, half)
+            return enlarge(svc.edit(state["source"], [i for i, _ in pairs], [s for _, s in pairs], t0, t1, asym, half))
         except InputError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -720,7 +723,7 @@ def build_directions(backends: Backends):
         if not did:
             raise InputError("choose a direction for the strip")
         ss, imgs, ist = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1, half)
-        return [(im, f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
+        return [(enlarge(im, 128), f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
 
     @guard
     def ui_judge(did, n):

@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import served_dir
 
@@ -117,7 +118,11 @@ def build_generate(backends: Backends):
     @guard
     def run(prompt, negative, seed, steps, guidance, method):
         image, notes = svc.generate(prompt, negative, seed, steps, guidance, method)
-        return image, "\n".join(f"- {n}" for n in notes)
+        shown = enlarge(image)
+        if shown.shape != image.shape:
+            notes.append(f"{image.shape[1]}×{image.shape[0]} image, shown enlarged to {shown.shape[1]}×{shown.shape[0]} "
+                         "(nearest neighbour); the `generate` API returns it at its own size")
+        return shown, "\n".join(f"- {n}" for n in notes)
 
     from backends.sd import sampling_defaults
 

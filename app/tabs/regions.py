@@ -24,6 +24,7 @@ from gradio.data_classes import FileData
 
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
+from app.components.display import enlarge
 from app.components.files import uploaded_path
 from backends import regions as R
 from backends.errors import InputError
@@ -96,11 +97,6 @@ def canvas_from_upload(img: np.ndarray, size: int = R.CANVAS_SIZE) -> np.ndarray
     out[clear] = 255
     out[..., 3] = 255
     return out
-
-
-def enlarge(img: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
-    rep = max(1, size // img.shape[0])
-    return np.repeat(np.repeat(img, rep, 0), rep, 1)
 
 
 def _default_guidance(backends, method: str) -> float:
