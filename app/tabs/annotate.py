@@ -415,7 +415,7 @@ def build_annotate(backends):
         gr.Markdown("Mark the groups of points you **see** in each scatterplot. Pick a group, draw a lasso "
                     "(or a box) around its points, repeat for other groups, then submit. Points you leave "
                     "out count as not belonging to any cluster.")
-        with gr.Row():
+        with gr.Row(equal_height=True):  # the button as tall as the fields beside it
             name = gr.Textbox(label="Name", max_lines=1, elem_id="ann-name", scale=2)
             token = gr.Textbox(label="Token", type="password", max_lines=1, elem_id="ann-token", scale=2)
             task_set = gr.Dropdown(choices=initial, value=initial[0] if initial else None, label="Task set",
@@ -501,7 +501,8 @@ def build_annotate(backends):
                     who_table = gr.Dataframe(empty_table(ANNOTATOR_COLUMNS), label="Per annotator", interactive=False)
                 with gr.Tab("Agreement"):
                     agree_btn = gr.Button("Agreement per plot")
-                    agree_table = gr.Dataframe(empty_table(AGREEMENT_COLUMNS), interactive=False)
+                    agree_table = gr.Dataframe(empty_table(AGREEMENT_COLUMNS), interactive=False,
+                                               label="Agreement per plot (mean pairwise ARI; Krippendorff α on co-membership)")
                     with gr.Row():
                         map_plot_id = gr.Textbox(label="Plot id", max_lines=1)
                         map_btn = gr.Button("Point-wise agreement map")
@@ -511,7 +512,8 @@ def build_annotate(backends):
                                 "k-means gets the annotators' median number of clusters; the Gaussian mixture "
                                 "chooses k by BIC.")
                     board_btn = gr.Button("Compute leaderboard")
-                    board_table = gr.Dataframe(empty_table(LEADERBOARD_COLUMNS), interactive=False)
+                    board_table = gr.Dataframe(empty_table(LEADERBOARD_COLUMNS), interactive=False,
+                                               label="Leaderboard (mean ARI with the annotators)")
                 with gr.Tab("Export"):
                     fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Format")
                     export_btn = gr.Button("Export (empty task set = all)")
