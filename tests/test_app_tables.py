@@ -112,3 +112,4 @@ def test_clusters_tables_keep_their_first_columns_after_a_run(demo):
     (conf_tbl,) = conf.outputs
     headers = conf_tbl.postprocess(conf.fn(out[0], "label")).headers
     assert headers[:1] == conf_tbl.value["headers"] and len(headers) == 11  # cluster, then digits 0..9
+

@@ -311,16 +311,23 @@ def build_atlas(backends: Backends):
         df = svc.rows(view, indices)
         return view, f"**{len(indices):,}** items selected", df.head(MAX_TABLE_ROWS), indices
 
+    def shown(view, chosen):
+        """The corpus on the map; a search made while another chosen corpus is still loading would
+        run on the old one, so it is refused with a message saying so."""
+        if chosen and view and chosen != view.get("corpus"):
+            raise InputError(f"'{chosen}' is still loading (its map is not drawn yet): search again in a moment")
+        return view["corpus"]
+
     @guard
-    def do_search(view, query, regex, color_by):
-        hits = svc.search(view["corpus"], query, regex)
+    def do_search(view, query, regex, color_by, chosen=None):
+        hits = svc.search(shown(view, chosen), query, regex)
         view = {**view, "highlight": [], "selected": hits}
         df = svc.rows(view, hits)
         return view, svc.patch(view, color_by), f"**{len(hits):,}** items match {query!r}", df.head(MAX_TABLE_ROWS), hits
 
     @guard
-    def do_text_search(view, text, color_by):
-        hits = [i for i, _ in svc.text_search(view["corpus"], text, 50)]
+    def do_text_search(view, text, color_by, chosen=None):
+        hits = [i for i, _ in svc.text_search(shown(view, chosen), text, 50)]
         view = {**view, "highlight": [], "selected": hits}
         df = svc.rows(view, hits)
         return view, svc.patch(view, color_by), f"**{len(hits)}** items nearest to {text!r}", df.head(MAX_TABLE_ROWS), hits
@@ -413,12 +420,12 @@ def build_atlas(backends: Backends):
                      api_visibility="undocumented", trigger_mode="always_last")
     plot.points_selected(on_select, [view, color_by], [view, sel_md, sel_table, selection],
                          api_visibility="undocumented", trigger_mode="always_last")
-    search_btn.click(do_search, [view, query, regex, color_by], [view, plot, sel_md, sel_table, selection],
+    search_btn.click(do_search, [view, query, regex, color_by, corpus_dd], [view, plot, sel_md, sel_table, selection],
                      api_visibility="undocumented")
-    query.submit(do_search, [view, query, regex, color_by], [view, plot, sel_md, sel_table, selection],
+    query.submit(do_search, [view, query, regex, color_by, corpus_dd], [view, plot, sel_md, sel_table, selection],
                  api_visibility="undocumented")
     for trig in (text_btn.click, text_q.submit):
-        trig(do_text_search, [view, text_q, color_by], [view, plot, sel_md, sel_table, selection],
+        trig(do_text_search, [view, text_q, color_by, corpus_dd], [view, plot, sel_md, sel_table, selection],
              api_visibility="undocumented")
     more_btn.click(do_more_like_this, [view, item_id, color_by], [view, plot, sel_md, sel_table, selection],
                    api_visibility="undocumented")
