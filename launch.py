@@ -51,13 +51,16 @@ def main(argv: list[str] | None = None) -> None:
 
     from backends.settings import Settings  # light: no torch, no gradio
 
-    settings = Settings.from_env(
-        host=args.host, port=args.port, share=args.share or None, data=args.data,
-        device=args.device, cache_dir=args.cache_dir, default_corpus=args.corpus,
-        max_upload_mb=args.max_upload_mb, generator=args.generator, encoder=args.encoder,
-        text_encoder=args.text_encoder, download=(False if args.offline else args.download),
-        attention_slicing=args.attention_slicing, cpu_offload=args.cpu_offload,
-    )
+    try:
+        settings = Settings.from_env(
+            host=args.host, port=args.port, share=args.share or None, data=args.data,
+            device=args.device, cache_dir=args.cache_dir, default_corpus=args.corpus,
+            max_upload_mb=args.max_upload_mb, generator=args.generator, encoder=args.encoder,
+            text_encoder=args.text_encoder, download=(False if args.offline else args.download),
+            attention_slicing=args.attention_slicing, cpu_offload=args.cpu_offload,
+        )
+    except ValueError as exc:  # a bad flag or environment value: one line, no traceback
+        raise SystemExit(f"launch.py: {exc}") from None
     if not settings.download:  # set before any Hugging Face library is imported (they read it once)
         os.environ["HF_HUB_OFFLINE"] = "1"  # a hub model must already be here: no hang on a download
     from app.main import create_app, launch_kwargs

@@ -42,7 +42,7 @@ RECORD_HALVES = ("uncond", "cond")
 # J·Δh (the two halves' changes cancel in the guidance term), like an edit of an unguided model;
 # "cond": only the conditional half, so the guidance scale multiplies the edit as it multiplies
 # the prompt (the Shapes generator, whose prompt reaches the decoder only through h: colour → blue
-# at 4σ, h from the conditional half, changed the judged colour on 29% of samples with "both", 81%
+# at 4× its default strength, h from the conditional half, changed the judged colour on 29% of samples with "both", 81%
 # with "cond" at 60,000 training steps; 43% / 71% at 50,000).
 EDIT_HALVES = ("both", "cond")
 INVERSION_METHODS = ("ddim", "ddpm")

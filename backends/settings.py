@@ -75,6 +75,9 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
+        for key, lo, hi in (("port", 1, 65535), ("max_upload_mb", 1, 10_000)):  # environment values are clamped
+            if overrides.get(key) is not None and not lo <= int(overrides[key]) <= hi:
+                raise ValueError(f"{key} must be between {lo} and {hi}, but is {overrides[key]!r}")
         s.cache_dir = Path(s.cache_dir).expanduser().resolve()
         if s.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be one of auto, cpu, cuda, but is {s.device!r}")

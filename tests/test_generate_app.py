@@ -56,3 +56,13 @@ def test_guidance_method_default_choice_and_bad_name(client):
         client.predict("a small blue square", "a circle", 5, 3, 3.5, "autoguidance", api_name="/generate")
     with pytest.raises(Exception, match="guidance method must be one of"):
         client.predict(*args, "best", api_name="/generate")
+
+
+def test_omitted_steps_and_guidance_are_the_models_defaults(client):
+    from backends.shapes.generator import WEIGHTS, shipped_config
+
+    if not WEIGHTS.exists():
+        pytest.skip("the trained Shapes generator is not in assets/")
+    c = shipped_config()
+    _, notes = client.predict("a blue star", api_name="/generate")
+    assert f"{c.num_inference_steps} DDIM steps" in notes and f"guidance {c.guidance_scale:g}" in notes

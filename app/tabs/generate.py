@@ -81,12 +81,19 @@ class GenerateService:
                          f"default), but is {label!r}")
 
     @gpu_task(duration=60)
-    def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
-                 guidance: float = 4.0, method: str = "") -> tuple[np.ndarray, list[str]]:
-        """One image (uint8 H×W×3) and the notes about what was clamped or cut."""
+    def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
+                 guidance: float | None = None, method: str = "") -> tuple[np.ndarray, list[str]]:
+        """One image (uint8 H×W×3) and the notes about what was clamped or cut. steps / guidance
+        None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5)."""
         import torch
 
         from backends.diffusion import to_uint8
+        from backends.sd import sampling_defaults
+
+        if steps is None or guidance is None:
+            d_steps, d_guidance = sampling_defaults(self.b.generator_spec())
+            steps = d_steps if steps is None else steps
+            guidance = d_guidance if guidance is None else guidance
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("prompt is empty: describe the image, e.g. 'a small red circle in the top left'")
@@ -150,9 +157,10 @@ def build_generate(backends: Backends):
 
     # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
     # message that does not name the argument); out-of-range values are clamped and reported.
-    def generate(prompt: str, negative_prompt: str = "", seed: int = 0, steps: int = 20,
-                 guidance: float = 4.0, method: str = "") -> tuple[FileData, str]:
+    def generate(prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
+                 guidance: float | None = None, method: str = "") -> tuple[FileData, str]:
         """Generate one image; returns (PNG file, notes about clamps, cuts, guidance and timing).
+        steps, guidance: null = the model's defaults (Shapes: 20 DDIM steps, 3.5).
         method: "autoguidance", "classifier-free" or "" (the model's default)."""
         from PIL import Image
 

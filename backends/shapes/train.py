@@ -32,7 +32,7 @@ def common_parser(prog: str, *, steps: int, batch: int | None = None) -> argpars
     p.add_argument("--runs", type=Path, default=None, help="checkpoints and logs (default runs/<model>, or <out>/runs when --out is given)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--no-progress", action="store_true")
