@@ -64,3 +64,15 @@ def test_directions_source_and_edit_are_shown_enlarged(demo):
     state, src, edited, *_ = _fn(demo, "ui_prompt")("a red circle", 0, 4, 1.0, 3.5, DEFAULT_LAYER)
     assert src.shape == edited.shape == (256, 256, 3)
     assert _fn(demo, "ui_edit")(state, 0.0, 1.0, False, "both", "", "", "", "", 0, 0, 0, 0).shape == (256, 256, 3)
+
+
+def test_galleries_show_whole_images(demo):
+    """With fewer images than columns a gallery widens them to fill its width (fit_columns), and at a
+    fixed height the squares were cut off: the bottom of the Regions result, the clusters' typical
+    items. Every gallery fits whole images, and either keeps its columns or grows with them."""
+    import gradio as gr
+
+    galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
+    assert len(galleries) >= 6
+    bad = [g.label for g in galleries if g.object_fit != "contain" or (g.fit_columns and g.height != "auto")]
+    assert not bad, bad

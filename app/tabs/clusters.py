@@ -506,9 +506,11 @@ def build_clusters(backends: Backends):
         with gr.Column(scale=2, min_width=300):
             curve = gr.Plot(label="k estimation", elem_id="clusters-curve")
             names_btn = gr.Button("Rename with goal")
-            over = gr.Gallery(label="One typical item per cluster", columns=6, height=170)
+            over = gr.Gallery(label="One typical item per cluster", columns=6, height=170, object_fit="contain",
+                              fit_columns=False)
             cluster_dd = gr.Dropdown(choices=[], label="Cluster", elem_id="clusters-pick")
-            gallery = gr.Gallery(label="Most typical members", columns=6, height=200, elem_id="clusters-gallery")
+            gallery = gr.Gallery(label="Most typical members", columns=6, height=200, object_fit="contain",
+                                 fit_columns=False, elem_id="clusters-gallery")
             listing = gr.Markdown()
             with gr.Row():
                 conf_col = gr.Dropdown(choices=[], label="Confusion against")
@@ -520,7 +522,7 @@ def build_clusters(backends: Backends):
             with gr.Accordion("More like this cluster (Shapes generator)", open=False):
                 more_n = gr.Slider(1, 16, value=8, step=1, label="images")
                 more_btn = gr.Button("Generate")
-                more_gallery = gr.Gallery(columns=4, height=160)
+                more_gallery = gr.Gallery(columns=4, height=160, object_fit="contain", fit_columns=False)
     with gr.Accordion("Few-shot labelling: label a few items, propagate to all", open=False):
         with gr.Row():
             with gr.Column():

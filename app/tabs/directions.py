@@ -801,7 +801,8 @@ def build_directions(backends: Backends):
                     strip_s = gr.Number(value=0, label="± strength (0: its default)")
                     strip_n = gr.Slider(3, 21, value=11, step=1, label="Frames")
                 strip_btn = gr.Button("Make strip")
-                strip = gr.Gallery(label="Strip", columns=11, height=140, elem_id="dir-strip")
+                strip = gr.Gallery(label="Strip", columns=11, height=140, object_fit="contain", fit_columns=False,
+                                   elem_id="dir-strip")
                 strip_md = gr.Markdown()
             with gr.Accordion("h-space map (click a sample to start from it)", open=False):
                 with gr.Row():

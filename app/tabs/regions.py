@@ -382,7 +382,8 @@ def build_regions(backends: Backends):
             preview = gr.Image(label="Parsed regions (as the model sees them)", interactive=False, height=260,
                                elem_id="regions-preview")
             notes = gr.Markdown(_notes_md(None), elem_id="regions-notes")
-            gallery = gr.Gallery(label="Result", columns=3, height=300, elem_id="regions-result")
+            gallery = gr.Gallery(label="Result", columns=3, height="auto", object_fit="contain",  # one image: full width
+                                 elem_id="regions-result")
 
     # -- wiring ------------------------------------------------------------------------
     canvas.stroke(on_stroke, None, [preview, notes], api_visibility="undocumented", queue=False,
