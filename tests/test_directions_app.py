@@ -215,3 +215,31 @@ def test_the_tab_starts_at_the_models_guidance_halves():
     assert half_defaults(shapes) == (cfg.directions_record_half, cfg.directions_delta_half)
     sd = SimpleNamespace(generator_spec=lambda: GeneratorSpec("diffusers", "some/folder"))
     assert half_defaults(sd) == ("uncond", "both")
+
+
+def test_adding_a_direction_selects_it_for_strip_and_judge_and_a_mistake_leaves_the_menus_alone(tmp_path):
+    """In the tab: after "Add", "Make strip" and "Judge" work on the new direction without choosing
+    it again; a user mistake (an unknown colour, judging with no direction chosen) is a warning that
+    leaves the table and the direction menus as they were (as gr.Error it marked all ~10 of them)."""
+    import gradio as gr
+
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"))
+    backends = Backends(settings)
+    backends.directions_pipe = tiny_pipe()
+    backends.directions_judge = MeanColourJudge()
+    backends.directions_bank_size = 16
+    demo = create_app(settings, backends)
+
+    def fn(name):
+        return [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name][0].fn
+
+    out = fn("ui_supervised")("colour", "blue", "", [], "truth", "mid_block", "uncond")
+    assert out[0].startswith("Added")
+    did = out[5]["value"]  # message, table, strip, judge, orthogonal-to, then the slots: the first holds it
+    assert out[2]["value"] == out[3]["value"] == did  # strip and judge menus: the new direction
+    for bad in (fn("ui_supervised")("colour", "bleu", "", [], "truth", "mid_block", "uncond"), fn("ui_judge")("", 4)):
+        assert len(bad) == 10 and all(isinstance(o, type(gr.skip())) and o == gr.skip() for o in bad)

@@ -621,10 +621,16 @@ def build_directions(backends: Backends):
         return pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
 
     def lib_outputs(selected: list[str] | None = None):
+        """Table, strip / judge / orthogonal-to menus and the slots after the library changed; new
+        directions go into the slots, and the first into the strip and judge menus (so "Make strip"
+        or "Judge" right after adding one works on it)."""
         ch = svc.choices()
         sel = list(selected or [])
         slots = [gr.update(choices=ch, value=sel[i]) if i < len(sel) else gr.update(choices=ch) for i in range(N_SLOTS)]
-        return [table(), gr.update(choices=ch), gr.update(choices=ch), gr.update(choices=ch)] + slots
+        def newest():  # a dict per output: Gradio consumes each update it applies
+            return gr.update(choices=ch, value=sel[0]) if sel else gr.update(choices=ch)
+
+        return [table(), newest(), newest(), gr.update(choices=ch)] + slots
 
     # -- handlers ----------------------------------------------------------------------
     @guard
@@ -878,9 +884,16 @@ def build_directions(backends: Backends):
     lib_outs = [msg, lib, strip_dd, judge_dd, ortho] + slot_dd
 
     def with_export(fn):
+        """fn's library outputs plus the export menu. A user error becomes a warning and leaves the
+        outputs as they were: raised as gr.Error it marked every one of the event's ~10 outputs (the
+        table and all direction menus) with an "Error" badge."""
         @functools.wraps(fn)
         def inner(*a, **kw):
-            out = fn(*a, **kw)
+            try:
+                out = fn(*a, **kw)
+            except gr.Error as exc:
+                gr.Warning(exc.message)
+                return [gr.skip() for _ in lib_outs_x]
             return out + [gr.update(choices=svc.choices())]
 
         return inner
@@ -898,9 +911,7 @@ def build_directions(backends: Backends):
     strip_btn.click(ui_strip, [state, strip_dd, strip_s, strip_n, t0, t1, half], [strip, strip_md],
                     concurrency_id="dir-heavy", **hidden)
 
-    def ui_judge_x(did, n):
-        out = ui_judge(did, n)
-        return [out[0]] + out[1:] + [gr.update(choices=svc.choices())]
+    ui_judge_x = with_export(ui_judge)
 
     judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
                     concurrency_id="dir-heavy", **hidden)
