@@ -36,8 +36,15 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     return demo
 
 
+# Gradio reports an event's gr.Error twice: in a toast, and by an "Error" badge over every output of
+# the failed event (it covered the Atlas map's title and the selection table after a bad search).
+# The toast names what was wrong; the badges go.
+APP_CSS = ".wrap:has(> span.error) { display: none !important; }"
+
+
 def launch_kwargs(settings: Settings) -> dict:
     return {
+        "css": APP_CSS,
         "server_name": settings.host,
         "server_port": settings.port,
         "share": settings.share,

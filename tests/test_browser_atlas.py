@@ -47,3 +47,15 @@ def test_lasso_selection_lists_the_selected_items(page):
     text = page.inner_text("#atlas-selection")
     count = int(text.split()[0].replace(",", ""))
     assert count > 1000, text  # a lasso around the whole plot area takes most points
+
+
+def test_a_bad_search_is_reported_once_in_a_toast(page):
+    """An invalid regular expression: the toast names it; no "Error" badge covers the map or the tables."""
+    page.fill("#atlas-query textarea", "(")
+    page.get_by_text("regular expression").click()
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_selector("text=not a valid regular expression", timeout=30_000)
+    time.sleep(0.5)
+    count = "(sel) => Array.from(document.querySelectorAll(sel)).filter(e => e.offsetParent !== null).length"
+    assert page.evaluate(count, ".toast-title-row span.error") >= 1  # the toast
+    assert page.evaluate(count, ".wrap > span.error") == 0  # no badge over the map or the selection

@@ -884,17 +884,10 @@ def build_directions(backends: Backends):
     lib_outs = [msg, lib, strip_dd, judge_dd, ortho] + slot_dd
 
     def with_export(fn):
-        """fn's library outputs plus the export menu. A user error becomes a warning and leaves the
-        outputs as they were: raised as gr.Error it marked every one of the event's ~10 outputs (the
-        table and all direction menus) with an "Error" badge."""
+        """fn's library outputs plus the export menu."""
         @functools.wraps(fn)
         def inner(*a, **kw):
-            try:
-                out = fn(*a, **kw)
-            except gr.Error as exc:
-                gr.Warning(exc.message)
-                return [gr.skip() for _ in lib_outs_x]
-            return out + [gr.update(choices=svc.choices())]
+            return fn(*a, **kw) + [gr.update(choices=svc.choices())]
 
         return inner
 
