@@ -121,6 +121,14 @@ def test_one_training_step_runs_and_resumes(tmp_path):
             train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--t-focus", bad])
     with pytest.raises(SystemExit, match="directions-halves"):
         train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--directions-halves", "cond,uncond"])
+    # the GPU options, on the CPU: bfloat16 autocast trains and resumes; cuda is refused where torch sees none
+    assert train_generator.main(args[:2] + ["4"] + args[3:] + ["--resume", "--device", "auto", "--bf16"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    start = [r for r in log if r.get("event") == "start"][-1]
+    assert start["bf16"] is True and start["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            train_generator.main(args[:2] + ["5"] + args[3:] + ["--resume", "--device", "cuda"])
 
 
 def test_shipped_weights_load_and_generate():

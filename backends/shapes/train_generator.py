@@ -172,18 +172,21 @@ def adapt_dataset(d: dict, cfg) -> dict:
 
 def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p_drop_prompt=0.15, p_map=0.5,
                   t_focus: tuple[float, float, float] | None = None,
-                  p_keep_region=0.8, snr_clip=(1.0, 5.0), empty=None):
+                  p_keep_region=0.8, snr_clip=(1.0, 5.0), empty=None, bf16: bool = False):
     """One batch's loss. batch: images uint8 (B,H,W,3), states fp16 (B,L,D), tmask (B,L),
-    rmasks (B,3,h,w), remb (B,3,D), rvalid (B,3) bool. Returns (loss tensor, info dict)."""
+    rmasks (B,3,h,w), remb (B,3,D), rvalid (B,3) bool. The batch goes to the UNet's device (and
+    `sched_alphas`, `empty` are expected there); bf16: the UNet runs under bfloat16 autocast.
+    Returns (loss tensor, info dict)."""
     import torch
 
     from backends.shapes.generator import pool_states
 
     cfg = gen.config
+    dev = next(gen.unet.parameters()).device
     B = len(batch["images"])
-    x0 = gen.codec.encode(gen.codec.images_to_tensor(batch["images"]))
-    states = torch.from_numpy(batch["states"]).float()
-    tmask = torch.from_numpy(batch["tmask"]).clone()
+    x0 = gen.codec.encode(gen.codec.images_to_tensor(batch["images"]).to(dev))
+    states = torch.from_numpy(batch["states"]).to(dev).float()
+    tmask = torch.from_numpy(batch["tmask"]).to(dev).clone()
     drop = rng.random(B) < p_drop_prompt
     if drop.any():
         es, em = empty
@@ -193,18 +196,20 @@ def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p
     use_map = rng.random(B) < p_map
     use_map &= ~(drop & (rng.random(B) < 0.67))
     keep = (rng.random((B, 3)) < p_keep_region) & use_map[:, None] & batch["rvalid"]
-    masks = torch.from_numpy(batch["rmasks"]).float() * torch.from_numpy(keep).float()[:, :, None, None]
-    smap = gen.spatext(masks, torch.from_numpy(batch["remb"]).float(), cfg.latent_size)
+    masks = torch.from_numpy(batch["rmasks"]).to(dev).float() * torch.from_numpy(keep).to(dev).float()[:, :, None, None]
+    smap = gen.spatext(masks, torch.from_numpy(batch["remb"]).to(dev).float(), cfg.latent_size)
     t = rng.integers(0, cfg.num_train_timesteps, size=B)
     if t_focus is not None:  # (lo, hi, p): with probability p, t from [lo, hi) instead
         lo, hi, p = t_focus
         t = np.where(rng.random(B) < p, rng.integers(int(lo), int(hi), size=B), t)
-    t = torch.from_numpy(t).long()
+    t = torch.from_numpy(t).long().to(dev)
     ab = sched_alphas[t].view(B, 1, 1, 1)
-    noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
+    noise = torch.from_numpy(rng.standard_normal(tuple(x0.shape)).astype(np.float32)).to(dev)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     kw = {"class_labels": pooled} if cfg.pooled_conditioning else {}
-    pred = gen.unet(torch.cat([xt, smap], 1), t, states, encoder_attention_mask=tmask, **kw).sample
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        pred = gen.unet(torch.cat([xt, smap], 1), t, states, encoder_attention_mask=tmask, **kw).sample
+    pred = pred.float()
     snr = ab / (1 - ab)
     w = snr.clamp(*snr_clip).view(B)
     per = ((pred - x0) ** 2).mean(dim=(1, 2, 3))
@@ -334,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                         "On a shared CPU each process gets its own share of the cores")
     p.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=29533, help=argparse.SUPPRESS)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="where to train (default cpu, the reproducible path; auto: cuda when torch sees a GPU). "
+                        "Checkpoints, exports and the quick eval are on the CPU either way")
+    p.add_argument("--bf16", action="store_true", help="run the UNet under bfloat16 autocast (for a GPU)")
     p.add_argument("--export-only", action="store_true",
                    help="write the last checkpoint's EMA weights (+ the eval curve) to --out and stop")
     args = p.parse_args(argv)
@@ -395,10 +404,19 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--t-focus needs 0 <= LO < HI <= {cfg.num_train_timesteps} and 0 <= P <= 1, "
                              f"but is {args.t_focus!r}")
         t_focus = (lo, hi, pf)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
+    if device == "cuda" and args.world > 1:
+        raise SystemExit("--world > 1 is the CPU data-parallel path; on a GPU use one process and a larger --batch")
     gen = build_generator(cfg, seed=args.seed)
     ema = copy.deepcopy(gen)
     for prm in ema.parameters():
         prm.requires_grad_(False)
+    for m in gen.modules() + ema.modules():  # before the optimiser: its (resumed) state follows the params
+        m.to(device)
     params = gen.parameters()
     n_params = sum(x.numel() for x in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -414,6 +432,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resumed from step {step}", file=sys.stderr)
 
     guide_file = Path(args.out) / "generator_guide.safetensors"
+
+    def on_cpu(g):
+        """g itself on the CPU, else a CPU copy (the sampling pipeline and the quick eval run there)."""
+        if device == "cpu":
+            return g
+        c = copy.deepcopy(g)
+        for m in c.modules():
+            m.to("cpu")
+        return c
 
     def set_guidance(config) -> None:
         """The exported model samples with autoguidance once its guide has been written."""
@@ -441,14 +468,16 @@ def main(argv: list[str] | None = None) -> int:
     if dist is not None and main_rank:
         dist.barrier()
     es, em = get_text_encoder().encode_tokens([""], max_len=cfg.max_tokens)
-    empty = (es[0], em[0])
+    empty = (es[0].to(device), em[0].to(device))
     N = len(data["images"])
 
     from diffusers import DDPMScheduler
 
-    alphas = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule).alphas_cumprod.float()
+    alphas = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                           beta_schedule=cfg.beta_schedule).alphas_cumprod.float().to(device)
     if main_rank:
         run.log(step, event="start", params=n_params, n_scenes=N, batch=args.batch, world=args.world, lr=args.lr, snr_max=args.snr_max,
+                device=device, bf16=bool(args.bf16),
                 config=json.loads(cfg.to_json()))
     if dist is not None:  # identical starting weights on every worker
         flat = torch.nn.utils.parameters_to_vector(params).detach()
@@ -463,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = []
 
     def export_guide():
-        guide = copy.deepcopy(ema)
+        guide = copy.deepcopy(on_cpu(ema))
         guide.config.trained_steps = step
         guide.config.metrics = {}
         guide.config.guidance_method, guide.config.guide_weights = "cfg", None
@@ -474,13 +503,14 @@ def main(argv: list[str] | None = None) -> int:
         ema.config.trained_steps = step
         set_guidance(ema.config)
         rec = {}
+        model = on_cpu(ema)
         try:
-            ema.unet.eval()
-            rec = quick_eval(ema, n=args.eval_n)  # classifier-free, as the curve always was
+            model.unet.eval()
+            rec = quick_eval(model, n=args.eval_n)  # classifier-free, as the curve always was
         except Exception as exc:  # evaluation must never stop training
             rec = {"eval_error": f"{type(exc).__name__}: {exc}"[:300]}
-        ema.config.metrics = {"quick_eval": rec, "step": step, "curve": eval_curve(run.log_path)}
-        save_generator(ema, Path(args.out) / "generator.safetensors")
+        ema.config.metrics = model.config.metrics = {"quick_eval": rec, "step": step, "curve": eval_curve(run.log_path)}
+        save_generator(model, Path(args.out) / "generator.safetensors")
         run.log(step, event="eval", **rec)
         return rec
 
@@ -497,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             gparam["lr"] = lr
         idx = rng.integers(0, N, size=args.batch) if draw_p is None else rng.choice(N, size=args.batch, p=draw_p)
         loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max),
-                                   p_map=args.p_map, t_focus=t_focus)
+                                   p_map=args.p_map, t_focus=t_focus, bf16=args.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:  # average gradients over workers (one flat all-reduce)
