@@ -14,3 +14,29 @@ def test_a_search_while_another_corpus_is_loading_says_so(demo):
         with pytest.raises(gr.Error, match="'shapes' is still loading"):
             handler(demo, name).fn(view, *args, "label", "shapes")
     assert handler(demo, "do_search").fn(view, "label=3", False, "label", "digits")[2].startswith("**")
+
+
+
+def test_a_corpus_opens_coloured_by_a_column_with_few_values(tmp_path):
+    """Not by its first column when that has a value per item (the h-space corpus's prompts): a legend
+    of hundreds of entries squeezed the map to a strip."""
+    import numpy as np
+    import pandas as pd
+
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"))
+    backends = Backends(settings)
+    app = create_app(settings, backends)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"prompt": [f"prompt {i}" for i in range(60)], "shape": rng.choice(["circle", "star"], 60)})
+    df["vector"] = list(rng.normal(size=(60, 4)).astype(np.float32))
+    df.to_parquet(tmp_path / "c.parquet")
+    key = backends.add_path(str(tmp_path / "c.parquet"))
+    out = handler(app, "open_corpus").fn(key, "pca", 15, 0.1, "cosine", progress=lambda *a, **k: None)
+    colour = [o for o in out if isinstance(o, dict) and "choices" in o][0]
+    assert colour["value"] == "shape"
+    out = handler(app, "open_corpus").fn("digits", "pca", 15, 0.1, "cosine", progress=lambda *a, **k: None)
+    assert [o for o in out if isinstance(o, dict) and "choices" in o][0]["value"] == "label"

@@ -24,6 +24,7 @@ from backends.projection import ProjectionParams
 from backends.registry import Backends
 
 K_DEFAULT = 10
+MAX_DEFAULT_CLASSES = 20  # a corpus opens coloured by a column with at most this many values
 MAX_TABLE_ROWS = 500
 # Columns every corpus has (its metadata columns follow); the tables start with these.
 NEIGHBOUR_COLUMNS = ("id", "distance")
@@ -236,10 +237,19 @@ def build_atlas(backends: Backends):
                 f"{', '.join(c.metadata_columns()) or '(none)'}" + (f"\n\nLoader notes:{notes}" if notes else ""))
 
     def default_color(key: str, current: str | None = None) -> str:
-        cols = backends.corpus(key).metadata_columns()
+        """The column the map is coloured by when a corpus opens: `label` if there is one, else the
+        first column with 2 to MAX_DEFAULT_CLASSES values (the h-space corpus's first column is its
+        300 distinct prompts, whose legend squeezed the map to a strip), else none."""
+        corpus = backends.corpus(key)
+        cols = corpus.metadata_columns()
         if current in cols or current == "(none)":
             return current
-        return "label" if "label" in cols else (cols[0] if cols else "(none)")
+        if "label" in cols:
+            return "label"
+        for c in cols:
+            if 2 <= corpus.meta[c].nunique() <= MAX_DEFAULT_CLASSES:
+                return c
+        return "(none)"
 
     def no_neighbours(key: str):
         """The neighbours table before an item is clicked, with this corpus's columns."""
