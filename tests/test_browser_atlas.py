@@ -26,6 +26,10 @@ def test_map_shows_every_digit_and_click_fills_neighbour_gallery(page):
     page.wait_for_selector("#atlas-neighbours img", timeout=60_000)
     time.sleep(0.5)
     assert page.locator("#atlas-neighbours img").count() >= 10
+    # the thumbnails fit the column (at 5 columns of Gradio's 100-px minimum they ran off its edge)
+    w = page.evaluate("() => { const g = document.querySelector('#atlas-neighbours .grid-wrap'); "
+                      "return [g.scrollWidth, g.clientWidth]; }")
+    assert w[0] <= w[1], w
     clicked = page.input_value("#atlas-item-id textarea")
     assert clicked.startswith("digit-")
     table = page.inner_text("#atlas-neighbours-table")

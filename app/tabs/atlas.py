@@ -398,7 +398,7 @@ def build_atlas(backends: Backends):
             item_md = gr.Markdown(elem_id="atlas-item")
             item_id = gr.Textbox(label="Selected id", interactive=False, elem_id="atlas-item-id")
             k = gr.Slider(1, 50, value=K_DEFAULT, step=1, label="Neighbours (k, original space)")
-            gallery = gr.Gallery(label="Nearest neighbours", columns=5, height=220, object_fit="contain",
+            gallery = gr.Gallery(label="Nearest neighbours", columns=4, height=220, object_fit="contain",
                                  fit_columns=False, elem_id="atlas-neighbours")
             neighbours_table = gr.Dataframe(empty_table(NEIGHBOUR_COLUMNS), label="Neighbours", interactive=False,
                                             max_height=220, elem_id="atlas-neighbours-table")

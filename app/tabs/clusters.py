@@ -506,10 +506,10 @@ def build_clusters(backends: Backends):
         with gr.Column(scale=2, min_width=300):
             curve = gr.Plot(label="k estimation", elem_id="clusters-curve")
             names_btn = gr.Button("Rename with goal")
-            over = gr.Gallery(label="One typical item per cluster", columns=6, height=170, object_fit="contain",
+            over = gr.Gallery(label="One typical item per cluster", columns=4, height=170, object_fit="contain",
                               fit_columns=False)
             cluster_dd = gr.Dropdown(choices=[], label="Cluster", elem_id="clusters-pick")
-            gallery = gr.Gallery(label="Most typical members", columns=6, height=200, object_fit="contain",
+            gallery = gr.Gallery(label="Most typical members", columns=4, height=200, object_fit="contain",
                                  fit_columns=False, elem_id="clusters-gallery")
             listing = gr.Markdown()
             with gr.Row():
