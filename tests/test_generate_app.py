@@ -66,3 +66,40 @@ def test_omitted_steps_and_guidance_are_the_models_defaults(client):
     c = shipped_config()
     _, notes = client.predict("a blue star", api_name="/generate")
     assert f"{c.num_inference_steps} DDIM steps" in notes and f"guidance {c.guidance_scale:g}" in notes
+
+
+def test_a_repeated_request_comes_from_the_cache(tmp_path):
+    from app.tabs.generate import GenerateService
+    from backends.registry import Backends
+    from backends.settings import Settings
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip("the trained Shapes generator is not in assets/")
+    svc = GenerateService(Backends(Settings.from_env(cache_dir=str(tmp_path / "cache"))))
+    a, notes_a = svc.generate("a blue star", "", 3, 4, 3.5, "")
+    b, notes_b = svc.generate("a blue star", "", 3.0, 4.0, 3.5, "")  # the same request, numbers as floats
+    c, notes_c = svc.generate("a blue star", "", 4, 4, 3.5, "")
+    assert np.array_equal(a, b) and "from the cache" in notes_b[-1] and "from the cache" not in notes_a[-1]
+    assert not np.array_equal(a, c) and "from the cache" not in notes_c[-1]
+    b[:] = 0  # callers get copies: the cached image stays as it was
+    assert np.array_equal(svc.generate("a blue star", "", 3, 4, 3.5, "")[0], a)
+
+
+def test_opening_the_tab_shows_an_image(tmp_path):
+    import gradio as gr
+
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip("the trained Shapes generator is not in assets/")
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"))
+    demo = create_app(settings, Backends(settings))
+    (f,) = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "first_look"]
+    assert [t[1] for t in f.targets] == ["select"]
+    shown, notes = f.fn(None, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance")
+    assert shown.shape == (256, 256, 3) and "DDIM steps" in notes
+    assert f.fn(shown, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance") == gr.skip()

@@ -9,7 +9,9 @@ is given.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 
 import gradio as gr
 import numpy as np
@@ -29,11 +31,14 @@ SEED_RANGE = (0, 2**32 - 1)
 MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
 # UI / API names of the pipeline's guidance methods ("" or "default": the model's own)
 METHOD_LABELS = {"autoguidance": "auto", "classifier-free": "cfg"}
+CACHE_SIZE = 64  # recent requests answered without sampling again
 
 
 class GenerateService:
     def __init__(self, backends: Backends):
         self.b = backends
+        self._cache: OrderedDict = OrderedDict()  # request -> (image, notes, seconds), least recent first
+        self._lock = threading.Lock()
 
     def pipeline(self):
         """The active generator (--generator; Shapes when the chosen one is not available here)."""
@@ -80,14 +85,12 @@ class GenerateService:
         raise InputError(f"guidance method must be one of {', '.join(METHOD_LABELS)} (or empty for the model's "
                          f"default), but is {label!r}")
 
-    @gpu_task(duration=60)
     def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, method: str = "") -> tuple[np.ndarray, list[str]]:
         """One image (uint8 H×W×3) and the notes about what was clamped or cut. steps / guidance
-        None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5)."""
-        import torch
-
-        from backends.diffusion import to_uint8
+        None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
+        request (after clamping) is answered from a small cache: sampling is seeded, so it would
+        give the same image."""
         from backends.sd import sampling_defaults
 
         if steps is None or guidance is None:
@@ -105,6 +108,29 @@ class GenerateService:
         seed, n3 = self.clamp("seed", seed, *SEED_RANGE, int)
         notes += [n for n in (n1, n2, n3) if n]
         method = self.method(method)
+        key = (self.b.generator_label, prompt, negative_prompt or "", seed, steps, guidance, method)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        fresh = hit is None
+        if fresh:
+            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method)
+            with self._lock:
+                self._cache[key] = hit
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        image, sample_notes, _ = hit
+        if not fresh:
+            sample_notes = sample_notes[:-1] + [sample_notes[-1] + " (computed earlier: from the cache)"]
+        return image.copy(), notes + list(sample_notes)
+
+    @gpu_task(duration=60)
+    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method):
+        import torch
+
+        from backends.diffusion import to_uint8
+
         pipe = self.pipeline()
         t0 = time.perf_counter()
         try:
@@ -113,10 +139,10 @@ class GenerateService:
                        guidance_method=method)
         except ValueError as exc:  # the pipeline's check_inputs names the argument
             raise InputError(str(exc)) from None
-        notes += out.notes
+        seconds = time.perf_counter() - t0
         label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
-        notes.append(f"{steps} DDIM steps, {label} guidance {guidance:g}, in {time.perf_counter() - t0:.2f} s")
-        return to_uint8(out.images)[0], notes
+        notes = list(out.notes) + [f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s"]
+        return to_uint8(out.images)[0], notes, seconds
 
 
 def build_generate(backends: Backends):
@@ -152,8 +178,22 @@ def build_generate(backends: Backends):
             image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
             notes = gr.Markdown(elem_id="gen-notes")
     inputs = [prompt, negative, seed, steps, guidance, method]
-    go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
-    prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator")
+    # always_last: a click while an image is still being made (the tab's first image, say) is kept
+    # and runs next, instead of being dropped as Gradio's default "once" does
+    go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator",
+             trigger_mode="always_last")
+    prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator",
+                  trigger_mode="always_last")
+
+    def first_look(shown, *args):
+        """Opening the tab shows the example prompt's image (once computed, from the cache) rather
+        than an empty box; an image already there stays."""
+        return gr.skip() if shown is not None else run(*args)
+
+    tab = gr.context.Context.block  # the gr.Tab this tab's layout is built in
+    if isinstance(tab, gr.Tab):
+        tab.select(first_look, [image] + inputs, [image, notes], api_visibility="undocumented",
+                   concurrency_id="generator")
 
     # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
     # message that does not name the argument); out-of-range values are clamped and reported.
