@@ -37,7 +37,7 @@ CACHE_SIZE = 64  # recent requests answered without sampling again
 class GenerateService:
     def __init__(self, backends: Backends):
         self.b = backends
-        self._cache: OrderedDict = OrderedDict()  # request -> (image, notes, seconds), least recent first
+        self._cache: OrderedDict = OrderedDict()  # request -> (image, notes), least recent first
         self._lock = threading.Lock()
 
     def pipeline(self):
@@ -120,7 +120,7 @@ class GenerateService:
                 self._cache[key] = hit
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-        image, sample_notes, _ = hit
+        image, sample_notes = hit
         if not fresh:
             sample_notes = sample_notes[:-1] + [sample_notes[-1] + " (computed earlier: from the cache)"]
         return image.copy(), notes + list(sample_notes)
@@ -142,7 +142,7 @@ class GenerateService:
         seconds = time.perf_counter() - t0
         label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
         notes = list(out.notes) + [f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s"]
-        return to_uint8(out.images)[0], notes, seconds
+        return to_uint8(out.images)[0], notes
 
 
 def build_generate(backends: Backends):
