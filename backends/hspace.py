@@ -226,7 +226,7 @@ class Conditioning:
     smap: Any  # SpaText map (B, c, h, w) or None
     guidance_scale: float
 
-    def cat(self, other: "Conditioning") -> "Conditioning":
+    def cat(self, other: Conditioning) -> Conditioning:
         """Rows of self, then rows of other."""
         import torch
 
@@ -240,7 +240,7 @@ class Conditioning:
         smap = None if self.smap is None else torch.cat([self.smap, other.smap])
         return Conditioning(cat(self.cond, other.cond), cat(self.uncond, other.uncond), smap, self.guidance_scale)
 
-    def repeat(self, k: int) -> "Conditioning":
+    def repeat(self, k: int) -> Conditioning:
         """The same conditioning for k rows (from a batch of 1)."""
         from backends.diffusion import PromptEmbeds
 
@@ -506,7 +506,7 @@ def invert(pipe, images: np.ndarray, prompts, *, method: str = "ddpm", steps: in
     return traj
 
 
-def _invert_ddim_step(pipe, sched: Schedule, i: int, x_less, c: "Conditioning", iters: int):
+def _invert_ddim_step(pipe, sched: Schedule, i: int, x_less, c: Conditioning, iters: int):
     """The latent x at step i whose deterministic DDIM step F lands on `x_less` (one row per image).
 
     Start: the standard DDIM-inversion guess (ε̂ read at the less noisy latent). Then up to `iters`

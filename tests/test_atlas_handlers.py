@@ -1,7 +1,17 @@
 """Atlas tab handlers called as the browser calls them (no server)."""
 import pytest
+from test_app_tables import handler
 
-from test_app_tables import demo, handler  # noqa: F401  (demo is a fixture)
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The whole app's Blocks, never launched."""
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return create_app(settings, Backends(settings))
 
 
 def test_a_search_while_another_corpus_is_loading_says_so(demo):
@@ -14,7 +24,6 @@ def test_a_search_while_another_corpus_is_loading_says_so(demo):
         with pytest.raises(gr.Error, match="'shapes' is still loading"):
             handler(demo, name).fn(view, *args, "label", "shapes")
     assert handler(demo, "do_search").fn(view, "label=3", False, "label", "digits")[2].startswith("**")
-
 
 
 def test_a_corpus_opens_coloured_by_a_column_with_few_values(tmp_path):

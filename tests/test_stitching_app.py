@@ -208,12 +208,12 @@ def test_picking_another_pair_redoes_the_comparison_and_clears_the_table(tmp_pat
     f = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_new_pair"][0]  # one per dropdown
     args = ["digits-map-a", "digits-map-b", 50, "random", "label", 0, "cosine", "none", 10, "", "relative", "pca",
             "label"]
-    silent = lambda *a, **k: None  # noqa: E731 (no progress bar outside a request)
+    silent = lambda *a, **k: None
     # nothing compared yet: only the stitching table is reset, with a note
     state, *rest, table, note = f.fn(*args, None, progress=silent)
     assert state is None and list(table.columns) == list(TABLE_COLUMNS) and len(table) == 0
     assert "digits-map-a vs digits-map-b" in note
     # a comparison was on screen (for another pair): it is redone for the new one
-    state, metrics, metrics_note, map_a, map_b, table, note = f.fn(*args, {"space_a": "old"}, progress=silent)
+    state, metrics, _note, map_a, map_b, table, _ = f.fn(*args, {"space_a": "old"}, progress=silent)
     assert (state["space_a"], state["space_b"]) == ("digits-map-a", "digits-map-b")
     assert len(metrics) > 0 and map_a and map_b and len(table) == 0

@@ -22,9 +22,9 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
-from app.components.display import enlarge
 from app.components.files import uploaded_path
 from backends import regions as R
 from backends.errors import InputError
