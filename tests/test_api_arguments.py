@@ -1,6 +1,7 @@
 """Every API endpoint (gr.api) checks its arguments' types before running: a null, a list or text
 where a number belongs gets a message naming the argument, never an exception from deep inside."""
 import math
+import types
 import typing
 
 import gradio as gr
@@ -29,7 +30,7 @@ def wrong_value(hint):
     """A JSON value of the wrong type for this hint (None where the hint does not allow it)."""
     from gradio.data_classes import FileData
 
-    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return wrong_value(inner[0]) if len(inner) == 1 else None
     if hint is str:
