@@ -69,8 +69,9 @@ def score_single(images, specs, judge=None) -> dict:
         pred = judge.predict(imgs)
         shape_ok = pred["shape"].to_numpy() == want_shape
         col_ok = pred["colour"].to_numpy() == want_col
+        per_shape = {str(sh): float((shape_ok & col_ok)[want_shape == sh].mean()) for sh in sorted(set(want_shape))}
         return {"scorer": "judge", "n": len(specs), "shape": float(shape_ok.mean()), "colour": float(col_ok.mean()),
-                "joint": float((shape_ok & col_ok).mean())}
+                "joint": float((shape_ok & col_ok).mean()), "per_shape": per_shape}
     col = np.asarray([heuristic_colour(im) for im in imgs])
     return {"scorer": "colour-heuristic", "n": len(specs), "colour": float((col == want_col).mean())}
 
@@ -162,6 +163,91 @@ def eval_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, ba
                    region_map=torch.cat(maps), eta=eta)
         imgs.append(out.images)
     return score_regions(np.concatenate(imgs), all_masks, [sp.objects for sp in specs], judge)
+
+
+def background_colour(image: np.ndarray, outside: np.ndarray) -> str:
+    """The named background nearest to the median colour of the pixels outside every region and
+    every detected object ("none" when fewer than 8 such pixels)."""
+    from backends.shapes import scenes
+
+    px = image[outside & ~foreground(image)] if outside.any() else image[outside]
+    if len(px) < 8:
+        return "none"
+    c = np.median(px.astype(np.float32), axis=0)
+    names = list(scenes.BACKGROUNDS)
+    pal = np.asarray([scenes.BACKGROUNDS[k] for k in names], np.float32)
+    return names[int(np.argmin(np.linalg.norm(pal - c, axis=1)))]
+
+
+def user_layouts(n: int, size: int, seed: int = 0):
+    """n user-like layouts: 2-3 painted areas (rectangles, ellipses, free strokes, 10-60% of the
+    canvas each; painted.user_layout), each prompted with a random object drawn independently of
+    the area's outline, and a background prompt. Returns [(masks (R, size, size) bool,
+    [(shape, colour, phrase)], background, global prompt)]."""
+    from backends.shapes import painted, scenes
+
+    rng = np.random.default_rng(np.random.SeedSequence([0x5EA, seed]))
+    out = []
+    while len(out) < n:
+        r = int(rng.integers(2, 4))
+        masks = painted.user_layout(rng, r, size)
+        if len(masks) < r:
+            continue
+        objs = []
+        for _ in range(r):
+            sh = scenes.SHAPES[int(rng.integers(len(scenes.SHAPES)))]
+            col = list(scenes.COLOURS)[int(rng.integers(len(scenes.COLOURS)))]
+            objs.append((sh, col, f"a {col} {sh}"))
+        bg = list(scenes.BACKGROUNDS)[int(rng.integers(len(scenes.BACKGROUNDS)))]
+        out.append((masks > 0.5, objs, bg, f"on a {bg} background"))
+    return out
+
+
+def score_user_regions(images, layouts, judge=None) -> dict:
+    """Per region: judged shape / colour inside the painted area; the object inside its region
+    (a foreground object found in the area, with >= 80% of its pixels inside it); background
+    colour obeyed outside the regions."""
+    imgs = _to_uint8(images)
+    judge = judge if judge is not None else _judge()
+    ok_shape, ok_col, inside, bg_ok = [], [], [], []
+    per_shape: dict[str, list] = {}
+    for im, (masks, objs, bg, _) in zip(imgs, layouts):
+        det = detected_objects(im, masks)
+        for k in range(len(masks)):
+            area = det[k].sum()
+            inside.append(bool(area >= 4 and (det[k] & masks[k]).sum() >= 0.8 * area))
+        bg_ok.append(background_colour(im, ~masks.any(0)) == bg)
+        if judge is not None:
+            pred = judge.predict_objects(im, masks)
+            for (_, row), (sh, col, _) in zip(pred.iterrows(), objs):
+                ok_shape.append(row["shape"] == sh)
+                ok_col.append(row["colour"] == col)
+                per_shape.setdefault(sh, []).append(ok_shape[-1] and ok_col[-1])
+    res = {"n_layouts": len(layouts), "n_regions": len(inside), "inside": float(np.mean(inside)),
+           "background": float(np.mean(bg_ok))}
+    if judge is not None:
+        joint = np.asarray(ok_shape) & np.asarray(ok_col)
+        res.update(scorer="judge", joint=float(joint.mean()), shape=float(np.mean(ok_shape)),
+                   colour=float(np.mean(ok_col)), per_shape={k: float(np.mean(v)) for k, v in sorted(per_shape.items())})
+    return res
+
+
+def eval_user_regions(pipe, n: int, *, steps: int, guidance: float, seed: int = 0, batch: int = 50, judge=None,
+                      eta: float | None = None) -> dict:
+    """The user-like region protocol (user_layouts) through SpaText: the image's score (score_user_regions)."""
+    import torch
+
+    size = pipe.latent_size * pipe.codec.patch
+    layouts = user_layouts(n, size, seed)
+    g = torch.Generator().manual_seed(seed)
+    imgs = []
+    for s in range(0, n, batch):
+        chunk = layouts[s:s + batch]
+        maps = torch.cat([pipe.prepare_region_map(1, m, [o[2] for o in objs]) for m, objs, _, _ in chunk])
+        out = pipe([lay[3] for lay in chunk], guidance_scale=guidance, num_inference_steps=steps, generator=g,
+                   region_map=maps, eta=eta)
+        imgs.append(out.images)
+    return score_user_regions(np.concatenate(imgs), layouts, judge)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ import numpy as np
 
 from backends.shapes.train import common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
-DATA_VERSION = 1
+DATA_VERSION = 2  # 2: images stored at the model's size, object boxes and background kept
 RENDER_SIZE = 64
 
 
@@ -97,6 +97,12 @@ def _encode_sorted(enc, clean: list[str], max_len: int):
 
 def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict:
     """Render n scenes (+ captions, masks at latent size, token states) or load them from cache."""
+    return build_chunk(n, seed, cfg, cache_dir, log=log)
+
+
+def build_chunk(n: int, seed: int, cfg, cache_dir: Path, *, log=print, chunk: int | None = None) -> dict:
+    """Render n scenes (+ captions, object masks at 16x16, object boxes, background, token states)
+    or load them from the cache. `chunk` numbers the streamed pool's chunks (each its own scenes)."""
     import torch
 
     from backends.shapes import scenes
@@ -105,7 +111,8 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
 
     # Scenes are rendered at 64x64 (masks at 16x16) and area-downsampled to the model's size on
     # load: coverage-weighted rendering is linear, so this equals rendering at the smaller size.
-    key = hashlib.sha1(json.dumps([DATA_VERSION, n, seed, RENDER_SIZE, RENDER_SIZE // 16, cfg.max_tokens]).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([DATA_VERSION, n, seed, RENDER_SIZE, RENDER_SIZE // 16, cfg.max_tokens]
+                                  + ([] if chunk is None else [chunk])).encode()).hexdigest()[:10]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path = Path(cache_dir) / f"data_{key}.npz"
     if path.exists():
@@ -116,34 +123,46 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
         return adapt_dataset(d, cfg)
     t0 = time.time()
     ls = 16
-    images = np.empty((n, RENDER_SIZE, RENDER_SIZE, 3), np.uint8)
+    store = cfg.image_size if RENDER_SIZE % cfg.image_size == 0 else RENDER_SIZE
+    f = RENDER_SIZE // store
+    images = np.empty((n, store, store, 3), np.uint8)
     rmasks = np.zeros((n, 3, ls, ls), np.float16)
     rids = np.full((n, 3), -1, np.int32)
+    bboxes = np.zeros((n, 3, 4), np.float32)
+    bgs = np.zeros(n, np.int8)
     captions: list[str] = []
     phrases: dict[str, int] = {}
-    rng = np.random.default_rng(np.random.SeedSequence([0x6E4, seed]))
-    chunk = 500
-    for c0 in range(0, n, chunk):
-        m = min(chunk, n - c0)
-        single = (c0 // chunk) % 2 == 0
-        b = scenes.make_batch(m, seed=seed * 100000 + c0 // chunk, split="train", size=RENDER_SIZE, single=single)
-        images[c0:c0 + m] = b.images
+    base = seed if chunk is None else seed * 7919 + 1000003 * (chunk + 1)
+    rng = np.random.default_rng(np.random.SeedSequence([0x6E4, base]))
+    step = 500
+    backgrounds = list(scenes.BACKGROUNDS)
+    for c0 in range(0, n, step):
+        m = min(step, n - c0)
+        single = (c0 // step) % 2 == 0
+        b = scenes.make_batch(m, seed=base * 100000 + c0 // step, split="train", size=RENDER_SIZE, single=single)
+        im = b.images.astype(np.float32)
+        images[c0:c0 + m] = np.round(im.reshape(m, store, f, store, f, 3).mean((2, 4))).astype(np.uint8)
         captions += b.captions
         for i, (sp, mk) in enumerate(zip(b.specs, b.masks)):
+            bgs[c0 + i] = backgrounds.index(sp.background)
             mm = torch.from_numpy(mk.astype(np.float32))
             mm = torch.nn.functional.adaptive_avg_pool2d(mm, ls).numpy()
             for j, o in enumerate(sp.objects[:3]):
                 ph = object_phrase(o, rng)
                 rids[c0 + i, j] = phrases.setdefault(ph, len(phrases))
                 rmasks[c0 + i, j] = mm[j]
+                ys, xs = np.nonzero(mk[j])
+                if len(xs):
+                    bboxes[c0 + i, j] = (xs.min() / RENDER_SIZE, ys.min() / RENDER_SIZE,
+                                         (xs.max() + 1) / RENDER_SIZE, (ys.max() + 1) / RENDER_SIZE)
     log(f"rendered {n} scenes in {time.time() - t0:.0f}s; encoding captions")
     t1 = time.time()
     states, tmask = encode_token_states(captions, cfg.max_tokens)
     phrase_list = list(phrases)
     pemb = get_text_encoder().encode_pooled(phrase_list).astype(np.float16)
     log(f"encoded {n} captions + {len(phrase_list)} region phrases in {time.time() - t1:.0f}s")
-    d = dict(images=images, rmasks=rmasks, rids=rids, states=states.numpy(), tmask=tmask.numpy(), pemb=pemb,
-             phrases=json.dumps(phrase_list), captions=np.asarray(captions))
+    d = dict(images=images, rmasks=rmasks, rids=rids, bboxes=bboxes, bgs=bgs, states=states.numpy(),
+             tmask=tmask.numpy(), pemb=pemb, phrases=json.dumps(phrase_list), captions=np.asarray(captions))
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **d)
     tmp.replace(path)
@@ -152,19 +171,63 @@ def build_dataset(n: int, seed: int, cfg, cache_dir: Path, *, log=print) -> dict
 
 
 def adapt_dataset(d: dict, cfg) -> dict:
-    """Area-downsample the cached 64x64 images and 16x16 region masks to the model's sizes."""
-    f = RENDER_SIZE // cfg.image_size
+    """Area-downsample the cached images and 16x16 region masks to the model's sizes."""
+    f = d["images"].shape[1] // cfg.image_size
     if f > 1:
         im = d["images"].astype(np.float32)
         n, h, w, c = im.shape
         d["images"] = np.round(im.reshape(n, h // f, f, w // f, f, c).mean((2, 4))).astype(np.uint8)
     ls = cfg.latent_size
     rm = d["rmasks"]
-    if rm.shape[-1] != ls:
+    if rm.shape[-1] != ls and rm.shape[-1] > ls:
         g = rm.shape[-1] // ls
         n, r, h, w = rm.shape
         d["rmasks"] = rm.astype(np.float32).reshape(n, r, ls, g, ls, g).mean((3, 5)).astype(np.float16)
     return d
+
+
+def concat_chunks(chunks: list[dict]) -> dict:
+    """One pool from several chunks (region phrase ids offset into a joined phrase table)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    out: dict = {}
+    offset = 0
+    rids = []
+    for c in chunks:
+        r = c["rids"].copy()
+        r[r >= 0] += offset
+        rids.append(r)
+        offset += len(c["pemb"])
+    out["rids"] = np.concatenate(rids)
+    for k in ("images", "rmasks", "states", "tmask", "pemb", "bboxes", "bgs"):
+        if all(k in c for c in chunks):
+            out[k] = np.concatenate([c[k] for c in chunks])
+    return out
+
+
+class ScenePool:
+    """A pool of training scenes that grows by freshly rendered chunks (rendering is free; the
+    MiniLM token states are the cost, so each chunk is encoded once and cached on disk), keeping
+    the newest `max_chunks`. chunk k is always the same scenes, so a resumed run rebuilds its
+    pool from the cache or, on a fresh machine, by rendering again."""
+
+    def __init__(self, cfg, cache_dir: Path, *, seed: int, chunk_size: int, max_chunks: int, log=print):
+        self.cfg, self.cache_dir, self.seed, self.chunk_size = cfg, Path(cache_dir), seed, chunk_size
+        self.max_chunks, self.log = max_chunks, log
+        self.chunks: dict[int, dict] = {}
+        self.data: dict | None = None
+
+    def load(self, indices) -> None:
+        for k in indices:
+            if k not in self.chunks:
+                self.chunks[k] = build_chunk(self.chunk_size, self.seed, self.cfg, self.cache_dir, log=self.log, chunk=k)
+        for k in sorted(self.chunks)[:-self.max_chunks]:
+            del self.chunks[k]
+        self.data = concat_chunks([self.chunks[k] for k in sorted(self.chunks)])
+
+    @property
+    def next_chunk(self) -> int:
+        return max(self.chunks) + 1 if self.chunks else 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,9 +256,12 @@ def training_loss(gen, sched_alphas, batch: dict, rng: np.random.Generator, *, p
         states[drop] = es
         tmask[drop] = em
     pooled = pool_states(states, tmask)
-    use_map = rng.random(B) < p_map
-    use_map &= ~(drop & (rng.random(B) < 0.67))
-    keep = (rng.random((B, 3)) < p_keep_region) & use_map[:, None] & batch["rvalid"]
+    if "use_map" in batch:  # regions already drawn by painted_batch (rough areas, caption swaps)
+        keep = batch["keep"]
+    else:
+        use_map = rng.random(B) < p_map
+        use_map &= ~(drop & (rng.random(B) < 0.67))
+        keep = (rng.random((B, 3)) < p_keep_region) & use_map[:, None] & batch["rvalid"]
     masks = torch.from_numpy(batch["rmasks"]).to(dev).float() * torch.from_numpy(keep).to(dev).float()[:, :, None, None]
     smap = gen.spatext(masks, torch.from_numpy(batch["remb"]).to(dev).float(), cfg.latent_size)
     t = rng.integers(0, cfg.num_train_timesteps, size=B)
@@ -221,16 +287,80 @@ def get_batch(data: dict, idx: np.ndarray) -> dict:
     rids = data["rids"][idx]
     valid = rids >= 0
     remb = data["pemb"][np.where(valid, rids, 0)].astype(np.float32) * valid[..., None]
-    return dict(images=data["images"][idx], states=data["states"][idx], tmask=data["tmask"][idx],
-                rmasks=data["rmasks"][idx], remb=remb, rvalid=valid)
+    out = dict(images=data["images"][idx], states=data["states"][idx], tmask=data["tmask"][idx],
+               rmasks=data["rmasks"][idx], remb=remb, rvalid=valid)
+    for k in ("bboxes", "bgs"):
+        if k in data:
+            out[k] = data[k][idx]
+    return out
+
+
+BACKGROUND_TEMPLATES = ("on a {} background", "a {} background", "{} background", "against a {} backdrop")
+
+
+def background_prompts(max_len: int):
+    """Token states of short background-only prompts, per background: {bg index: (states, mask)}
+    with states (K, L, D) fp16 and mask (K, L), K wordings each."""
+    from backends.shapes import scenes
+
+    out = {}
+    for i, bg in enumerate(scenes.BACKGROUNDS):
+        texts = [t.format(w) for w in scenes.BACKGROUND_WORDS[bg] for t in BACKGROUND_TEMPLATES]
+        st, m = encode_token_states(texts, max_len)
+        out[i] = (st.numpy(), m.numpy())
+    return out
+
+
+def painted_batch(batch: dict, rng: np.random.Generator, *, p_map: float, p_rough: float, size: int,
+                  bg_prompts: dict | None = None, p_caption=(0.5, 0.3, 0.2), p_keep_region: float = 0.8,
+                  empty=None) -> dict:
+    """Choose which samples train with a region map and draw their regions as a person paints them.
+
+    With a map, a sample's regions are rough areas (painted.sample_rough_regions: boxes, ellipses,
+    brush blobs, dilated masks; with probability p_rough) or the exact silhouettes, and its prompt
+    is the full caption, a background-only prompt, or empty (p_caption), so the model learns that
+    the map says where and the region's words say what. Without a map nothing changes.
+    Sets batch["use_map"], batch["keep"] (B, 3) and region masks at `size`."""
+    from backends.shapes import painted
+
+    B = len(batch["images"])
+    valid = batch["rvalid"]
+    use_map = rng.random(B) < p_map
+    rough = use_map & (rng.random(B) < p_rough) & ("bboxes" in batch)
+    cap = rng.choice(3, size=B, p=np.asarray(p_caption) / np.sum(p_caption))
+    masks = np.zeros((B, 3, size, size), np.float32)
+    keep = np.zeros((B, 3), bool)
+    states, tmask = batch["states"].copy(), batch["tmask"].copy()
+    for i in range(B):
+        if not use_map[i]:
+            continue
+        n = int(valid[i].sum())
+        if cap[i] == 0:  # the full caption describes every object: some regions may be left out
+            keep[i, :n] = rng.random(n) < p_keep_region
+        else:  # the objects are described only by their regions: all of them are painted
+            keep[i, :n] = True
+            if cap[i] == 1 and bg_prompts is not None and "bgs" in batch:
+                st, m = bg_prompts[int(batch["bgs"][i])]
+                k = int(rng.integers(len(st)))
+                states[i], tmask[i] = st[k], m[k]
+            elif empty is not None:
+                states[i], tmask[i] = empty[0].cpu().numpy().astype(states.dtype), empty[1].cpu().numpy()
+        if rough[i]:
+            masks[i, :n] = painted.sample_rough_regions(batch["bboxes"][i, :n], batch["rmasks"][i, :n].astype(np.float32),
+                                                        rng, size)
+        else:
+            masks[i, :n] = painted.upsample(batch["rmasks"][i, :n].astype(np.float32), size)
+    return {**batch, "rmasks": masks, "keep": keep, "use_map": use_map, "states": states, "tmask": tmask}
 
 
 # ---------------------------------------------------------------------------------------
 # Evaluation during training (quick; eval_generator has the full suite)
 
-def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None, seed: int = 1) -> dict:
+def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None, seed: int = 1, *,
+               guide=None, method: str = "cfg", n_regions: int = 0) -> dict:
     """Sample n held-out single-object canonical prompts with the pipeline (the model's own guidance
-    and DDIM eta unless given); score them."""
+    scale and DDIM eta unless given; method "auto" needs `guide`, a weaker ShapesGenerator) and
+    score them, per shape too; with n_regions, also that many user-like painted layouts."""
     import torch
 
     from backends.diffusion import LatentDiffusionPipeline
@@ -241,12 +371,19 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None,
     prompts = [scenes.canonical_caption(s) for s in b.specs]
     pipe = LatentDiffusionPipeline(unet=gen.unet, scheduler=gen.make_scheduler(), codec=gen.codec,
                                    text_encoder=get_text_encoder(), spatext=gen.spatext,
-                                   max_tokens=gen.config.max_tokens)
+                                   max_tokens=gen.config.max_tokens,
+                                   guide_unet=guide.unet if (guide is not None and method == "auto") else None)
     g = torch.Generator().manual_seed(seed)
     guidance = gen.config.guidance_scale if guidance is None else guidance
     imgs = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g, output_type="np",
-                eta=gen.config.eta).images  # the sampler the model is used with (eta 0 judged far worse)
-    return eval_generator.score_single(imgs, b.specs)
+                eta=gen.config.eta, guidance_method=method).images
+    rec = eval_generator.score_single(imgs, b.specs)
+    rec["method"] = method
+    if n_regions:
+        r = eval_generator.eval_user_regions(pipe, n_regions, steps=steps, seed=seed, eta=gen.config.eta,
+                                             guidance=gen.config.region_guidance_scale or guidance)
+        rec["user_regions"] = {k: r[k] for k in ("joint", "inside", "background", "per_shape") if k in r}
+    return rec
 
 
 def eval_curve(log_path: Path) -> list[dict]:
@@ -259,7 +396,8 @@ def eval_curve(log_path: Path) -> list[dict]:
             except ValueError:
                 continue
             if r.get("event") == "eval" and "eval_error" not in r:
-                out.append({k: r[k] for k in ("step", "time_s", "joint", "shape", "colour", "n", "scorer") if k in r})
+                out.append({k: r[k] for k in ("step", "time_s", "joint", "shape", "colour", "n", "scorer", "method",
+                                              "per_shape", "user_regions") if k in r})
     return out
 
 
@@ -311,7 +449,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--directions-halves", default="cond,cond", metavar="RECORD,DELTA",
                    help="the guidance halves the Directions tab starts with for this model: h read from "
                         "(uncond|cond), Δh added to (both|cond); default cond,cond (measured, README)")
-    p.add_argument("--n-scenes", type=int, default=30000)
+    p.add_argument("--n-scenes", type=int, default=30000,
+                   help="the fixed scene pool's size (default 30,000), unless --stream-chunks is given")
+    p.add_argument("--stream-chunks", type=int, default=0, metavar="K",
+                   help="a growing pool instead: chunks of --chunk-size fresh scenes, a new one every --new-chunk-every "
+                        "steps, the newest K kept (default 0: the fixed pool)")
+    p.add_argument("--chunk-size", type=int, default=10000)
+    p.add_argument("--new-chunk-every", type=int, default=2000)
+    p.add_argument("--p-rough", type=float, default=0.0,
+                   help="share of region-map samples whose regions are rough painted areas (boxes, ellipses, brush "
+                        "blobs, dilated masks) instead of silhouettes, with the caption swapped for a background-only "
+                        "or empty prompt half the time (default 0: silhouettes, the full caption)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start a new run from these generator weights (a shipped generator.safetensors) instead of "
+                        "random ones; its config must match the flags")
+    p.add_argument("--eval-regions", type=int, default=0,
+                   help="user-like painted layouts in each quick eval (default 0)")
+    p.add_argument("--eval-method", choices=("model", "cfg"), default="cfg",
+                   help="the quick eval samples with the model's own guidance (model: autoguidance once a guide "
+                        "exists) or classifier-free (cfg, as the older curves)")
     p.add_argument("--eval-n", type=int, default=48)
     p.add_argument("--small", action="store_true", help="a tiny UNet (tests)")
     p.add_argument("--patch", type=int, default=2, help="pixel-unshuffle factor of the latent (default 2: 16x16x12)")
@@ -422,6 +578,23 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
     step = 0
+    if args.init_from is not None and not (args.resume and run.load() is not None):
+        from safetensors.torch import load_file
+
+        from backends.shapes.generator import GeneratorConfig as _GC
+
+        init_cfg_path = Path(args.init_from).with_suffix(".json")
+        if init_cfg_path.exists():
+            init_cfg = _GC.from_json(init_cfg_path.read_text())
+            fields = ("image_size", "patch", "block_out_channels", "down_block_types", "head_dim",
+                      "deep_transformer_layers", "mid_prompt", "coarse_skips", "pooled_conditioning", "spatext_channels")
+            bad = [f for f in fields if getattr(init_cfg, f) != getattr(cfg, f)]
+            if bad:
+                raise SystemExit(f"--init-from {args.init_from}: its config differs from the flags in {', '.join(bad)}")
+        init = load_file(str(args.init_from))
+        load_generator_state(gen, init)
+        load_generator_state(ema, init)
+        print(f"initialised from {args.init_from}", file=sys.stderr)
     if args.resume or args.export_only:
         ck = run.load()
         if ck is not None:
@@ -464,11 +637,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if dist is not None and not main_rank:
         dist.barrier()  # rank 0 renders and caches the data first
-    data = build_dataset(args.n_scenes, args.seed, cfg, args.data_dir or run.path, log=lambda s: print(s, file=sys.stderr))
+    logf = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    pool = None
+    if args.stream_chunks > 0:
+        if args.world > 1:
+            raise SystemExit("--stream-chunks runs in one process (--world 1)")
+        pool = ScenePool(cfg, args.data_dir or run.path, seed=args.seed, chunk_size=args.chunk_size,
+                         max_chunks=args.stream_chunks, log=logf)
+        state_path = run.path / "checkpoint.json"
+        next_chunk = json.loads(state_path.read_text()).get("next_chunk", 0) if (args.resume and state_path.exists()) else 0
+        first = max(1, min(3, args.stream_chunks))  # a resumed run starts from its newest chunks
+        pool.load(range(max(0, next_chunk - first), max(next_chunk, first)))
+        data = pool.data
+    else:
+        data = build_dataset(args.n_scenes, args.seed, cfg, args.data_dir or run.path, log=logf)
     if dist is not None and main_rank:
         dist.barrier()
     es, em = get_text_encoder().encode_tokens([""], max_len=cfg.max_tokens)
     empty = (es[0].to(device), em[0].to(device))
+    bg_prompts = background_prompts(cfg.max_tokens) if args.p_rough > 0 else None
     N = len(data["images"])
 
     from diffusers import DDPMScheduler
@@ -506,7 +693,13 @@ def main(argv: list[str] | None = None) -> int:
         model = on_cpu(ema)
         try:
             model.unet.eval()
-            rec = quick_eval(model, n=args.eval_n)  # classifier-free, as the curve always was
+            guide = None
+            method = "cfg"
+            if args.eval_method == "model" and guide_file.exists():
+                from backends.shapes.generator import load_generator as _load
+
+                guide, method = _load(guide_file), "auto"
+            rec = quick_eval(model, n=args.eval_n, guide=guide, method=method, n_regions=args.eval_regions)
         except Exception as exc:  # evaluation must never stop training
             rec = {"eval_error": f"{type(exc).__name__}: {exc}"[:300]}
         ema.config.metrics = model.config.metrics = {"quick_eval": rec, "step": step, "curve": eval_curve(run.log_path)}
@@ -515,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         return rec
 
     draw_p = None
+    if args.single_share is not None and pool is not None:
+        raise SystemExit("--single-share works on the fixed pool, not with --stream-chunks")
     if args.single_share is not None:
         if not 0 < args.single_share < 1:
             raise SystemExit(f"--single-share has to be between 0 and 1, but is {args.single_share}")
@@ -525,8 +720,16 @@ def main(argv: list[str] | None = None) -> int:
         lr = learning_rate(step, args)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
+        if pool is not None and step > 0 and step % args.new_chunk_every == 0 and pool.next_chunk not in pool.chunks:
+            pool.load([pool.next_chunk])
+            data, N = pool.data, len(pool.data["images"])
+            run.log(step, event="chunk", chunks=sorted(pool.chunks), n_scenes=N)
         idx = rng.integers(0, N, size=args.batch) if draw_p is None else rng.choice(N, size=args.batch, p=draw_p)
-        loss, info = training_loss(gen, alphas, get_batch(data, idx), rng, empty=empty, snr_clip=(1.0, args.snr_max),
+        batch = get_batch(data, idx)
+        if args.p_rough > 0:
+            batch = painted_batch(batch, rng, p_map=args.p_map, p_rough=args.p_rough, size=cfg.image_size,
+                                  bg_prompts=bg_prompts, empty=empty)
+        loss, info = training_loss(gen, alphas, batch, rng, empty=empty, snr_clip=(1.0, args.snr_max),
                                    p_map=args.p_map, t_focus=t_focus, bf16=args.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -562,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             tensors = {f"model.{k}": v for k, v in generator_state_dict(gen).items()}
             tensors.update({f"ema.{k}": v for k, v in generator_state_dict(ema).items()})
             tensors.update(ot)
-            run.save(step, tensors, {"optimizer": om})
+            run.save(step, tensors, {"optimizer": om, **({"next_chunk": pool.next_chunk} if pool is not None else {})})
         if step == args.guide_step:
             export_guide()
         if step % args.eval_every == 0 or step == args.steps:
