@@ -12,9 +12,9 @@ from functools import cached_property
 import numpy as np
 
 from backends.cache import ArtifactCache
-from backends.corpus import Corpus, available_corpora, load_corpus
+from backends.corpora.corpus import Corpus, available_corpora, load_corpus
 from backends.errors import InputError
-from backends.index import VectorIndex
+from backends.corpora.index import VectorIndex
 from backends.settings import Settings
 
 
@@ -116,7 +116,7 @@ class Backends:
             return list(self._notes)
 
     def _fallback(self, message: str):
-        from backends.sd import GeneratorSpec
+        from backends.generative.sd import GeneratorSpec
 
         with self._lock:
             self._notes.append(f"{message}; using the Shapes generator instead")
@@ -125,7 +125,7 @@ class Backends:
 
     def generator_spec(self):
         """The generator in use: the one asked for when it is available here, else Shapes (with a note)."""
-        from backends.sd import ModelUnavailable, check_available
+        from backends.generative.sd import ModelUnavailable, check_available
 
         with self._lock:
             if self._gen_spec is not None:
@@ -147,14 +147,14 @@ class Backends:
 
     def generator_pipeline(self):
         """The active text-to-image pipeline (a LatentDiffusionPipeline), loaded on first use."""
-        from backends.diffusion import load_shapes_pipeline
+        from backends.generative.pipeline import load_shapes_pipeline
 
         spec = self.generator_spec()
         if spec.kind == "shapes":
             return load_shapes_pipeline(device=self.device)
         with self._gen_lock:
             if self._gen_pipe is None:
-                from backends.sd import load_diffusers_pipeline
+                from backends.generative.sd import load_diffusers_pipeline
 
                 s = self.settings
                 try:
@@ -169,7 +169,7 @@ class Backends:
     def encoder_spec(self) -> str:
         """The image encoder in use (--encoder): the one asked for when it can load here, else
         the Shapes CNN encoder (with a note)."""
-        from backends.image_encoders import canonical_spec, encoder_unavailable
+        from backends.representations.encoders import canonical_spec, encoder_unavailable
 
         with self._lock:
             if self._enc_spec is not None:
@@ -187,7 +187,7 @@ class Backends:
         with self._lock:
             self._enc_spec = spec
         if not spec.startswith("shapes"):  # an OpenCLIP choice is also a space the Stitching tab compares
-            from backends.stitching import register_encoder_space
+            from backends.representations.stitching import register_encoder_space
 
             register_encoder_space(spec, device=self.device)
         return spec
@@ -195,7 +195,7 @@ class Backends:
     def image_encoder(self):
         """The active image encoder object (encode_images / encode_texts), or None when even the
         Shapes weights are missing."""
-        from backends.image_encoders import get_image_encoder
+        from backends.representations.encoders import get_image_encoder
 
         try:
             return get_image_encoder(self.encoder_spec(), device=self.device)
@@ -218,7 +218,7 @@ class Backends:
 
     def add_path(self, path: str | list[str]) -> str:
         """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv)."""
-        from backends import datasets
+        from backends.corpora import loaders as datasets
 
         paths = [path] if isinstance(path, str) else list(path)
         kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder())
@@ -229,7 +229,7 @@ class Backends:
 
     # -- maps and thumbnails ------------------------------------------------------------
     def projection(self, key: str, params, progress=None) -> np.ndarray:
-        from backends.projection import project
+        from backends.corpora.projection import project
 
         corpus = self.corpus(key)
         return project(corpus.vectors, params, cache=self.cache, fingerprint=corpus.fingerprint,

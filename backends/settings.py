@@ -47,7 +47,7 @@ class Settings:
     annotations_db: str = ""  # SQLite path or SQLAlchemy URL; empty: <cache_dir>/annotations.sqlite
     admin_password: str = ""
     default_corpus: str = "digits"
-    # model backends (README "Backends"): names resolved by backends.sd / backends.image_encoders
+    # model backends (README "Backends"): names resolved by backends.generative.sd / backends.representations.encoders
     generator: str = "shapes"  # shapes | sd15 | sd21 | sd-turbo | sdxl-turbo | <hub id> | <local dir>
     encoder: str = "shapes"  # shapes | shapes-vit | openclip:<arch>/<pretrained> | <local dir>
     text_encoder: str = "auto"  # auto (the encoder's own text tower) | minilm

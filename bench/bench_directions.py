@@ -25,10 +25,10 @@ def shapes_pipe():
     from backends.shapes.generator import WEIGHTS
 
     if WEIGHTS.exists():
-        from backends.diffusion import load_shapes_pipeline
+        from backends.generative.pipeline import load_shapes_pipeline
 
         return load_shapes_pipeline(), "trained weights"
-    from backends.diffusion import LatentDiffusionPipeline
+    from backends.generative.pipeline import LatentDiffusionPipeline
     from backends.shapes.generator import GeneratorConfig, build_generator
     from backends.shapes.text import get_text_encoder
 
@@ -44,7 +44,7 @@ def shapes_pipe():
 
 def random_direction(traj, seed: int = 0):
     """A random direction in the space `traj` recorded (its layer)."""
-    from backends.directions import Direction
+    from backends.generative.directions import Direction
 
     rng = np.random.default_rng(seed)
     d = int(np.prod(traj.h_shape))
@@ -56,8 +56,8 @@ def random_direction(traj, seed: int = 0):
 
 
 def server(pipe, repeats: int) -> dict:
-    from backends import directions as D
-    from backends import hspace
+    from backends.generative import directions as D
+    from backends.generative import hspace as hspace
 
     traj = hspace.generate(pipe, "a red circle in the center", seeds=0, steps=10, eta=1.0)
     d = random_direction(traj)
@@ -103,7 +103,7 @@ def browser(pipe, samples: int) -> dict:
         svc = build_directions(backends)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True)
-    from backends import hspace
+    from backends.generative import hspace as hspace
 
     # A direction at the last up block: the same cost per frame as one in h-space, but every slider step
     # visibly changes the image (the shipped generator's decoder nearly ignores the mid block: replacing h
@@ -165,7 +165,7 @@ def main():
     torch.set_num_threads(a.threads)
     pipe, what = shapes_pipe()
     n = sum(p.numel() for p in pipe.unet.parameters())
-    from backends.hspace import image_size
+    from backends.generative.hspace import image_size
 
     s = image_size(pipe)
     print(f"Shapes generator, {what}: {n / 1e6:.2f}M UNet parameters, {s}x{s}, 10 steps, torch threads {a.threads}")

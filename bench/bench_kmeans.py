@@ -1,4 +1,4 @@
-"""FAISS k-means (backends.clustering.kmeans) vs scikit-learn KMeans(n_init=10) on 100,000 × 64.
+"""FAISS k-means (backends.clusters.clustering.kmeans) vs scikit-learn KMeans(n_init=10) on 100,000 × 64.
 
     python bench/bench_kmeans.py [--n 100000] [--dim 64] [--k 20] [--threads 2] [--n-init 3]
 
@@ -38,7 +38,7 @@ def main() -> None:
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    from backends.clustering import kmeans
+    from backends.clusters.clustering import kmeans
 
     faiss.omp_set_num_threads(args.threads)
     x = embedding_like(args.n, args.dim, seed=0)

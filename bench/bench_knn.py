@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 from common import Timer, embedding_like
 
-from backends.index import VectorIndex, brute_force_knn
+from backends.corpora.index import VectorIndex, brute_force_knn
 
 
 def main():

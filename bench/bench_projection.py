@@ -30,7 +30,7 @@ if {which!r} == "plain":
     import umap
     xy = umap.UMAP().fit_transform(x)
 else:
-    from backends.projection import ProjectionParams, project
+    from backends.corpora.projection import ProjectionParams, project
     xy = project(x, ProjectionParams(method="umap", metric="euclidean"))
 dt = time.perf_counter() - t0
 np.save({out!r}, np.asarray(xy, dtype=np.float32))

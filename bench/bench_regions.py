@@ -33,8 +33,8 @@ def main() -> int:
 
     import torch
 
-    from backends import regions as R
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative import regions as R
+    from backends.generative.pipeline import load_shapes_pipeline
 
     torch.set_num_threads(args.threads)
     pipe = load_shapes_pipeline()

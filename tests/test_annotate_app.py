@@ -30,7 +30,7 @@ def make_demo(backends):
 
 
 def make_backends(root: Path, db: Path):
-    from backends.annotations import AnnotationStore
+    from backends.clusters.annotations import AnnotationStore
     from backends.registry import Backends
     from backends.settings import Settings
 
@@ -42,7 +42,7 @@ def make_backends(root: Path, db: Path):
 
 def seed_task_set(backends, name="pilot", n_plots=N_PLOTS, target=50):
     from app.tabs.annotate import store_for
-    from backends.perception import synthetic_task_specs
+    from backends.clusters.perception import synthetic_task_specs
 
     return store_for(backends).create_task_set(name, synthetic_task_specs(n_plots, seed=1, points=(30, 50)),
                                                kind="synthetic", target_annotators=target)
@@ -70,7 +70,7 @@ def test_actions_replay_to_groups_with_fixed_colours():
     import numpy as np
 
     from app.tabs.annotate import GROUP_COLORS, groups_from_labels, labels_from_actions, plot_payload
-    from backends.annotations import Plot
+    from backends.clusters.annotations import Plot
 
     labels = labels_from_actions([["cluster 2", [0, 1, 2]], ["noise", [2]], ["cluster 1", [4]]], 6)
     assert labels == ["cluster 2", "cluster 2", "noise", "unassigned", "cluster 1", "unassigned"]
@@ -215,7 +215,7 @@ def test_admin_creates_task_sets_and_annotators(app):
 def test_admin_creates_a_task_set_from_a_corpus(app):
     import numpy as np
 
-    from backends.corpus import Corpus
+    from backends.corpora.corpus import Corpus
 
     url, backends = app
     rng = np.random.default_rng(0)

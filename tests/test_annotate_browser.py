@@ -14,7 +14,7 @@ def app(tmp_path_factory):
     import numpy as np
 
     from app.tabs.annotate import store_for
-    from backends.annotations import PlotSpec
+    from backends.clusters.annotations import PlotSpec
 
     root = tmp_path_factory.mktemp("annotate-browser")
     backends = make_backends(root, root / "annotations.sqlite")

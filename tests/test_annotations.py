@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.annotations import AnnotationStore, AuthError, PlotSpec, check_password, parse_groups
+from backends.clusters.annotations import AnnotationStore, AuthError, PlotSpec, check_password, parse_groups
 from backends.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_next_plot_prefers_plots_short_of_target(store):
 
 WRITER = r"""
 import sys, numpy as np
-from backends.annotations import AnnotationStore
+from backends.clusters.annotations import AnnotationStore
 s = AnnotationStore(sys.argv[1])
 a = s.sign_in("w", "token-writer")
 for p in range(1, 41):
@@ -215,7 +215,7 @@ def test_kill_9_of_the_server_keeps_every_acknowledged_submission(tmp_path):
     backends = make_backends(tmp_path, db)
     seed_task_set(backends, name="crash", target=50)
     from app.tabs.annotate import store_for
-    from backends.annotations import AnnotationStore
+    from backends.clusters.annotations import AnnotationStore
 
     store = store_for(backends)
     for i in range(8):

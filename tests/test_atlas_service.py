@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from app.tabs.atlas import AtlasService
-from backends.corpus import Corpus
+from backends.corpora.corpus import Corpus
 from backends.errors import InputError
 from backends.registry import Backends
 from backends.settings import Settings

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from backends.cache import ArtifactCache
-from backends.clustering import (
+from backends.clusters.clustering import (
     MAX_AGGLOMERATIVE,
     ClusterParams,
     attach_cluster_column,
@@ -35,7 +35,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    from backends.corpus import load_corpus
+    from backends.corpora.corpus import load_corpus
 
     c = load_corpus("digits")
     return c, c.meta["label"].to_numpy()
@@ -170,7 +170,7 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_attach_cluster_column_for_the_atlas(digits):
-    from backends.corpus import Corpus
+    from backends.corpora.corpus import Corpus
 
     corpus, _ = digits
     mine = Corpus("copy", corpus.vectors, corpus.meta.copy())
@@ -188,7 +188,7 @@ def test_attach_cluster_column_for_the_atlas(digits):
 
 def test_names_from_a_text_space_and_a_goal():
     """A stub text–image space where each description's vector is the sum of its words' directions."""
-    from backends.cluster_names import Candidate, TextSpace, goal_factors, name_clusters
+    from backends.clusters.names import Candidate, TextSpace, goal_factors, name_clusters
 
     words = ["red", "blue", "circle", "square", "small", "large"]
 
@@ -217,8 +217,8 @@ def test_shapes_single_objects_cluster_by_colour_in_encoder_space():
 
     if not weights_path("shapes-cnn").exists():
         pytest.skip(f"Shapes encoder weights are not in assets/ yet ({weights_path('shapes-cnn')} missing)")
-    from backends.cluster_names import goal_features, text_space_for
-    from backends.corpus import Corpus
+    from backends.clusters.names import goal_features, text_space_for
+    from backends.corpora.corpus import Corpus
     from backends.shapes import scenes
     from backends.shapes.encoders import load_image_encoder
 
@@ -237,8 +237,8 @@ def test_shapes_single_objects_cluster_by_colour_in_encoder_space():
           f"{nmi_goal:.3f} on goal features ('group by colour')")
     assert max(nmi_plain, nmi_goal) >= 0.9
     # names: with the goal "colour", each cluster's best description names its majority colour
-    from backends.clustering import majority_metadata
-    from backends.cluster_names import name_clusters
+    from backends.clusters.clustering import majority_metadata
+    from backends.clusters.names import name_clusters
 
     names = name_clusters(goal.centroids if goal.centroids.shape[1] == v.shape[1] else
                           np.stack([v[goal.labels == c].mean(0) for c in range(goal.k)]), space, goal="by colour")

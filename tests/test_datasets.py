@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from backends import datasets as ds
+from backends.corpora import loaders as ds
 from conftest import write_pickled_npy
-from backends.corpus import available_corpora, load_corpus
+from backends.corpora.corpus import available_corpora, load_corpus
 from backends.errors import InputError
 
 MB = 1024 * 1024
@@ -390,7 +390,7 @@ def test_csv_without_vectors(tmp_path):
 def test_export_round_trip(tmp_path, fmt):
     v = vectors(6, 3)
     meta = pd.DataFrame({"id": [f"i{k}" for k in range(6)], "label": [0, 1, 2, 0, 1, 2], "text": list("abcdef")})
-    from backends.corpus import Corpus
+    from backends.corpora.corpus import Corpus
 
     c = Corpus(name="demo corpus", vectors=v, meta=meta)
     xy = np.arange(12, dtype=float).reshape(6, 2) / 3

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
-from backends.diffusion import LatentDiffusionPipeline  # noqa: E402
+from backends.generative.pipeline import LatentDiffusionPipeline  # noqa: E402
 from backends.shapes.generator import GeneratorConfig, build_generator  # noqa: E402
 from text_double import DummyTextEncoder  # noqa: E402
 

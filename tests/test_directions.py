@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
-from backends import directions as D  # noqa: E402
-from backends import hspace  # noqa: E402
+from backends.generative import directions as D  # noqa: E402
+from backends.generative import hspace as hspace  # noqa: E402
 from backends.errors import InputError  # noqa: E402
 from test_hspace import tiny_pipe  # noqa: E402
 
@@ -233,7 +233,7 @@ def _shapes():
 
     if not WEIGHTS.exists() or not JUDGE.exists():
         pytest.skip("the trained Shapes generator and judge are not in assets/")
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative.pipeline import load_shapes_pipeline
     from backends.shapes.judge import load_judge
 
     return load_shapes_pipeline(), load_judge()
@@ -292,8 +292,8 @@ def test_hspace_corpus_for_the_atlas():
 
     if not WEIGHTS.exists():
         pytest.skip("the trained Shapes generator is not in assets/")
-    from backends.corpus import available_corpora, load_corpus
-    from backends.hspace_corpus import direction_axis, shapes_bank, trajectory
+    from backends.corpora.corpus import available_corpora, load_corpus
+    from backends.generative.hspace_corpus import direction_axis, shapes_bank, trajectory
 
     assert "hspace" in available_corpora()
     c = load_corpus("hspace", n=16, step=3)

@@ -207,7 +207,7 @@ def test_the_tab_starts_at_the_models_guidance_halves():
     from types import SimpleNamespace
 
     from app.tabs.directions import half_defaults
-    from backends.sd import GeneratorSpec
+    from backends.generative.sd import GeneratorSpec
     from backends.shapes.generator import shipped_config
 
     shapes = SimpleNamespace(generator_spec=lambda: GeneratorSpec("shapes"))

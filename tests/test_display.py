@@ -56,7 +56,7 @@ def test_atlas_item_and_neighbours_of_8x8_digits_are_enlarged(demo):
 
 
 def test_directions_source_and_edit_are_shown_enlarged(demo):
-    from backends.hspace import DEFAULT_LAYER
+    from backends.generative.hspace import DEFAULT_LAYER
     from backends.shapes.generator import WEIGHTS
 
     if not WEIGHTS.exists():

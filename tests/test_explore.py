@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.corpus import Corpus
+from backends.corpora.corpus import Corpus
 from backends.errors import InputError
-from backends.explore import custom_axes, resolve_group, search_metadata
+from backends.corpora.explore import custom_axes, resolve_group, search_metadata
 
 
 @pytest.fixture

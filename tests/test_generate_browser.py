@@ -22,7 +22,7 @@ def _image_src(page) -> str:
 
 
 def test_guidance_method_radio_switches_the_method(page):
-    from backends.sd import GeneratorSpec, guidance_methods
+    from backends.generative.sd import GeneratorSpec, guidance_methods
 
     methods = guidance_methods(GeneratorSpec("shapes"))
     if len(methods) < 2:

@@ -135,7 +135,7 @@ def test_shipped_weights_load_and_generate():
     if not G.WEIGHTS.exists():
         pytest.skip("assets/shapes/generator.safetensors not trained yet")
     assert G.WEIGHTS.stat().st_size <= 25 * 2**20
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative.pipeline import load_shapes_pipeline
 
     pipe = load_shapes_pipeline()
     out = pipe("a large red circle in the center", num_inference_steps=4,
@@ -151,7 +151,7 @@ def test_shipped_weights_load_and_generate():
 
 
 def test_a_guide_that_does_not_fit_the_generator_is_refused(tmp_path):
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative.pipeline import load_shapes_pipeline
 
     small = dict(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), head_dim=8,
                  norm_num_groups=4, spatext_channels=4)
@@ -241,7 +241,7 @@ def test_without_pooled_conditioning_the_prompt_enters_only_by_cross_attention()
     gen = G.build_generator(cfg)
     assert gen.unet.class_embedding is None
     assert G.GeneratorConfig.from_json(cfg.to_json()).pooled_conditioning is False
-    from backends.diffusion import LatentDiffusionPipeline
+    from backends.generative.pipeline import LatentDiffusionPipeline
     from text_double import DummyTextEncoder
 
     pipe = LatentDiffusionPipeline(gen.unet.eval(), gen.make_scheduler(), gen.codec, DummyTextEncoder(), gen.spatext,

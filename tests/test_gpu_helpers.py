@@ -6,7 +6,8 @@ import types
 
 import numpy as np
 
-from backends import gpu, index
+from backends import gpu
+from backends.corpora import index
 
 
 def test_gpu_task_is_a_no_op_off_zero_gpu(monkeypatch):

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
-from backends import hspace  # noqa: E402
-from backends.diffusion import LatentDiffusionPipeline  # noqa: E402
+from backends.generative import hspace as hspace  # noqa: E402
+from backends.generative.pipeline import LatentDiffusionPipeline  # noqa: E402
 from backends.errors import InputError  # noqa: E402
 from backends.shapes.generator import GeneratorConfig, build_generator  # noqa: E402
 from text_double import DummyTextEncoder  # noqa: E402
@@ -197,7 +197,7 @@ def _shapes_pipe():
 
     if not WEIGHTS.exists():
         pytest.skip(f"no trained generator at {WEIGHTS}")
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative.pipeline import load_shapes_pipeline
 
     return load_shapes_pipeline()
 

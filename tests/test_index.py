@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from backends.errors import InputError
-from backends.index import VectorIndex, brute_force_knn
+from backends.corpora.index import VectorIndex, brute_force_knn
 
 
 def clustered(n, d, seed=0, centers=50, intrinsic=12):
@@ -58,7 +58,7 @@ def test_bad_queries_have_clear_messages():
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_ivf_knn_graph_recall_against_brute_force(metric):
-    from backends.index import knn_graph
+    from backends.corpora.index import knn_graph
 
     x = clustered(30_000, 64)
     idx, dist = knn_graph(x, 10, metric=metric)  # above the exact threshold: the IVF path

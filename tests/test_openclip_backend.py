@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from backends import image_encoders as ie
+from backends.representations import encoders as ie
 from backends.errors import InputError
 
 TINY = "LatentAtlasTinyViT"
@@ -114,7 +114,7 @@ def test_encode_texts(enc):
 def test_text_to_image_search_end_to_end(enc, scenes_batch):
     """Text queries against a FAISS index of image vectors rank exactly as the cosine scores say, and each
     image's own vector finds itself first (the machinery; a random model has no semantics to test)."""
-    from backends.index import VectorIndex
+    from backends.corpora.index import VectorIndex
 
     v = enc.encode_images(scenes_batch.images)
     index = VectorIndex(v, metric="cosine", kind="flat")
@@ -241,7 +241,7 @@ def test_uncached_known_tag_offline_fails_fast_with_how_to_fix(monkeypatch, tmp_
         assert time.perf_counter() - t < 10
         msg = str(e.value)
         assert spec in msg and "not in the local Hugging Face cache" in msg and "HF_HUB_OFFLINE=1" in msg
-        assert f"python -m backends.image_encoders download {spec}" in msg and "local directory" in msg
+        assert f"python -m backends.representations.encoders download {spec}" in msg and "local directory" in msg
         assert "not in the local Hugging Face cache" in ie.encoder_unavailable(spec)
 
 
@@ -300,7 +300,7 @@ def test_module_import_is_cheap():
     import sys
     from pathlib import Path
 
-    code = ("import sys, backends.image_encoders as m; m.parse_encoder_spec('openclip:ViT-B-32/x'); "
+    code = ("import sys, backends.representations.encoders as m; m.parse_encoder_spec('openclip:ViT-B-32/x'); "
             "print(sorted({'torch', 'open_clip'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                          cwd=str(Path(__file__).resolve().parents[1]))
@@ -317,7 +317,7 @@ def small_world():
     """A 240-scene Shapes world registered for this test only (the built-in one has 3,000)."""
     import pandas as pd
 
-    from backends import stitching as st
+    from backends.representations import stitching as st
     from backends.shapes import scenes
 
     name = "openclip-test-shapes"
@@ -339,8 +339,8 @@ def small_world():
 
 
 def test_encoder_space_stitches_against_itself_and_shapes_cnn(enc, small_world, tmp_path):
-    from backends import relative as rel
-    from backends import stitching as st
+    from backends.representations import relative as rel
+    from backends.representations import stitching as st
     from backends.shapes.encoders import weights_path
 
     space = st.register_encoder_space(SPEC, world=small_world)
@@ -368,7 +368,7 @@ def test_encoder_space_stitches_against_itself_and_shapes_cnn(enc, small_world, 
 
 
 def test_openclip_space_from_the_environment(monkeypatch, tmp_path):
-    from backends import stitching as st
+    from backends.representations import stitching as st
 
     assert st.legacy_openclip_spec("ViT-B-32:laion2b_s34b_b79k") == "openclip:ViT-B-32/laion2b_s34b_b79k"
     assert st.legacy_openclip_spec("ViT-B-32:") == "openclip:ViT-B-32/none"
@@ -390,9 +390,9 @@ def test_openclip_space_from_the_environment(monkeypatch, tmp_path):
 def test_cluster_names_from_the_tiny_encoder(enc, scenes_batch):
     import pandas as pd
 
-    from backends import cluster_names as cn
-    from backends.cluster_names import Candidate, name_clusters, text_space_for
-    from backends.corpus import Corpus
+    from backends.clusters import names as cn
+    from backends.clusters.names import Candidate, name_clusters, text_space_for
+    from backends.corpora.corpus import Corpus
 
     cands = [Candidate("red shapes", ("colour",)), Candidate("blue shapes", ("colour",)),
              Candidate("a green star", ("colour", "shape")), Candidate("small squares", ("size", "shape"))]
@@ -424,7 +424,7 @@ def test_cluster_names_from_the_tiny_encoder(enc, scenes_batch):
 def test_backends_use_the_chosen_encoder_for_uploads_search_names_and_stitching(tmp_path, scenes_batch):
     from PIL import Image
 
-    from backends import stitching
+    from backends.representations import stitching as stitching
     from backends.registry import Backends
     from backends.settings import Settings
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from backends.errors import InputError
-from backends.perception import (
+from backends.clusters.perception import (
     MixtureParams, corpus_task_specs, gaussian_mixture, krippendorff_alpha_comembership, leaderboard,
     pairwise_ari, partition_labels, plot_agreement, pointwise_agreement, synthetic_task_specs,
 )

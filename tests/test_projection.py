@@ -7,7 +7,7 @@ from sklearn.manifold import trustworthiness
 
 from backends.cache import ArtifactCache
 from backends.errors import InputError
-from backends.projection import ProjectionParams, project
+from backends.corpora.projection import ProjectionParams, project
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
-from backends import regions as R  # noqa: E402
+from backends.generative import regions as R  # noqa: E402
 from backends.errors import InputError  # noqa: E402
 
 RED, BLUE, GREEN = R.PALETTE["red"], R.PALETTE["blue"], R.PALETTE["green"]
@@ -279,7 +279,7 @@ def test_generate_compare_same_seed(pipe):
 # Evaluation helpers (the judge-free parts)
 
 def test_eval_suite_is_deterministic_and_detection_recovers_rendered_objects():
-    from backends import regions_eval as E
+    from backends.shapes import regions_eval as E
 
     a, b = E.make_suite(5, 32), E.make_suite(5, 32)
     assert [x.prompts for x in a] == [x.prompts for x in b]

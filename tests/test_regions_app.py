@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 gradio_client = pytest.importorskip("gradio_client")
 
-from backends import regions as R  # noqa: E402
+from backends.generative import regions as R  # noqa: E402
 from backends.shapes.generator import WEIGHTS  # noqa: E402
 
 R.register_pipeline("tiny", R.tiny_random_pipeline)

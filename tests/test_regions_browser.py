@@ -9,7 +9,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def page(atlas_app, browser):
     from app.tabs import regions as tab
-    from backends import regions as R
+    from backends.generative import regions as R
 
     R.register_pipeline("tiny", R.tiny_random_pipeline)
     for svc in tab.SERVICES:
@@ -63,7 +63,7 @@ def test_upload_a_painted_layout_onto_the_canvas(page, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from backends import regions as R
+    from backends.generative import regions as R
 
     size = 100  # not the canvas size: the upload is scaled to it
     layout = np.zeros((size, size, 4), np.uint8)  # transparent background (becomes white)

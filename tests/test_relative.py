@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from backends import relative as rel
+from backends.representations import relative as rel
 from backends.errors import InputError
 
 

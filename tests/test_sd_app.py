@@ -63,7 +63,7 @@ def test_directions_edit_an_sd_sample(sd_app):
 def test_regions_use_multidiffusion_on_sd_and_name_spatext_as_unavailable(sd_app, tmp_path):
     client, _ = sd_app
     c = np.full((256, 256, 3), 255, np.uint8)
-    from backends import regions as R
+    from backends.generative import regions as R
 
     c[:, :128] = R.PALETTE["red"]
     c[:, 128:] = R.PALETTE["blue"]

@@ -131,7 +131,7 @@ def test_train_encoders_runs(tmp_path):
 
 # -------------------------------------------------------------------------------- corpus
 def test_shapes_corpus_and_text_query():
-    from backends.corpus import available_corpora, load_corpus
+    from backends.corpora.corpus import available_corpora, load_corpus
     from backends.errors import InputError
     from backends.shapes.corpus import text_query_vector
 

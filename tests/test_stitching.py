@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from backends import relative as rel
-from backends import stitching as st
+from backends.representations import relative as rel
+from backends.representations import stitching as st
 from backends.errors import InputError
 
 FAST = st.HeadConfig()  # the defaults: 10 epochs, seconds per head

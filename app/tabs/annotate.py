@@ -27,7 +27,7 @@ import numpy as np
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
 from app.components.errors import api_guard, guard
 from app.components.tables import empty_table
-from backends.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
+from backends.clusters.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
                                   new_token)
 from backends.errors import InputError
 
@@ -259,7 +259,7 @@ def build_annotate(backends):
                                clusters_min: float, clusters_max: float, separation_min: float, separation_max: float,
                                noise_max: float, target: float, seed: float, density_max: float = 4.0):
         """Create a task set of Gaussian-mixture plots. Returns (message, task sets table)."""
-        from backends.perception import synthetic_task_specs
+        from backends.clusters.perception import synthetic_task_specs
 
         s = admin(password)
         for arg, lo, hi in (("points", points_min, points_max), ("clusters", clusters_min, clusters_max),
@@ -280,8 +280,8 @@ def build_annotate(backends):
     def admin_create_from_corpus(password: str, name: str, corpus: str, n_plots: float, points: float,
                                  window: float, method: str, target: float, seed: float):
         """Create a task set of plots subsampled from a corpus's 2-D map (PCA or UMAP)."""
-        from backends.perception import corpus_task_specs
-        from backends.projection import ProjectionParams, project
+        from backends.clusters.perception import corpus_task_specs
+        from backends.corpora.projection import ProjectionParams, project
 
         s = admin(password)
         c = backends.corpus(corpus)
@@ -340,7 +340,7 @@ def build_annotate(backends):
         """Per plot: annotators, mean pairwise ARI, Krippendorff's α on co-membership, clusters seen."""
         import pandas as pd
 
-        from backends.perception import plot_agreement
+        from backends.clusters.perception import plot_agreement
 
         s = admin(password)
         plots, by = _answers_by_plot(s, s.task_set_id(task_set or ""))
@@ -357,7 +357,7 @@ def build_annotate(backends):
 
     def admin_agreement_map(password: str, plot_id: str):
         """The plot coloured by point-wise agreement (mean Jaccard of each point's group across annotator pairs)."""
-        from backends.perception import partition_labels, pointwise_agreement
+        from backends.clusters.perception import partition_labels, pointwise_agreement
 
         s = admin(password)
         p = s.plot(plot_id)
@@ -375,7 +375,7 @@ def build_annotate(backends):
 
     def admin_leaderboard(password: str, task_set: str):
         """Algorithms (k-means, DBSCAN, HDBSCAN, Gaussian mixture) vs the annotators: mean ARI."""
-        from backends.perception import leaderboard
+        from backends.clusters.perception import leaderboard
 
         s = admin(password)
         plots, by = _answers_by_plot(s, s.task_set_id(task_set or ""))

@@ -20,7 +20,7 @@ from app.components.files import uploaded_path
 from app.components.tables import empty_table
 from backends.cache import content_key
 from backends.errors import InputError
-from backends.projection import ProjectionParams
+from backends.corpora.projection import ProjectionParams
 from backends.registry import Backends
 
 K_DEFAULT = 10
@@ -154,7 +154,7 @@ class AtlasService:
         return rows
 
     def search(self, key: str, query: str, regex: bool = False) -> list[int]:
-        from backends.explore import search_metadata
+        from backends.corpora.explore import search_metadata
 
         return search_metadata(self.b.corpus(key), query, regex=bool(regex)).tolist()
 
@@ -176,7 +176,7 @@ class AtlasService:
         return [item] + idx.tolist()
 
     def custom_axes(self, key: str, x_a: str, x_b: str, y_a: str, y_b: str) -> dict:
-        from backends.explore import custom_axes
+        from backends.corpora.explore import custom_axes
 
         xy, titles = custom_axes(self.b.corpus(key), x_a, x_b, y_a, y_b)
         return {"corpus": key, "xy": self.xy.put(xy), "axes": list(titles), "label": "custom axes",
@@ -196,7 +196,7 @@ class AtlasService:
         return df.reset_index(drop=True) if len(idx) else pd.DataFrame(columns=list(corpus.meta.columns) + ["x", "y"])
 
     def export(self, view: dict, indices: list[int], fmt: str) -> str:
-        from backends.datasets import export_rows
+        from backends.corpora.loaders import export_rows
 
         if not indices:
             raise InputError("nothing is selected: draw a lasso or box on the map first, or search")

@@ -64,7 +64,7 @@ class ClustersService:
     # -- helpers ---------------------------------------------------------------------
     def _space_vectors(self, key: str, space: str, goal: str = "") -> tuple[np.ndarray, str, str, str]:
         """(vectors to cluster, clustering space for ClusterParams, metric override or "", fingerprint)."""
-        from backends.projection import ProjectionParams
+        from backends.corpora.projection import ProjectionParams
 
         corpus = self.b.corpus(key)
         if space not in SPACES:
@@ -73,7 +73,7 @@ class ClustersService:
             xy = self.b.projection(key, ProjectionParams())
             return xy, "original", "euclidean", content_key("map", corpus.fingerprint)
         if space == "goal":
-            from backends.cluster_names import goal_factors, goal_features
+            from backends.clusters.names import goal_factors, goal_features
 
             text = self.text_space(key)
             if text is None:
@@ -84,7 +84,7 @@ class ClustersService:
         return corpus.vectors, space, "", corpus.fingerprint
 
     def text_space(self, key: str):
-        from backends.cluster_names import text_space_for
+        from backends.clusters.names import text_space_for
 
         corpus = self.b.corpus(key)
         enc = None  # an upload embedded by the active --encoder: name its clusters with that encoder's text tower
@@ -104,7 +104,7 @@ class ClustersService:
     def run(self, key: str, method: str = "kmeans", k: int = 0, space: str = "original", dims: int = 10,
             metric: str = "cosine", min_cluster_size: int = 10, seed: int = 0, estimator: str = "silhouette",
             k_min: int = 2, k_max: int = 15, goal: str = "", progress=None) -> tuple[str, object]:
-        from backends.clustering import ClusterParams, run_clustering
+        from backends.clusters.clustering import ClusterParams, run_clustering
 
         vectors, cspace, metric_override, fp = self._space_vectors(key, space, goal)
         params = ClusterParams(method=method, k=k, k_min=k_min, k_max=k_max, estimator=estimator, space=cspace,
@@ -113,7 +113,7 @@ class ClustersService:
         res = run_clustering(vectors, params, cache=self.b.cache, fingerprint=fp, progress=progress,
                              gpu=self.b.device == "cuda")
         if space in ("map", "goal"):  # names, galleries and generation work with the corpus's own vectors
-            from backends.clustering import cluster_means
+            from backends.clusters.clustering import cluster_means
 
             res.centroids = cluster_means(self.b.corpus(key).vectors, res.labels, res.k)
         run_id = content_key("run", key, fp, params.__dict__)[:16]
@@ -130,7 +130,7 @@ class ClustersService:
         return res.curve
 
     def summary(self, run_id: str) -> dict:
-        from backends.clustering import evaluate
+        from backends.clusters.clustering import evaluate
 
         key, res, info = self.result(run_id)
         corpus = self.b.corpus(key)
@@ -142,8 +142,8 @@ class ClustersService:
 
     def names(self, run_id: str, goal: str = "") -> list[dict]:
         """Per cluster: size, names from the text space (if any), metadata majority, purity."""
-        from backends.cluster_names import goal_factors, name_clusters
-        from backends.clustering import factor_columns, majority_metadata, majority_name
+        from backends.clusters.names import goal_factors, name_clusters
+        from backends.clusters.clustering import factor_columns, majority_metadata, majority_name
 
         key, res, _ = self.result(run_id)
         corpus = self.b.corpus(key)
@@ -165,7 +165,7 @@ class ClustersService:
         return rows
 
     def confusion(self, run_id: str, column: str):
-        from backends.clustering import confusion
+        from backends.clusters.clustering import confusion
 
         key, res, _ = self.result(run_id)
         corpus = self.b.corpus(key)
@@ -193,14 +193,14 @@ class ClustersService:
         return idx[:n].tolist()
 
     def attach(self, run_id: str, column: str = "cluster") -> str:
-        from backends.clustering import attach_cluster_column
+        from backends.clusters.clustering import attach_cluster_column
 
         key, res, _ = self.result(run_id)
         return attach_cluster_column(self.b.corpus(key), column, res.labels)
 
     def sample_labels(self, key: str, column: str, per_class: int = 5, seed: int = 0) -> str:
         """'id=label' lines for `per_class` random items of each class: a simulated annotator."""
-        from backends.clustering import sample_labelled
+        from backends.clusters.clustering import sample_labelled
 
         corpus = self.b.corpus(key)
         if column not in corpus.metadata_columns():
@@ -216,7 +216,7 @@ class ClustersService:
 
     def propagate(self, key: str, labels: str | dict, method: str = "spreading", space: str = "original",
                   truth_column: str = "") -> dict:
-        from backends.clustering import propagate_labels, propagation_accuracy
+        from backends.clusters.clustering import propagate_labels, propagation_accuracy
 
         corpus = self.b.corpus(key)
         pairs = parse_labels(labels)
@@ -227,7 +227,7 @@ class ClustersService:
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         if space not in ("original", "pca", "umap"):
             raise InputError(f"space must be one of original, pca, umap, but is {space!r}")
-        from backends.clustering import reduce
+        from backends.clusters.clustering import reduce
 
         x = reduce(corpus.vectors, space, 10, cache=self.b.cache, fingerprint=corpus.fingerprint)
         idx = np.array([index[i] for i in pairs], dtype=np.int64)
@@ -266,7 +266,7 @@ class ClustersService:
         row = names[int(cluster)]
         prompt = row["descriptions"][0] if row["descriptions"] else row["name"]
         try:
-            from backends.diffusion import load_shapes_pipeline, to_uint8
+            from backends.generative.pipeline import load_shapes_pipeline, to_uint8
 
             # Shapes only: the samples are ranked by the Shapes encoder of the cluster's text space
             pipe = load_shapes_pipeline(device=self.b.device)
@@ -336,7 +336,7 @@ def build_clusters(backends: Backends):
 
     # -- pure presentation helpers --------------------------------------------------------
     def map_payload(key: str, labels, name: str, title: str) -> str:
-        from backends.projection import ProjectionParams
+        from backends.corpora.projection import ProjectionParams
 
         corpus = backends.corpus(key)
         xy = backends.projection(key, ProjectionParams())
@@ -471,7 +471,7 @@ def build_clusters(backends: Backends):
             cols = backends.corpus(key).metadata_columns()
         except (InputError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from None
-        from backends.clustering import factor_columns
+        from backends.clusters.clustering import factor_columns
 
         fc = factor_columns(backends.corpus(key).meta)
         first = fc[0] if fc else (cols[0] if cols else None)

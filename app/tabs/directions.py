@@ -42,13 +42,13 @@ POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom
 
 
 def _record_half(half) -> str:
-    from backends.hspace import check_record_half
+    from backends.generative.hspace import check_record_half
 
     return check_record_half(half or "uncond")
 
 
 def _edit_half(half) -> str:
-    from backends.hspace import check_edit_half
+    from backends.generative.hspace import check_edit_half
 
     return check_edit_half(half or "both")
 
@@ -56,7 +56,7 @@ def _edit_half(half) -> str:
 def half_defaults(backends: Backends) -> tuple[str, str]:
     """The tab's starting (record half, Δh half): the Shapes generator's config says which suits it
     (no weights loaded); other generators start at Haas et al.'s ("uncond", "both")."""
-    from backends.hspace import EDIT_HALVES, RECORD_HALVES
+    from backends.generative.hspace import EDIT_HALVES, RECORD_HALVES
 
     record, delta = "uncond", "both"
     if backends.generator_spec().kind == "shapes":
@@ -171,7 +171,7 @@ class DirectionsService:
             if hasattr(self.b, "generator_pipeline"):
                 self._pipe = self.b.generator_pipeline()  # --generator (Shapes by default)
             else:
-                from backends.hspace_corpus import default_pipe
+                from backends.generative.hspace_corpus import default_pipe
 
                 self._pipe = default_pipe()
         return self._pipe
@@ -179,32 +179,32 @@ class DirectionsService:
     @property
     def judge(self):
         if self._judge is None:
-            from backends.hspace_corpus import default_judge
+            from backends.generative.hspace_corpus import default_judge
 
             self._judge = default_judge() or False
         return self._judge or None
 
     @property
     def image_size(self) -> int:
-        from backends.hspace import image_size
+        from backends.generative.hspace import image_size
 
         return image_size(self.pipe)
 
     def _layer(self, layer) -> str:
-        from backends.hspace import DEFAULT_LAYER, resolve_layer
+        from backends.generative.hspace import DEFAULT_LAYER, resolve_layer
 
         layer = layer or DEFAULT_LAYER
         resolve_layer(self.pipe.unet, layer)
         return layer
 
     def layers(self) -> list[str]:
-        from backends.hspace import available_layers
+        from backends.generative.hspace import available_layers
 
         return available_layers(self.pipe.unet)
 
     def bank(self, n: int | None = None, progress=None, layer: str | None = None, half: str | None = None):
         """The h-space bank at `layer`, h read from the guidance half `half` ("uncond", the default, or "cond")."""
-        from backends.hspace_corpus import shapes_bank
+        from backends.generative.hspace_corpus import shapes_bank
 
         return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress,
                            layer=self._layer(layer), record_half=_record_half(half))
@@ -253,7 +253,7 @@ class DirectionsService:
     @gpu_task(duration=60)
     def source_from_prompt(self, prompt: str, seed=0, steps=10, eta=1.0, guidance_scale=None,
                            layer: str | None = None) -> tuple[str, dict]:
-        from backends import hspace
+        from backends.generative import hspace as hspace
         from backends.cache import content_key
 
         if not isinstance(prompt, str) or not prompt.strip():
@@ -275,7 +275,7 @@ class DirectionsService:
     @gpu_task(duration=60)
     def source_from_image(self, image, prompt: str = "", method: str = "ddpm", steps=10, eta=1.0,
                           guidance_scale=None, layer: str | None = None) -> tuple[str, dict]:
-        from backends import hspace
+        from backends.generative import hspace as hspace
         from backends.cache import content_key
 
         steps = self._int(steps, "steps", 2, 50)
@@ -358,7 +358,7 @@ class DirectionsService:
 
     def discover_pca(self, n_samples=None, k=10, progress=None, layer: str | None = None,
                      half: str | None = None) -> list[str]:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         k = self._int(k, "k", 1, 50)
         n = self._int(n_samples or self.n_bank, "n_samples", 8, 5000)
@@ -376,7 +376,7 @@ class DirectionsService:
 
     def supervised(self, factor: str, value: str, from_value: str = "", orthogonal_to=(), labels: str = "truth",
                    n_samples=None, layer: str | None = None, half: str | None = None) -> str:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         if labels not in ("truth", "judge"):
             raise InputError(f"labels has to be 'truth' or 'judge', but is {labels!r}")
@@ -395,13 +395,13 @@ class DirectionsService:
 
     def groups(self, pos: list[int], neg: list[int], name: str = "group A → group B", layer: str | None = None,
                half: str | None = None) -> str:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         return self.add(D.group_direction(self.bank(layer=layer, half=half), [int(i) for i in pos], [int(i) for i in neg],
                                           name=name))
 
     def prompt_pair(self, prompt_a: str, prompt_b: str, n=8, layer: str | None = None) -> str:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         n = self._int(n, "n", 1, 64)
         layer = self._layer(layer)
@@ -409,13 +409,13 @@ class DirectionsService:
                                                 layer=layer))
 
     def text(self, prompt_a: str, prompt_b: str) -> str:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         return self.add(D.text_direction(self.pipe, prompt_a, prompt_b))
 
     @gpu_task(duration=60)
     def image_specific(self, source: str, step=2, k=3, region: str = "") -> list[str]:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         traj = self.source(source)
         step = self._int(step, "step", 0, traj.steps - 1)
@@ -431,7 +431,7 @@ class DirectionsService:
     @gpu_task(duration=20)
     def edit(self, source: str, ids, strengths, t_start=0.0, t_end=1.0, asymmetric: bool = False,
              delta_half: str = "both") -> np.ndarray:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         traj = self.source(source)
         ids = [i for i in (ids or []) if i]
@@ -455,7 +455,7 @@ class DirectionsService:
 
     @gpu_task(duration=60)
     def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0, delta_half: str = "both"):
-        from backends import directions as D
+        from backends.generative import directions as D
 
         traj = self.source(source)
         d = self.get(did)
@@ -469,8 +469,8 @@ class DirectionsService:
         return ss, imgs, D.istd(imgs)
 
     def judge_direction(self, did: str, n_sources=12, strength=None) -> dict:
-        from backends import directions as D
-        from backends import hspace
+        from backends.generative import directions as D
+        from backends.generative import hspace as hspace
 
         judge = self.judge
         if judge is None:
@@ -498,7 +498,7 @@ class DirectionsService:
 
     def map_data(self, step=5, x_axis: str = "PCA 1", y_axis: str = "PCA 2", item=None, layer=None, half=None) -> dict:
         """The bank at `step` on two axes (a direction id, or 'PCA k'), with `item`'s trajectory."""
-        from backends.hspace_corpus import map_coordinates
+        from backends.generative.hspace_corpus import map_coordinates
 
         bank = self.bank(layer=layer, half=half)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
@@ -540,15 +540,15 @@ class DirectionsService:
 
     # -- export / import ----------------------------------------------------------------
     def export(self, ids) -> str:
-        from backends import directions as D
-        from backends.hspace_corpus import pipe_fingerprint
+        from backends.generative import directions as D
+        from backends.generative.hspace_corpus import pipe_fingerprint
 
         dirs = [self.get(i) for i in (ids or [])] or [self.get(i) for i in list(self._dirs)]
         path = tempfile.mkdtemp(prefix="directions-") + "/directions.safetensors"
         return D.save_directions(dirs, path, model=pipe_fingerprint(self.pipe))
 
     def import_file(self, path: str) -> list[str]:
-        from backends import directions as D
+        from backends.generative import directions as D
 
         dirs = D.load_directions(path, h_shape=self._h_shape())
         if not dirs:
@@ -556,7 +556,7 @@ class DirectionsService:
         return [self.add(d) for d in dirs]
 
     def _h_shape(self):
-        from backends import hspace
+        from backends.generative import hspace as hspace
 
         with self._lock:
             mids = [t for t in self._sources.values() if t.layer == hspace.DEFAULT_LAYER]
@@ -566,7 +566,7 @@ class DirectionsService:
         return tr.h_shape
 
     def to_atlas(self, step=5, n_samples=None, layer=None, half=None) -> str:
-        from backends.hspace_corpus import bank_corpus
+        from backends.generative.hspace_corpus import bank_corpus
 
         bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer, half=half)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
@@ -581,7 +581,7 @@ _CORPORA: dict = {}
 
 def _bank_corpus_cached(bank, step: int):
     """One Corpus object per (bank, step), so the Atlas key and its thumbnails are reused."""
-    from backends.hspace_corpus import bank_corpus
+    from backends.generative.hspace_corpus import bank_corpus
 
     key = (getattr(bank, "key", id(bank)), int(step))
     if key not in _CORPORA:

@@ -67,7 +67,7 @@ class GenerateService:
     def method_choices(self) -> list[str]:
         """The guidance methods the active generator offers (UI labels), its default first; read
         from its config, no weights loaded."""
-        from backends.sd import guidance_methods
+        from backends.generative.sd import guidance_methods
 
         label = {v: k for k, v in METHOD_LABELS.items()}
         return [label[m] for m in guidance_methods(self.b.generator_spec())]
@@ -91,7 +91,7 @@ class GenerateService:
         None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
         request (after clamping) is answered from a small cache: sampling is seeded, so it would
         give the same image."""
-        from backends.sd import sampling_defaults
+        from backends.generative.sd import sampling_defaults
 
         if steps is None or guidance is None:
             d_steps, d_guidance = sampling_defaults(self.b.generator_spec())
@@ -129,7 +129,7 @@ class GenerateService:
     def _sample(self, prompt, negative_prompt, seed, steps, guidance, method):
         import torch
 
-        from backends.diffusion import to_uint8
+        from backends.generative.pipeline import to_uint8
 
         pipe = self.pipeline()
         t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def build_generate(backends: Backends):
                          "(nearest neighbour); the `generate` API returns it at its own size")
         return shown, "\n".join(f"- {n}" for n in notes)
 
-    from backends.sd import sampling_defaults
+    from backends.generative.sd import sampling_defaults
 
     d_steps, d_guidance = sampling_defaults(backends.generator_spec())
     gr.Markdown(svc.status(), elem_id="gen-status")

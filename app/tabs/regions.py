@@ -26,7 +26,7 @@ from app.components.display import enlarge
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
 from app.components.files import uploaded_path
-from backends import regions as R
+from backends.generative import regions as R
 from backends.errors import InputError
 from backends.gpu import gpu_task
 from backends.registry import Backends
@@ -104,7 +104,7 @@ def _default_guidance(backends, method: str) -> float:
     README), else the generator's own default. Read from configs, no weights loaded."""
     spec = getattr(backends, "generator_spec", None)
     if spec is not None and spec().kind != "shapes":
-        from backends.sd import sampling_defaults
+        from backends.generative.sd import sampling_defaults
 
         return float(sampling_defaults(spec())[1])
     from backends.shapes.generator import shipped_config

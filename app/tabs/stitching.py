@@ -5,7 +5,7 @@ layout, then the wiring, then the named API endpoints. The settings of a compari
 small dict ("params": space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm); the
 pair of spaces, the anchors and the trained heads live in the service's caches.
 
-A space is a name from the registry in backends/stitching.py (the Shapes encoders, MiniLM on the
+A space is a name from the registry in backends/representations/stitching.py (the Shapes encoders, MiniLM on the
 captions, OpenCLIP when configured, digits through random networks, synthetic blobs), or
 "corpus:<key>" for any corpus the Atlas knows (two uploads of the same items by two models).
 """
@@ -22,8 +22,8 @@ from gradio.data_classes import FileData
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
 from app.components.tables import empty_table
-from backends import relative as rel
-from backends import stitching as st
+from backends.representations import relative as rel
+from backends.representations import stitching as st
 from backends.cache import content_key
 from backends.errors import InputError
 from backends.registry import Backends
@@ -150,7 +150,7 @@ class StitchingService:
         return out
 
     def coordinates(self, p: dict, representation: str = "relative", method: str = "pca") -> tuple[np.ndarray, np.ndarray]:
-        from backends.projection import ProjectionParams, project
+        from backends.corpora.projection import ProjectionParams, project
 
         if representation not in ("absolute", "relative"):
             raise InputError(f"representation must be absolute or relative, but is {representation!r}")

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from backends.corpus import Corpus, register_corpus
+from backends.corpora.corpus import Corpus, register_corpus
 from backends.errors import InputError
 
 MAX_SCENES = 100_000

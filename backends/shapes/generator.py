@@ -72,7 +72,7 @@ class GeneratorConfig:
     clip_sample: bool = False
     # defaults the pipeline uses (measured; see eval_generator)
     # "cfg" (classifier-free) or "auto" (autoguidance by `guide_weights`, the same run's EMA weights
-    # from earlier in training; prompt-only generation, see backends.diffusion)
+    # from earlier in training; prompt-only generation, see backends.generative.pipeline)
     guidance_method: str = "cfg"
     guide_weights: str | None = None  # file name next to this config (safetensors + its .json)
     guidance_scale: float = 4.0  # the scale of guidance_method
@@ -80,7 +80,7 @@ class GeneratorConfig:
     eta: float = 1.0  # DDIM eta: stochastic sampling measured better than eta=0 for this model
     region_guidance_scale: float | None = None  # with a SpaText map (None: guidance_scale)
     # The Directions tab's starting choice of guidance half for reading h and for adding Δh
-    # (backends.hspace RECORD_HALVES / EDIT_HALVES). "uncond" / "both" is Haas et al.'s setting; for
+    # (backends.generative.hspace RECORD_HALVES / EDIT_HALVES). "uncond" / "both" is Haas et al.'s setting; for
     # the shipped generator "cond" / "cond" is what makes a colour slider visibly work (colour -> blue
     # at 1 / 2 / 4x its default strength: 0 / 0 / 0% of samples changed vs 5 / 33 / 81%; README).
     directions_record_half: str = "uncond"
@@ -347,7 +347,7 @@ def make_scheduler(cfg: GeneratorConfig):
 
 @dataclass
 class ShapesGenerator:
-    """The trained parts, ready for ``backends.diffusion.LatentDiffusionPipeline``."""
+    """The trained parts, ready for ``backends.generative.pipeline.LatentDiffusionPipeline``."""
 
     config: GeneratorConfig
     unet: object

@@ -27,7 +27,7 @@ The shipped weights are the EMA at step 60,000: this recipe to 50,000 (trained i
 segments, README), then a fine-tune aimed at the noise levels where shapes are drawn:
 --resume --steps 60000 --lr 1e-4 --decay-start 55000 --lr-min-frac 0.2 --t-focus 50,600,0.7.
 At --guide-step (25,000) the EMA weights are also written as generator_guide.safetensors: the
-weaker model that autoguidance (backends.diffusion) guides with; from then on the exported
+weaker model that autoguidance (backends.generative.pipeline) guides with; from then on the exported
 config samples text prompts with autoguidance.
 
 On a shared CPU, --world W runs W single-threaded worker processes that average gradients
@@ -363,7 +363,7 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None,
     score them, per shape too; with n_regions, also that many user-like painted layouts."""
     import torch
 
-    from backends.diffusion import LatentDiffusionPipeline
+    from backends.generative.pipeline import LatentDiffusionPipeline
     from backends.shapes import eval_generator, scenes
     from backends.shapes.text import get_text_encoder
 
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = GeneratorConfig(block_out_channels=(16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               head_dim=16, norm_num_groups=4, spatext_channels=4)
     from backends.errors import InputError
-    from backends.hspace import check_edit_half, check_record_half
+    from backends.generative.hspace import check_edit_half, check_record_half
 
     directions_halves = tuple(args.directions_halves.split(","))
     try:

@@ -244,7 +244,7 @@ class RelativeProjector:
 def knn_indices(x, k: int, *, queries=None, metric: str = "cosine") -> np.ndarray:
     """(M, k) int64 indices of the k nearest items of x (N, D) to each query (default: x itself,
     in which case each item is its own first neighbour). Exact search."""
-    from backends.index import VectorIndex
+    from backends.corpora.index import VectorIndex
 
     x = as_matrix(x, what="x")
     q = x if queries is None else as_matrix(queries, what="queries")

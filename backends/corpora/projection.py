@@ -9,8 +9,8 @@ import numpy as np
 
 from backends.cache import ArtifactCache, content_key
 from backends.errors import InputError
-from backends.index import METRICS
-from backends.index import knn_graph as _knn_graph
+from backends.corpora.index import METRICS
+from backends.corpora.index import knn_graph as _knn_graph
 
 METHODS = ("umap", "pca")
 Progress = Callable[[float, str], None]

@@ -144,7 +144,7 @@ def sample_bank(pipe, prompts: list[str], *, seeds=0, steps: int = 10, guidance_
                 eta: float = 1.0, batch: int = 32, record_half: str = "uncond", factors=None,
                 progress=None, layer: str = "mid_block") -> HBank:
     """Generate one image per prompt (seeds: first seed, or one per prompt) recording h at every step."""
-    from backends import hspace
+    from backends.generative import hspace as hspace
 
     prompts = list(prompts)
     if len(prompts) < 2:
@@ -274,7 +274,7 @@ def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, 
     """PCA directions for large N without keeping h in memory: samples are generated in batches
     and each timestep's PCA is accumulated incrementally (``PCAAccumulator``). σ_j is the std
     along component j; signs are aligned across timesteps as in ``pca_directions``."""
-    from backends import hspace
+    from backends.generative import hspace as hspace
 
     prompts = list(prompts)
     if len(prompts) < 2:
@@ -419,7 +419,7 @@ def jacobian_directions(pipe, traj, step: int, *, k: int = 3, iters: int = 50, t
     import torch
     from torch.func import jvp, vjp
 
-    from backends import hspace
+    from backends.generative import hspace as hspace
 
     shape = traj.h_shape
     D = int(np.prod(shape))
@@ -495,8 +495,8 @@ def text_cond_delta(directions: list[Direction], strengths: list[float]):
     """A function Conditioning -> Conditioning adding Σ s·(E(B) − E(A)) to the conditional half."""
     import torch
 
-    from backends.diffusion import PromptEmbeds
-    from backends.hspace import Conditioning
+    from backends.generative.pipeline import PromptEmbeds
+    from backends.generative.hspace import Conditioning
 
     pairs = [(d, s) for d, s in zip(directions, strengths) if d.kind == "text" and s != 0]
     if not pairs:
@@ -580,7 +580,7 @@ def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 
     """Images (K, H, W, 3) of the trajectory edited with strengths (K, n_dirs) (or (n_dirs,) for one).
 
     delta_half: which guidance half gets Δh ("both", or "cond": amplified by the guidance scale)."""
-    from backends import hspace
+    from backends.generative import hspace as hspace
 
     raw = np.asarray(strengths, dtype=object)
     raw2 = raw[None] if raw.ndim == 1 else raw
@@ -689,7 +689,7 @@ def _row(traj, r: int):
     """A batch-1 view of row r of a trajectory."""
     import copy
 
-    from backends.hspace import _row_conditioning
+    from backends.generative.hspace import _row_conditioning
 
     sub = copy.copy(traj)
     sub.xs, sub.noise, sub.h = traj.xs[:, r: r + 1], traj.noise[:, r: r + 1], traj.h[:, r: r + 1]

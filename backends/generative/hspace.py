@@ -2,7 +2,7 @@
 
 h is the output of ``unet.mid_block`` (the UNet bottleneck; Haas et al., "Discovering
 Interpretable Directions in the Semantic Latent Space of Diffusion Models"; Asyrp). Everything
-here works on any ``backends.diffusion.LatentDiffusionPipeline`` whose UNet is a diffusers
+here works on any ``backends.generative.pipeline.LatentDiffusionPipeline`` whose UNet is a diffusers
 ``UNet2DConditionModel`` (the Shapes model or Stable Diffusion), with DDIM-style updates computed
 from the scheduler's ``alphas_cumprod`` (any prediction type: epsilon, sample, v_prediction).
 
@@ -230,7 +230,7 @@ class Conditioning:
         """Rows of self, then rows of other."""
         import torch
 
-        from backends.diffusion import PromptEmbeds
+        from backends.generative.pipeline import PromptEmbeds
 
         def cat(a, b):
             if a is None:
@@ -242,7 +242,7 @@ class Conditioning:
 
     def repeat(self, k: int) -> Conditioning:
         """The same conditioning for k rows (from a batch of 1)."""
-        from backends.diffusion import PromptEmbeds
+        from backends.generative.pipeline import PromptEmbeds
 
         def rep(e):
             if e is None:
@@ -690,7 +690,7 @@ def jacobian_operator(pipe, traj: Trajectory, step: int, *, row: int = 0, mask=N
 
 
 def _row_conditioning(c: Conditioning, row: int) -> Conditioning:
-    from backends.diffusion import PromptEmbeds
+    from backends.generative.pipeline import PromptEmbeds
 
     def pick(e):
         return None if e is None else PromptEmbeds(e.states[row: row + 1], e.mask[row: row + 1], e.pooled[row: row + 1])

@@ -9,7 +9,7 @@ HDBSCAN needs in high dimensions). Results are cached by content hash::
     label_metrics(res.labels, truth)     # {"nmi", "ari", "purity", ...}
     propagate_labels(vectors, idx, y)    # few-shot: seeded k-means or label spreading on a kNN graph
 
-Naming clusters in a text–image space lives in backends/cluster_names.py.
+Naming clusters in a text–image space lives in backends/clusters/names.py.
 """
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def _faiss():
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
     """The vectors k-means sees: L2-normalised rows for cosine, as is for euclidean."""
-    from backends.index import normalize_rows
+    from backends.corpora.index import normalize_rows
 
     return normalize_rows(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
@@ -318,7 +318,7 @@ def umap_nd(x: np.ndarray, dims: int, *, metric: str = "cosine", n_neighbors: in
     import os
     import warnings
 
-    from backends.projection import _numba_cache_dir, knn_graph
+    from backends.corpora.projection import _numba_cache_dir, knn_graph
 
     os.environ.setdefault("NUMBA_CACHE_DIR", str(_numba_cache_dir()))
     import umap
@@ -381,7 +381,7 @@ def laplacian_spectrum(x: np.ndarray, n_eig: int, *, n_neighbors: int = 10, seed
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
 
-    from backends.index import VectorIndex
+    from backends.corpora.index import VectorIndex
 
     if len(x) > sample:
         x = x[np.sort(np.random.default_rng(seed).choice(len(x), sample, replace=False))]
@@ -478,7 +478,7 @@ def _cluster(x: np.ndarray, p: ClusterParams, progress: Progress | None, cache, 
     report(0.6, f"{p.method}" + (f" (k={k})" if k else ""))
     inertia = None
     if p.method == "kmeans":
-        from backends.index import gpu_count
+        from backends.corpora.index import gpu_count
 
         labels, _, inertia = kmeans(z, k, n_init=p.n_init, seed=p.seed, gpu=bool(gpu) and gpu_count() > 0)
     elif p.method == "agglomerative":
@@ -602,7 +602,7 @@ def knn_affinity(x: np.ndarray, n_neighbors: int = 10, *, metric: str = "cosine"
     """Symmetric sparse kNN affinity matrix (self-tuning Gaussian weights) from a FAISS index."""
     import scipy.sparse as sp
 
-    from backends.index import VectorIndex
+    from backends.corpora.index import VectorIndex
 
     n = len(x)
     kk = int(min(n_neighbors + 1, n))

@@ -116,7 +116,7 @@ def text_space_for(corpus, encoder=None, candidates: list[Candidate] | None = No
 
     Without `encoder`: the Shapes encoder named in a Shapes corpus's description (None for digits, uploads,
     or when the Shapes weights are missing). With `encoder` (any object with `encode_texts`, `.name`, `.dim`,
-    e.g. an OpenCLIP encoder from backends.image_encoders, whose image tower made the corpus's vectors):
+    e.g. an OpenCLIP encoder from backends.representations.encoders, whose image tower made the corpus's vectors):
     that encoder's text tower, over `candidates` (default: Shapes descriptions for Shapes corpora, else
     generic_candidates()); None when the corpus's dimension differs from the encoder's.
     """

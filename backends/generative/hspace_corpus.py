@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from backends.corpus import Corpus, register_corpus
+from backends.corpora.corpus import Corpus, register_corpus
 from backends.errors import InputError
 
 MAX_SAMPLES = 5000
@@ -53,7 +53,7 @@ def default_pipe():
     if not WEIGHTS.exists():
         raise InputError(f"the Shapes generator is not trained yet ({WEIGHTS.name} is missing); "
                          "train it with `python -m backends.shapes.train generator`")
-    from backends.diffusion import load_shapes_pipeline
+    from backends.generative.pipeline import load_shapes_pipeline
 
     return load_shapes_pipeline()
 
@@ -74,7 +74,7 @@ def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta:
                 guidance_scale: float | None = None, record_half: str = "uncond", cache=None, judge=None,
                 progress=None, layer: str = "mid_block"):
     """h at every step for n single-object Shapes prompts (test split), cached per model and settings."""
-    from backends import directions as D
+    from backends.generative import directions as D
     from backends.cache import content_key
 
     try:
@@ -175,7 +175,7 @@ def direction_axis(bank, direction, step: int) -> np.ndarray:
 def trajectory(bank, item: int, basis: np.ndarray | None = None, step: int | None = None) -> np.ndarray:
     """Sample `item`'s pooled h at every step projected on `basis` (k, C) (default: the top-2 PCA
     axes of the pooled h at `step`): (T, k) — its denoising trajectory drawn on the same map."""
-    from backends.directions import pca
+    from backends.generative.directions import pca
 
     if not 0 <= int(item) < len(bank):
         raise InputError(f"item {item} is outside this bank of {len(bank)} samples")
@@ -192,7 +192,7 @@ def trajectory(bank, item: int, basis: np.ndarray | None = None, step: int | Non
 def axis_function(bank, axis, step: int):
     """A map axis at step `step`: a Direction (coordinate (h − mean h)·v / σ) or an int k (the k-th
     principal axis of the pooled h). Returns f(h rows (M, D)) -> (M,) and a title."""
-    from backends.directions import pca
+    from backends.generative.directions import pca
 
     step = int(step)
     C = int(bank.h_shape[0]) if len(bank.h_shape) > 1 else bank.h.shape[-1]

@@ -1,6 +1,6 @@
 """Stable Diffusion (and other diffusers text-to-image models) behind ``LatentDiffusionPipeline``.
 
-Every tab talks to one pipeline surface (``backends.diffusion.LatentDiffusionPipeline``: prompt,
+Every tab talks to one pipeline surface (``backends.generative.pipeline.LatentDiffusionPipeline``: prompt,
 negative prompt, guidance, steps, generator, latents, step callback, ``predict`` for the h-space
 and region code). This module adapts a diffusers model folder (SD 1.5, SD 2.1-base, SD-Turbo,
 SDXL-Turbo, a hub id in the local cache, or a local directory) to it:
@@ -221,7 +221,7 @@ def pipeline_from_components(unet, vae, tokenizers: list, text_encoders: list, s
     import torch
     from diffusers import DDIMScheduler
 
-    from backends.diffusion import LatentDiffusionPipeline
+    from backends.generative.pipeline import LatentDiffusionPipeline
 
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     unet = unet.to(device, dtype).eval()

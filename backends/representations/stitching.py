@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from backends import relative as rel
+from backends.representations import relative as rel
 from backends.errors import InputError
 
 TRAIN_FRACTION = 2 / 3  # items used to train heads and to draw anchors; the rest is the test split
@@ -220,7 +220,7 @@ register_space(_shapes_text_space("shapes-vit"))
 
 
 def _openclip_spec() -> str | None:
-    """The encoder spec in LATENT_ATLAS_OPENCLIP (None when unset), in backends.image_encoders form.
+    """The encoder spec in LATENT_ATLAS_OPENCLIP (None when unset), in backends.representations.encoders form.
 
     Accepts the new form ("openclip:ViT-B-32/laion2b_s34b_b79k", a directory, ...) and the old
     "<model>:<pretrained tag or checkpoint>" form ("ViT-B-32:laion2b_s34b_b79k"; "ViT-B-32:" = random weights).
@@ -234,7 +234,7 @@ def _openclip_spec() -> str | None:
 def legacy_openclip_spec(spec: str) -> str:
     """The old form to the new: ViT-B-32:laion2b_s34b_b79k -> openclip:ViT-B-32/laion2b_s34b_b79k (and
     ViT-B-32: -> openclip:ViT-B-32/none); specs already in the new form come back unchanged."""
-    from backends.image_encoders import SHAPES_ALIASES, SHAPES_SPECS
+    from backends.representations.encoders import SHAPES_ALIASES, SHAPES_SPECS
 
     spec = spec.strip()
     if spec.startswith(("openclip:", "local-dir:", "hf-hub:")) or spec in (*SHAPES_SPECS, *SHAPES_ALIASES):
@@ -250,7 +250,7 @@ def _openclip_unavailable():
     if spec is None:
         return ("set LATENT_ATLAS_OPENCLIP=openclip:<arch>/<pretrained tag or .safetensors file> (or a local "
                 "directory) to use an OpenCLIP model")
-    from backends.image_encoders import encoder_unavailable
+    from backends.representations.encoders import encoder_unavailable
 
     reason = encoder_unavailable(spec)
     return f"LATENT_ATLAS_OPENCLIP={spec}: {reason}" if reason else None
@@ -258,7 +258,7 @@ def _openclip_unavailable():
 
 def _openclip_encode(images: np.ndarray) -> np.ndarray:
     """The Shapes scenes through the encoder named by LATENT_ATLAS_OPENCLIP."""
-    from backends.image_encoders import get_image_encoder
+    from backends.representations.encoders import get_image_encoder
 
     spec = _openclip_spec()
     if spec is None:
@@ -273,7 +273,7 @@ register_space(Space("openclip", "shapes", "OpenCLIP image encoder (LATENT_ATLAS
 
 
 def register_encoder_space(spec: str, *, device: str = "cpu", world: str = "shapes") -> Space:
-    """Make the image encoder `spec` (see backends.image_encoders) a space of `world`'s images, named after
+    """Make the image encoder `spec` (see backends.representations.encoders) a space of `world`'s images, named after
     the spec ("openclip:ViT-B-32/laion2b_s34b_b79k"); the app calls this for its `--encoder` choice.
 
     On another world the space is named "<spec>@<world>". Registering the same encoder again returns the
@@ -281,7 +281,7 @@ def register_encoder_space(spec: str, *, device: str = "cpu", world: str = "shap
     malformed spec or an unknown world; a spec that cannot be loaded here is registered with its reason
     (shown in the menu) and fails with that message when used.
     """
-    from backends import image_encoders as ie
+    from backends.representations import encoders as ie
 
     canonical = ie.canonical_spec(spec)
     name = canonical if world == "shapes" else f"{canonical}@{world}"

@@ -1,6 +1,6 @@
 """Evaluate region prompting on Shapes: does each region contain what its prompt asked for?
 
-    python -m backends.regions_eval --n 200 [--methods spatext,multidiffusion,paint_with_words,text]
+    python -m backends.shapes.regions_eval --n 200 [--methods spatext,multidiffusion,paint_with_words,text]
                                     (multidiffusion:K = K bootstrapping steps instead of 20% of the steps)
                                     [--steps 20] [--guidance 4] [--regions mask|box] [--json out.json]
 
@@ -60,7 +60,7 @@ def make_suite(n: int, size: int, *, seed: int = 0, regions: str = "mask") -> li
                 ys, xs = np.nonzero(m)
                 if len(ys):
                     boxes[j, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-            from backends.regions import resolve_overlaps
+            from backends.generative.regions import resolve_overlaps
 
             masks, _ = resolve_overlaps(boxes)
         objs = spec.objects
@@ -121,8 +121,8 @@ def score_image(judge, image: np.ndarray, lay: Layout) -> list[dict]:
 def generate_one(pipe, lay: Layout, method: str, *, steps: int, guidance: float) -> np.ndarray:
     import torch
 
-    from backends import regions as R
-    from backends.diffusion import to_uint8
+    from backends.generative import regions as R
+    from backends.generative.pipeline import to_uint8
 
     g = torch.Generator().manual_seed(lay.seed)
     kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g)
@@ -164,7 +164,7 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
     from backends.shapes.judge import load_judge
 
     if pipe is None:
-        from backends.diffusion import load_shapes_pipeline
+        from backends.generative.pipeline import load_shapes_pipeline
 
         pipe = load_shapes_pipeline()
     judge = judge or load_judge()
@@ -184,7 +184,7 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backends.regions_eval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m backends.shapes.regions_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200, help="layouts (default 200)")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--steps", type=int, default=20)

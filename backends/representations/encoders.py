@@ -219,9 +219,9 @@ def _load_shapes(spec: str, name: str):
 
 
 def _fix_hint(spec: str) -> str:
-    return (f"download it once with `HF_HUB_OFFLINE=0 python -m backends.image_encoders download {spec}` on a "
+    return (f"download it once with `HF_HUB_OFFLINE=0 python -m backends.representations.encoders download {spec}` on a "
             "machine with network, or pass a local directory (open_clip_config.json + open_clip_model.safetensors; "
-            "`python -m backends.image_encoders save <spec> <directory>` writes one)")
+            "`python -m backends.representations.encoders save <spec> <directory>` writes one)")
 
 
 def _check_arch(spec: str, arch: str) -> None:
@@ -519,10 +519,10 @@ def save_encoder_dir(encoder: OpenCLIPEncoder, directory: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m backends.image_encoders download <spec> | save <spec> <directory> | list"""
+    """python -m backends.representations.encoders download <spec> | save <spec> <directory> | list"""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m backends.image_encoders", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m backends.representations.encoders", description=main.__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the encoder specs")
     dl = sub.add_parser("download", help="load a spec once (fills the Hugging Face cache; run with HF_HUB_OFFLINE=0)")

@@ -139,7 +139,7 @@ def load_corpus(name: str, **kwargs) -> Corpus:
 def _import_builtin_loaders() -> None:
     import importlib
 
-    for mod in ("backends.datasets", "backends.shapes.corpus", "backends.hspace_corpus"):
+    for mod in ("backends.corpora.loaders", "backends.shapes.corpus", "backends.generative.hspace_corpus"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -1,6 +1,6 @@
 """The Stitching numbers of the README on the Shapes world's two encoders.
 
-    python -m backends.stitching_eval [--anchors 300] [--seed 0]
+    python -m backends.shapes.stitching_eval [--anchors 300] [--seed 0]
 
 A = shapes-cnn, B = shapes-vit over the Shapes stitching world (held-out single-object scenes,
 train / test split); prints absolute / relative / Procrustes similarity of the two spaces, the
@@ -15,15 +15,15 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backends.stitching_eval")
+    p = argparse.ArgumentParser(prog="python -m backends.shapes.stitching_eval")
     p.add_argument("--anchors", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     import torch
 
-    from backends import relative as rel
-    from backends import stitching as st
+    from backends.representations import relative as rel
+    from backends.representations import stitching as st
 
     torch.set_num_threads(args.threads)
     pair = st.load_pair("shapes-cnn", "shapes-vit")

@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 
-from backends.corpus import Corpus
+from backends.corpora.corpus import Corpus
 from backends.errors import InputError
-from backends.index import normalize_rows
+from backends.corpora.index import normalize_rows
 
 MAX_QUERY_CHARS = 500
 

@@ -1,6 +1,6 @@
 """Corpora: the bundled digits, and user uploads (npy, npz, parquet, CSV, Projector TSV, images).
 
-Every loader returns a `Corpus` (backends/corpus.py). Every problem with a user's file is an
+Every loader returns a `Corpus` (backends/corpora/corpus.py). Every problem with a user's file is an
 `InputError` whose message names the file and what was wrong; nothing here extracts archives to
 disk, unpickles, or reads a file larger than the configured limit.
 
@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from backends.corpus import Corpus, register_corpus, validate_vectors
+from backends.corpora.corpus import Corpus, register_corpus, validate_vectors
 from backends.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

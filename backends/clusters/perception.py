@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.annotations import NOISE, UNASSIGNED, PlotSpec
+from backends.clusters.annotations import NOISE, UNASSIGNED, PlotSpec
 from backends.errors import InputError
 
 MIN_POINTS, MAX_POINTS = 20, 1_000

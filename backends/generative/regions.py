@@ -394,7 +394,7 @@ def latent_masks(pipe, region_masks) -> "torch.Tensor":  # noqa: F821
 
 
 def _decode(pipe, latents, output_type: str, notes):
-    from backends.diffusion import PipelineOutput
+    from backends.generative.pipeline import PipelineOutput
 
     if output_type == "latent":
         return PipelineOutput(latents, notes, latents)
@@ -662,7 +662,7 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
     _heavy_imports()
     import torch
 
-    from backends.diffusion import to_uint8
+    from backends.generative.pipeline import to_uint8
 
     if method == "compare":
         methods = [mth for mth in METHODS if mth != "spatext" or _has_spatext(pipe)]
@@ -734,7 +734,7 @@ def get_pipeline(name: str = "shapes", device: str = "cpu"):
     if name in _PIPELINE_CACHE:
         return _PIPELINE_CACHE[name]
     if name == "shapes" and name not in _PIPELINE_FACTORIES:
-        from backends.diffusion import load_shapes_pipeline
+        from backends.generative.pipeline import load_shapes_pipeline
 
         try:
             return load_shapes_pipeline(device)
@@ -782,7 +782,7 @@ class HashTextEncoder:
 
 def tiny_random_pipeline(seed: int = 0, spatext_channels: int = 4, image_size: int = 64):
     """A tiny random Shapes-style pipeline (64x64 images; milliseconds per step) for tests."""
-    from backends.diffusion import LatentDiffusionPipeline
+    from backends.generative.pipeline import LatentDiffusionPipeline
     from backends.shapes.generator import GeneratorConfig, build_generator
 
     cfg = GeneratorConfig(image_size=image_size, patch=4,

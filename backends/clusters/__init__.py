@@ -1,0 +1,1 @@
+"""Clusters: clustering and metrics, cluster names, cluster-perception tasks and the annotation store."""

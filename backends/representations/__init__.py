@@ -1,0 +1,1 @@
+"""Representations: image/text encoders, relative representations and zero-shot stitching."""
