@@ -1,82 +1,24 @@
-"""Latent Atlas: `python launch.py [--host H] [--port P] [--data PATH] ...` starts the app.
+"""Latent Atlas: `python launch.py [FILE ...] [--host H] [--port P] [--data PATH] ...` starts the app.
 
-`--help` answers without importing torch, gradio or any model code.
+The same as the installed `latent-atlas` command (app/cli.py holds the flags and main()); this file stays for
+Hugging Face Spaces (README front matter: app_file) and for running from a checkout. `--help` answers without
+importing torch, gradio or any model code.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+
+from app import cli
+
+PROG = "launch.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="launch.py",
-        description="Latent Atlas: explore the latent spaces of generative models in a browser.",
-    )
-    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860, or $PORT / $GRADIO_SERVER_PORT)")
-    p.add_argument("--share", action="store_true", help="create a public Gradio share link")
-    p.add_argument("--data", action="append", default=None, metavar="PATH",
-                   help="a user corpus to open (npy, parquet, csv, vectors.tsv, zip or folder of images); repeatable")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
-                   help="where models and FAISS run (default auto: GPU when present)")
-    p.add_argument("--cache-dir", default=None, help="where computed projections and indexes are kept "
-                   "(default ~/.cache/latent-atlas, or $LATENT_ATLAS_CACHE)")
-    p.add_argument("--corpus", default=None, help="corpus shown first (default digits)")
-    p.add_argument("--max-upload-mb", type=int, default=None, help="largest accepted upload in MB (default 200)")
-    m = p.add_argument_group("model backends (README: Backends)")
-    m.add_argument("--generator", default=None, metavar="NAME",
-                   help="shapes (default) | sd15 | sd21 | sd-turbo | sdxl-turbo | <hub id> | <local diffusers folder>; "
-                        "$LATENT_ATLAS_GENERATOR")
-    m.add_argument("--encoder", default=None, metavar="NAME",
-                   help="image encoder: shapes (default) | shapes-vit | openclip:<arch>/<pretrained> | <local open_clip "
-                        "folder>; $LATENT_ATLAS_ENCODER")
-    m.add_argument("--text-encoder", default=None, choices=["auto", "minilm"],
-                   help="encoder of free-text goals in the Clusters tab: auto (the --encoder's text tower) or minilm")
-    net = m.add_mutually_exclusive_group()
-    net.add_argument("--download", action="store_true", default=None,
-                     help="allow fetching hub models (default: only the local Hugging Face cache and folders)")
-    net.add_argument("--offline", action="store_true",
-                     help="never touch the network (the default; sets HF_HUB_OFFLINE=1)")
-    m.add_argument("--attention-slicing", action="store_true", default=None, help="lower GPU memory, a little slower")
-    m.add_argument("--cpu-offload", action="store_true", default=None,
-                   help="keep text encoders and VAE on the CPU between calls (lower GPU memory)")
-    return p.parse_args(argv)
+    return cli.parse_args(argv, prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-    from backends.settings import Settings  # light: no torch, no gradio
-
-    try:
-        settings = Settings.from_env(
-            host=args.host, port=args.port, share=args.share or None, data=args.data,
-            device=args.device, cache_dir=args.cache_dir, default_corpus=args.corpus,
-            max_upload_mb=args.max_upload_mb, generator=args.generator, encoder=args.encoder,
-            text_encoder=args.text_encoder, download=(False if args.offline else args.download),
-            attention_slicing=args.attention_slicing, cpu_offload=args.cpu_offload,
-        )
-    except ValueError as exc:  # a bad flag or environment value: one line, no traceback
-        raise SystemExit(f"launch.py: {exc}") from None
-    if not settings.download:  # set before any Hugging Face library is imported (they read it once)
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a hub model must already be here: no hang on a download
-    from app.main import create_app, launch_kwargs
-    from backends.registry import Backends
-
-    backends = Backends(settings)
-    for path in settings.data:
-        try:
-            key = backends.add_path(path)
-            print(f"loaded {path} as {key}", flush=True)
-        except Exception as exc:  # a bad --data file is reported, the app still starts
-            print(f"could not load --data {path}: {exc}", file=sys.stderr, flush=True)
-    for note in backends.model_notes():
-        print(note, file=sys.stderr, flush=True)
-    demo = create_app(settings, backends)
-    demo.launch(**launch_kwargs(settings))
+    cli.main(argv, prog=PROG)
 
 
 if __name__ == "__main__":

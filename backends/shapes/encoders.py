@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
+from backends.paths import assets_dir
+
+ASSETS = assets_dir() / "shapes"
 TEXT_DIM = 384
 
 

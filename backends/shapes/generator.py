@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
+from backends.paths import assets_dir
+
+ASSETS = assets_dir() / "shapes"
 WEIGHTS = ASSETS / "generator.safetensors"
 CONFIG = ASSETS / "generator.json"
 

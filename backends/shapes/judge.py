@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.paths import assets_dir
 from backends.shapes import scenes
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
+ASSETS = assets_dir() / "shapes"
 WEIGHTS = ASSETS / "judge.safetensors"
 CONFIG = ASSETS / "judge.json"
 

@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from backends.paths import assets_dir
+
 MODELS = ("judge", "encoders", "generator")
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs"
-ASSETS = REPO / "assets" / "shapes"
+ASSETS = assets_dir() / "shapes"
 
 
 def common_parser(prog: str, *, steps: int, batch: int | None = None) -> argparse.ArgumentParser:
