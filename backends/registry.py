@@ -147,11 +147,11 @@ class Backends:
 
     def generator_pipeline(self):
         """The active text-to-image pipeline (a LatentDiffusionPipeline), loaded on first use."""
-        from backends.generative.pipeline import load_shapes_pipeline
+        from backends.plugins import get_generator
 
         spec = self.generator_spec()
         if spec.kind == "shapes":
-            return load_shapes_pipeline(device=self.device)
+            return get_generator("shapes").load_pipeline(device=self.device)
         with self._gen_lock:
             if self._gen_pipe is None:
                 from backends.generative.sd import load_diffusers_pipeline
@@ -162,8 +162,41 @@ class Backends:
                                                              offload=s.cpu_offload, attention_slicing=s.attention_slicing)
                 except InputError as exc:
                     self._fallback(str(exc))
-                    return load_shapes_pipeline(device=self.device)
+                    return get_generator("shapes").load_pipeline(device=self.device)
             return self._gen_pipe
+
+    def generator_defaults(self) -> dict:
+        """What the active generator is meant to be sampled with (no weights loaded): steps,
+        guidance_scale, region_guidance_scale, guidance_methods (default first), and the guidance
+        halves the Directions tab starts with (a plug-in's own; Haas et al.'s uncond / both otherwise)."""
+        from backends.generative.sd import guidance_methods, sampling_defaults
+        from backends.plugins import get_generator
+
+        spec = self.generator_spec()
+        if spec.kind == "shapes":
+            return dict(get_generator("shapes").defaults())
+        steps, g = sampling_defaults(spec)
+        return {"steps": steps, "guidance_scale": g, "region_guidance_scale": g,
+                "guidance_methods": guidance_methods(spec), "directions_record_half": "uncond",
+                "directions_delta_half": "both"}
+
+    def world_pipeline(self, world: str | None = None):
+        """The generator a world ships (default: the embedded one), whatever --generator says."""
+        from backends.plugins import DEFAULT_WORLD, get_generator
+
+        return get_generator(world or DEFAULT_WORLD).load_pipeline(device=self.device)
+
+    def world_encoder(self, name: str, world: str | None = None):
+        """A world's image encoder by name (e.g. "shapes-cnn")."""
+        from backends.plugins import DEFAULT_WORLD, get_encoder_family
+
+        return get_encoder_family(world or DEFAULT_WORLD).load(name, device=self.device)
+
+    def judge(self, world: str | None = None):
+        """A world's factor judge (evaluation only), or None."""
+        from backends.plugins import DEFAULT_WORLD, get_evaluator
+
+        return get_evaluator(world or DEFAULT_WORLD)
 
     # -- uploads ----------------------------------------------------------------------
     def encoder_spec(self) -> str:

@@ -25,7 +25,7 @@ def shapes_pipe():
     from backends.shapes.generator import WEIGHTS
 
     if WEIGHTS.exists():
-        from backends.generative.pipeline import load_shapes_pipeline
+        from backends.shapes.pipeline import load_shapes_pipeline
 
         return load_shapes_pipeline(), "trained weights"
     from backends.generative.pipeline import LatentDiffusionPipeline

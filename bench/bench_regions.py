@@ -34,7 +34,7 @@ def main() -> int:
     import torch
 
     from backends.generative import regions as R
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     torch.set_num_threads(args.threads)
     pipe = load_shapes_pipeline()

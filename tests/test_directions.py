@@ -233,7 +233,7 @@ def _shapes():
 
     if not WEIGHTS.exists() or not JUDGE.exists():
         pytest.skip("the trained Shapes generator and judge are not in assets/")
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.shapes.judge import load_judge
 
     return load_shapes_pipeline(), load_judge()

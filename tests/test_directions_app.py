@@ -204,16 +204,17 @@ def test_bad_api_input_gets_clear_messages(app):
 def test_the_tab_starts_at_the_models_guidance_halves():
     """Shapes: the halves its config names (the shipped one: cond / cond, where colour sliders work);
     other generators: Haas et al.'s uncond / both."""
-    from types import SimpleNamespace
-
     from app.tabs.directions import half_defaults
     from backends.generative.sd import GeneratorSpec
+    from backends.registry import Backends
     from backends.shapes.generator import shipped_config
 
-    shapes = SimpleNamespace(generator_spec=lambda: GeneratorSpec("shapes"))
+    shapes = Backends()
+    shapes.generator_spec = lambda: GeneratorSpec("shapes")
     cfg = shipped_config()
     assert half_defaults(shapes) == (cfg.directions_record_half, cfg.directions_delta_half)
-    sd = SimpleNamespace(generator_spec=lambda: GeneratorSpec("diffusers", "some/folder"))
+    sd = Backends()
+    sd.generator_spec = lambda: GeneratorSpec("diffusers", "some/folder")
     assert half_defaults(sd) == ("uncond", "both")
 
 

@@ -135,7 +135,7 @@ def test_shipped_weights_load_and_generate():
     if not G.WEIGHTS.exists():
         pytest.skip("assets/shapes/generator.safetensors not trained yet")
     assert G.WEIGHTS.stat().st_size <= 25 * 2**20
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     pipe = load_shapes_pipeline()
     out = pipe("a large red circle in the center", num_inference_steps=4,
@@ -151,7 +151,7 @@ def test_shipped_weights_load_and_generate():
 
 
 def test_a_guide_that_does_not_fit_the_generator_is_refused(tmp_path):
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     small = dict(block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), head_dim=8,
                  norm_num_groups=4, spatext_channels=4)

@@ -197,7 +197,7 @@ def _shapes_pipe():
 
     if not WEIGHTS.exists():
         pytest.skip(f"no trained generator at {WEIGHTS}")
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     return load_shapes_pipeline()
 

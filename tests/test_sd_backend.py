@@ -198,7 +198,7 @@ def test_launch_accepts_the_backend_flags():
 
 def test_shapes_sampling_defaults_are_the_shipped_models():
     """The Generate tab's sliders start at the defaults the shipped Shapes model is sampled with."""
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.generative.sd import GeneratorSpec, sampling_defaults
     from backends.shapes.generator import WEIGHTS
 
@@ -210,7 +210,7 @@ def test_shapes_sampling_defaults_are_the_shipped_models():
 
 def test_guidance_methods_offered_match_the_loaded_pipelines(tmp_path):
     """The Generate tab's method choices (read from config, no weights loaded): the default first."""
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.generative.sd import GeneratorSpec, guidance_methods
     from backends.shapes.generator import WEIGHTS
 

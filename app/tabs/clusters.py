@@ -266,17 +266,15 @@ class ClustersService:
         row = names[int(cluster)]
         prompt = row["descriptions"][0] if row["descriptions"] else row["name"]
         try:
-            from backends.generative.pipeline import load_shapes_pipeline, to_uint8
-
             # Shapes only: the samples are ranked by the Shapes encoder of the cluster's text space
-            pipe = load_shapes_pipeline(device=self.b.device)
+            pipe = self.b.world_pipeline()
         except FileNotFoundError as exc:
             raise InputError(f"the Shapes generator is not available: {exc}") from None
-        from backends.shapes.encoders import load_image_encoder
+        from backends.generative.pipeline import to_uint8
 
         out = pipe(prompt, num_images_per_prompt=min(64, 3 * n), generator=torch.Generator().manual_seed(int(seed)))
         images = to_uint8(out.images)
-        enc = load_image_encoder(text.name)
+        enc = self.b.world_encoder(text.name)
         emb = enc.encode_images(images)
         centre = res.centroids[int(cluster)]
         order = np.argsort(-(emb @ (centre / max(1e-12, float(np.linalg.norm(centre))))))

@@ -59,12 +59,9 @@ def half_defaults(backends: Backends) -> tuple[str, str]:
     from backends.generative.hspace import EDIT_HALVES, RECORD_HALVES
 
     record, delta = "uncond", "both"
-    if backends.generator_spec().kind == "shapes":
-        from backends.shapes.generator import shipped_config
-
-        cfg = shipped_config()
-        record = cfg.directions_record_half if cfg.directions_record_half in RECORD_HALVES else record
-        delta = cfg.directions_delta_half if cfg.directions_delta_half in EDIT_HALVES else delta
+    d = backends.generator_defaults()
+    record = d.get("directions_record_half") if d.get("directions_record_half") in RECORD_HALVES else record
+    delta = d.get("directions_delta_half") if d.get("directions_delta_half") in EDIT_HALVES else delta
     return record, delta
 
 

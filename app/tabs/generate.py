@@ -67,10 +67,8 @@ class GenerateService:
     def method_choices(self) -> list[str]:
         """The guidance methods the active generator offers (UI labels), its default first; read
         from its config, no weights loaded."""
-        from backends.generative.sd import guidance_methods
-
         label = {v: k for k, v in METHOD_LABELS.items()}
-        return [label[m] for m in guidance_methods(self.b.generator_spec())]
+        return [label[m] for m in self.b.generator_defaults()["guidance_methods"]]
 
     @staticmethod
     def method(label) -> str | None:
@@ -91,10 +89,9 @@ class GenerateService:
         None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
         request (after clamping) is answered from a small cache: sampling is seeded, so it would
         give the same image."""
-        from backends.generative.sd import sampling_defaults
-
         if steps is None or guidance is None:
-            d_steps, d_guidance = sampling_defaults(self.b.generator_spec())
+            d = self.b.generator_defaults()
+            d_steps, d_guidance = d["steps"], d["guidance_scale"]
             steps = d_steps if steps is None else steps
             guidance = d_guidance if guidance is None else guidance
 
@@ -157,9 +154,8 @@ def build_generate(backends: Backends):
                          "(nearest neighbour); the `generate` API returns it at its own size")
         return shown, "\n".join(f"- {n}" for n in notes)
 
-    from backends.generative.sd import sampling_defaults
-
-    d_steps, d_guidance = sampling_defaults(backends.generator_spec())
+    d = backends.generator_defaults()
+    d_steps, d_guidance = d["steps"], d["guidance_scale"]
     gr.Markdown(svc.status(), elem_id="gen-status")
     with gr.Row():
         with gr.Column(scale=1):

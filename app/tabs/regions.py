@@ -102,16 +102,8 @@ def canvas_from_upload(img: np.ndarray, size: int = R.CANVAS_SIZE) -> np.ndarray
 def _default_guidance(backends, method: str) -> float:
     """The slider's first value: the Shapes model's region-map guidance for SpaText (measured best,
     README), else the generator's own default. Read from configs, no weights loaded."""
-    spec = getattr(backends, "generator_spec", None)
-    if spec is not None and spec().kind != "shapes":
-        from backends.generative.sd import sampling_defaults
-
-        return float(sampling_defaults(spec())[1])
-    from backends.shapes.generator import shipped_config
-
-    cfg = shipped_config()
-    g = cfg.region_guidance_scale if method == "spatext" and cfg.region_guidance_scale else cfg.guidance_scale
-    return float(g)
+    d = backends.generator_defaults()
+    return float(d["region_guidance_scale"] if method == "spatext" else d["guidance_scale"])
 
 
 class RegionsService:

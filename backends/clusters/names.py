@@ -62,32 +62,11 @@ class TextSpace:
 
 
 def shapes_candidates() -> list[Candidate]:
-    """Descriptions built from the Shapes vocabulary, each tagged with the factors it names."""
-    from backends.shapes import scenes as S
+    """Descriptions of the embedded world's factors (its registered vocabulary), each tagged with the
+    factors it names."""
+    from backends.plugins import DEFAULT_WORLD, get_vocabulary
 
-    out: list[Candidate] = []
-    for colour in S.COLOURS:
-        out.append(Candidate(f"{colour} shapes", ("colour",)))
-        out.append(Candidate(f"{colour} objects", ("colour",)))
-    for shape in S.SHAPES:
-        out.append(Candidate(S.SHAPE_PLURALS[shape], ("shape",)))
-        out.append(Candidate(f"{_a(shape)} {shape}", ("shape",)))
-    for size in S.SIZES:
-        out.append(Candidate(f"{size} shapes", ("size",)))
-    for pos in S.POSITIONS:
-        out.append(Candidate(f"a shape {S.POSITION_WORDS[pos][0][0]}", ("position",)))
-    for bg in S.BACKGROUNDS:
-        out.append(Candidate(f"a shape on a {bg} background", ("background",)))
-    for colour in S.COLOURS:
-        for shape in S.SHAPES:
-            out.append(Candidate(f"{_a(colour)} {colour} {shape}", ("colour", "shape")))
-            out.append(Candidate(f"{colour} {S.SHAPE_PLURALS[shape]}", ("colour", "shape")))
-    for size in S.SIZES:
-        for colour in S.COLOURS:
-            out.append(Candidate(f"{size} {colour} shapes", ("size", "colour")))
-        for shape in S.SHAPES:
-            out.append(Candidate(f"{size} {S.SHAPE_PLURALS[shape]}", ("size", "shape")))
-    return out
+    return get_vocabulary(DEFAULT_WORLD)()
 
 
 def _a(word: str) -> str:
@@ -128,12 +107,13 @@ def text_space_for(corpus, encoder=None, candidates: list[Candidate] | None = No
         return text_space_from_encoder(encoder, candidates)
     if not _is_shapes(corpus):
         return None
-    from backends.shapes.encoders import available_encoders, load_image_encoder
+    from backends.plugins import DEFAULT_WORLD, get_encoder_family
 
+    family = get_encoder_family(DEFAULT_WORLD)
     desc = getattr(corpus, "description", "") or ""
-    enc_name = next((e for e in available_encoders() if e in desc), available_encoders()[0])
+    enc_name = next((e for e in family.names() if e in desc), family.names()[0])
     try:
-        enc = load_image_encoder(enc_name)
+        enc = family.load(enc_name)
     except FileNotFoundError:
         return None
     if int(getattr(corpus, "dim", enc.dim)) != enc.dim:
@@ -223,9 +203,9 @@ def name_clusters(centroids: np.ndarray, space: TextSpace, *, goal: str | None =
 
 
 def _minilm_pooled(texts: list[str]) -> np.ndarray:
-    from backends.shapes.text import get_text_encoder
+    from backends.plugins import get_text_encoder
 
-    return get_text_encoder().encode_pooled(list(texts))
+    return get_text_encoder("minilm").encode_pooled(list(texts))
 
 
 def goal_features(vectors: np.ndarray, space: TextSpace, goal: str) -> tuple[np.ndarray, list[str]]:

@@ -139,7 +139,10 @@ def load_corpus(name: str, **kwargs) -> Corpus:
 def _import_builtin_loaders() -> None:
     import importlib
 
-    for mod in ("backends.corpora.loaders", "backends.shapes.corpus", "backends.generative.hspace_corpus"):
+    from backends.plugins import load_builtin_plugins
+
+    load_builtin_plugins()  # the plug-ins' corpora (the Shapes world's "shapes")
+    for mod in ("backends.corpora.loaders", "backends.generative.hspace_corpus"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -163,13 +163,11 @@ def sample_bank(pipe, prompts: list[str], *, seeds=0, steps: int = 10, guidance_
                  layer=layer)
 
 
-def shapes_prompts(n: int, seed: int = 0, split: str = "test"):
-    """n single-object Shapes captions and their factors (what each prompt asks for)."""
-    from backends.shapes import scenes
+def shapes_prompts(n: int, seed: int = 0, split: str = "test", world: str | None = None):
+    """n single-object prompts of a world (default: the embedded one) and the factors each asks for."""
+    from backends.plugins import DEFAULT_WORLD, get_prompt_set
 
-    b = scenes.make_batch(n, seed=seed, split=split, size=16, single=True)
-    f = b.factors[["shape", "colour", "size", "position"]].reset_index(drop=True)
-    return list(b.captions), f
+    return get_prompt_set(world or DEFAULT_WORLD)(n, seed=seed, split=split)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ here works on any ``backends.generative.pipeline.LatentDiffusionPipeline`` whose
 ``UNet2DConditionModel`` (the Shapes model or Stable Diffusion), with DDIM-style updates computed
 from the scheduler's ``alphas_cumprod`` (any prediction type: epsilon, sample, v_prediction).
 
-    pipe = load_shapes_pipeline()
+    pipe = Backends().generator_pipeline()  # or any LatentDiffusionPipeline
     src = generate(pipe, "a red circle", seed=0, steps=10, eta=1.0)     # a Trajectory (cached)
     src.h                                  # (T, B, C, h, w) unedited h per step (unconditional half)
     img = edit(pipe, src, deltas)          # one edited denoising pass; deltas (T, K, C, h, w)

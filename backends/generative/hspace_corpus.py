@@ -47,27 +47,17 @@ def pipe_fingerprint(pipe) -> str:
 
 
 def default_pipe():
-    """The Shapes pipeline, or a clear message when its weights are not there yet."""
-    from backends.shapes.generator import WEIGHTS
+    """The default world's generator pipeline, or a clear message when its weights are not there."""
+    from backends.plugins import get_generator
 
-    if not WEIGHTS.exists():
-        raise InputError(f"the Shapes generator is not trained yet ({WEIGHTS.name} is missing); "
-                         "train it with `python -m backends.shapes.train generator`")
-    from backends.generative.pipeline import load_shapes_pipeline
-
-    return load_shapes_pipeline()
+    return get_generator().load_pipeline()
 
 
 def default_judge():
-    """The Shapes judge, or None when its weights are missing."""
-    from backends.shapes.judge import WEIGHTS, load_judge
+    """The default world's factor judge, or None when it has none (or its weights are missing)."""
+    from backends.plugins import get_evaluator
 
-    if not WEIGHTS.exists():
-        return None
-    try:
-        return load_judge()
-    except Exception:  # an incompatible or half-written file: directions still work, unnamed
-        return None
+    return get_evaluator()
 
 
 def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta: float = 1.0,

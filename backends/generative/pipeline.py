@@ -5,7 +5,7 @@ that the app uses, over any ``UNet2DConditionModel`` + scheduler + latent codec 
 encoder, so the Shapes model and Stable Diffusion share one code path (h-space hooks, inversion,
 region prompts)::
 
-    pipe = load_shapes_pipeline()
+    pipe = Backends().generator_pipeline()   # the active generator (Shapes by default)
     out = pipe("a red circle in the top left", guidance_scale=4.0, num_inference_steps=20,
                generator=torch.Generator().manual_seed(0))
     out.images   # float32 (B, H, W, 3) in [0, 1]  (output_type="np"), or PIL images ("pil")
@@ -32,7 +32,7 @@ Components (duck-typed):
 - codec: ``encode(images in [-1, 1]) -> latents`` and ``decode(latents)``, ``config.scaling_factor``
   (the pixel-unshuffle codec, or an ``AutoencoderKL`` wrapper for SD).
 - text_encoder: ``encode_tokens(texts, max_len) -> (states (N, L, D), mask (N, L))`` and
-  ``encode_pooled(texts) -> (N, D)`` (``backends.shapes.text.TextEncoder``).
+  ``encode_pooled(texts) -> (N, D)`` (MiniLM's, from the plug-in registry: ``backends.plugins.get_text_encoder``).
 - spatext (optional): a SpaText map module ``(masks (B, R, H, W), embeds (B, R, D), size) ->
   (B, c, size, size)``; the UNet then takes ``latent channels + c`` input channels.
 """
@@ -280,8 +280,6 @@ class LatentDiffusionPipeline:
         return states, mask, None
 
     def _embeds(self, states, mask, n: int, pooled=None) -> PromptEmbeds:
-        from backends.shapes.generator import pool_states
-
         states = states.to(self.device, self.dtype).repeat_interleave(n, 0)
         mask = mask.to(self.device).repeat_interleave(n, 0)
         if pooled is None:
@@ -469,43 +467,21 @@ def _step_params(scheduler) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
 
+def pool_states(states, mask):
+    """Mean of the token states over the mask, L2-normalised: (B, L, D), (B, L) -> (B, D).
+
+    For prompts within max_tokens this equals MiniLM's sentence vector (mean pooling + L2).
+    """
+    import torch
+
+    m = mask.to(states.dtype).unsqueeze(-1)
+    v = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(v, dim=-1)
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """float images in [0, 1] -> uint8."""
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
-_PIPES: dict = {}
-_PIPE_LOCK = threading.Lock()
-
-
-def load_shapes_pipeline(device: str = "cpu", path=None) -> LatentDiffusionPipeline:
-    """The bundled Shapes generator as a pipeline (loaded on first use, then cached)."""
-    from backends.shapes.generator import guide_path, load_generator
-    from backends.shapes.text import get_text_encoder
-
-    key = (str(device), str(path))
-    with _PIPE_LOCK:
-        if key not in _PIPES:
-            gen = load_generator(path, device=device)
-            guide = guide_path(path)
-            guide_unet = None
-            if guide is not None:
-                g = load_generator(guide, device=device)
-                fields = ("image_size", "patch", "spatext_channels", "text_dim", "max_tokens", "prediction_type",
-                          "num_train_timesteps", "beta_schedule")
-                bad = [f for f in fields if getattr(g.config, f) != getattr(gen.config, f)]
-                if bad:
-                    raise ValueError(f"the guide model {guide.name} does not fit the generator: "
-                                     f"{', '.join(bad)} differ")
-                guide_unet = g.unet
-            method = gen.config.guidance_method if guide_unet is not None else "cfg"
-            _PIPES[key] = LatentDiffusionPipeline(
-                gen.unet, gen.make_scheduler(), gen.codec, get_text_encoder(device), gen.spatext,
-                max_tokens=gen.config.max_tokens, default_guidance_scale=gen.config.guidance_scale,
-                default_steps=gen.config.num_inference_steps, default_eta=gen.config.eta,
-                default_region_guidance_scale=gen.config.region_guidance_scale, guide_unet=guide_unet,
-                default_guidance_method=method)
-        return _PIPES[key]
-
-
-__all__ = ["LatentDiffusionPipeline", "PipelineOutput", "PromptEmbeds", "load_shapes_pipeline", "to_uint8"]
+__all__ = ["LatentDiffusionPipeline", "PipelineOutput", "PromptEmbeds", "pool_states", "to_uint8"]

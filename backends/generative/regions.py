@@ -734,12 +734,9 @@ def get_pipeline(name: str = "shapes", device: str = "cpu"):
     if name in _PIPELINE_CACHE:
         return _PIPELINE_CACHE[name]
     if name == "shapes" and name not in _PIPELINE_FACTORIES:
-        from backends.generative.pipeline import load_shapes_pipeline
+        from backends.plugins import get_generator
 
-        try:
-            return load_shapes_pipeline(device)
-        except FileNotFoundError as exc:
-            raise InputError(f"the Shapes generator is not available: {exc}") from None
+        return get_generator(name).load_pipeline(device=device)
     if name not in _PIPELINE_FACTORIES:
         raise InputError(f"Unknown model: {name!r}. Must be one of: {', '.join(pipeline_names())}")
     _PIPELINE_CACHE[name] = _PIPELINE_FACTORIES[name]()
@@ -781,17 +778,10 @@ class HashTextEncoder:
 
 
 def tiny_random_pipeline(seed: int = 0, spatext_channels: int = 4, image_size: int = 64):
-    """A tiny random Shapes-style pipeline (64x64 images; milliseconds per step) for tests."""
-    from backends.generative.pipeline import LatentDiffusionPipeline
-    from backends.shapes.generator import GeneratorConfig, build_generator
+    """A tiny random pipeline of the default world's kind (64x64 images; milliseconds per step) for tests."""
+    from backends.plugins import get_generator
 
-    cfg = GeneratorConfig(image_size=image_size, patch=4,
-                          block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                          head_dim=8, norm_num_groups=4, spatext_channels=spatext_channels, max_tokens=16)
-    gen = build_generator(cfg, seed=seed)
-    gen.unet.eval()
-    return LatentDiffusionPipeline(gen.unet, gen.make_scheduler(), gen.codec, HashTextEncoder(),
-                                   gen.spatext if spatext_channels else None, max_tokens=cfg.max_tokens)
+    return get_generator().tiny(seed=seed, spatext_channels=spatext_channels, image_size=image_size)
 
 
 __all__ += ["register_pipeline", "get_pipeline", "pipeline_names", "tiny_random_pipeline", "HashTextEncoder"]

@@ -51,10 +51,10 @@ GENERATOR_CHOICES = ("shapes",) + tuple(ALIASES)
 def sampling_defaults(spec: "GeneratorSpec") -> tuple[int, float]:
     """(steps, guidance scale) a generator is meant to be sampled with (no weights loaded)."""
     if spec.kind == "shapes":
-        from backends.shapes.generator import shipped_config
+        from backends.plugins import get_generator
 
-        c = shipped_config()
-        return c.num_inference_steps, c.guidance_scale
+        d = get_generator("shapes").defaults()
+        return d["steps"], d["guidance_scale"]
     d = DEFAULTS.get(spec.alias, DEFAULTS["sd-turbo"] if "turbo" in spec.source.lower() else DEFAULTS["sd15"])
     return d["steps"], d["guidance_scale"]
 
@@ -63,10 +63,9 @@ def guidance_methods(spec: "GeneratorSpec") -> list[str]:
     """The guidance methods a generator offers ("auto", "cfg"), its default first (no weights
     loaded): autoguidance needs a guide model, which only the Shapes generator ships."""
     if spec.kind == "shapes":
-        from backends.shapes.generator import guide_path, shipped_config
+        from backends.plugins import get_generator
 
-        if guide_path() is not None:
-            return ["auto", "cfg"] if shipped_config().guidance_method == "auto" else ["cfg", "auto"]
+        return list(get_generator("shapes").defaults()["guidance_methods"])
     return ["cfg"]
 
 

@@ -179,12 +179,9 @@ def encoder_unavailable(spec: str) -> str | None:
     try:
         kind, arch, source = parse_encoder_spec(spec)
         if kind == "shapes":
-            from backends.shapes.encoders import weights_path
+            from backends.plugins import get_encoder_family
 
-            p = weights_path(arch)
-            if not p.exists() or not p.with_suffix(".json").exists():
-                return f"no weights at {p} (train them with: python -m backends.shapes.train encoders)"
-            return None
+            return get_encoder_family("shapes").unavailable(arch)
         if not _open_clip_installed():
             return "open_clip is not installed (pip install open_clip_torch)"
         if kind == "local-dir":
@@ -210,10 +207,10 @@ def _open_clip_installed() -> bool:
 
 
 def _load_shapes(spec: str, name: str):
-    from backends.shapes.encoders import load_image_encoder
+    from backends.plugins import get_encoder_family
 
     try:
-        return load_image_encoder(name)
+        return get_encoder_family("shapes").load(name)
     except FileNotFoundError as exc:
         raise EncoderUnavailable(f"encoder {spec!r}: {exc}") from None
 

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from backends.generative.pipeline import load_shapes_pipeline
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     torch.set_num_threads(args.threads)
     pipe = load_shapes_pipeline(path=args.weights)

@@ -196,15 +196,10 @@ class PixelUnshuffleCodec:
 # Text helpers and the spatio-textual map
 
 def pool_states(states, mask):
-    """Mean of the token states over the mask, L2-normalised: (B, L, D), (B, L) -> (B, D).
+    """Mean of the token states over the mask, L2-normalised (backends.generative.pipeline.pool_states)."""
+    from backends.generative.pipeline import pool_states as _pool
 
-    For prompts within max_tokens this equals MiniLM's sentence vector (mean pooling + L2).
-    """
-    import torch
-
-    m = mask.to(states.dtype).unsqueeze(-1)
-    v = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return torch.nn.functional.normalize(v, dim=-1)
+    return _pool(states, mask)
 
 
 def _spatext_module():

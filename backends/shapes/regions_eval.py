@@ -164,7 +164,7 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
     from backends.shapes.judge import load_judge
 
     if pipe is None:
-        from backends.generative.pipeline import load_shapes_pipeline
+        from backends.shapes.pipeline import load_shapes_pipeline
 
         pipe = load_shapes_pipeline()
     judge = judge or load_judge()
