@@ -293,5 +293,5 @@ def test_eval_suite_is_deterministic_and_detection_recovers_rendered_objects():
     boxes = E.make_suite(3, 32, regions="box")
     assert all((x.masks.sum((1, 2)) >= y.masks.sum((1, 2))).all() for x, y in zip(boxes, a))
     table = E.format_table({"real": {"regions": 3, "shape": 1, "colour": 1, "both": 1, "iou": 0.9,
-                                     "iou_ge_0.5": 1.0, "seconds": 0.0}})
+                                     "iou_ge_0.5": 1.0, "inside": 1.0, "background": 1.0, "seconds": 0.0}})
     assert table.splitlines()[2].startswith("| real | 3 | 1.000")

@@ -2,19 +2,28 @@
 
     python -m backends.shapes.regions_eval --n 200 [--methods spatext,multidiffusion,paint_with_words,text]
                                     (multidiffusion:K = K bootstrapping steps instead of 20% of the steps)
-                                    [--steps 20] [--guidance 4] [--regions mask|box] [--json out.json]
+                                    [--steps 20] [--guidance 4] [--regions user|mask|box] [--json out.json]
 
-A fixed suite of random layouts (split "test", seed 0): each is a Shapes scene with 2-3 objects;
-every object becomes a region (its visible mask, or with --regions box its bounding box) with
-the prompt "a <colour> <shape>", and the global prompt is "on a <background> background". Every
-method generates from the same layouts and seeds (one seed per layout).
+Two protocols, each a fixed suite of random layouts (seed 0), every method on the same layouts
+and seeds (one seed per layout):
+- "user" (as people paint): 2-3 areas painted as rectangles, ellipses or free strokes, each
+  covering 10-60% of the canvas (backends.shapes.painted.user_layout), each prompted with a
+  random "a <colour> <shape>" chosen independently of the area's outline, and the global prompt
+  "on a <background> background". No ground-truth image.
+- "mask" / "box" (silhouettes): a Shapes scene with 2-3 objects (split "test"); every object
+  becomes a region (its visible mask, or with --regions box its bounding box) with the prompt
+  "a <colour> <shape>", and the global prompt "on a <background> background".
 
 Per region:
 - judge agreement: the judge's object net reads a window centred on the region and names a
   shape and a colour; agreement with the region's prompt (shape, colour, both);
 - mask IoU: the object is detected as the pixels that differ from the background (the median
   colour outside every region) inside or just around the region (never inside another region),
-  and compared with the region.
+  and compared with the region (meaningful for silhouettes; for painted areas the object is
+  meant to be smaller than its area);
+- inside: a foreground object (at least 4 pixels) overlaps the region and at least 80% of its
+  pixels lie in it;
+and per image, background: the colour outside every region and object is the prompted one.
 
 Reference rows: "real" scores the rendered ground-truth scenes (the metric's ceiling), "text"
 generates from the full caption with positions and sizes and no masks (what words alone give).
@@ -43,12 +52,22 @@ class Layout:
     global_prompt: str
     caption: str  # full caption with positions (the "text" baseline)
     seed: int
+    background: str = ""
 
 
 def make_suite(n: int, size: int, *, seed: int = 0, regions: str = "mask") -> list[Layout]:
     """n layouts with 2-3 objects each, deterministic in (n, size, seed, regions)."""
     from backends.shapes import scenes
 
+    if regions == "user":
+        from backends.shapes.eval_generator import user_layouts
+
+        out = []
+        for i, (masks, objs, bg, gp) in enumerate(user_layouts(n, size, seed)):
+            caption = " and ".join(o[2] for o in objs) + f" on a {bg} background"
+            out.append(Layout(None, masks, [o[2] for o in objs], [o[0] for o in objs], [o[1] for o in objs], gp,
+                              caption, seed=1000 + i, background=bg))
+        return out
     rng = scenes.split_rng("test", seed)
     out = []
     for i in range(n):
@@ -66,7 +85,7 @@ def make_suite(n: int, size: int, *, seed: int = 0, regions: str = "mask") -> li
         objs = spec.objects
         out.append(Layout(img, masks, [f"a {o.colour} {o.shape}" for o in objs], [o.shape for o in objs],
                           [o.colour for o in objs], f"on a {spec.background} background",
-                          scenes.canonical_caption(spec), seed=1000 + i))
+                          scenes.canonical_caption(spec), seed=1000 + i, background=spec.background))
     return out
 
 
@@ -106,15 +125,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score_image(judge, image: np.ndarray, lay: Layout) -> list[dict]:
-    """One row per region: shape_ok, colour_ok, both_ok, iou."""
+    """One row per region: shape_ok, colour_ok, both_ok, iou, inside, bg_ok (the image's)."""
+    from backends.shapes.eval_generator import background_colour, detected_objects
+
     df = judge.predict_objects(image, lay.masks)
     det = detect_objects(image, lay.masks)
+    comp = detected_objects(image, lay.masks)
+    bg_ok = background_colour(image, ~lay.masks.any(0)) == lay.background if lay.background else False
     rows = []
     for j in range(len(lay.masks)):
         s_ok = df["shape"].iat[j] == lay.shapes[j]
         c_ok = df["colour"].iat[j] == lay.colours[j]
+        area = comp[j].sum()
+        inside = bool(area >= 4 and (comp[j] & lay.masks[j]).sum() >= 0.8 * area)
         rows.append({"shape_ok": bool(s_ok), "colour_ok": bool(c_ok), "both_ok": bool(s_ok and c_ok),
-                     "iou": iou(det[j], lay.masks[j])})
+                     "iou": iou(det[j], lay.masks[j]), "inside": inside, "bg_ok": bool(bg_ok)})
     return rows
 
 
@@ -146,14 +171,16 @@ def summarise(rows: list[dict]) -> dict:
         return {}
     a = {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
     return {"regions": len(rows), "shape": a["shape_ok"].mean(), "colour": a["colour_ok"].mean(),
-            "both": a["both_ok"].mean(), "iou": a["iou"].mean(), "iou_ge_0.5": (a["iou"] >= 0.5).mean()}
+            "both": a["both_ok"].mean(), "iou": a["iou"].mean(), "iou_ge_0.5": (a["iou"] >= 0.5).mean(),
+            "inside": a["inside"].mean(), "background": a["bg_ok"].mean()}
 
 
 def format_table(results: dict) -> str:
-    head = "| method | regions | shape | colour | shape+colour | mask IoU | IoU ≥ 0.5 | s / image |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| method | regions | shape | colour | shape+colour | inside | background | mask IoU | IoU ≥ 0.5 | s / image |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         lines.append(f"| {m} | {r['regions']} | {r['shape']:.3f} | {r['colour']:.3f} | {r['both']:.3f} | "
+                     f"{r['inside']:.3f} | {r['background']:.3f} | "
                      f"{r['iou']:.3f} | {r['iou_ge_0.5']:.3f} | {r.get('seconds', float('nan')):.2f} |")
     return "\n".join(lines)
 
@@ -170,8 +197,10 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
     judge = judge or load_judge()
     size = pipe.latent_size * int(getattr(pipe.codec.config, "patch", 0) or 8)
     suite = make_suite(n, size, seed=seed, regions=regions)
-    results = {"real": summarise([r for lay in suite for r in score_image(judge, lay.image, lay)])}
-    results["real"]["seconds"] = 0.0
+    results = {}
+    if regions != "user":  # the rendered ground truth: the metric's ceiling
+        results["real"] = summarise([r for lay in suite for r in score_image(judge, lay.image, lay)])
+        results["real"]["seconds"] = 0.0
     for m in methods:
         rows, t0 = [], time.perf_counter()
         for i, lay in enumerate(suite):
@@ -189,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
-    p.add_argument("--regions", choices=("mask", "box"), default="mask")
+    p.add_argument("--regions", choices=("user", "mask", "box"), default="user",
+                   help="user: painted areas as people paint them (default); mask / box: object silhouettes / boxes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--json", default=None, help="also write the results here")

@@ -375,8 +375,9 @@ def quick_eval(gen, n: int = 48, steps: int = 20, guidance: float | None = None,
                                    guide_unet=guide.unet if (guide is not None and method == "auto") else None)
     g = torch.Generator().manual_seed(seed)
     guidance = gen.config.guidance_scale if guidance is None else guidance
-    imgs = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=g, output_type="np",
-                eta=gen.config.eta, guidance_method=method).images
+    imgs = np.concatenate([pipe(prompts[s:s + 50], guidance_scale=guidance, num_inference_steps=steps, generator=g,
+                                output_type="np", eta=gen.config.eta, guidance_method=method).images
+                           for s in range(0, n, 50)])  # the pipeline takes at most 64 prompts a call
     rec = eval_generator.score_single(imgs, b.specs)
     rec["method"] = method
     if n_regions:
