@@ -204,7 +204,7 @@ def test_bad_api_input_gets_clear_messages(app):
 def test_the_tab_starts_at_the_models_guidance_halves():
     """Shapes: the halves its config names (the shipped one: cond / cond, where colour sliders work);
     other generators: Haas et al.'s uncond / both."""
-    from app.tabs.directions import half_defaults
+    from app.services.directions import half_defaults
     from backends.generative.sd import GeneratorSpec
     from backends.registry import Backends
     from backends.shapes.generator import shipped_config

@@ -1,0 +1,90 @@
+"""app/services/: what each tab does, in plain Python. Importing a service never imports gradio,
+and each service works when called directly, on a real Backends with a temporary cache."""
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = sorted(m.name for m in pkgutil.iter_modules([str(REPO / "app" / "services")]))
+
+
+def test_there_are_services():
+    assert {"directions"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_importing_a_service_does_not_import_gradio(name):
+    code = f"import sys, app.services.{name}; assert 'gradio' not in sys.modules, 'gradio was imported'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.fixture
+def backends(tmp_path):
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    return Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))
+
+
+# -- Directions ---------------------------------------------------------------------------
+
+@pytest.fixture
+def directions(backends):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from app.services.directions import DirectionsService
+    from test_hspace import tiny_pipe
+
+    backends.directions_bank_size = 8
+    return DirectionsService(backends, pipe=tiny_pipe(), judge=False)
+
+
+def test_directions_layers_sources_and_the_library(directions):
+    from app.services.directions import LIBRARY_COLUMNS
+
+    assert directions.layers() == ["mid_block", "up_blocks.0", "up_blocks.1"]
+    assert directions.library_table().columns.tolist() == list(LIBRARY_COLUMNS)
+    assert len(directions.library_table()) == 0
+    key, d = directions.source_from_prompt("a red circle", seed=1, steps=3)
+    assert d["source"] == key and d["kind"] == "generated" and d["steps"] == 3
+    base = directions.source(key).images[0]
+    assert base.dtype == np.uint8 and base.shape == (64, 64, 3)
+    did = directions.prompt_pair("a red circle", "a blue circle", n=2)
+    text = directions.text("a red circle", "a blue circle")
+    table = directions.library_table()
+    assert table["id"].tolist() == [did, text]
+    assert table["kind"].tolist() == ["prompt-pair", "text"]
+    assert table["disentanglement"].tolist() == ["", ""]  # not judged
+    np.testing.assert_array_equal(directions.edit(key, [did], [0.0]), base)  # strength 0: the source itself
+    assert np.abs(directions.edit(key, [did], [3.0]).astype(int) - base).mean() > 0.5
+
+
+def test_directions_errors_are_input_errors(directions):
+    from backends.errors import InputError
+
+    with pytest.raises(InputError, match="prompt is empty"):
+        directions.source_from_prompt("  ")
+    with pytest.raises(InputError, match="Unknown direction: 'nope'"):
+        directions.get("nope")
+    with pytest.raises(InputError, match="unknown source"):
+        directions.edit("src-missing", [], [])
+    with pytest.raises(InputError, match="there is no judge"):
+        directions.judge_direction("nope")
+
+
+def test_parse_sample_ids():
+    from app.services.directions import parse_sample_ids
+    from backends.errors import InputError
+
+    assert parse_sample_ids("h-3, h-17; 5", "group A") == [3, 17, 5]
+    with pytest.raises(InputError, match="group A is empty"):
+        parse_sample_ids(" , ", "group A")
+    with pytest.raises(InputError, match="'x-1' is not a sample id"):
+        parse_sample_ids("h-1, x-1", "group B")
