@@ -21,11 +21,10 @@ import numpy as np
 
 PLOTLY_JS = None  # resolved lazily: the plotly.min.js shipped inside the plotly Python package
 
-PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#ad494a", "#637939", "#7b4173", "#3182bd",
-    "#31a354", "#756bb1", "#636363", "#e6550d",
-]
+from app.components.colours import PALETTE as _PALETTE
+from app.components.colours import category_colours, named_colour
+
+PALETTE = list(_PALETTE)  # group colours elsewhere in the app (Annotate); categories use category_colours
 MAX_CATEGORIES = 40
 
 
@@ -114,8 +113,10 @@ def _color_spec(values: np.ndarray, name: str) -> dict:
         keep[top] = True
         labels = np.where(keep[codes], labels, "(other)")
         cats, codes = np.unique(labels, return_inverse=True)
+    colours = category_colours(cats.tolist())
+    outline = all(named_colour(c) is not None for c in cats.tolist() if c != "(other)")
     return {"color_cat": codes.astype(int).tolist(), "categories": cats.tolist(), "color_name": name,
-            "palette": PALETTE}
+            "colors": colours, "outline": outline}
 
 
 JS_ON_LOAD = r"""
@@ -150,7 +151,8 @@ function traces(d) {
       if (!idx.length) return;
       out.push({...base, name: String(d.categories[c]),
         x: idx.map(i => d.x[i]), y: idx.map(i => d.y[i]), customdata: idx,
-        marker: {size: d.size, color: d.palette[c % d.palette.length], opacity: 0.8}});
+        marker: {size: d.size, color: d.colors[c], opacity: 0.85,
+                 line: d.outline ? {color: 'rgba(60,60,60,0.6)', width: 0.6} : {width: 0}}});
     });
   } else {
     const idx = Array.from({length: n}, (_, i) => i);
@@ -172,6 +174,7 @@ function traces(d) {
 function layout(d) {
   return {margin: {l: 30, r: 10, t: d.title ? 44 : 10, b: 30}, title: d.title ? {text: d.title, font: {size: 13}, x: 0.01, xanchor: 'left', y: 0.99, yanchor: 'top'} : undefined,
     dragmode: d.dragmode || 'lasso', hovermode: 'closest', uirevision: d.uirevision,
+    modebar: {orientation: 'v'},  // down the right edge, clear of the title
     legend: {itemsizing: 'constant', title: {text: d.color_name || ''}},
     xaxis: {title: {text: d.axis[0] || ''}, zeroline: false}, yaxis: {title: {text: d.axis[1] || ''}, zeroline: false},
     plot_bgcolor: '#fafafa'};
@@ -190,8 +193,10 @@ function render() {
     data = parsed;
   }
   loadPlotly().then(Plotly => {
+    // No link leaves the machine: no "Share chart" to Plotly Cloud, no "Edit in Chart Studio", no logo link.
     Plotly.react(plotDiv, traces(data), layout(data), {responsive: true, displaylogo: false,
-      modeBarButtonsToRemove: ['toImage']});
+      showSendToCloud: false, showEditInChartStudio: false, showLink: false, plotlyServerURL: '',
+      modeBarButtonsToRemove: ['toImage', 'sendChartToCloud', 'sendDataToCloud', 'editInChartStudio']});
     if (!plotDiv.__laBound) { bind(Plotly); plotDiv.__laBound = true; }
     root.dataset.ready = String(Date.now());
     root.dataset.points = String(data.x.length);
