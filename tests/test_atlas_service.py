@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.tabs.atlas import AtlasService
+from app.services.atlas import AtlasService
 from backends.corpora.corpus import Corpus
 from backends.errors import InputError
 from backends.registry import Backends

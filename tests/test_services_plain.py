@@ -15,7 +15,7 @@ SERVICES = sorted(m.name for m in pkgutil.iter_modules([str(REPO / "app" / "serv
 
 
 def test_there_are_services():
-    assert {"directions"} <= set(SERVICES)
+    assert {"directions", "atlas"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -88,3 +88,43 @@ def test_parse_sample_ids():
         parse_sample_ids(" , ", "group A")
     with pytest.raises(InputError, match="'x-1' is not a sample id"):
         parse_sample_ids("h-1, x-1", "group B")
+
+
+# -- Atlas --------------------------------------------------------------------------------
+
+def test_atlas_project_search_click_and_export_digits(backends, tmp_path):
+    import pandas as pd
+
+    from app.services.atlas import AtlasService
+
+    svc = AtlasService(backends)
+    view = svc.project("digits", "pca", 15, 0.1, "cosine", progress=lambda f, text: None)
+    assert view["corpus"] == "digits" and view["label"] == "PCA"
+    m = svc.coordinates(view)
+    assert len(m["ids"]) == len(m["x"]) == len(m["y"]) == 1797
+    assert svc.default_color("digits") == "label" and svc.color_columns("digits")[:2] == ["(none)", "label"]
+    assert svc.corpus_info("digits").startswith("**")
+    hits = svc.search("digits", "label=3")
+    labels = backends.corpus("digits").meta["label"]
+    assert len(hits) == (labels.astype(str) == "3").sum() > 100
+    assert set(labels.iloc[hits].astype(str)) == {"3"}
+    rows = svc.rows(view, hits[:5])
+    assert isinstance(rows, pd.DataFrame) and len(rows) == 5 and {"id", "x", "y"} <= set(rows.columns)
+    d = svc.item_details("digits", hits[0], k=5)
+    assert d["meta"]["label"] == 3 and len(d["neighbours"]) == 5
+    assert sum(r["label"] == 3 for r in d["neighbours"]) >= 4  # digits: neighbours share the label
+    path = svc.export(view, hits[:5], "csv")
+    assert pd.read_csv(path)["id"].tolist() == rows["id"].tolist()
+
+
+def test_atlas_errors_are_input_errors(backends):
+    from app.services.atlas import AtlasService
+    from backends.errors import InputError
+
+    svc = AtlasService(backends)
+    with pytest.raises(InputError, match="no item with id"):
+        svc.neighbours("digits", "nope")
+    with pytest.raises(InputError, match="k must be between 1 and 200"):
+        svc.neighbours("digits", "digit-0000", k=0)
+    with pytest.raises(InputError, match="nothing is selected"):
+        svc.export({"corpus": "digits"}, [], "csv")

@@ -1,224 +1,26 @@
-"""Atlas tab: a 2-D map of any corpus with thumbnails, neighbours, search, selection and export.
+"""Atlas tab: the layout and event wiring of app/services/atlas.py (what the tab does).
 
-Pure functions first (each takes small keys and returns values), then the layout, then the
-wiring. The view state is a small dict: {"corpus": key, "xy": key of the coordinates in
-the backend's store, "axes": axis titles, "highlight": [...], "selected": [...]}.
+A 2-D map of any corpus with thumbnails, neighbours, search, selection and export. Per-user
+state is the view dict (see app/services/atlas.py) and the selected row indices.
 """
 from __future__ import annotations
 
-import tempfile
-import threading
-from collections import OrderedDict
-
 import gradio as gr
-import numpy as np
 from gradio.data_classes import FileData
 
 from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
-from backends.cache import content_key
+from app.services.atlas import EXPORT_FORMATS, K_DEFAULT, NEIGHBOUR_COLUMNS, SELECTION_COLUMNS, AtlasService
 from backends.errors import InputError
-from backends.corpora.projection import ProjectionParams
 from backends.registry import Backends
 
-K_DEFAULT = 10
-MAX_DEFAULT_CLASSES = 20  # a corpus opens coloured by a column with at most this many values
 MAX_TABLE_ROWS = 500
-# Columns every corpus has (its metadata columns follow); the tables start with these.
-NEIGHBOUR_COLUMNS = ("id", "distance")
-SELECTION_COLUMNS = ("id", "x", "y")
 NO_SELECTION = "Draw a lasso or box on the map to select items."
-EXPORT_FORMATS = ("csv", "parquet", "jsonl")
-
-
-class _XYStore:
-    """Coordinates of the maps people are looking at, by key (LRU, shared by users)."""
-
-    def __init__(self, size: int = 64):
-        self._d: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def put(self, xy: np.ndarray) -> str:
-        key = content_key(xy)
-        with self._lock:
-            self._d[key] = xy
-            self._d.move_to_end(key)
-            while len(self._d) > self._size:
-                self._d.popitem(last=False)
-        return key
-
-    def get(self, key: str) -> np.ndarray | None:
-        with self._lock:
-            return self._d.get(key)
-
-
-class AtlasService:
-    """What the Atlas tab (and its API) does, independent of the layout."""
-
-    def __init__(self, backends: Backends):
-        self.b = backends
-        self.xy = _XYStore()
-
-    # -- helpers ---------------------------------------------------------------------
-    def _xy(self, view: dict, params: ProjectionParams | None = None) -> np.ndarray:
-        xy = self.xy.get(view.get("xy", "")) if view.get("xy") else None
-        if xy is None or len(xy) != len(self.b.corpus(view["corpus"])):
-            xy = self.b.projection(view["corpus"], params or ProjectionParams(**view.get("params", {})))
-        return xy
-
-    def item_index(self, key: str, item_id: str) -> int:
-        ids = self.b.corpus(key).meta["id"]
-        hit = np.flatnonzero((ids == str(item_id)).to_numpy())
-        if len(hit) == 0:
-            raise InputError(f"no item with id {item_id!r} in this corpus")
-        return int(hit[0])
-
-    def thumb_url(self, key: str) -> str | None:
-        d = self.b.thumbnail_dir(key)
-        return f"/gradio_api/file={d}/{{i}}.png" if d is not None else None
-
-    def color_values(self, key: str, color_by: str | None):
-        corpus = self.b.corpus(key)
-        if not color_by or color_by == "(none)":
-            return None
-        if color_by not in corpus.meta.columns:
-            raise InputError(f"cannot colour by {color_by!r}: the corpus has columns {', '.join(corpus.metadata_columns())}")
-        return corpus.meta[color_by].to_numpy()
-
-    def hover_texts(self, key: str) -> list[str]:
-        corpus = self.b.corpus(key)
-        cols = corpus.metadata_columns()[:4]
-        base = corpus.meta["id"].astype(str)
-        for c in cols:
-            base = base + " · " + c + "=" + corpus.meta[c].astype(str).str.slice(0, 60)
-        if corpus.texts is not None:
-            base = base + "\n" + np.asarray(corpus.texts, dtype=object).astype(str)
-        return base.tolist()
-
-    def payload(self, view: dict, color_by: str | None) -> str:
-        from app.components.scatter import scatter_payload
-
-        key = view["corpus"]
-        corpus = self.b.corpus(key)
-        xy = self._xy(view)
-        return scatter_payload(
-            xy,
-            ids=corpus.meta["id"].tolist(),
-            color=self.color_values(key, color_by),
-            color_name=color_by or "",
-            hover=self.hover_texts(key),
-            thumb_url=self.thumb_url(key),
-            highlight=view.get("highlight"),
-            selected=view.get("selected"),
-            title=f"{corpus.name} · {len(corpus):,} items · {view.get('label', '')}",
-            axis_titles=tuple(view.get("axes", ("", ""))),
-            uirevision=self.revision(view, color_by),
-        )
-
-    @staticmethod
-    def revision(view: dict, color_by: str | None) -> str:
-        return f"{view['corpus']}:{view.get('xy', '')}:{color_by or ''}"
-
-    def patch(self, view: dict, color_by: str | None) -> str:
-        """Only the highlight/selection of the map already drawn (a few bytes, not the figure)."""
-        from app.components.scatter import scatter_patch
-
-        return scatter_patch(self.revision(view, color_by), highlight=view.get("highlight", []),
-                             selected=view.get("selected", []))
-
-    # -- actions ---------------------------------------------------------------------
-    def project(self, key: str, method: str, n_neighbors: int, min_dist: float, metric: str,
-                progress=None) -> dict:
-        params = ProjectionParams(method=method, n_neighbors=int(n_neighbors), min_dist=float(min_dist), metric=metric)
-        xy = self.b.projection(key, params, progress=progress)
-        label = f"{method.upper()}" + (f" (n_neighbors={int(n_neighbors)}, min_dist={float(min_dist):g}, {metric})"
-                                       if method == "umap" else "")
-        return {"corpus": key, "xy": self.xy.put(xy), "params": params.__dict__, "axes": ["", ""],
-                "label": label, "highlight": [], "selected": []}
-
-    def neighbours(self, key: str, item_id: str, k: int = K_DEFAULT, metric: str = "cosine") -> list[dict]:
-        k = int(k)
-        if not 1 <= k <= 200:
-            raise InputError(f"k must be between 1 and 200, but is {k}")
-        corpus = self.b.corpus(key)
-        item = self.item_index(key, item_id)
-        dist, idx = self.b.neighbours(key, item, k, metric)
-        rows = []
-        for d, i in zip(dist.tolist(), idx.tolist()):
-            row = {"id": corpus.meta["id"].iat[i], "index": int(i), "distance": round(float(d), 5)}
-            row.update({c: _plain(corpus.meta[c].iat[i]) for c in corpus.metadata_columns()[:6]})
-            rows.append(row)
-        return rows
-
-    def search(self, key: str, query: str, regex: bool = False) -> list[int]:
-        from backends.corpora.explore import search_metadata
-
-        return search_metadata(self.b.corpus(key), query, regex=bool(regex)).tolist()
-
-    def text_search(self, key: str, text: str, k: int = 50) -> list[tuple[int, float]]:
-        """Items nearest to a free-text query in the corpus's own space (needs an aligned text encoder)."""
-        corpus = self.b.corpus(key)
-        if corpus.text_query is None:
-            raise InputError(f"corpus {corpus.name!r} has no aligned text encoder; use the metadata search instead")
-        k = int(k)
-        if not 1 <= k <= 1000:
-            raise InputError(f"k must be between 1 and 1000, but is {k}")
-        q = corpus.text_query(text)
-        dist, idx = self.b.index(key, "cosine").search(q[None, :], k)
-        return [(int(i), float(d)) for d, i in zip(dist[0], idx[0]) if i >= 0]
-
-    def more_like_this(self, key: str, item_id: str, k: int = 50, metric: str = "cosine") -> list[int]:
-        item = self.item_index(key, item_id)
-        _, idx = self.b.neighbours(key, item, int(k), metric)
-        return [item] + idx.tolist()
-
-    def custom_axes(self, key: str, x_a: str, x_b: str, y_a: str, y_b: str) -> dict:
-        from backends.corpora.explore import custom_axes
-
-        xy, titles = custom_axes(self.b.corpus(key), x_a, x_b, y_a, y_b)
-        return {"corpus": key, "xy": self.xy.put(xy), "axes": list(titles), "label": "custom axes",
-                "highlight": [], "selected": []}
-
-    def rows(self, view: dict, indices: list[int]):
-        import pandas as pd
-
-        corpus = self.b.corpus(view["corpus"])
-        idx = np.asarray(indices, dtype=np.int64)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(corpus)):
-            raise InputError(f"selection has indices outside 0..{len(corpus) - 1}")
-        xy = self._xy(view)
-        df = corpus.meta.iloc[idx].copy()
-        df["x"] = np.round(xy[idx, 0], 4)
-        df["y"] = np.round(xy[idx, 1], 4)
-        return df.reset_index(drop=True) if len(idx) else pd.DataFrame(columns=list(corpus.meta.columns) + ["x", "y"])
-
-    def export(self, view: dict, indices: list[int], fmt: str) -> str:
-        from backends.corpora.loaders import export_rows
-
-        if not indices:
-            raise InputError("nothing is selected: draw a lasso or box on the map first, or search")
-        out_dir = tempfile.mkdtemp(prefix="atlas-export-")
-        return export_rows(self.b.corpus(view["corpus"]), indices, self._xy(view), fmt, out_dir)
-
-
-def _plain(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-
-
-# ----------------------------------------------------------------------------------------
-# Layout and wiring
 
 
 def build_atlas(backends: Backends):
-
-
     from app.components.scatter import scatter_map
 
     svc = AtlasService(backends)
@@ -228,43 +30,21 @@ def build_atlas(backends: Backends):
     choices = preloaded + names
     start = preloaded[0] if preloaded else first
 
-
     # -- handlers ----------------------------------------------------------------------
-    def corpus_info(key: str) -> str:
-        c = backends.corpus(key)
-        notes = "".join(f"\n- {n}" for n in c.notes[:8])
-        return (f"**{c.name}**: {len(c):,} items × {c.dim} dimensions; metadata: "
-                f"{', '.join(c.metadata_columns()) or '(none)'}" + (f"\n\nLoader notes:{notes}" if notes else ""))
-
-    def default_color(key: str, current: str | None = None) -> str:
-        """The column the map is coloured by when a corpus opens: `label` if there is one, else the
-        first column with 2 to MAX_DEFAULT_CLASSES values (the h-space corpus's first column is its
-        300 distinct prompts, whose legend squeezed the map to a strip), else none."""
-        corpus = backends.corpus(key)
-        cols = corpus.metadata_columns()
-        if current in cols or current == "(none)":
-            return current
-        if "label" in cols:
-            return "label"
-        for c in cols:
-            if 2 <= corpus.meta[c].nunique() <= MAX_DEFAULT_CLASSES:
-                return c
-        return "(none)"
-
     def no_neighbours(key: str):
         """The neighbours table before an item is clicked, with this corpus's columns."""
         return empty_table(list(NEIGHBOUR_COLUMNS) + backends.corpus(key).metadata_columns()[:6])
 
     def color_choices(key: str, current: str | None = None):
-        return gr.update(choices=["(none)"] + backends.corpus(key).metadata_columns(), value=default_color(key, current))
+        return gr.update(choices=svc.color_columns(key), value=svc.default_color(key, current))
 
     @guard
     def open_corpus(key, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
         progress(0.0, desc=f"loading {key}")
         view = svc.project(key, method, n_neighbors, min_dist, metric,
                            progress=lambda f, m: progress(f, desc=m))
-        color = default_color(key)
-        return (view, svc.payload(view, color), corpus_info(key), color_choices(key, color),
+        color = svc.default_color(key)
+        return (view, svc.payload(view, color), svc.corpus_info(key), color_choices(key, color),
                 [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "")
 
     @guard
@@ -290,11 +70,10 @@ def build_atlas(backends: Backends):
     def show_item(view, item: int, k: int):
         key = view["corpus"]
         corpus = backends.corpus(key)
-        item_id = corpus.meta["id"].iat[item]
-        rows = svc.neighbours(key, item_id, k)
-        meta = corpus.meta.iloc[item].to_dict()
-        text = f"\n\n{corpus.texts[item]}" if corpus.texts is not None else ""
-        md = "**Selected:** " + " · ".join(f"{c}={_plain(v)}" for c, v in meta.items()) + text
+        d = svc.item_details(key, item, k)
+        item_id, rows = d["id"], d["neighbours"]
+        text = f"\n\n{d['text']}" if d["text"] is not None else ""
+        md = "**Selected:** " + " · ".join(f"{c}={v}" for c, v in d["meta"].items()) + text
         image = enlarge(corpus.images[item], 160) if corpus.images is not None else None
         gallery = [(enlarge(corpus.images[r["index"]], 96), f"{r['id']} · d={r['distance']:.3f}") for r in rows] \
             if corpus.images is not None else []
@@ -455,15 +234,11 @@ def build_atlas(backends: Backends):
 
 
 def _register_load(plot, fn, inputs, outputs):
-
-
     demo = gr.context.Context.root_block
     demo.load(fn, inputs, outputs, api_visibility="undocumented", concurrency_id="atlas-heavy")
 
 
 def _register_api(svc: AtlasService, guard):
-
-
     def atlas_corpora() -> list[str]:
         """Corpora that can be opened: bundled names and this server's uploads."""
         return svc.b.user_corpus_keys() + svc.b.corpus_names()
@@ -475,9 +250,7 @@ def _register_api(svc: AtlasService, guard):
     def atlas_project(corpus: str, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine") -> dict:
         """2-D coordinates of every item: {"ids": [...], "x": [...], "y": [...]}."""
-        view = svc.project(corpus, method, n_neighbors, min_dist, metric)
-        xy = svc._xy(view)
-        return {"ids": svc.b.corpus(corpus).meta["id"].tolist(), "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()}
+        return svc.coordinates(svc.project(corpus, method, n_neighbors, min_dist, metric))
 
     def atlas_neighbours(corpus: str, item_id: str, k: int = K_DEFAULT, metric: str = "cosine") -> list[dict]:
         """The k nearest neighbours of an item in the original vector space, with distances."""
@@ -501,9 +274,7 @@ def _register_api(svc: AtlasService, guard):
     def atlas_custom_axes(corpus: str, x_a: str, x_b: str = "", y_a: str = "", y_b: str = "") -> dict:
         """Coordinates on Embedding-Projector-style custom axes."""
         view = svc.custom_axes(corpus, x_a, x_b, y_a, y_b)
-        xy = svc._xy(view)
-        return {"ids": svc.b.corpus(corpus).meta["id"].tolist(), "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-                "axes": view["axes"]}
+        return {**svc.coordinates(view), "axes": view["axes"]}
 
     def atlas_export(corpus: str, item_ids: list[str], fmt: str = "csv", method: str = "umap") -> FileData:
         """Export items (id, metadata, 2-D coordinates of the default map) as csv, parquet or jsonl."""
