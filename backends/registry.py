@@ -178,7 +178,7 @@ class Backends:
         steps, g = sampling_defaults(spec)
         return {"steps": steps, "guidance_scale": g, "region_guidance_scale": g,
                 "guidance_methods": guidance_methods(spec), "directions_record_half": "uncond",
-                "directions_delta_half": "both"}
+                "directions_delta_half": "both", "region_methods": {}}
 
     def world_pipeline(self, world: str | None = None):
         """The generator a world ships (default: the embedded one), whatever --generator says."""

@@ -106,6 +106,24 @@ def _default_guidance(backends, method: str) -> float:
     return float(d["region_guidance_scale"] if method == "spatext" else d["guidance_scale"])
 
 
+def method_note(backends, method: str) -> str:
+    """What a region method does on the active generator, measured on user-like painted layouts
+    (regions_eval --record): a method that does not follow painted areas here says so."""
+    scores = backends.generator_defaults().get("region_methods") or {}
+    names = [m for m in ("spatext", "multidiffusion", "paint_with_words") if method in (m, "compare")]
+    lines = []
+    for m in names:
+        r = scores.get(m)
+        if not r:
+            continue
+        line = (f"{METHOD_LABELS[m]} on this model (user-like painted areas, measured): the object lands inside "
+                f"its area {r['inside']:.0%} of the time, its shape and colour right {r['both']:.0%}.")
+        if r["inside"] < 0.5:
+            line = f"**{METHOD_LABELS[m]} does not follow painted areas on this model.** " + line
+        lines.append(line)
+    return "\n\n".join(lines)
+
+
 class RegionsService:
     """What the Regions tab (and its API) does, independent of the layout."""
 
@@ -361,6 +379,7 @@ def build_regions(backends: Backends):
             first = "spatext" if spec is None or spec().kind == "shapes" else "multidiffusion"  # SD has no SpaText map
             method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value=first, label="Method",
                               elem_id="regions-method")
+            method_info = gr.Markdown(method_note(backends, first), elem_id="regions-method-note")
             with gr.Accordion("Settings", open=False):
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
@@ -383,6 +402,8 @@ def build_regions(backends: Backends):
     gen_btn.click(on_generate, [canvas_data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight]
                   + prompt_boxes, [gallery, preview, notes], js=READ_CANVAS_JS, api_visibility="undocumented",
                   concurrency_id="regions-generate", concurrency_limit=1)
+    method.change(lambda m: method_note(backends, m), method, method_info, api_visibility="undocumented",
+                  queue=False)
     example_btn.click(load_example, None, [canvas, global_prompt, preview, notes] + prompt_boxes,
                       api_visibility="undocumented", queue=False)
     upload_btn.upload(load_upload, upload_btn, [canvas, preview, notes], api_visibility="undocumented")

@@ -207,6 +207,8 @@ def score_user_regions(images, layouts, judge=None) -> dict:
     """Per region: judged shape / colour inside the painted area; the object inside its region
     (a foreground object found in the area, with >= 80% of its pixels inside it); background
     colour obeyed outside the regions."""
+    from scipy import ndimage
+
     imgs = _to_uint8(images)
     judge = judge if judge is not None else _judge()
     ok_shape, ok_col, inside, bg_ok = [], [], [], []
@@ -215,7 +217,8 @@ def score_user_regions(images, layouts, judge=None) -> dict:
         det = detected_objects(im, masks)
         for k in range(len(masks)):
             area = det[k].sum()
-            inside.append(bool(area >= 4 and (det[k] & masks[k]).sum() >= 0.8 * area))
+            grown = ndimage.binary_dilation(masks[k], structure=np.ones((3, 3), bool))  # anti-aliased edges
+            inside.append(bool(area >= 4 and (det[k] & grown).sum() >= 0.8 * area))
         bg_ok.append(background_colour(im, ~masks.any(0)) == bg)
         if judge is not None:
             pred = judge.predict_objects(im, masks)

@@ -44,7 +44,9 @@ def _defaults() -> dict:
     return {"steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
             "region_guidance_scale": c.region_guidance_scale or c.guidance_scale, "guidance_methods": methods,
             "directions_record_half": c.directions_record_half, "directions_delta_half": c.directions_delta_half,
-            "eta": c.eta}
+            "eta": c.eta,
+            # how each region method did on user-like painted layouts (regions_eval --record), per method
+            "region_methods": dict((c.metrics or {}).get("regions_user", {}).get("methods", {}))}
 
 
 def _fingerprint() -> str:

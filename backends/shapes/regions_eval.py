@@ -136,8 +136,8 @@ def score_image(judge, image: np.ndarray, lay: Layout) -> list[dict]:
     for j in range(len(lay.masks)):
         s_ok = df["shape"].iat[j] == lay.shapes[j]
         c_ok = df["colour"].iat[j] == lay.colours[j]
-        area = comp[j].sum()
-        inside = bool(area >= 4 and (comp[j] & lay.masks[j]).sum() >= 0.8 * area)
+        area = comp[j].sum()  # inside: 80% of the object's pixels in its area, grown by one pixel (anti-aliased edges)
+        inside = bool(area >= 4 and (comp[j] & _dilate(lay.masks[j], 1)).sum() >= 0.8 * area)
         rows.append({"shape_ok": bool(s_ok), "colour_ok": bool(c_ok), "both_ok": bool(s_ok and c_ok),
                      "iou": iou(det[j], lay.masks[j]), "inside": inside, "bg_ok": bool(bg_ok)})
     return rows
@@ -212,6 +212,21 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
     return results
 
 
+def record(results: dict, *, n: int, guidance: float, steps: int, config_path=None) -> None:
+    """Write the user-like protocol's per-method scores into the generator's JSON config."""
+    from backends.shapes.generator import CONFIG
+
+    path = config_path or CONFIG
+    d = json.loads(path.read_text())
+    d.setdefault("metrics", {})["regions_user"] = {
+        "n_layouts": n, "guidance": guidance, "steps": steps,
+        "methods": {m: {k: round(float(r[k]), 3) for k in ("both", "inside", "background", "shape", "colour")}
+                    for m, r in results.items() if m != "real"}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(d, indent=1))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m backends.shapes.regions_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200, help="layouts (default 200)")
@@ -223,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--record", action="store_true",
+                   help="with --regions user: store each method's scores in the shipped generator's config "
+                        "(generator.json metrics.regions_user), where the Regions tab reads them to tell users "
+                        "which methods follow painted areas on this model")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m.split(":")[0] not in ALL_METHODS or (":" in m and not m.split(":")[1].isdigit())]
@@ -245,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Regions on Shapes: {args.n} layouts (2-3 regions, regions={args.regions}), {args.steps} steps, "
           f"guidance {args.guidance}, generator trained {trained} steps")
     print(format_table(results))
+    if args.record and args.regions == "user":
+        record(results, n=args.n, guidance=args.guidance, steps=args.steps)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "generator_steps": trained,
