@@ -69,7 +69,7 @@ def test_omitted_steps_and_guidance_are_the_models_defaults(client):
 
 
 def test_a_repeated_request_comes_from_the_cache(tmp_path):
-    from app.tabs.generate import GenerateService
+    from app.services.generate import GenerateService
     from backends.registry import Backends
     from backends.settings import Settings
     from backends.shapes.generator import WEIGHTS

@@ -172,7 +172,7 @@ def test_app_backends_fall_back_to_shapes_with_a_message(monkeypatch, tmp_path, 
 
 
 def test_generate_service_runs_the_chosen_sd_folder(tmp_path, sd_dir):
-    from app.tabs.generate import GenerateService
+    from app.services.generate import GenerateService
     from backends.registry import Backends
     from backends.settings import Settings
 

@@ -128,3 +128,26 @@ def test_atlas_errors_are_input_errors(backends):
         svc.neighbours("digits", "digit-0000", k=0)
     with pytest.raises(InputError, match="nothing is selected"):
         svc.export({"corpus": "digits"}, [], "csv")
+
+
+# -- Generate -----------------------------------------------------------------------------
+
+def test_generate_clamps_and_names_its_methods(backends):
+    from app.services.generate import GenerateService
+    from backends.errors import InputError
+
+    svc = GenerateService(backends)
+    assert svc.method_choices()[0] in ("autoguidance", "classifier-free")
+    assert svc.method("") is None and svc.method("classifier-free") == "cfg"
+    with pytest.raises(InputError, match="guidance method must be one of"):
+        svc.method("sideways")
+    assert svc.clamp("steps", 500, 1, 100, int) == (100, "steps 500 is outside 1..100; used 100")
+    with pytest.raises(InputError, match="prompt is empty"):
+        svc.generate("  ")
+    try:
+        svc.pipeline()
+    except InputError:
+        pytest.skip("no generator weights here")
+    img, notes = svc.generate("a red circle", seed=1, steps=0, guidance=3.0)
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
+    assert notes[0] == "steps 0 is outside 1..100; used 1"

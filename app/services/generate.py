@@ -1,0 +1,139 @@
+"""What the Generate tab does: the active text-to-image generator (Shapes by default) at work.
+
+``GenerateService`` takes plain values and returns an image (uint8 H×W×3) and notes;
+app/tabs/generate.py lays it out and wires it to Gradio. Prompt, negative prompt, seed, steps,
+guidance (scale and method) → image. Out-of-range numbers are clamped and the clamp is reported
+in the notes; what the pipeline cut (a very long prompt) is too. The method is the model's default
+unless chosen: autoguidance for the Shapes model (it has a guide model), classifier-free guidance
+otherwise and whenever a negative prompt is given.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from backends.errors import InputError
+from backends.gpu import gpu_task
+from backends.registry import Backends
+
+STEPS_RANGE = (1, 100)
+GUIDANCE_RANGE = (0.0, 20.0)
+SEED_RANGE = (0, 2**32 - 1)
+MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
+# UI / API names of the pipeline's guidance methods ("" or "default": the model's own)
+METHOD_LABELS = {"autoguidance": "auto", "classifier-free": "cfg"}
+CACHE_SIZE = 64  # recent requests answered without sampling again
+
+
+class GenerateService:
+    """What the Generate tab (and its API) does, independent of the layout."""
+
+    def __init__(self, backends: Backends):
+        self.b = backends
+        self._cache: OrderedDict = OrderedDict()  # request -> (image, notes), least recent first
+        self._lock = threading.Lock()
+
+    def pipeline(self):
+        """The active generator (--generator; Shapes when the chosen one is not available here)."""
+        try:
+            return self.b.generator_pipeline()
+        except FileNotFoundError as exc:
+            raise InputError(str(exc)) from None
+
+    def status(self) -> str:
+        """Which generator runs, and why not the one asked for (if so)."""
+        lines = [f"Generator: **{self.b.generator_label}**"]
+        lines += [f"- {n}" for n in self.b.model_notes()]
+        return "\n".join(lines)
+
+    @staticmethod
+    def clamp(name: str, value, lo, hi, cast) -> tuple[object, str | None]:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be a number, but is {value!r}") from None
+        if not math.isfinite(v):
+            raise InputError(f"{name} must be a finite number, but is {value!r}")
+        c = cast(min(max(v, lo), hi))
+        return c, (f"{name} {value!r} is outside {lo}..{hi}; used {c}" if c != cast(v) or v != c else None)
+
+    def method_choices(self) -> list[str]:
+        """The guidance methods the active generator offers (UI labels), its default first; read
+        from its config, no weights loaded."""
+        label = {v: k for k, v in METHOD_LABELS.items()}
+        return [label[m] for m in self.b.generator_defaults()["guidance_methods"]]
+
+    @staticmethod
+    def method(label) -> str | None:
+        """A UI / API method name -> the pipeline's (None: the model's default)."""
+        if label is None or (isinstance(label, str) and label.strip().lower() in ("", "default")):
+            return None
+        key = str(label).strip().lower()
+        if key in METHOD_LABELS:
+            return METHOD_LABELS[key]
+        if key in METHOD_LABELS.values():
+            return key
+        raise InputError(f"guidance method must be one of {', '.join(METHOD_LABELS)} (or empty for the model's "
+                         f"default), but is {label!r}")
+
+    def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
+                 guidance: float | None = None, method: str = "") -> tuple[np.ndarray, list[str]]:
+        """One image (uint8 H×W×3) and the notes about what was clamped or cut. steps / guidance
+        None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
+        request (after clamping) is answered from a small cache: sampling is seeded, so it would
+        give the same image."""
+        if steps is None or guidance is None:
+            d = self.b.generator_defaults()
+            d_steps, d_guidance = d["steps"], d["guidance_scale"]
+            steps = d_steps if steps is None else steps
+            guidance = d_guidance if guidance is None else guidance
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("prompt is empty: describe the image, e.g. 'a small red circle in the top left'")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+        notes = []
+        steps, n1 = self.clamp("steps", steps, *STEPS_RANGE, int)
+        guidance, n2 = self.clamp("guidance", guidance, *GUIDANCE_RANGE, float)
+        seed, n3 = self.clamp("seed", seed, *SEED_RANGE, int)
+        notes += [n for n in (n1, n2, n3) if n]
+        method = self.method(method)
+        key = (self.b.generator_label, prompt, negative_prompt or "", seed, steps, guidance, method)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        fresh = hit is None
+        if fresh:
+            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method)
+            with self._lock:
+                self._cache[key] = hit
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        image, sample_notes = hit
+        if not fresh:
+            sample_notes = sample_notes[:-1] + [sample_notes[-1] + " (computed earlier: from the cache)"]
+        return image.copy(), notes + list(sample_notes)
+
+    @gpu_task(duration=60)
+    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method):
+        import torch
+
+        from backends.generative.pipeline import to_uint8
+
+        pipe = self.pipeline()
+        t0 = time.perf_counter()
+        try:
+            out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
+                       num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                       guidance_method=method)
+        except ValueError as exc:  # the pipeline's check_inputs names the argument
+            raise InputError(str(exc)) from None
+        seconds = time.perf_counter() - t0
+        label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
+        notes = list(out.notes) + [f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s"]
+        return to_uint8(out.images)[0], notes
