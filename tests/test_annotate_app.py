@@ -15,13 +15,18 @@ ADMIN = "admin-pw"
 N_PLOTS = 20
 
 
-def make_demo(backends):
-    """The Annotate tab alone in a Blocks, queued like create_app does."""
+def make_demo(backends, open_signup=True):
+    """The Annotate tab alone in a Blocks, queued like create_app does. open_signup: open sign-up on
+    the task sets that exist now (closed by default), so the tests' new names can sign in."""
     import gradio as gr
 
     from app.components.scatter import static_paths
-    from app.tabs.annotate import build_annotate
+    from app.tabs.annotate import build_annotate, store_for
 
+    if open_signup:
+        store = store_for(backends)
+        for t in store.task_sets():
+            store.set_signup_open(t["id"], True)
     gr.set_static_paths(static_paths())
     with gr.Blocks() as demo:
         build_annotate(backends)
@@ -40,12 +45,25 @@ def make_backends(root: Path, db: Path):
     return Backends(settings)
 
 
-def seed_task_set(backends, name="pilot", n_plots=N_PLOTS, target=50):
+def seed_task_set(backends, name="pilot", n_plots=N_PLOTS, target=50, open_signup=True):
     from app.tabs.annotate import store_for
     from backends.clusters.perception import synthetic_task_specs
 
-    return store_for(backends).create_task_set(name, synthetic_task_specs(n_plots, seed=1, points=(30, 50)),
-                                               kind="synthetic", target_annotators=target)
+    store = store_for(backends)
+    ts = store.create_task_set(name, synthetic_task_specs(n_plots, seed=1, points=(30, 50)), kind="synthetic",
+                               target_annotators=target)
+    store.set_signup_open(ts, open_signup)
+    return ts
+
+
+@pytest.fixture(autouse=True)
+def fresh_failure_counts():
+    """Each test starts with no failed attempts counted (they all come from 127.0.0.1)."""
+    from app.components.security import LIMITER
+
+    LIMITER.reset()
+    yield
+    LIMITER.reset()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +73,10 @@ def app(tmp_path_factory):
     seed_task_set(backends)
     demo = make_demo(backends)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    from app.components.security import app_kwargs
+
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                app_kwargs=app_kwargs())
     yield f"http://127.0.0.1:{port}/", backends
     demo.close()
 
@@ -93,7 +114,7 @@ def test_named_endpoints(app):
     names = set(client(url).view_api(print_info=False, return_format="dict")["named_endpoints"])
     for ep in ("sign_in", "submit", "skip", "undo", "new_group", "progress", "task_sets", "admin_create_synthetic",
                "admin_create_from_corpus", "admin_create_annotators", "admin_progress", "admin_agreement",
-               "admin_agreement_map", "admin_leaderboard", "admin_export"):
+               "admin_agreement_map", "admin_leaderboard", "admin_export", "admin_signup"):
         assert f"/annotate_{ep}" in names
 
 
@@ -202,14 +223,15 @@ def test_admin_creates_task_sets_and_annotators(app):
     assert "Signed in as **zoe**" in status
     from gradio_client.exceptions import AppError
 
-    assert "closed" in c.predict(ADMIN, False, api_name="/annotate_admin_set_open_signup")
-    try:
-        with pytest.raises(AppError, match="sign-up is closed"):
-            c.predict("stranger", "token-stranger", "syn-small", "lasso", api_name="/annotate_sign_in")
-        status, *_ = c.predict("yan", rows["yan"], "syn-small", "lasso", api_name="/annotate_sign_in")
-        assert "Signed in as **yan**" in status
-    finally:
-        assert "open" in c.predict(ADMIN, True, api_name="/annotate_admin_set_open_signup")
+    assert "closed" in dict(zip(table["headers"], [r for r in table["data"] if r[0] == "syn-small"][0]))["sign_up"]
+    with pytest.raises(AppError, match="unknown name or wrong token"):  # sign-up is closed by default
+        c.predict("stranger", "token-stranger", "syn-small", "lasso", api_name="/annotate_sign_in")
+    status, *_ = c.predict("yan", rows["yan"], "syn-small", "lasso", api_name="/annotate_sign_in")
+    assert "Signed in as **yan**" in status
+    assert "open" in c.predict(ADMIN, "syn-small", True, api_name="/annotate_admin_signup")
+    status, *_ = c.predict("stranger", "token-stranger", "syn-small", "lasso", api_name="/annotate_sign_in")
+    assert "Signed in as **stranger**" in status
+    assert "closed" in c.predict(ADMIN, "syn-small", False, api_name="/annotate_admin_signup")
 
 
 def test_admin_creates_a_task_set_from_a_corpus(app):

@@ -42,7 +42,7 @@ def test_sqlite_runs_in_wal_with_full_sync(store, tmp_path):
 
 def test_flow_submit_progress_export(store, tmp_path):
     ts = _task_set(store)
-    ada = store.sign_in("ada", "token-ada")
+    ada = store.register_annotator("ada", "token-ada")
     p = store.next_plot(ada.id, ts)
     r = store.submit(ada.id, p.id, json.dumps({"cluster 1": [0, 1, 2], "noise": [5]}))
     assert r.created
@@ -62,7 +62,7 @@ def test_flow_submit_progress_export(store, tmp_path):
 
 def test_retry_is_not_duplicated_and_answers_are_final(store):
     ts = _task_set(store)
-    ada = store.sign_in("ada", "token-ada")
+    ada = store.register_annotator("ada", "token-ada")
     p = store.next_plot(ada.id, ts)
     first = store.submit(ada.id, p.id, {"cluster 1": [2, 1, 0]})
     again = store.submit(ada.id, p.id, {"cluster 1": [0, 1, 2]})
@@ -74,7 +74,7 @@ def test_retry_is_not_duplicated_and_answers_are_final(store):
 
 def test_unique_constraint_holds_in_the_database(store):
     ts = _task_set(store)
-    ada = store.sign_in("ada", "token-ada")
+    ada = store.register_annotator("ada", "token-ada")
     p = store.next_plot(ada.id, ts)
     store.submit(ada.id, p.id, {"cluster 1": [1]})
     con = sqlite3.connect(store.url.split(":///", 1)[1])
@@ -86,7 +86,7 @@ def test_unique_constraint_holds_in_the_database(store):
 
 def test_concurrent_identical_retries_store_one_row(store):
     ts = _task_set(store)
-    ada = store.sign_in("ada", "token-ada")
+    ada = store.register_annotator("ada", "token-ada")
     p = store.next_plot(ada.id, ts)
     results = []
     threads = [threading.Thread(target=lambda: results.append(store.submit(ada.id, p.id, {"cluster 1": [4, 5]})))
@@ -98,7 +98,7 @@ def test_concurrent_identical_retries_store_one_row(store):
 
 
 def test_sign_in_and_tokens(store):
-    store.sign_in("ada", "token-ada")
+    store.register_annotator("ada", "token-ada")
     assert store.sign_in("ada", "token-ada").name == "ada"
     with pytest.raises(AuthError, match="wrong token"):
         store.sign_in("ada", "not-the-token")
@@ -127,7 +127,7 @@ def test_malformed_groups_are_rejected(groups, message):
 
 def test_unknown_plot_and_duplicate_task_set(store):
     ts = _task_set(store)
-    ada = store.sign_in("ada", "token-ada")
+    ada = store.register_annotator("ada", "token-ada")
     with pytest.raises(InputError, match="unknown plot"):
         store.submit(ada.id, 999, {"cluster 1": [1]})
     with pytest.raises(InputError, match="already exists"):
@@ -139,7 +139,7 @@ def test_unknown_plot_and_duplicate_task_set(store):
 
 def test_next_plot_prefers_plots_short_of_target(store):
     ts = _task_set(store, n_plots=2, target=1)
-    a, b = store.sign_in("ada", "token-ada"), store.sign_in("bob", "token-bob")
+    a, b = store.register_annotator("ada", "token-ada"), store.register_annotator("bob", "token-bob")
     pa = store.next_plot(a.id, ts)
     store.submit(a.id, pa.id, {"cluster 1": [1]})
     pb = store.next_plot(b.id, ts)
@@ -150,10 +150,10 @@ WRITER = r"""
 import sys, numpy as np
 from backends.clusters.annotations import AnnotationStore
 s = AnnotationStore(sys.argv[1])
-a = s.sign_in("w", "token-writer")
-for p in range(1, 41):
-    s.submit(a.id, p, {"cluster 1": [0, 1]})
-    print(p, flush=True)  # acknowledged: committed
+a = s.register_annotator("w", "token-writer")
+while (plot := s.next_plot(a.id, 1)) is not None:  # the plots in order: 1 … 40
+    s.submit(a.id, plot.id, {"cluster 1": [0, 1]})
+    print(plot.id, flush=True)  # acknowledged: committed
 """
 
 
@@ -268,7 +268,7 @@ def test_kill_9_of_the_server_keeps_every_acknowledged_submission(tmp_path):
 def test_token_hash_settings_are_fixed_when_the_database_is_created(tmp_path):
     url = f"sqlite:///{tmp_path / 't.sqlite'}"
     first = AnnotationStore(url, token_iterations=1_000)
-    first.sign_in("ada", "token-ada")
+    first.register_annotator("ada", "token-ada")
     first.engine.dispose()
     again = AnnotationStore(url, token_iterations=99_999)  # ignored: the stored hashes use 1,000
     assert again.sign_in("ada", "token-ada").name == "ada"
@@ -276,11 +276,11 @@ def test_token_hash_settings_are_fixed_when_the_database_is_created(tmp_path):
 
 
 def test_closed_sign_up_admits_only_known_annotators(store):
-    assert store.open_signup
+    ts = _task_set(store)
+    assert not store.signup_open(ts)  # closed unless the admin opens it
     store.register_annotator("ada", "token-ada")
-    store.open_signup = False
-    with pytest.raises(AuthError, match="sign-up is closed"):
-        store.sign_in("bob", "token-bob")
-    assert store.sign_in("ada", "token-ada").name == "ada"
-    store.open_signup = True
-    assert store.sign_in("bob", "token-bob").name == "bob"
+    with pytest.raises(AuthError, match="unknown name or wrong token"):
+        store.sign_in("bob", "token-bob", ts)
+    assert store.sign_in("ada", "token-ada", ts).name == "ada"
+    store.set_signup_open(ts, True)
+    assert store.sign_in("bob", "token-bob", ts).name == "bob"

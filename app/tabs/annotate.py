@@ -1,34 +1,37 @@
 """Annotate tab: annotators mark the clusters they see in scatterplots; an admin runs the study.
 
-Annotator flow: sign in (name + token; an unknown name is registered with its token) → for each
+Annotator flow: sign in (name + token; an unknown name is registered with its token only where the
+admin opened sign-up for the task set) → for each
 plot, pick a group ("cluster 1", …, "noise"), draw a lasso or box around points → undo → submit
 or skip → the next plot. Keys: 1–9 group, 0 noise, N new group, U undo, B box, L lasso,
 Enter submit, S skip.
 
 Named API endpoints (gradio_client): annotate_task_sets, annotate_sign_in, annotate_submit,
-annotate_skip, annotate_undo, annotate_new_group, annotate_progress, and the admin ones
-(annotate_admin_*; each takes the admin password first). A submission is
+annotate_skip, annotate_undo (token first), annotate_new_group, annotate_progress, and the admin
+ones (annotate_admin_*; each takes the admin password first). A submission is
 `annotate_submit(token, plot_id, groups)` with groups the JSON text {"cluster 1": [point ids], …,
 "noise": [...]}; point ids are 0 … n-1 in the order of the plot's x/y. sign_in, submit and skip
 return (status, plot, plot_id, groups): plot is the next plot's JSON (x, y, ids), plot_id is ""
 when the task set is done. Bad input raises gr.Error with a message naming what was wrong.
-Only the admin endpoints return other people's answers.
+Only the admin endpoints return other people's answers; an annotator sees and answers only the plot
+the server handed to their token. Wrong passwords and tokens are limited per client and overall
+(app/components/security.py).
 """
 from __future__ import annotations
 
 import json
-import tempfile
+import re
 import time
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
 from app.components.scatter import PALETTE, scatter_payload, scatter_map
 from app.components.errors import api_guard, guard
+from app.components.security import auth_attempt, new_export_dir, serve_once
 from app.components.tables import empty_table
-from backends.clusters.annotations import (NOISE, UNASSIGNED, AnnotationStore, check_password, get_store, group_names,
-                                  new_token)
+from backends.clusters.annotations import (NOISE, UNASSIGNED, AnnotationStore, AuthError, check_password, get_store,
+                                           group_names, new_token)
 from backends.errors import InputError
 
 UI_CLUSTERS = 9  # groups reachable from the radio and keys 1–9; the API accepts up to 20
@@ -42,7 +45,7 @@ GROUP_COLORS = {**{f"cluster {k}": PALETTE[(k - 1) % len(PALETTE)] for k in rang
                 NOISE: "#222222", UNASSIGNED: "#c9c9c9"}
 CATEGORIES = group_names() + [UNASSIGNED]
 # The admin tables' columns (what their handlers return); each table starts empty with them.
-SETS_COLUMNS = ("task_set", "kind", "plots", "target", "created")
+SETS_COLUMNS = ("task_set", "kind", "plots", "target", "sign_up", "created")
 TOKEN_COLUMNS = ("name", "token")
 PROGRESS_COLUMNS = ("plot_id", "position", "n_points", "answers", "skips", "mean_seconds", "target", "complete")
 ANNOTATOR_COLUMNS = ("annotator", "answers", "skips", "mean_seconds", "last")
@@ -163,19 +166,23 @@ def build_annotate(backends):
         title = f"Plot {plot.position + 1} (id {plot.id}) · {plot.n_points} points"
         return md, plot_payload(plot, tool=tool, title=title), str(plot.id), "{}", []
 
+    def _who(token: str):
+        """The annotator holding this token (failed tokens are limited and logged)."""
+        return auth_attempt("token", store().authenticate, token, failures=(AuthError,))
+
     def sign_in(name: str, token: str, task_set: str, tool: str = "lasso"):
-        """Sign in (a new name is registered with its token) and get the next plot of the task set.
-        Returns (status, plot JSON, plot id, groups JSON)."""
+        """Sign in (a new name is registered with its token where sign-up is open for the task set)
+        and get the next plot of the task set. Returns (status, plot JSON, plot id, groups JSON)."""
         s = store()
-        who = s.sign_in(name, token)
         ts_id = s.task_set_id(task_set or "")
+        who = auth_attempt("sign-in", s.sign_in, name, token, ts_id, failures=(AuthError,))
         return _show_next(who, ts_id, tool, note=f"Signed in as **{who.name}**.")
 
     def submit(token: str, plot_id: str, groups: str, tool: str = "lasso"):
         """Store the groups of one plot: groups is JSON {"cluster 1": [point ids], …, "noise": [...]}.
         Returns (status, next plot JSON, next plot id, groups JSON reset)."""
         s = store()
-        who = s.authenticate(token)
+        who = _who(token)
         if not str(plot_id or "").strip():
             raise InputError("no plot is shown: sign in first")
         res = s.submit(who.id, plot_id, groups)
@@ -187,7 +194,7 @@ def build_annotate(backends):
     def skip(token: str, plot_id: str, tool: str = "lasso"):
         """Skip a plot (recorded, so it is not shown again). Returns like annotate_submit."""
         s = store()
-        who = s.authenticate(token)
+        who = _who(token)
         if not str(plot_id or "").strip():
             raise InputError("no plot is shown: sign in first")
         res = s.submit(who.id, plot_id, skipped=True)
@@ -197,18 +204,18 @@ def build_annotate(backends):
     def progress(token: str, task_set: str) -> str:
         """Your own progress in a task set."""
         s = store()
-        who = s.authenticate(token)
+        who = _who(token)
         ts_id = s.task_set_id(task_set or "")
         return _progress_md(who, ts_id, task_set)
 
-    def _redraw(plot_id: str, actions: list, tool: str):
-        plot = store().plot(plot_id)
+    def _redraw(token: str, plot_id: str, actions: list, tool: str):
+        plot = store().handed(_who(token).id, plot_id)  # only the plot handed to this token
         labels = labels_from_actions(actions, plot.n_points)
         title = f"Plot {plot.position + 1} (id {plot.id}) · {plot.n_points} points"
         payload = plot_payload(plot, labels, tool=tool, title=title, revision=str(len(actions)))
         return payload, json.dumps(groups_from_labels(labels)), _summary(labels)
 
-    def on_select(actions: list, group: str, plot_id: str, tool: str, evt: gr.EventData):
+    def on_select(token: str, actions: list, group: str, plot_id: str, tool: str, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}
         idx = [int(i) for i in data.get("indices", [])]
         if not idx or not str(plot_id or "").strip():
@@ -219,21 +226,22 @@ def build_annotate(backends):
             # and must not become a second undo step
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         actions.append([group, idx])
-        payload, groups, summary = _redraw(plot_id, actions, tool)
+        payload, groups, summary = _redraw(token, plot_id, actions, tool)
         return actions, payload, groups, summary
 
-    def undo(actions: list, plot_id: str, tool: str = "lasso"):
-        """Remove the last selection. Returns (plot JSON, groups JSON, summary)."""
+    def undo(token: str, actions: list, plot_id: str, tool: str = "lasso"):
+        """Remove the last selection (of the plot handed to this token). Returns (actions, plot JSON,
+        groups JSON, summary)."""
         actions = list(actions or [])[:-1]
         if not str(plot_id or "").strip():
             return actions, gr.skip(), "{}", "Nothing to undo."
-        payload, groups, summary = _redraw(plot_id, actions, tool)
+        payload, groups, summary = _redraw(token, plot_id, actions, tool)
         return actions, payload, groups, summary
 
-    def retool(actions: list, plot_id: str, tool: str):
+    def retool(token: str, actions: list, plot_id: str, tool: str):
         if not str(plot_id or "").strip():
             return gr.skip()
-        return _redraw(plot_id, actions, tool)[0]
+        return _redraw(token, plot_id, actions, tool)[0]
 
     def new_group(actions: list) -> str:
         """The first cluster name not used yet in this plot."""
@@ -245,13 +253,15 @@ def build_annotate(backends):
 
     # -- admin handlers -----------------------------------------------------------------
     def admin(password: str) -> AnnotationStore:
-        check_password(password, backends.settings.admin_password)
+        auth_attempt("admin password", check_password, password, backends.settings.admin_password,
+                     failures=(AuthError,))
         return store()
 
     def _sets_table(s: AnnotationStore):
         import pandas as pd
 
         rows = [{"task_set": t["name"], "kind": t["kind"], "plots": t["n_plots"], "target": t["target_annotators"],
+                 "sign_up": "open" if t["signup_open"] else "closed",
                  "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(t["created_at"]))} for t in s.task_sets()]
         return pd.DataFrame(rows, columns=list(SETS_COLUMNS))
 
@@ -312,12 +322,15 @@ def build_annotate(backends):
             rows.append({"name": n, "token": tok})
         return pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
 
-    def admin_set_open_signup(password: str, open_signup: bool) -> str:
-        """Whether unknown names may sign up themselves (True) or only admin-issued tokens work (False)."""
+    def admin_signup(password: str, task_set: str, open_signup: bool) -> str:
+        """Open (True) or close (False) sign-up for a task set: whether unknown names may register
+        themselves with their own token there. Closed by default: only annotators created here sign in."""
         s = admin(password)
-        s.open_signup = bool(open_signup)
-        return "Sign-up is **open**: a new name registers with its token." if s.open_signup else \
-            "Sign-up is **closed**: only annotators created here can sign in."
+        ts_id = s.task_set_id(task_set or "")
+        s.set_signup_open(ts_id, bool(open_signup))
+        name = next(t["name"] for t in s.task_sets() if t["id"] == ts_id)
+        return (f"Sign-up for **{name}** is **open**: a new name registers with its token." if open_signup else
+                f"Sign-up for **{name}** is **closed**: only annotators created here can sign in.")
 
     def admin_progress(password: str, task_set: str):
         """Per plot: answers, skips, target, complete, mean seconds per answer."""
@@ -388,10 +401,11 @@ def build_annotate(backends):
         if fmt not in EXPORT_FORMATS:
             raise InputError(f"format must be one of {', '.join(EXPORT_FORMATS)}, but is {fmt!r}")
         ts_id = s.task_set_id(task_set) if (task_set or "").strip() else None
-        stem = (task_set or "all").strip().replace("/", "_").replace(" ", "_") or "all"
-        path = Path(tempfile.mkdtemp(prefix="la-annotations-")) / f"annotations-{stem}.{fmt}"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", (task_set or "all").strip())[:64].strip("._") or "all"
+        # a private folder Gradio serves in place; the file goes after one download (or a TTL)
+        path = new_export_dir(export_file) / f"annotations-{stem}.{fmt}"
         s.export(path, fmt, ts_id)
-        return str(path)
+        return serve_once(path)
 
     def admin_sets(password: str):
         """All task sets: name, kind, plots, target annotators."""
@@ -407,9 +421,9 @@ def build_annotate(backends):
 
     # -- layout -------------------------------------------------------------------------
     try:  # a database that cannot be opened must not take the whole app down: say so in the tab
-        initial, open_signup, db_problem = set_names(), store().open_signup, ""
+        initial, db_problem = set_names(), ""
     except Exception as exc:  # noqa: BLE001 - shown to the user
-        initial, open_signup = [], True
+        initial = []
         db_problem = f"**The annotation database could not be opened** ({type(exc).__name__}: {exc})."
     with gr.Column(elem_id="ann-panel"):
         gr.Markdown("Mark the groups of points you **see** in each scatterplot. Pick a group, draw a lasso "
@@ -491,8 +505,8 @@ def build_annotate(backends):
                     ann_table = gr.Dataframe(empty_table(TOKEN_COLUMNS), interactive=False,
                                              label="Tokens (shown once; hand each to its annotator)")
                     with gr.Row():
-                        signup = gr.Checkbox(value=open_signup,
-                                             label="Open sign-up (a new name registers with its own token)")
+                        signup = gr.Checkbox(value=False, label="Open sign-up for the task set above "
+                                             "(a new name registers with its own token)")
                         signup_btn = gr.Button("Save sign-up setting", size="sm")
                     signup_md = gr.Markdown()
                 with gr.Tab("Progress"):
@@ -527,12 +541,13 @@ def build_annotate(backends):
                      concurrency_id="annotate-write", concurrency_limit=SUBMIT_CONCURRENCY)
     skip_btn.click(guard(skip), [token, plot_id, tool], flow_out, api_name="annotate_skip",
                    concurrency_id="annotate-write", concurrency_limit=SUBMIT_CONCURRENCY)
-    plot.points_selected(guard(on_select), [actions, group, plot_id, tool], [actions, plot, groups_json, summary],
+    plot.points_selected(guard(on_select), [token, actions, group, plot_id, tool],
+                         [actions, plot, groups_json, summary],
                          api_visibility="private", trigger_mode="always_last")
-    undo_btn.click(guard(undo), [actions, plot_id, tool], [actions, plot, groups_json, summary],
+    undo_btn.click(guard(undo), [token, actions, plot_id, tool], [actions, plot, groups_json, summary],
                    api_name="annotate_undo", trigger_mode="always_last")
     new_group_btn.click(new_group, [actions], group, api_name="annotate_new_group", queue=False)
-    tool.input(guard(retool), [actions, plot_id, tool], plot, api_visibility="private", queue=False)
+    tool.input(guard(retool), [token, actions, plot_id, tool], plot, api_visibility="private", queue=False)
     gr.api(api_guard(progress), api_name="annotate_progress")
     def annotate_task_sets() -> list[str]:
         """Names of the task sets."""
@@ -552,8 +567,7 @@ def build_annotate(backends):
     sets_btn.click(guard(admin_sets), [password], sets_table, api_name="annotate_admin_task_sets")
     ann_btn.click(guard(admin_create_annotators), [password, ann_names], ann_table,
                   api_name="annotate_admin_create_annotators", concurrency_id="annotate-admin")
-    signup_btn.click(guard(admin_set_open_signup), [password, signup], signup_md,
-                     api_name="annotate_admin_set_open_signup")
+    signup_btn.click(guard(admin_signup), [password, admin_ts, signup], signup_md, api_name="annotate_admin_signup")
     prog_btn.click(guard(admin_progress), [password, admin_ts], prog_table, api_name="annotate_admin_progress").then(
         guard(admin_annotator_progress), [password, admin_ts], who_table, api_name="annotate_admin_annotator_progress")
     agree_btn.click(guard(admin_agreement), [password, admin_ts], agree_table, api_name="annotate_admin_agreement",

@@ -13,9 +13,16 @@ Idempotency: (annotator, plot) is unique. A retried submission with the same ans
 stored annotation instead of a second row; a different answer for a plot already answered is
 rejected (answers are final).
 
+Access: an annotator answers only the plot the server handed to them (`next_plot` records it per
+annotator and task set, in `plot_assignments`); a plot stays handed out until it is answered or
+skipped. Sign-up (an unknown name registering itself with its token) is closed unless the admin
+opens it for a task set. Tokens are stored as salted PBKDF2 hashes; a failed sign-in says
+"unknown name or wrong token" whichever it was.
+
     store = get_store("sqlite:////tmp/annotations.sqlite")
     ts = store.create_task_set("pilot", [PlotSpec(xy) for xy in maps], target_annotators=3)
-    who = store.sign_in("ada", "a-long-token")
+    who = store.register_annotator("ada", "a-long-token")   # or: store.set_signup_open(ts, True)
+    who = store.sign_in("ada", "a-long-token", ts)
     plot = store.next_plot(who.id, ts)
     store.submit(who.id, plot.id, {"cluster 1": [0, 1, 2], "noise": [7]})
 """
@@ -42,6 +49,10 @@ NOISE = "noise"
 UNASSIGNED = "unassigned"
 _GROUP_RE = re.compile(r"^cluster ([1-9][0-9]?)$")
 _TOKEN_ITERATIONS = 60_000
+# One message for an unknown name and a wrong token: a failed sign-in does not tell which names exist.
+BAD_CREDENTIALS = "unknown name or wrong token (new annotators: ask the study's admin for a token)"
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): such text gets a leading quote.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class AuthError(InputError):
@@ -244,14 +255,18 @@ class AnnotationStore:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         self._define_tables()
-        self.metadata.create_all(self.engine)
+        from sqlalchemy import inspect
+
+        had_assignments = inspect(self.engine).has_table("plot_assignments")
+        self.metadata.create_all(self.engine)  # creates missing tables; never alters existing ones
+        self._migrate(backfill_assignments=not had_assignments)
         self._salt = bytes.fromhex(self._meta("token_salt", secrets.token_hex(16)))
         self._iterations = int(self._meta("token_iterations", str(int(token_iterations or _TOKEN_ITERATIONS))))
 
     # -- schema -----------------------------------------------------------------------
     def _define_tables(self) -> None:
         from sqlalchemy import (Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                                UniqueConstraint)
+                                UniqueConstraint, false)
 
         m = self.metadata = MetaData()
         self.t_meta = Table("store_meta", m, Column("key", String(64), primary_key=True), Column("value", Text))
@@ -263,6 +278,8 @@ class AnnotationStore:
             Column("params", Text, nullable=False, default="{}"),  # JSON: how the plots were made
             Column("target_annotators", Integer, nullable=False, default=3),
             Column("created_at", Float, nullable=False),
+            # whether an unknown name may sign up to this task set (added later: see _migrate)
+            Column("signup_open", Boolean, nullable=False, default=False, server_default=false()),
         )
         self.t_plots = Table(
             "plots", m,
@@ -287,6 +304,13 @@ class AnnotationStore:
             Column("plot_id", Integer, ForeignKey("plots.id"), primary_key=True),
             Column("started_at", Float, nullable=False),
         )
+        self.t_assign = Table(  # the plot the server last handed to an annotator in a task set
+            "plot_assignments", m,
+            Column("annotator_id", Integer, ForeignKey("annotators.id"), primary_key=True),
+            Column("task_set_id", Integer, ForeignKey("task_sets.id"), primary_key=True),
+            Column("plot_id", Integer, ForeignKey("plots.id"), nullable=True),
+            Column("handed_at", Float, nullable=False),
+        )
         self.t_ann = Table(
             "annotations", m,
             Column("id", Integer, primary_key=True, autoincrement=True),
@@ -301,6 +325,40 @@ class AnnotationStore:
 
     def _connect_write(self):
         return self.engine.connect().execution_options(la_write=True)
+
+    def _migrate(self, *, backfill_assignments: bool) -> None:
+        """Bring a database made by an older version up to this schema, keeping its data:
+        task_sets gains signup_open (closed); plot_assignments (new) starts with each annotator's
+        latest shown-but-unanswered plot per task set, so work in progress can still be submitted."""
+        from sqlalchemy import false, func, inspect, select
+        from sqlalchemy.exc import DBAPIError
+
+        with self.engine.connect() as conn:
+            has_column = "signup_open" in {c["name"] for c in inspect(conn).get_columns("task_sets")}
+        if has_column and not backfill_assignments:
+            return
+        try:
+            with self._write_lock, self._connect_write() as conn, conn.begin():
+                cols = {c["name"] for c in inspect(conn).get_columns("task_sets")}
+                if "signup_open" not in cols:
+                    default = false().compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE task_sets ADD COLUMN signup_open BOOLEAN NOT NULL DEFAULT {default}")
+                if backfill_assignments and not conn.execute(select(func.count()).select_from(self.t_assign)).scalar():
+                    answered = select(self.t_ann.c.id).where(self.t_ann.c.annotator_id == self.t_views.c.annotator_id,
+                                                            self.t_ann.c.plot_id == self.t_views.c.plot_id)
+                    q = (select(self.t_views.c.annotator_id, self.t_plots.c.task_set_id, self.t_views.c.plot_id,
+                                self.t_views.c.started_at)
+                         .select_from(self.t_views.join(self.t_plots, self.t_plots.c.id == self.t_views.c.plot_id))
+                         .where(~answered.exists()).order_by(self.t_views.c.started_at))
+                    latest = {(r.annotator_id, r.task_set_id): r for r in conn.execute(q)}
+                    if latest:
+                        conn.execute(self.t_assign.insert(), [
+                            {"annotator_id": r.annotator_id, "task_set_id": r.task_set_id, "plot_id": r.plot_id,
+                             "handed_at": r.started_at} for r in latest.values()])
+        except DBAPIError:  # another process migrated the same database at the same moment
+            with self.engine.connect() as conn:
+                if "signup_open" not in {c["name"] for c in inspect(conn).get_columns("task_sets")}:
+                    raise
 
     def _meta(self, key: str, default: str) -> str:
         """A store-wide setting, written once (the first process to open the database wins)."""
@@ -325,14 +383,25 @@ class AnnotationStore:
             if conn.execute(update(self.t_meta).where(self.t_meta.c.key == key).values(value=value)).rowcount == 0:
                 conn.execute(self.t_meta.insert().values(key=key, value=value))
 
-    @property
-    def open_signup(self) -> bool:
-        """Whether an unknown name may sign in (and is registered with its token). Default: yes."""
-        return self._meta("open_signup", "1") == "1"
+    def signup_open(self, task_set_id: int) -> bool:
+        """Whether an unknown name may sign up to this task set (registered with its own token).
+        Closed unless the admin opened it."""
+        from sqlalchemy import select
 
-    @open_signup.setter
-    def open_signup(self, value: bool) -> None:
-        self.set_meta("open_signup", "1" if value else "0")
+        with self.engine.connect() as conn:
+            value = conn.execute(select(self.t_sets.c.signup_open).where(self.t_sets.c.id == int(task_set_id))).scalar()
+        if value is None:
+            raise InputError(f"unknown task set id {task_set_id}")
+        return bool(value)
+
+    def set_signup_open(self, task_set_id: int, value: bool) -> None:
+        from sqlalchemy import update
+
+        with self._write_lock, self._connect_write() as conn, conn.begin():
+            n = conn.execute(update(self.t_sets).where(self.t_sets.c.id == int(task_set_id))
+                             .values(signup_open=bool(value))).rowcount
+        if n == 0:
+            raise InputError(f"unknown task set id {task_set_id}")
 
     def token_hash(self, token: str) -> str:
         return _pbkdf2(self._salt, self._iterations, token)
@@ -382,11 +451,13 @@ class AnnotationStore:
         from sqlalchemy import func, select
 
         q = (select(self.t_sets.c.id, self.t_sets.c.name, self.t_sets.c.kind, self.t_sets.c.target_annotators,
-                    self.t_sets.c.created_at, self.t_sets.c.params, func.count(self.t_plots.c.id).label("n_plots"))
+                    self.t_sets.c.created_at, self.t_sets.c.params, self.t_sets.c.signup_open,
+                    func.count(self.t_plots.c.id).label("n_plots"))
              .select_from(self.t_sets.outerjoin(self.t_plots, self.t_plots.c.task_set_id == self.t_sets.c.id))
              .group_by(self.t_sets.c.id).order_by(self.t_sets.c.id))
         with self.engine.connect() as conn:
-            return [dict(r._mapping) | {"params": json.loads(r.params)} for r in conn.execute(q)]
+            return [dict(r._mapping) | {"params": json.loads(r.params), "signup_open": bool(r.signup_open)}
+                    for r in conn.execute(q)]
 
     def task_set_id(self, name_or_id) -> int:
         """A task set by name (or id); InputError naming the known ones if it does not exist."""
@@ -437,25 +508,28 @@ class AnnotationStore:
             raise AuthError(f"annotator {name!r} already exists, or that token is taken; choose another") from None
         return Annotator(int(aid), name)
 
-    def sign_in(self, name: str, token: str, *, allow_register: bool | None = None) -> Annotator:
+    def sign_in(self, name: str, token: str, task_set_id: int | None = None, *,
+                allow_register: bool | None = None) -> Annotator:
         """Check name + token. An unknown name is registered with this token when allow_register
-        (default: the store's open_signup setting)."""
+        (default: whether sign-up is open for task_set_id; without a task set, never).
+        An unknown name and a wrong token fail alike: AuthError(BAD_CREDENTIALS)."""
         from sqlalchemy import select
 
         name, token = _check_name(name), _check_token(token)
         if allow_register is None:
-            allow_register = self.open_signup
+            allow_register = task_set_id is not None and self.signup_open(task_set_id)
+        given = self.token_hash(token)  # hashed for unknown names too: the time taken tells nothing
         with self.engine.connect() as conn:
             row = conn.execute(select(self.t_annotators).where(self.t_annotators.c.name == name)).first()
         if row is None:
             if not allow_register:
-                raise AuthError(f"unknown annotator {name!r}: sign-up is closed; ask the study's admin for a token")
+                raise AuthError(BAD_CREDENTIALS)
             try:
                 return self.register_annotator(name, token)
-            except AuthError:
-                return self.sign_in(name, token, allow_register=False)  # registered concurrently with this name
-        if not hmac.compare_digest(row.token_hash, self.token_hash(token)):
-            raise AuthError(f"wrong token for annotator {name!r}")
+            except AuthError:  # registered concurrently with this name, or the token is taken
+                return self.sign_in(name, token, task_set_id, allow_register=False)
+        if not hmac.compare_digest(row.token_hash.encode(), given.encode()):
+            raise AuthError(BAD_CREDENTIALS)
         return Annotator(int(row.id), row.name)
 
     def authenticate(self, token: str) -> Annotator:
@@ -463,9 +537,10 @@ class AnnotationStore:
         from sqlalchemy import select
 
         token = _check_token(token)
+        given = self.token_hash(token)
         with self.engine.connect() as conn:
-            row = conn.execute(select(self.t_annotators).where(self.t_annotators.c.token_hash == self.token_hash(token))).first()
-        if row is None:
+            row = conn.execute(select(self.t_annotators).where(self.t_annotators.c.token_hash == given)).first()
+        if row is None or not hmac.compare_digest(row.token_hash.encode(), given.encode()):
             raise AuthError("unknown token: sign in again with your name and token")
         return Annotator(int(row.id), row.name)
 
@@ -476,50 +551,110 @@ class AnnotationStore:
             return [{"id": r.id, "name": r.name} for r in conn.execute(select(self.t_annotators.c.id, self.t_annotators.c.name))]
 
     # -- the annotator's flow ----------------------------------------------------------
+    def _handed(self, conn, annotator_id: int, task_set_id: int) -> int | None:
+        """The plot last handed to this annotator in this task set (None: none yet, or all done)."""
+        from sqlalchemy import select
+
+        pid = conn.execute(select(self.t_assign.c.plot_id).where(
+            self.t_assign.c.annotator_id == annotator_id, self.t_assign.c.task_set_id == task_set_id)).scalar()
+        return None if pid is None else int(pid)
+
+    def _answered(self, conn, annotator_id: int, plot_id: int) -> bool:
+        from sqlalchemy import select
+
+        return conn.execute(select(self.t_ann.c.id).where(
+            self.t_ann.c.annotator_id == annotator_id, self.t_ann.c.plot_id == plot_id)).first() is not None
+
+    def handed_plot(self, annotator_id: int, task_set_id: int) -> int | None:
+        """The id of the plot this annotator was handed in this task set and has not answered yet."""
+        with self.engine.connect() as conn:
+            pid = self._handed(conn, annotator_id, task_set_id)
+            return pid if pid is not None and not self._answered(conn, annotator_id, pid) else None
+
+    def handed(self, annotator_id: int, plot_id) -> Plot:
+        """The plot, if it is the one handed to this annotator (in its task set) and not answered yet;
+        InputError otherwise. For everything that shows a plot's points to an annotator."""
+        plot = self.plot(plot_id)
+        if self.handed_plot(annotator_id, plot.task_set_id) != plot.id:
+            raise InputError(_not_handed(plot.id))
+        return plot
+
     def next_plot(self, annotator_id: int, task_set_id: int) -> Plot | None:
-        """The next plot this annotator has not answered: plots still short of the target first,
-        then by position. Records when it was first shown (the start of the annotation's timing)."""
+        """The plot this annotator is to answer next in this task set, recorded as handed to them.
+        A plot handed out and not answered yet is handed again (a second sign-in, a reload);
+        otherwise the next plot not answered by them: plots still short of the target first, then
+        by position. Records when it was first shown (the start of the annotation's timing)."""
+        from sqlalchemy import select
+
+        with self.engine.connect() as conn:
+            target = conn.execute(select(self.t_sets.c.target_annotators).where(self.t_sets.c.id == task_set_id)).scalar()
+            if target is None:
+                raise InputError(f"unknown task set id {task_set_id}")
+            handed = self._handed(conn, annotator_id, task_set_id)
+            if handed is not None and not self._answered(conn, annotator_id, handed):
+                pid = handed
+            else:
+                pid = self._choose(conn, annotator_id, task_set_id, int(target))
+        if pid is None:
+            return None
+        if pid != handed:
+            pid = self._hand_out(annotator_id, task_set_id, pid)
+        return self.plot(pid)
+
+    def _choose(self, conn, annotator_id: int, task_set_id: int, target: int) -> int | None:
         from sqlalchemy import func, select
 
         done = select(self.t_ann.c.plot_id).where(self.t_ann.c.annotator_id == annotator_id)
         counts = (select(self.t_ann.c.plot_id, func.count().label("n")).where(self.t_ann.c.skipped.is_(False))
                   .group_by(self.t_ann.c.plot_id).subquery())
-        with self.engine.connect() as conn:
-            target = conn.execute(select(self.t_sets.c.target_annotators).where(self.t_sets.c.id == task_set_id)).scalar()
-            if target is None:
-                raise InputError(f"unknown task set id {task_set_id}")
-            n = func.coalesce(counts.c.n, 0)
-            q = (select(self.t_plots.c.id)
-                 .select_from(self.t_plots.outerjoin(counts, counts.c.plot_id == self.t_plots.c.id))
-                 .where(self.t_plots.c.task_set_id == task_set_id, self.t_plots.c.id.not_in(done))
-                 .order_by((n >= target).asc(), self.t_plots.c.position).limit(1))
-            pid = conn.execute(q).scalar()
-        if pid is None:
-            return None
-        self._record_view(annotator_id, int(pid))
-        return self.plot(pid)
+        n = func.coalesce(counts.c.n, 0)
+        q = (select(self.t_plots.c.id)
+             .select_from(self.t_plots.outerjoin(counts, counts.c.plot_id == self.t_plots.c.id))
+             .where(self.t_plots.c.task_set_id == task_set_id, self.t_plots.c.id.not_in(done))
+             .order_by((n >= target).asc(), self.t_plots.c.position).limit(1))
+        pid = conn.execute(q).scalar()
+        return None if pid is None else int(pid)
 
-    def _record_view(self, annotator_id: int, plot_id: int) -> None:
-        from sqlalchemy import select
+    def _hand_out(self, annotator_id: int, task_set_id: int, plot_id: int) -> int:
+        """Record plot_id as handed to the annotator (and when it was first shown), in one commit.
+        Returns the plot handed out: another plot if a concurrent call handed one first."""
+        from sqlalchemy import select, update
         from sqlalchemy.exc import IntegrityError
 
-        with self.engine.connect() as conn:
-            if conn.execute(select(self.t_views.c.started_at).where(self.t_views.c.annotator_id == annotator_id,
-                                                                    self.t_views.c.plot_id == plot_id)).first():
-                return
-        try:
-            with self._write_lock, self._connect_write() as conn, conn.begin():
-                conn.execute(self.t_views.insert().values(annotator_id=annotator_id, plot_id=plot_id, started_at=_now()))
-        except IntegrityError:
-            pass
+        for attempt in range(3):
+            try:
+                with self._write_lock, self._connect_write() as conn, conn.begin():
+                    now = self._handed(conn, annotator_id, task_set_id)
+                    if now is not None and now != plot_id and not self._answered(conn, annotator_id, now):
+                        return now  # a concurrent next_plot (another tab) got there first: keep one plot
+                    if conn.execute(update(self.t_assign).where(
+                            self.t_assign.c.annotator_id == annotator_id, self.t_assign.c.task_set_id == task_set_id)
+                            .values(plot_id=plot_id, handed_at=_now())).rowcount == 0:
+                        conn.execute(self.t_assign.insert().values(annotator_id=annotator_id, task_set_id=task_set_id,
+                                                                   plot_id=plot_id, handed_at=_now()))
+                    if not conn.execute(select(self.t_views.c.started_at).where(
+                            self.t_views.c.annotator_id == annotator_id, self.t_views.c.plot_id == plot_id)).first():
+                        conn.execute(self.t_views.insert().values(annotator_id=annotator_id, plot_id=plot_id,
+                                                                  started_at=_now()))
+                return plot_id
+            except IntegrityError:  # another process inserted the same row (not on SQLite: writers queue)
+                if attempt == 2:
+                    raise
+        return plot_id
 
     def submit(self, annotator_id: int, plot_id, groups=None, *, skipped: bool = False) -> SubmitResult:
-        """Store one answer. Returns after the commit (durable). Idempotent for identical retries."""
+        """Store one answer for the plot handed to this annotator (see next_plot). Returns after the
+        commit (durable). Idempotent for identical retries."""
         from sqlalchemy import select
         from sqlalchemy.exc import IntegrityError
 
-        # 1. Check inputs (plots are immutable, so this needs no transaction)
+        # 1. Check inputs (plots are immutable, so this needs no transaction): a plot this annotator
+        #    was handed, or answered already (a retry)
         plot = self.plot(plot_id)
+        with self.engine.connect() as conn:
+            if (not self._answered(conn, annotator_id, plot.id)
+                    and self._handed(conn, annotator_id, plot.task_set_id) != plot.id):
+                raise InputError(_not_handed(plot.id))
         clean = {} if skipped else parse_groups(groups, plot.n_points)
         text = json.dumps(clean, separators=(",", ":"))
 
@@ -540,6 +675,8 @@ class AnnotationStore:
                 prior = existing(conn)
                 if prior is not None:
                     return prior
+                if self._handed(conn, annotator_id, plot.task_set_id) != plot.id:
+                    raise InputError(_not_handed(plot.id))
                 started = conn.execute(select(self.t_views.c.started_at).where(
                     self.t_views.c.annotator_id == annotator_id, self.t_views.c.plot_id == plot.id)).scalar()
                 aid = conn.execute(self.t_ann.insert().values(
@@ -673,7 +810,7 @@ class AnnotationStore:
         if fmt == "jsonl":
             df.to_json(path, orient="records", lines=True)
         elif fmt == "csv":
-            df.to_csv(path, index=False)
+            csv_safe(df).to_csv(path, index=False)  # names and ids are text from outside: no formulas
         else:
             df.to_parquet(path, index=False)
         return len(df)
@@ -694,6 +831,33 @@ class AnnotationStore:
         with _STORES_LOCK:
             if _STORES.get(self.url) is self:
                 del _STORES[self.url]
+
+
+def _not_handed(plot_id: int) -> str:
+    return (f"plot {plot_id} is not the plot you were given: answer the plot shown to you "
+            "(sign in to its task set again to see it)")
+
+
+def escape_formula(value):
+    """A text cell that a spreadsheet would run as a formula (it starts with = + - @, a tab or a
+    carriage return) with a leading single quote, as OWASP advises; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_safe(df: "pandas.DataFrame") -> "pandas.DataFrame":  # noqa: F821
+    """A copy of df for CSV: every text cell and column name through escape_formula. Numbers stay
+    numbers (-1.5 is a value, not a formula)."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        dtype = out[col].dtype
+        if dtype == object or isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            out[col] = out[col].astype(object).map(escape_formula)
+    out.columns = [escape_formula(c) for c in out.columns]
+    return out
 
 
 def _plot_from_row(row) -> Plot:
