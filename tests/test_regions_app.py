@@ -99,7 +99,7 @@ def test_generate_with_the_shapes_model(client, canvas_png):
 
 
 def test_an_uploaded_layout_is_scaled_to_the_canvas_keeping_palette_colours():
-    from app.tabs.regions import canvas_from_upload
+    from app.services.regions import canvas_from_upload
 
     img = np.zeros((100, 60, 4), np.uint8)  # transparent, not square
     img[10:50, 10:50] = (*R.PALETTE["red"], 255)

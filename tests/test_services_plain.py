@@ -151,3 +151,28 @@ def test_generate_clamps_and_names_its_methods(backends):
     img, notes = svc.generate("a red circle", seed=1, steps=0, guidance=3.0)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
     assert notes[0] == "steps 0 is outside 1..100; used 1"
+
+
+# -- Regions ------------------------------------------------------------------------------
+
+def test_regions_parse_and_generate_the_example_layout(backends):
+    from app.services.regions import EXAMPLE, RegionsService, decode_data_url, encode_data_url, example_canvas
+    from backends.errors import InputError
+
+    svc = RegionsService(backends)
+    canvas = example_canvas()
+    np.testing.assert_array_equal(decode_data_url(encode_data_url(canvas)), canvas)
+    summary = svc.summary(svc.parse(canvas))
+    assert [r["colour"] for r in summary["regions"]] == ["red", "blue"]
+    assert all(0.05 < r["area"] < 0.3 for r in summary["regions"])
+    with pytest.raises(InputError, match="nothing was painted"):
+        svc.parse(None)
+    with pytest.raises(InputError, match="steps must be between 1 and 100"):
+        svc.generate(canvas, {}, steps=0)
+    prompts = {colour: prompt for colour, _, prompt in EXAMPLE["regions"]}
+    try:
+        res, parsed = svc.generate(canvas, prompts, EXAMPLE["prompt"], method="spatext", seed=0, steps=2)
+    except (InputError, FileNotFoundError):
+        pytest.skip("no generator weights here")
+    img = res.images["spatext"]
+    assert img.dtype == np.uint8 and img.ndim == 3 and parsed.present == ["red", "blue"]

@@ -1,20 +1,15 @@
-"""Regions tab: paint regions in palette colours, give each a prompt, generate.
+"""Regions tab: the painting canvas, layout and event wiring of app/services/regions.py (what the tab does).
 
-Pure functions first (RegionsService: parse a canvas, generate from it), then the layout, then
-the wiring. The canvas is a plain HTML <canvas> in a ``gr.HTML`` (brush in palette colours only,
-eraser, clear): ``gr.ImageEditor`` was tried first, but its ``.input`` event delivers the value
-from before the latest stroke, so the preview lagged one stroke behind. After each stroke the
-canvas goes to Python as a PNG data URL and the preview of the parsed masks is refreshed; the
-Generate button reads the canvas itself in the browser, so no stroke is ever missed.
-
-Methods: SpaText (the Shapes model's trained spatio-textual channels), MultiDiffusion
-(training-free, any pipeline), paint-with-words (cross-attention masking), or "compare" (all of
-them, same seed). Every action is a named API endpoint: regions_palette, regions_parse,
-regions_generate.
+Paint regions in palette colours, give each a prompt, generate. The canvas is a plain HTML
+<canvas> in a ``gr.HTML`` (brush in palette colours only, eraser, clear): ``gr.ImageEditor`` was
+tried first, but its ``.input`` event delivers the value from before the latest stroke, so the
+preview lagged one stroke behind. After each stroke the canvas goes to Python as a PNG data URL and
+the preview of the parsed masks is refreshed; the Generate button reads the canvas itself in the
+browser, so no stroke is ever missed. Every action is a named API endpoint: regions_palette,
+regions_parse, regions_generate.
 """
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -26,32 +21,24 @@ from app.components.display import enlarge
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
 from app.components.files import uploaded_path
-from backends.generative import regions as R
+from app.services.regions import (
+    EXAMPLE,
+    MAX_STEPS,
+    METHOD_LABELS,
+    RegionsService,
+    canvas_from_upload,
+    decode_data_url,
+    default_guidance,
+    encode_data_url,
+    example_canvas,
+    method_note,
+    read_canvas,
+)
 from backends.errors import InputError
-from backends.gpu import gpu_task
+from backends.generative import regions as R
 from backends.registry import Backends
 
-METHOD_LABELS = {"spatext": "SpaText", "multidiffusion": "MultiDiffusion", "paint_with_words": "Paint-with-words",
-                 "compare": "Compare all (same seed)"}
-MAX_STEPS = 100
 DISPLAY_SIZE = 256  # generated 64x64 images are shown enlarged (nearest neighbour)
-EXAMPLE = {  # a ready layout: (colour, box (x0, y0, x1, y1) in canvas pixels, prompt)
-    "regions": [("red", (40, 40, 230, 230), "a red circle"), ("blue", (290, 270, 480, 470), "a blue star")],
-    "prompt": "on a black background",
-}
-
-
-def _blank_canvas(size: int = R.CANVAS_SIZE) -> np.ndarray:
-    return np.full((size, size, 4), 255, np.uint8)
-
-
-def example_canvas() -> np.ndarray:
-    c = _blank_canvas()
-    for colour, (x0, y0, x1, y1), _ in EXAMPLE["regions"]:
-        yy, xx = np.mgrid[:R.CANVAS_SIZE, :R.CANVAS_SIZE]
-        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
-        c[np.hypot(xx - cx, yy - cy) <= r, :3] = R.PALETTE[colour]
-    return c
 
 
 def _output_dir() -> Path:
@@ -72,120 +59,7 @@ def _save_png(img: np.ndarray) -> str:
 
 def _read_image(file) -> np.ndarray:
     """An uploaded image (FileData / dict / path inside Gradio's upload folder) as RGBA uint8."""
-    from PIL import Image, UnidentifiedImageError
-
-    resolved = uploaded_path(file, "canvas")
-    try:
-        with Image.open(resolved) as im:
-            if im.width * im.height > 4096 * 4096:
-                raise InputError(f"canvas: image is {im.width}x{im.height}, larger than 4096x4096")
-            return np.asarray(im.convert("RGBA"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"canvas: not a readable image ({type(exc).__name__})") from None
-
-
-def canvas_from_upload(img: np.ndarray, size: int = R.CANVAS_SIZE) -> np.ndarray:
-    """An uploaded layout (RGBA, any size) as the canvas shows it: size x size, nearest-neighbour
-    (so palette colours stay exact), transparent pixels white."""
-    from PIL import Image
-
-    img = np.asarray(img, np.uint8)
-    if img.shape[:2] != (size, size):
-        img = np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST))
-    out = img.copy()
-    clear = out[..., 3] < 128
-    out[clear] = 255
-    out[..., 3] = 255
-    return out
-
-
-def _default_guidance(backends, method: str) -> float:
-    """The slider's first value: the Shapes model's region-map guidance for SpaText (measured best,
-    README), else the generator's own default. Read from configs, no weights loaded."""
-    d = backends.generator_defaults()
-    return float(d["region_guidance_scale"] if method == "spatext" else d["guidance_scale"])
-
-
-def method_note(backends, method: str) -> str:
-    """What a region method does on the active generator, measured on user-like painted layouts
-    (regions_eval --record): a method that does not follow painted areas here says so."""
-    scores = backends.generator_defaults().get("region_methods") or {}
-    names = [m for m in ("spatext", "multidiffusion", "paint_with_words") if method in (m, "compare")]
-    lines = []
-    for m in names:
-        r = scores.get(m)
-        if not r:
-            continue
-        line = (f"{METHOD_LABELS[m]} on this model (user-like painted areas, measured): the object lands inside "
-                f"its area {r['inside']:.0%} of the time, its shape and colour right {r['both']:.0%}.")
-        if r["inside"] < 0.5:
-            line = f"**{METHOD_LABELS[m]} does not follow painted areas on this model.** " + line
-        lines.append(line)
-    return "\n\n".join(lines)
-
-
-class RegionsService:
-    """What the Regions tab (and its API) does, independent of the layout."""
-
-    def __init__(self, backends: Backends, model: str | None = None):
-        self.b = backends
-        self.model = model or os.environ.get("LATENT_ATLAS_REGIONS_MODEL", "shapes")
-
-    def pipeline(self, model: str | None = None):
-        name = model or self.model
-        spec = getattr(self.b, "generator_spec", None)
-        if name == "shapes" and spec is not None and spec().kind != "shapes":
-            return self.b.generator_pipeline()  # --generator: regions by MultiDiffusion / paint-with-words
-        device = self.b.device if hasattr(self.b, "device") else "cpu"
-        return R.get_pipeline(name, device=device)
-
-    def parse(self, canvas: np.ndarray | None, min_area_frac: float = R.MIN_AREA_FRAC) -> R.ParsedCanvas:
-        if canvas is None:
-            raise InputError("canvas: nothing was painted (the canvas is empty)")
-        if not 0.0 <= float(min_area_frac) <= 0.5:
-            raise InputError(f"min_area_frac must be between 0 and 0.5, but is {min_area_frac}")
-        return R.parse_canvas(canvas, min_area_frac=float(min_area_frac))
-
-    @staticmethod
-    def summary(parsed: R.ParsedCanvas) -> dict:
-        return {"regions": [{"colour": c, "hex": R.hex_colour(c), "area": round(parsed.areas[c], 4)}
-                            for c in parsed.present],
-                "notes": list(parsed.notes)}
-
-    @gpu_task(duration=90)
-    def generate(self, canvas: np.ndarray | None, prompts: dict, global_prompt: str = "", method: str = "spatext",
-                 seed: int = 0, steps: int = 20, guidance: float | None = None, bootstrap_steps: int | None = None,
-                 pww_weight: float = 0.4, model: str | None = None) -> tuple[R.RegionResult, R.ParsedCanvas]:
-        """guidance None (or < 0): the model's default (for the Shapes model with a SpaText map, its
-        measured region-map guidance)."""
-        steps = int(steps)
-        if not 1 <= steps <= MAX_STEPS:
-            raise InputError(f"steps must be between 1 and {MAX_STEPS}, but is {steps}")
-        if bootstrap_steps is not None and int(bootstrap_steps) < 0:
-            bootstrap_steps = None  # -1: the default (20% of the steps)
-        if bootstrap_steps is not None and int(bootstrap_steps) > steps:
-            raise InputError(f"bootstrap_steps must be between 0 and steps ({steps}), but is {bootstrap_steps}")
-        if not isinstance(global_prompt, str):
-            raise InputError(f"global_prompt must be text, but is {type(global_prompt).__name__}")
-        parsed = self.parse(canvas)
-        R.match_prompts(parsed, prompts or {})  # validate before loading a model
-        pipe = self.pipeline(model)
-        spec = R.match_prompts(parsed, prompts or {}, size=int(pipe.latent_size * _image_per_latent(pipe)))
-        res = R.generate(pipe, spec, global_prompt, method=method, seed=int(seed), num_inference_steps=steps,
-                         guidance_scale=None if guidance is None or float(guidance) < 0 else float(guidance),
-                         bootstrap_steps=None if bootstrap_steps is None else int(bootstrap_steps),
-                         pww_weight=float(pww_weight))
-        return res, parsed
-
-
-def _image_per_latent(pipe) -> int:
-    return int(getattr(pipe.codec.config, "patch", 0) or getattr(pipe, "vae_scale_factor", 8))
-
-
-# ----------------------------------------------------------------------------------------
-# Layout and wiring
-
-
+    return read_canvas(uploaded_path(file, "canvas"))
 
 
 def _notes_md(parsed: R.ParsedCanvas | None, extra: list[str] | None = None) -> str:
@@ -263,44 +137,6 @@ const first = root.querySelector('.la-swatch'); if (first) mark(first);
 # Before Generate runs, read the canvas itself (so a stroke that has not reached Python yet counts).
 READ_CANVAS_JS = """(...args) => { const c = document.querySelector('#regions-canvas canvas');
   args[0] = c ? c.toDataURL('image/png') : ''; return args; }"""
-
-MAX_DATA_URL = 8 * 1024 * 1024
-
-
-def decode_data_url(data: str) -> np.ndarray | None:
-    """A PNG data URL from the canvas -> RGBA uint8 (None for an empty value)."""
-    import base64
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        return None
-    if not isinstance(data, str) or not data.startswith("data:image/") or "," not in data:
-        raise InputError("canvas: expected a PNG data URL from the canvas")
-    if len(data) > MAX_DATA_URL:
-        raise InputError(f"canvas: image data is {len(data):,} bytes, more than {MAX_DATA_URL:,}")
-    try:
-        raw = base64.b64decode(data.split(",", 1)[1], validate=False)
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.width * im.height > 4096 * 4096:
-                raise InputError(f"canvas: image is {im.width}x{im.height}, larger than 4096x4096")
-            return np.asarray(im.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"canvas: not a readable image ({type(exc).__name__})") from None
-
-
-def encode_data_url(img: np.ndarray) -> str:
-    import base64
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def region_canvas(elem_id: str = "regions-canvas"):
@@ -383,7 +219,7 @@ def build_regions(backends: Backends):
             with gr.Accordion("Settings", open=False):
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
-                guidance = gr.Slider(1.0, 15.0, value=_default_guidance(backends, first), step=0.5,
+                guidance = gr.Slider(1.0, 15.0, value=default_guidance(backends, first), step=0.5,
                                      label="Guidance scale")
                 bootstrap = gr.Slider(-1, MAX_STEPS, value=-1, step=1,
                                       label="MultiDiffusion bootstrapping steps (-1: 20% of the steps)")
