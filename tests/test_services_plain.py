@@ -176,3 +176,20 @@ def test_regions_parse_and_generate_the_example_layout(backends):
         pytest.skip("no generator weights here")
     img = res.images["spatext"]
     assert img.dtype == np.uint8 and img.ndim == 3 and parsed.present == ["red", "blue"]
+
+
+# -- Stitching ----------------------------------------------------------------------------
+
+def test_stitching_a_rotated_space_is_the_same_in_relative_terms(backends):
+    from app.services.stitching import METRICS_COLUMNS, StitchingService, metrics_frame
+    from backends.errors import InputError
+
+    svc = StitchingService(backends)
+    p = svc.params("blobs", "blobs-rotated", n_anchors=30)
+    out = svc.compare(p)
+    assert out["n_anchors"] == 30 and len(out["anchor_ids"]) == 30
+    assert out["relative"]["mrr"] > 0.95 > 0.1 > out["absolute"]["mrr"]  # a rotation: relative vectors agree
+    frame = metrics_frame(out)
+    assert list(frame.columns) == list(METRICS_COLUMNS) and len(frame) == 5
+    with pytest.raises(InputError, match="Unknown anchor strategy"):
+        svc.params("blobs", "blobs-rotated", strategy="sideways")

@@ -119,7 +119,7 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(client, tmp_path)
 
 
 def test_linked_maps_mark_the_same_items_in_both(atlas_app):
-    from app.tabs.stitching import StitchingService
+    from app.services.stitching import StitchingService
 
     _, backends = atlas_app
     svc = StitchingService(backends)
@@ -199,7 +199,7 @@ def test_browser_click_and_lasso_in_one_map_mark_the_same_items_in_the_other(atl
 def test_picking_another_pair_redoes_the_comparison_and_clears_the_table(tmp_path):
     """After Compare, choosing other spaces must not leave the previous pair's numbers on the page."""
     from app.main import create_app
-    from app.tabs.stitching import TABLE_COLUMNS
+    from app.services.stitching import TABLE_COLUMNS
     from backends.registry import Backends
     from backends.settings import Settings
 
