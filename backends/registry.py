@@ -18,6 +18,12 @@ from backends.corpora.index import VectorIndex
 from backends.settings import Settings
 
 
+def _label(name: str, n: int, d: int) -> str:
+    from backends.corpora.uploads import corpus_label
+
+    return corpus_label(name, n, d)
+
+
 class Backends:
     """Everything the UI calls into. Safe to share between threads (Gradio workers)."""
 
@@ -36,6 +42,10 @@ class Backends:
         self._gen_pipe = None
         self._gen_lock = threading.Lock()
         self._enc_spec = None
+        from backends.corpora.uploads import UploadStore
+
+        self.uploads = UploadStore(self.cache.root / "uploads")  # uploads survive reloads and restarts
+        self._labels: dict[str, str] = {}
 
     # -- corpora ----------------------------------------------------------------------
     def corpus_names(self) -> list[str]:
@@ -50,7 +60,11 @@ class Backends:
                 self._user.move_to_end(key)
                 return self._user[key]
             if key.startswith("upload:"):
-                raise InputError(f"uploaded corpus {key!r} is no longer loaded; upload the file again")
+                corpus = self.uploads.load(key)  # stored on disk by an earlier upload (or server run)
+                self._user[key] = corpus
+                self._user.move_to_end(key)
+                self._trim_user()
+                return corpus
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # one load per name even when several users ask at once
             with self._lock:
@@ -70,11 +84,49 @@ class Backends:
         with self._lock:
             self._user[key] = corpus
             self._user.move_to_end(key)
-            while len(self._user) > self.MAX_USER_CORPORA:
-                old, _ = self._user.popitem(last=False)
-                for ik in [k for k in self._indexes if k[0] == old]:
-                    del self._indexes[ik]
+            self._trim_user()
         return key
+
+    def _trim_user(self) -> None:
+        """Keep at most MAX_USER_CORPORA uploads in memory (stored ones load again from disk)."""
+        while len(self._user) > self.MAX_USER_CORPORA:
+            old, _ = self._user.popitem(last=False)
+            for ik in [k for k in self._indexes if k[0] == old]:
+                del self._indexes[ik]
+
+    def corpus_label(self, key: str) -> str:
+        """What a person sees for a corpus: bundled ones by name, uploads as "wine.csv · 178 × 13"."""
+        if not key.startswith("upload:"):
+            return key
+        with self._lock:
+            if key in self._labels:
+                return self._labels[key]
+            c = self._user.get(key)
+        if c is not None:
+            label = _label(c.name, len(c), c.dim)
+        else:
+            info = next((i for i in self.uploads.infos() if i["key"] == key), None)
+            label = _label(info.get("source") or info["name"], info["n"], info["d"]) if info else key
+        with self._lock:
+            self._labels[key] = label
+        return label
+
+    def corpus_choices(self) -> list[tuple[str, str]]:
+        """(label, key) for every corpus a tab can open: uploads (newest first, stored ones included),
+        then the bundled ones."""
+        return [(self.corpus_label(k), k) for k in self.user_corpus_keys()] + [(n, n) for n in self.corpus_names()]
+
+    def remove_upload(self, key: str) -> None:
+        """Forget an uploaded corpus, in memory and on disk."""
+        if not str(key).startswith("upload:"):
+            raise InputError(f"only uploaded corpora can be removed, and {key!r} is a bundled one")
+        with self._lock:
+            found = self._user.pop(key, None) is not None
+            for ik in [k for k in self._indexes if k[0] == key]:
+                del self._indexes[ik]
+            self._labels.pop(key, None)
+        if not (self.uploads.remove(key) or found):
+            raise InputError(f"no uploaded corpus {key!r}")
 
     # -- indexes ----------------------------------------------------------------------
     def index(self, key: str, metric: str = "cosine") -> VectorIndex:
@@ -258,7 +310,17 @@ class Backends:
         corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
         if len(corpus) > self.settings.max_points:
             raise InputError(f"{corpus.name}: {len(corpus):,} rows; this server maps at most {self.settings.max_points:,}")
-        return self.add_corpus(corpus)
+        key = self.add_corpus(corpus)
+        from pathlib import Path as _P
+
+        source = _P(paths[0]).name + (f" + {len(paths) - 1} more" if len(paths) > 1 else "")
+        with self._lock:
+            self._labels[key] = _label(source, len(corpus), corpus.dim)
+        try:
+            self.uploads.save(key, corpus, source=source)
+        except OSError as exc:  # a full disk must not lose the upload for this session
+            corpus.notes.append(f"not kept for the next visit: {exc}")
+        return key
 
     # -- maps and thumbnails ------------------------------------------------------------
     def projection(self, key: str, params, progress=None) -> np.ndarray:
@@ -287,6 +349,13 @@ class Backends:
                 done.touch()
         return d
 
-    def user_corpus_keys(self) -> list[str]:
+    def loaded_upload_keys(self) -> list[str]:
+        """Uploads in memory now (e.g. the --data files), the most recently used first."""
         with self._lock:
             return list(reversed(self._user))
+
+    def user_corpus_keys(self) -> list[str]:
+        """Uploaded corpora, the most recently used first, then the stored ones not loaded now."""
+        with self._lock:
+            live = list(reversed(self._user))
+        return live + [k for k in self.uploads.keys() if k not in live]

@@ -26,8 +26,8 @@ def build_atlas(backends: Backends):
     svc = AtlasService(backends)
     names = backends.corpus_names()
     first = backends.settings.default_corpus if backends.settings.default_corpus in names else names[0]
-    preloaded = [k for k in backends.user_corpus_keys()]
-    choices = preloaded + names
+    preloaded = backends.loaded_upload_keys()  # --data files open first; stored uploads are listed
+    choices = backends.corpus_choices()  # (label, key): uploads as "wine.csv · 178 × 13"
     start = preloaded[0] if preloaded else first
 
     # -- handlers ----------------------------------------------------------------------
@@ -55,7 +55,7 @@ def build_atlas(backends: Backends):
         progress(0.0, desc="reading upload")
         key = backends.add_path(paths if len(paths) > 1 else paths[0])
         outs = open_corpus(key, method, n_neighbors, min_dist, metric, progress)
-        return (gr.update(choices=backends.user_corpus_keys() + names, value=key),) + outs
+        return (gr.update(choices=backends.corpus_choices(), value=key),) + outs
 
     @guard
     def reproject(view, method, n_neighbors, min_dist, metric, color_by, progress=gr.Progress()):
@@ -145,6 +145,7 @@ def build_atlas(backends: Backends):
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             corpus_dd = gr.Dropdown(choices=choices, value=start, label="Corpus", elem_id="atlas-corpus")
+            remove_btn = gr.Button("Remove this upload", size="sm", elem_id="atlas-remove")
             files = gr.File(label="Upload a corpus (npy, parquet, csv, vectors.tsv + metadata.tsv, zip of images)",
                             file_count="multiple", height=200)
             info = gr.Markdown(elem_id="atlas-info")
@@ -222,7 +223,20 @@ def build_atlas(backends: Backends):
     axes_btn.click(do_axes, [view, xa, xb, ya, yb, color_by], [view, plot], api_visibility="undocumented")
     export_btn.click(do_export, [view, selection, fmt], export_file, api_visibility="undocumented")
 
-    # Initial map when the page loads (cached after the first visitor).
+    @guard
+    def remove_upload(key):
+        backends.remove_upload(key)
+        gr.Info(f"removed {key}")
+        return gr.update(choices=backends.corpus_choices(), value=first), first
+
+    remove_btn.click(remove_upload, corpus_dd, [corpus_dd, corpus_dd], api_visibility="undocumented").success(
+        open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented")
+
+    # Initial map when the page loads (cached after the first visitor); the corpus menu is read
+    # again, so uploads made since the server started (or in another tab) are listed.
+    gr.context.Context.root_block.load(lambda: gr.update(choices=backends.corpus_choices()), None, corpus_dd,
+                                       api_visibility="undocumented", queue=False)
+
     def initial(method_v, nn, md, met):
         return open_corpus(start, method_v, nn, md, met)
 
@@ -240,8 +254,13 @@ def _register_load(plot, fn, inputs, outputs):
 
 def _register_api(svc: AtlasService, guard):
     def atlas_corpora() -> list[str]:
-        """Corpora that can be opened: bundled names and this server's uploads."""
+        """Corpora that can be opened: this server's uploads (kept across restarts) and the bundled names."""
         return svc.b.user_corpus_keys() + svc.b.corpus_names()
+
+    def atlas_remove_upload(key: str) -> list[str]:
+        """Remove an uploaded corpus (from memory and the server's disk); returns the corpora left."""
+        svc.b.remove_upload(key)
+        return atlas_corpora()
 
     def atlas_upload(file: FileData) -> str:
         """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by."""
@@ -282,6 +301,10 @@ def _register_api(svc: AtlasService, guard):
         idx = [svc.item_index(corpus, i) for i in item_ids]
         return FileData(path=svc.export(view, idx, fmt))
 
-    for fn in (atlas_corpora, atlas_upload, atlas_project, atlas_neighbours, atlas_search, atlas_text_search,
+    # Uploads parse files (seconds, bounded by the loaders' limits) and projections may run UMAP: each has
+    # its own queue, so the fast queries (neighbours, search, a cached map) never wait behind them.
+    gr.api(guard(atlas_upload), api_name="atlas_upload", concurrency_id="atlas-upload", concurrency_limit=2)
+    gr.api(guard(atlas_project), api_name="atlas_project", concurrency_id="atlas-project", concurrency_limit=2)
+    for fn in (atlas_corpora, atlas_remove_upload, atlas_neighbours, atlas_search, atlas_text_search,
                atlas_more_like_this, atlas_custom_axes, atlas_export):
-        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="atlas-api")
+        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="atlas-api", concurrency_limit=8)

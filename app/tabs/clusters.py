@@ -479,7 +479,7 @@ def build_clusters(backends: Backends):
     view = gr.State({})
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
-            corpus_dd = gr.Dropdown(choices=backends.user_corpus_keys() + names, value=start, label="Corpus",
+            corpus_dd = gr.Dropdown(choices=backends.corpus_choices(), value=start, label="Corpus",
                                     elem_id="clusters-corpus")
             method = gr.Radio(["kmeans", "hdbscan", "agglomerative"], value="kmeans", label="Method")
             k = gr.Slider(0, 50, value=0, step=1, label="k (0 = estimate)", elem_id="clusters-k")

@@ -1,0 +1,107 @@
+"""Uploaded corpora kept on disk, so they survive a page reload and a server restart.
+
+    store = UploadStore(cache_root / "uploads")
+    store.save(key, corpus, source="wine.csv")   # vectors.npy, meta.parquet, images.npy, info.json
+    store.keys()                                   # newest first
+    store.load(key)                                # a Corpus again (no pickles: allow_pickle=False)
+    store.remove(key)
+
+One folder per corpus, named by a hash of its key, written to a temporary folder and renamed into
+place, so a crash never leaves half a corpus. The label a person sees is the file's name and the
+corpus's shape: "wine.csv · 178 × 13".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backends.corpora.corpus import Corpus
+from backends.errors import InputError
+
+
+def corpus_label(name: str, n: int, d: int) -> str:
+    return f"{name} · {n:,} × {d:,}"
+
+
+class UploadStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    def _dir(self, key: str) -> Path:
+        return self.root / hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+
+    def save(self, key: str, corpus: Corpus, *, source: str = "") -> None:
+        d = self._dir(key)
+        if (d / "info.json").exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{d.name}-{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.save(tmp / "vectors.npy", corpus.vectors, allow_pickle=False)
+        meta = corpus.meta.copy()
+        for c in meta.columns:  # parquet needs one type per column; mixed objects become text
+            if meta[c].dtype == object:
+                meta[c] = meta[c].astype(str)
+        meta.to_parquet(tmp / "meta.parquet", index=False)
+        if corpus.images is not None:
+            np.save(tmp / "images.npy", corpus.images, allow_pickle=False)
+        info = {"key": key, "name": corpus.name, "n": len(corpus), "d": corpus.dim, "description": corpus.description,
+                "notes": list(corpus.notes), "texts": corpus.texts is not None, "source": source,
+                "saved_at": time.time()}
+        if corpus.texts is not None:
+            (tmp / "texts.json").write_text(json.dumps(list(corpus.texts)))
+        (tmp / "info.json").write_text(json.dumps(info))
+        with self._lock:
+            if d.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            tmp.rename(d)
+
+    def infos(self) -> list[dict]:
+        """What is stored, newest first (folders without a readable info.json are skipped)."""
+        out = []
+        if not self.root.exists():
+            return out
+        for d in self.root.iterdir():
+            if d.name.startswith(".") or not (d / "info.json").exists():
+                continue
+            try:
+                out.append(json.loads((d / "info.json").read_text()))
+            except (OSError, ValueError):
+                continue
+        return sorted(out, key=lambda i: -float(i.get("saved_at", 0)))
+
+    def keys(self) -> list[str]:
+        return [i["key"] for i in self.infos()]
+
+    def load(self, key: str) -> Corpus:
+        import pandas as pd
+
+        d = self._dir(key)
+        if not (d / "info.json").exists():
+            raise InputError(f"uploaded corpus {key!r} is not stored here; upload the file again")
+        info = json.loads((d / "info.json").read_text())
+        images = np.load(d / "images.npy", allow_pickle=False) if (d / "images.npy").exists() else None
+        texts = json.loads((d / "texts.json").read_text()) if (d / "texts.json").exists() else None
+        c = Corpus(info["name"], np.load(d / "vectors.npy", allow_pickle=False), pd.read_parquet(d / "meta.parquet"),
+                   images=images, texts=texts, description=info.get("description", ""), notes=list(info.get("notes", [])))
+        return c
+
+    def remove(self, key: str) -> bool:
+        d = self._dir(key)
+        with self._lock:
+            if not d.exists():
+                return False
+            shutil.rmtree(d, ignore_errors=True)
+            return True
+
+
+__all__ = ["UploadStore", "corpus_label"]
