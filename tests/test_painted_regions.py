@@ -107,3 +107,20 @@ def test_painted_batch_swaps_captions_and_paints_every_object():
     assert swapped.any() and out["keep"][swapped][:, :2].all()
     assert (out["rmasks"][used][:, :2].reshape(-1, 2, 1024).sum(-1) >= 9 * 4).all()  # covers the 6x6-pixel object
     assert (out["states"][~used] == 1).all()
+
+
+def test_inside_is_read_off_whole_objects():
+    """An object drawn inside its painted area counts as inside; one spilling over it does not; the
+    background is read outside the areas even when an area touches the border."""
+    from backends.shapes import regions_eval as E
+
+    img = np.full((32, 32, 3), 18, np.uint8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 0:20, 0:14] = True  # touches the border
+    masks[1, 4:22, 18:30] = True
+    img[4:12, 3:10] = (225, 35, 35)  # inside area 0
+    img[16:32, 20:26] = (35, 70, 225)  # spills below area 1
+    comp = E.object_components(img, masks)
+    assert E.inside_region(comp[0], masks[0]) and not E.inside_region(comp[1], masks[1])
+    blank = np.full((32, 32, 3), 18, np.uint8)
+    assert not E.inside_region(E.object_components(blank, masks)[0], masks[0])

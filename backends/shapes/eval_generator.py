@@ -207,18 +207,16 @@ def score_user_regions(images, layouts, judge=None) -> dict:
     """Per region: judged shape / colour inside the painted area; the object inside its region
     (a foreground object found in the area, with >= 80% of its pixels inside it); background
     colour obeyed outside the regions."""
-    from scipy import ndimage
+    from backends.shapes.regions_eval import inside_region, object_components
 
     imgs = _to_uint8(images)
     judge = judge if judge is not None else _judge()
     ok_shape, ok_col, inside, bg_ok = [], [], [], []
     per_shape: dict[str, list] = {}
     for im, (masks, objs, bg, _) in zip(imgs, layouts):
-        det = detected_objects(im, masks)
+        det = object_components(im, masks)
         for k in range(len(masks)):
-            area = det[k].sum()
-            grown = ndimage.binary_dilation(masks[k], structure=np.ones((3, 3), bool))  # anti-aliased edges
-            inside.append(bool(area >= 4 and (det[k] & grown).sum() >= 0.8 * area))
+            inside.append(inside_region(det[k], masks[k]))
         bg_ok.append(background_colour(im, ~masks.any(0)) == bg)
         if judge is not None:
             pred = judge.predict_objects(im, masks)

@@ -119,6 +119,36 @@ def detect_objects(image: np.ndarray, masks: np.ndarray, *, margin: int | None =
     return out
 
 
+def object_components(image: np.ndarray, masks: np.ndarray, *, threshold: float = DIFF_THRESHOLD) -> np.ndarray:
+    """Per region, the whole foreground objects it holds: the connected components of the pixels that
+    differ from the background (the median colour outside every grown region, as in detect_objects),
+    each given to the region it overlaps most. bool (R, H, W); unlike detect_objects, an object is not
+    cut at the region's edge, so whether it lies inside its region can be read off."""
+    from scipy import ndimage
+
+    img = np.asarray(image, np.float32)
+    margin = max(1, img.shape[0] // 16)
+    outside = ~np.stack([_dilate(m, margin) for m in masks]).any(0)
+    if outside.sum() < 0.05 * outside.size:
+        outside = np.zeros_like(outside)
+        outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
+    bg = np.median(img[outside], axis=0)
+    lab, n = ndimage.label(np.linalg.norm(img - bg, axis=-1) > threshold)
+    out = np.zeros(masks.shape, bool)
+    for c in range(1, n + 1):
+        comp = lab == c
+        ov = (masks & comp[None]).reshape(len(masks), -1).sum(1)
+        if ov.max() > 0:
+            out[int(np.argmax(ov))] |= comp
+    return out
+
+
+def inside_region(component: np.ndarray, mask: np.ndarray) -> bool:
+    """At least 4 object pixels, 80% of them in the region grown by one pixel (anti-aliased edges)."""
+    area = component.sum()
+    return bool(area >= 4 and (component & _dilate(mask, 1)).sum() >= 0.8 * area)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     u = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / u) if u else 0.0
@@ -126,18 +156,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def score_image(judge, image: np.ndarray, lay: Layout) -> list[dict]:
     """One row per region: shape_ok, colour_ok, both_ok, iou, inside, bg_ok (the image's)."""
-    from backends.shapes.eval_generator import background_colour, detected_objects
+    from backends.shapes.eval_generator import background_colour
 
     df = judge.predict_objects(image, lay.masks)
     det = detect_objects(image, lay.masks)
-    comp = detected_objects(image, lay.masks)
+    comp = object_components(image, lay.masks)
     bg_ok = background_colour(image, ~lay.masks.any(0)) == lay.background if lay.background else False
     rows = []
     for j in range(len(lay.masks)):
         s_ok = df["shape"].iat[j] == lay.shapes[j]
         c_ok = df["colour"].iat[j] == lay.colours[j]
-        area = comp[j].sum()  # inside: 80% of the object's pixels in its area, grown by one pixel (anti-aliased edges)
-        inside = bool(area >= 4 and (comp[j] & _dilate(lay.masks[j], 1)).sum() >= 0.8 * area)
+        inside = inside_region(comp[j], lay.masks[j])
         rows.append({"shape_ok": bool(s_ok), "colour_ok": bool(c_ok), "both_ok": bool(s_ok and c_ok),
                      "iou": iou(det[j], lay.masks[j]), "inside": inside, "bg_ok": bool(bg_ok)})
     return rows
