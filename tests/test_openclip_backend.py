@@ -442,7 +442,7 @@ def test_backends_use_the_chosen_encoder_for_uploads_search_names_and_stitching(
     np.testing.assert_allclose(q, ie.get_image_encoder(SPEC).encode_texts(["a red circle"])[0], atol=1e-6)
     assert ie.canonical_spec(SPEC) in [s["name"] for s in stitching.available_spaces()]  # a Stitching space too
 
-    from app.tabs.clusters import ClustersService
+    from app.services.clusters import ClustersService
 
     space = ClustersService(b).text_space(key)
     assert space is not None  # cluster names come from the tiny encoder's text tower

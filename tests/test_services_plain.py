@@ -193,3 +193,23 @@ def test_stitching_a_rotated_space_is_the_same_in_relative_terms(backends):
     assert list(frame.columns) == list(METRICS_COLUMNS) and len(frame) == 5
     with pytest.raises(InputError, match="Unknown anchor strategy"):
         svc.params("blobs", "blobs-rotated", strategy="sideways")
+
+
+# -- Clusters -----------------------------------------------------------------------------
+
+def test_clusters_of_digits_follow_the_labels(backends):
+    from app.services.clusters import CLUSTER_COLUMNS, ClustersService, cluster_table
+    from backends.errors import InputError
+
+    svc = ClustersService(backends)
+    seen = []
+    run_id, res = svc.run("digits", "kmeans", k=10, seed=0, progress=lambda f, text: seen.append(f))
+    assert res.k == 10 and len(res.labels) == 1797
+    s = svc.summary(run_id)
+    assert s["metrics"]["label"]["nmi"] > 0.5  # property, not an exact number
+    rows = svc.names(run_id)
+    table = cluster_table(rows)
+    assert list(table.columns) == list(CLUSTER_COLUMNS) and len(table) == 10 and table["size"].sum() == 1797
+    assert len(svc.members(run_id, 0, 5)) == 5
+    with pytest.raises(InputError):
+        svc.summary("no-such-run")
