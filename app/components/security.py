@@ -79,7 +79,7 @@ class FailureLimiter:
                        global_max_delay_s=global_max_delay_s)
 
     @classmethod
-    def from_env(cls) -> "FailureLimiter":
+    def from_env(cls) -> FailureLimiter:
         return cls(max_failures=int(_env_number("LATENT_ATLAS_AUTH_MAX_FAILURES", 5)),
                    window_s=_env_number("LATENT_ATLAS_AUTH_WINDOW_S", 60.0),
                    max_delay_s=_env_number("LATENT_ATLAS_AUTH_MAX_DELAY_S", 300.0),

@@ -122,8 +122,9 @@ def plot_payload(plot, labels: list[str] | None = None, *, tool: str = "lasso", 
         title=title, dragmode="select" if tool == "box" else "lasso", point_size=8 if n < 500 else 6,
         uirevision=f"plot-{plot.id}-{revision}"))
     code = {g: i for i, g in enumerate(CATEGORIES)}
+    colours = [GROUP_COLORS[g] for g in CATEGORIES]  # "colors": what the scatter draws with since 16bb7be
     payload.update({"color_cat": [code[g] for g in labels], "categories": CATEGORIES, "color_name": "group",
-                    "palette": [GROUP_COLORS[g] for g in CATEGORIES]})
+                    "palette": colours, "colors": colours, "outline": False})
     return json.dumps(payload, separators=(",", ":"))
 
 

@@ -854,7 +854,7 @@ def csv_safe(df: "pandas.DataFrame") -> "pandas.DataFrame":  # noqa: F821
     out = df.copy()
     for col in out.columns:
         dtype = out[col].dtype
-        if dtype == object or isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+        if pd.api.types.is_object_dtype(dtype) or isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
             out[col] = out[col].astype(object).map(escape_formula)
     out.columns = [escape_formula(c) for c in out.columns]
     return out
