@@ -125,6 +125,7 @@ const plotDiv = root.querySelector('.la-plot');
 const tip = root.querySelector('.la-tip');
 let data = null;
 let lastSelTs = 0;
+let ignoreDeselectUntil = 0;
 
 function loadPlotly() {
   if (window.Plotly) return Promise.resolve(window.Plotly);
@@ -185,10 +186,11 @@ function render() {
   if (!raw) return;
   let parsed;
   try { parsed = typeof raw === 'string' ? JSON.parse(raw) : raw; } catch (e) { return; }
+  let clearLasso = false;
   if (parsed.patch) {
     if (!data || data.uirevision !== parsed.uirevision) return;  // a patch for a map no longer shown
     if (parsed.highlight) data.highlight = parsed.highlight;
-    if (parsed.selected) data.selected = parsed.selected;
+    if (parsed.selected) { data.selected = parsed.selected; clearLasso = true; }  // e.g. a search replaced a lasso
   } else {
     data = parsed;
   }
@@ -198,6 +200,12 @@ function render() {
       showSendToCloud: false, showEditInChartStudio: false, showLink: false, plotlyServerURL: '',
       modeBarButtonsToRemove: ['toImage', 'sendChartToCloud', 'sendDataToCloud', 'editInChartStudio']});
     if (!plotDiv.__laBound) { bind(Plotly); plotDiv.__laBound = true; }
+    if (clearLasso && ((plotDiv.layout.selections || []).length || plotDiv.data.some(t => t.selectedpoints))) {
+      // the old lasso/box and its dimmed points go: the map shows one selection, the one in the tables
+      ignoreDeselectUntil = Date.now() + 800;
+      Plotly.relayout(plotDiv, {selections: []});
+      Plotly.restyle(plotDiv, {selectedpoints: [null]});
+    }
     root.dataset.ready = String(Date.now());
     root.dataset.points = String(data.x.length);
   });
@@ -223,6 +231,7 @@ function bind(Plotly) {
     trigger('points_selected', {indices, ids: indices.map(i => data.ids[i]), ts: lastSelTs});
   });
   plotDiv.on('plotly_deselect', () => {
+    if (Date.now() < ignoreDeselectUntil) return;  // our own clearing, not the user's double click
     trigger('points_selected', {indices: [], ids: [], ts: Date.now()});
   });
   plotDiv.on('plotly_hover', ev => {

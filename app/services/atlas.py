@@ -230,8 +230,8 @@ class AtlasService:
             raise InputError(f"selection has indices outside 0..{len(corpus) - 1}")
         xy = self._xy(view)
         df = corpus.meta.iloc[idx].copy()
-        df["x"] = np.round(xy[idx, 0], 4)
-        df["y"] = np.round(xy[idx, 1], 4)
+        df["x"] = np.round(xy[idx, 0].astype(np.float64), 4)  # float32 -0.086 would show as -0.0860000029206276
+        df["y"] = np.round(xy[idx, 1].astype(np.float64), 4)
         return df.reset_index(drop=True) if len(idx) else pd.DataFrame(columns=list(corpus.meta.columns) + ["x", "y"])
 
     def export(self, view: dict, indices: list[int], fmt: str) -> str:

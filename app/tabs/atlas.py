@@ -44,8 +44,10 @@ def build_atlas(backends: Backends):
         view = svc.project(key, method, n_neighbors, min_dist, metric,
                            progress=lambda f, m: progress(f, desc=m))
         color = svc.default_color(key)
+        # a new corpus starts clean: no selection, no search text, no custom-axes groups, no export file
         return (view, svc.payload(view, color), svc.corpus_info(key), color_choices(key, color),
-                [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "")
+                [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "",
+                "", "", "", "", "", "", None)
 
     @guard
     def upload(files, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
@@ -61,7 +63,8 @@ def build_atlas(backends: Backends):
     def reproject(view, method, n_neighbors, min_dist, metric, color_by, progress=gr.Progress()):
         new = svc.project(view["corpus"], method, n_neighbors, min_dist, metric,
                           progress=lambda f, m: progress(f, desc=m))
-        return new, svc.payload(new, color_by)
+        new = {**new, "highlight": view.get("highlight", []), "selected": view.get("selected", [])}
+        return new, svc.payload(new, color_by), svc.rows(new, new["selected"]).head(MAX_TABLE_ROWS)
 
     @guard
     def recolor(view, color_by):
@@ -133,7 +136,11 @@ def build_atlas(backends: Backends):
     @guard
     def do_axes(view, xa, xb, ya, yb, color_by):
         new = svc.custom_axes(view["corpus"], xa, xb, ya, yb)
-        return new, svc.payload(new, color_by)
+        # the search hits and the clicked item stay marked, and the table shows the new coordinates
+        new = {**new, "highlight": view.get("highlight", []), "selected": view.get("selected", [])}
+        sel = new["selected"]
+        df = svc.rows(new, sel)
+        return new, svc.payload(new, color_by), df.head(MAX_TABLE_ROWS)
 
     @guard
     def do_export(view, indices, fmt):
@@ -171,36 +178,38 @@ def build_atlas(backends: Backends):
                 ya = gr.Textbox(label="y: A (optional)")
                 yb = gr.Textbox(label="y: B (optional)")
                 axes_btn = gr.Button("Apply axes")
-        with gr.Column(scale=3, min_width=420):
-            plot = scatter_map(height=600, elem_id="atlas-map")
-        with gr.Column(scale=2, min_width=300):
-            item_image = gr.Image(label="Selected item", height=160, interactive=False, elem_id="atlas-item-image")
-            item_md = gr.Markdown(elem_id="atlas-item")
-            item_id = gr.Textbox(label="Selected id", interactive=False, elem_id="atlas-item-id")
-            k = gr.Slider(1, 50, value=K_DEFAULT, step=1, label="Neighbours (k, original space)")
-            gallery = gr.Gallery(label="Nearest neighbours", columns=4, height=220, object_fit="contain",
-                                 fit_columns=False, elem_id="atlas-neighbours")
-            neighbours_table = gr.Dataframe(empty_table(NEIGHBOUR_COLUMNS), label="Neighbours", interactive=False,
-                                            max_height=220, elem_id="atlas-neighbours-table")
-            more_btn = gr.Button("More like this")
-            sel_md = gr.Markdown(NO_SELECTION, elem_id="atlas-selection")
-            sel_table = gr.Dataframe(empty_table(SELECTION_COLUMNS), label="Selection", interactive=False,
-                                     max_height=260)
+        with gr.Column(scale=4, min_width=480):
+            plot = scatter_map(height=620, elem_id="atlas-map")
             with gr.Row():
-                fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Export format")
-                export_btn = gr.Button("Export selection")
-            export_file = gr.File(label="Export", interactive=False)
+                with gr.Column(scale=1, min_width=300):
+                    item_image = gr.Image(label="Selected item", height=160, interactive=False, elem_id="atlas-item-image")
+                    item_md = gr.Markdown(elem_id="atlas-item")
+                    item_id = gr.Textbox(label="Selected id", interactive=False, elem_id="atlas-item-id")
+                    k = gr.Slider(1, 50, value=K_DEFAULT, step=1, label="Neighbours (k, original space)")
+                    gallery = gr.Gallery(label="Nearest neighbours", columns=4, height=220, object_fit="contain",
+                                         fit_columns=False, elem_id="atlas-neighbours")
+                    neighbours_table = gr.Dataframe(empty_table(NEIGHBOUR_COLUMNS), label="Neighbours", interactive=False,
+                                                    max_height=220, elem_id="atlas-neighbours-table")
+                    more_btn = gr.Button("More like this")
+                with gr.Column(scale=1, min_width=300):
+                    sel_md = gr.Markdown(NO_SELECTION, elem_id="atlas-selection")
+                    sel_table = gr.Dataframe(empty_table(SELECTION_COLUMNS), label="Selection", interactive=False,
+                                             max_height=260)
+                    with gr.Row():
+                        fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Export format")
+                        export_btn = gr.Button("Export selection")
+                    export_file = gr.File(label="Export", interactive=False)
 
     # -- wiring ------------------------------------------------------------------------
     proj_inputs = [method, n_neighbors, min_dist, metric]
     # opening a corpus also clears what was selected in the previous one
     open_outputs = [view, plot, info, color_by, gallery, item_image, item_md, selection, neighbours_table, sel_md,
-                    sel_table, item_id]
+                    sel_table, item_id, query, text_q, xa, xb, ya, yb, export_file]
     corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
                     concurrency_id="atlas-heavy")
     files.upload(upload, [files] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
                  concurrency_id="atlas-heavy")
-    project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot], api_visibility="undocumented",
+    project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot, sel_table], api_visibility="undocumented",
                       concurrency_id="atlas-heavy")
     color_by.input(recolor, [view, color_by], plot, api_visibility="undocumented")
     # columns added since the corpus was opened (e.g. cluster labels from the Clusters tab) show up on focus
@@ -220,16 +229,16 @@ def build_atlas(backends: Backends):
              api_visibility="undocumented")
     more_btn.click(do_more_like_this, [view, item_id, color_by], [view, plot, sel_md, sel_table, selection],
                    api_visibility="undocumented")
-    axes_btn.click(do_axes, [view, xa, xb, ya, yb, color_by], [view, plot], api_visibility="undocumented")
+    axes_btn.click(do_axes, [view, xa, xb, ya, yb, color_by], [view, plot, sel_table], api_visibility="undocumented")
     export_btn.click(do_export, [view, selection, fmt], export_file, api_visibility="undocumented")
 
     @guard
     def remove_upload(key):
         backends.remove_upload(key)
         gr.Info(f"removed {key}")
-        return gr.update(choices=backends.corpus_choices(), value=first), first
+        return gr.update(choices=backends.corpus_choices(), value=first)
 
-    remove_btn.click(remove_upload, corpus_dd, [corpus_dd, corpus_dd], api_visibility="undocumented").success(
+    remove_btn.click(remove_upload, corpus_dd, corpus_dd, api_visibility="undocumented").success(
         open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented")
 
     # Initial map when the page loads (cached after the first visitor); the corpus menu is read
