@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.corpora import limits as _upload
+
 
 def _env_int(name: str, default: int, lo: int, hi: int) -> int:
     raw = os.environ.get(name)
@@ -42,6 +44,12 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: Path = field(default_factory=default_cache_dir)
     max_upload_mb: int = 200
+    # what an upload may hold (backends/corpora/limits.py); checked before parsing, each refusal names the limit
+    max_upload_columns: int = _upload.MAX_COLUMNS
+    max_upload_cells: int = _upload.MAX_CELLS
+    max_image_megapixels: int = _upload.MAX_IMAGE_PIXELS // 1_000_000  # larger images in a zip/folder are skipped
+    upload_timeout_s: int = int(_upload.MAX_PARSE_SECONDS)  # reading one upload's tables stops after this long
+    upload_memory_mb: int = _upload.MAX_PARSE_MEMORY // 2**20  # estimated memory of a parsed table
     max_points: int = 300_000
     exact_index_below: int = 20_000  # exact FAISS search below this many vectors, HNSW above
     annotations_db: str = ""  # SQLite path or SQLAlchemy URL; empty: <cache_dir>/annotations.sqlite
@@ -62,6 +70,11 @@ class Settings:
             port=_env_int("PORT", _env_int("GRADIO_SERVER_PORT", cls.port, 1, 65535), 1, 65535),
             device=os.environ.get("LATENT_ATLAS_DEVICE", cls.device),
             max_upload_mb=_env_int("LATENT_ATLAS_MAX_UPLOAD_MB", cls.max_upload_mb, 1, 10_000),
+            max_upload_columns=_env_int("LATENT_ATLAS_MAX_UPLOAD_COLUMNS", cls.max_upload_columns, 1, 10_000_000),
+            max_upload_cells=_env_int("LATENT_ATLAS_MAX_UPLOAD_CELLS", cls.max_upload_cells, 1, 2_000_000_000),
+            max_image_megapixels=_env_int("LATENT_ATLAS_MAX_IMAGE_MEGAPIXELS", cls.max_image_megapixels, 1, 1_000),
+            upload_timeout_s=_env_int("LATENT_ATLAS_UPLOAD_TIMEOUT_S", cls.upload_timeout_s, 1, 3_600),
+            upload_memory_mb=_env_int("LATENT_ATLAS_UPLOAD_MEMORY_MB", cls.upload_memory_mb, 16, 1_000_000),
             annotations_db=os.environ.get("LATENT_ATLAS_ANNOTATIONS_DB", ""),
             admin_password=os.environ.get("LATENT_ATLAS_ADMIN_PASSWORD", ""),
             default_corpus=os.environ.get("LATENT_ATLAS_CORPUS", cls.default_corpus),
@@ -88,6 +101,15 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def upload_limits(self) -> _upload.UploadLimits:
+        """The limits the upload loaders check (pass as `limits=` to load_path / load_paths)."""
+        return _upload.UploadLimits(
+            max_columns=int(self.max_upload_columns), max_cells=int(self.max_upload_cells),
+            max_image_pixels=int(self.max_image_megapixels) * 1_000_000,
+            max_parse_seconds=float(self.upload_timeout_s), max_parse_memory=int(self.upload_memory_mb) * 2**20,
+        )
 
     @property
     def annotations_url(self) -> str:

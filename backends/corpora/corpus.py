@@ -96,15 +96,45 @@ def validate_vectors(x, *, what: str = "vectors", min_rows: int = 2) -> np.ndarr
         raise InputError(f"{what}: rows have 0 dimensions")
     if n < min_rows:
         raise InputError(f"{what}: only {n} row; at least {min_rows} are needed to build a map")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    wide = arr
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, with the values
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        shown = ", ".join(str(r) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
-        raise InputError(f"{what}: {len(rows)} row(s) contain NaN or Inf (rows {shown})")
+        _check_float32_range(wide, rows, what)
+        raise InputError(f"{what}: {len(rows)} row(s) contain NaN or Inf (rows {_rows(rows)})")
     if n > 1 and np.all(arr == arr[0]):
         raise InputError(f"{what}: all {n} rows are identical; there is nothing to map")
     return arr
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
+
+
+def _check_float32_range(wide: np.ndarray, rows: np.ndarray, what: str) -> None:
+    """Rows that became Inf only in the cast to float32 (finite float64 values beyond ±3.4e38):
+    say so, with the largest value, rather than calling them NaN or Inf."""
+    if wide.dtype.kind != "f" or wide.dtype.itemsize <= 4:
+        return
+    sub = np.asarray(wide[rows])
+    finite = np.isfinite(sub)
+    over = finite & (np.abs(np.where(finite, sub, 0)) > FLOAT32_MAX)
+    over_rows = over.any(axis=1)
+    if not over_rows.any():
+        return
+    vals = sub[over]
+    ext = float(vals[np.argmax(np.abs(vals))])
+    extreme = f"values up to {ext:.3g}" if ext > 0 else f"values down to {ext:.3g}"
+    others = int((~finite).any(axis=1).sum())
+    also = f"; {others} row(s) also contain NaN or Inf" if others else ""
+    raise InputError(f"{what}: {extreme} exceed float32's range (±3.4e38) in {int(over_rows.sum())} "
+                     f"row(s) (rows {_rows(rows[over_rows])}){also}; scale the vectors down (e.g. divide by their "
+                     "norm)")
+
+
+def _rows(rows: np.ndarray) -> str:
+    return ", ".join(str(r) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
 
 
 # ---------------------------------------------------------------------------------------

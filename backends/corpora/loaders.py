@@ -2,18 +2,24 @@
 
 Every loader returns a `Corpus` (backends/corpora/corpus.py). Every problem with a user's file is an
 `InputError` whose message names the file and what was wrong; nothing here extracts archives to
-disk, unpickles, or reads a file larger than the configured limit.
+disk, unpickles, or reads a file larger than the configured limit. Before a parser runs, cheap checks
+on the raw bytes refuse what would stall it (backends/corpora/limits.py: columns, cells, decompressed
+size, image pixels), and reading a table stops after a time limit; each message names the limit.
 
     load_corpus("digits")                                  # bundled, offline
     load_path("vectors.npy", max_bytes=200 * 2**20)        # one file or a folder
-    load_paths(["vectors.tsv", "metadata.tsv"], max_bytes=...)
+    load_paths(["vectors.tsv", "metadata.tsv"], max_bytes=..., limits=settings.upload_limits)
     export_rows(corpus, indices, xy, "parquet", "selection.parquet")
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import os
 import re
+import struct
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,24 +27,27 @@ from typing import Callable, Iterable
 import numpy as np
 
 from backends.corpora.corpus import Corpus, register_corpus, validate_vectors
+from backends.corpora.limits import DEFAULT_LIMITS, UploadLimits
 from backends.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+ARCHIVE_EXTENSIONS = (".zip", ".npz", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")
 SUPPORTED_FORMATS = (
     ".npy, .npz, .parquet, .csv, the Embedding Projector's vectors.tsv (+ metadata.tsv), "
     "a .zip or folder of images (" + " ".join(IMAGE_EXTENSIONS) + ")"
 )
+OFFICE_EXTENSIONS = {e: "a spreadsheet: save it as CSV" for e in (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")}
 VECTOR_COLUMN_NAMES = ("vector", "vectors", "embedding", "embeddings")
 TEXT_COLUMN_NAMES = ("text", "caption", "sentence", "document", "content", "title")
 # numeric columns that describe a row rather than being one of its dimensions
 NON_DIMENSION_COLUMNS = ("id", "index", "unnamed: 0", "label", "labels", "class", "target")
 
-MAX_ARCHIVE_MEMBERS = 20_000  # files in a zip or folder
-ARCHIVE_EXPANSION = 4  # total uncompressed size may be at most this many times max_bytes
-MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped (decompression bombs)
 THUMBNAIL_SIZE = 64
 EMBED_BATCH = 256
 BACKGROUND = (255, 255, 255)  # behind transparent pixels and around letterboxed thumbnails
+LIST_SAMPLE_ROWS = 64  # rows looked at to tell list / mostly-numeric text columns (issue #20: vectorised)
+# CSV cells that a spreadsheet would run as a formula (OWASP "CSV injection"); exports prefix a quote
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 ImageEmbedder = Callable[[np.ndarray], np.ndarray]
 
@@ -72,7 +81,8 @@ def load_digits_corpus() -> Corpus:
 # Public entry points for user data
 
 
-def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None) -> Corpus:
+def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None,
+              limits: UploadLimits | None = None) -> Corpus:
     """A user corpus from one file or folder.
 
     path:           .npy, .npz, .parquet, .csv, vectors.tsv, a .zip of images (or of a
@@ -82,23 +92,34 @@ def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = No
                     has an int attribute `image_size`, it gets letterboxed images of that size,
                     otherwise the 64×64 thumbnails.
     name:           corpus name (default: the file or folder name without extension).
+    limits:         columns, cells, pixels, time… (default `UploadLimits()`; the app passes
+                    `settings.upload_limits`).
+
+    Raises InputError, and nothing else, for any problem with the file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such file or folder")
-    name = name or _default_name(p)
-    if p.is_dir():
-        return _load_folder(p, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
-    return load_paths([p], max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+    with _loading(limits, path):
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{path}: no such file or folder")
+        name = name or _default_name(p)
+        if p.is_dir():
+            return _load_folder(p, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        return load_paths([p], max_bytes=max_bytes, image_embedder=image_embedder, name=name)
 
 
-def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None) -> Corpus:
+def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None,
+               limits: UploadLimits | None = None) -> Corpus:
     """A user corpus from several uploaded files at once.
 
     Accepted combinations: one vectors file plus optionally one metadata file (a file whose
     name contains "meta", .tsv or .csv, e.g. vectors.tsv + metadata.tsv, or vectors.npy +
     metadata.csv); or several image files. A single path behaves like `load_path`.
     """
+    with _loading(limits, paths):
+        return _load_paths(paths, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+
+
+def _load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None, name: str | None) -> Corpus:
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
         raise InputError("no files given; upload one of: " + SUPPORTED_FORMATS)
@@ -117,8 +138,9 @@ def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = 
 
     # several images: one image corpus
     if len(paths) > 1 and all(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
-        if len(paths) > MAX_ARCHIVE_MEMBERS:
-            raise InputError(f"{len(paths):,} image files; at most {MAX_ARCHIVE_MEMBERS:,} are accepted")
+        most = _limits().max_archive_members
+        if len(paths) > most:
+            raise InputError(f"{len(paths):,} image files; at most {most:,} are accepted")
         items = [(p.name, p.read_bytes) for p in paths]
         return _images_corpus(items, source=f"{len(paths)} image files", notes=[], image_embedder=image_embedder,
                               name=name or "images")
@@ -154,6 +176,66 @@ def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = 
     return parts.to_corpus(name, source=", ".join(p.name for p in paths))
 
 
+# -- the limits and clock of one load call --------------------------------------------------
+
+
+class _Load:
+    def __init__(self, limits: UploadLimits):
+        self.limits = limits
+        self.t0 = time.monotonic()
+
+
+_ACTIVE: contextvars.ContextVar[_Load | None] = contextvars.ContextVar("latent_atlas_upload", default=None)
+
+
+def _limits() -> UploadLimits:
+    cur = _ACTIVE.get()
+    return cur.limits if cur is not None else DEFAULT_LIMITS
+
+
+def _check_time(fname: str, doing: str) -> None:
+    """Stop a load that has run past the time limit, naming what it was doing."""
+    cur = _ACTIVE.get()
+    if cur is None:
+        return
+    spent = time.monotonic() - cur.t0
+    if spent > cur.limits.max_parse_seconds:
+        raise InputError(f"{fname}: reading stopped after {spent:.0f} s while {doing}; the limit is "
+                         f"{cur.limits.max_parse_seconds:g} s per upload")
+
+
+@contextlib.contextmanager
+def _loading(limits: UploadLimits | None, what):
+    """Run one public load: set its limits and clock (an inner call keeps the outer's), and turn any
+    error that is not an InputError into one, so that a bad file never escapes as anything else."""
+    if limits is not None and not isinstance(limits, UploadLimits):
+        raise TypeError(f"limits must be an UploadLimits, but is {type(limits).__name__}")
+    outer = _ACTIVE.get()
+    token = _ACTIVE.set(_Load(limits or DEFAULT_LIMITS)) if outer is None or limits is not None else None
+    try:
+        yield
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{_what(what)}: too large to load in memory") from None
+    except RecursionError:
+        raise InputError(f"{_what(what)}: too deeply nested to read") from None
+    except Exception as exc:  # a parser's or the file system's own error: report it, never crash
+        raise InputError(f"{_what(what)}: could not be read ({type(exc).__name__}: {_short(exc)})") from exc
+    finally:
+        if token is not None:
+            _ACTIVE.reset(token)
+
+
+def _what(what) -> str:
+    if isinstance(what, (str, os.PathLike)):
+        return Path(what).name or str(what)
+    try:
+        return ", ".join(Path(p).name for p in what) or "upload"
+    except TypeError:
+        return "upload"
+
+
 def pixel_embedder(images: np.ndarray) -> np.ndarray:
     """Downsampled pixels as vectors: uint8 (N, H, W, 3) → float32 (N, 768), 16×16 RGB in [0, 1]."""
     images = np.asarray(images)
@@ -177,6 +259,9 @@ def export_rows(corpus: Corpus, indices, xy, fmt: str, path) -> str:
              coordinates of the selected items in order.
     fmt:     "csv" | "parquet" | "jsonl".
     path:    the output file, or an existing folder to write `<corpus>-selection.<fmt>` into.
+
+    In a CSV, text cells (and column names) that a spreadsheet would run as a formula (starting
+    with = + - @, a tab or a carriage return) get a leading single quote; numbers stay numbers.
     """
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in ("csv", "parquet", "jsonl"):
@@ -213,7 +298,8 @@ def export_rows(corpus: Corpus, indices, xy, fmt: str, path) -> str:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            # CRLF line ends (RFC 4180): a cell holding a lone \r is then quoted, not split into two rows
+            _escape_formulas(df).to_csv(tmp, index=False, lineterminator="\r\n")
         elif fmt == "jsonl":
             df.to_json(tmp, orient="records", lines=True, force_ascii=False)
         else:
@@ -223,6 +309,40 @@ def export_rows(corpus: Corpus, indices, xy, fmt: str, path) -> str:
         if tmp.exists():
             tmp.unlink()
     return str(out)
+
+
+def _escape_formulas(df):
+    """Cells and column names that start like a formula get a leading "'" (OWASP, CSV injection).
+
+    Only text is touched: numeric columns, and text that reads as a plain number ("-1.5", "+3"),
+    stay as they are, so numbers round-trip as numbers.
+    """
+    import pandas as pd
+
+    out = df.copy()
+    out.columns = [_escape_cell(c) if isinstance(c, str) else c for c in out.columns]
+    for j, dt in enumerate(out.dtypes):
+        if pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt) or \
+                pd.api.types.is_datetime64_any_dtype(dt):
+            continue
+        col = out.iloc[:, j]
+        if pd.api.types.is_string_dtype(dt) and not pd.api.types.is_object_dtype(dt):
+            s = col.astype(str)
+            risky = s.str.startswith(FORMULA_PREFIXES) & ~s.str.fullmatch(_PLAIN_NUMBER_RE.pattern) & col.notna()
+            if risky.any():
+                out.isetitem(j, col.mask(risky, "'" + s))
+        else:
+            out.isetitem(j, col.map(_escape_cell))
+    return out
+
+
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _escape_cell(v):
+    if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) and not _PLAIN_NUMBER_RE.fullmatch(v):
+        return "'" + v
+    return v
 
 
 # =========================================================================================
@@ -257,8 +377,11 @@ def _read_vector_file(p: Path, *, max_bytes: int, image_embedder, name: str) -> 
     ext = p.suffix.lower()
     with open(p, "rb") as f:
         head = f.read(8)
-    kind = _kind(ext, head)
+    kind = _kind(ext, head) if ext not in OFFICE_EXTENSIONS else None
     if kind is None:
+        if ext in OFFICE_EXTENSIONS:
+            raise InputError(f"{fname}: unsupported file type {ext!r} ({OFFICE_EXTENSIONS[ext]}); supported: "
+                             f"{SUPPORTED_FORMATS}")
         if ext in IMAGE_EXTENSIONS:
             raise InputError(f"{fname}: a single image; upload several images, or a .zip or folder of images")
         raise InputError(f"{fname}: unsupported file type {ext or '(no extension)'!r}; supported: {SUPPORTED_FORMATS}")
@@ -275,10 +398,9 @@ def _read_vector_file(p: Path, *, max_bytes: int, image_embedder, name: str) -> 
         if kind == "parquet":
             return _parts_from_table(_read_parquet(data, fname, max_bytes=max_bytes), fname, notes, csv=False)
         if kind == "csv":
-            df, first_line = _read_csv(data, fname, notes)
-            return _parts_from_table(df, fname, notes, csv=True, first_line=first_line)
+            return _parts_from_csv(data, fname, notes)
         if kind == "tsv":
-            vectors = _vectors_from_tsv(data, fname)
+            vectors = _vectors_from_tsv(data, fname, notes)
             return _Parts(vectors, _empty_meta(len(vectors)), notes)
     except InputError:
         raise
@@ -312,6 +434,11 @@ def _vectors_from_npy(data: bytes, fname: str) -> np.ndarray:
     if not data.startswith((b"\x93NUMPY", b"PK\x03\x04", b"\x80")):  # \x80: a raw pickle (protocol ≥ 2)
         raise InputError(f"{fname}: not a valid .npy file (it does not start with the .npy header); "
                          "save it with np.save")
+    if data.startswith(b"\x93NUMPY"):
+        fp = io.BytesIO(data)
+        header = _npy_header(fp)
+        if header is not None:
+            _check_npy_header(header, fname, available=len(data) - fp.tell())
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
@@ -327,6 +454,36 @@ def _vectors_from_npy(data: bytes, fname: str) -> np.ndarray:
         arr.close()
         raise InputError(f"{fname}: this is an .npz archive, not an .npy array; rename it to .npz")
     return _numeric_2d(arr, fname)
+
+
+def _npy_header(fp) -> tuple[tuple, np.dtype] | None:
+    """(shape, dtype) from an .npy header, reading nothing else; None when it cannot be parsed
+    (np.load then reports the problem)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            return None
+    except Exception:  # a malformed header: np.load's own message is clearer
+        return None
+    return tuple(int(s) for s in shape), dtype
+
+
+def _check_npy_header(header: tuple[tuple, np.dtype], what: str, *, available: int | None) -> None:
+    """Refuse an array whose header declares more cells than the limit, or more bytes than the file
+    holds, before its data is allocated."""
+    shape, dtype = header
+    cells = int(np.prod(shape, dtype=object)) if shape else 1
+    lim = _limits()
+    if cells > lim.max_cells:
+        raise InputError(f"{what}: shape {shape} is {cells:,} values, over the limit of {lim.max_cells:,} values")
+    if available is not None and not dtype.hasobject and cells * dtype.itemsize > available:
+        raise InputError(f"{what}: its header declares shape {shape} of {dtype} ({_fmt_bytes(cells * dtype.itemsize)}) "
+                         f"but the file holds only {_fmt_bytes(max(available, 0))} of data; it is truncated or corrupt")
 
 
 def _numeric_2d(arr: np.ndarray, fname: str) -> np.ndarray:
@@ -348,23 +505,51 @@ def _numeric_2d(arr: np.ndarray, fname: str) -> np.ndarray:
 
 
 def _parts_from_npz(data: bytes, fname: str, *, max_bytes: int) -> _Parts:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        _check_archive(zf, fname, max_bytes=max_bytes)
+    _check_zip_directory(data, fname)
     notes: list[str] = []
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        keys = list(z.files)
-        arrays = {}
-        for k in keys:
+    declared: dict[str, bool] = {}  # member → holds Python objects
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in _check_archive(zf, fname, max_bytes=max_bytes):
+            if info.is_dir() or not info.filename.endswith(".npy"):
+                continue
             try:
-                arrays[k] = z[k]
-            except ValueError:
+                with zf.open(info) as f:
+                    header = _npy_header(f)
+                    header_len = f.tell()
+            except Exception:  # a corrupt or encrypted member: reported when it is read below
+                continue
+            if header is not None:
+                key = info.filename[: -len(".npy")]
+                _check_npy_header(header, f"{fname}: array {key!r}", available=info.file_size - header_len)
+                declared[key] = header[1].hasobject
+    arrays = {}
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        for k in list(z.files):
+            if declared.get(k):
                 notes.append(f"skipped array {k!r} in {fname}: it holds Python objects (pickle)")
+                continue
+            try:
+                a = z[k]
+            except ValueError as exc:
+                if "pickle" in str(exc).lower():
+                    notes.append(f"skipped array {k!r} in {fname}: it holds Python objects (pickle)")
+                else:
+                    notes.append(f"skipped array {k!r} in {fname}: not a valid .npy array ({_short(exc, 80)})")
+                continue
+            except Exception as exc:  # bad CRC, truncated member, encrypted
+                notes.append(f"skipped array {k!r} in {fname}: could not read it ({_short(exc, 80)})")
+                continue
+            if not isinstance(a, np.ndarray):
+                notes.append(f"skipped member {k!r} in {fname}: not a .npy array")
+                continue
+            arrays[k] = a
     chosen = next((k for k, a in arrays.items()
                    if a.ndim == 2 and not a.dtype.names and (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
                    and not np.issubdtype(a.dtype, np.complexfloating)), None)
     if chosen is None:
         shapes = ", ".join(f"{k} {a.dtype} {a.shape}" for k, a in arrays.items()) or "none readable"
-        raise InputError(f"{fname}: no numeric 2-D array among its arrays ({shapes})")
+        skipped = f"; {'; '.join(notes)}" if notes else ""
+        raise InputError(f"{fname}: no numeric 2-D array among its arrays ({shapes}){skipped}")
     vectors = _numeric_2d(arrays[chosen], fname)
     import pandas as pd
 
@@ -380,105 +565,358 @@ def _parts_from_npz(data: bytes, fname: str, *, max_bytes: int) -> _Parts:
 def _read_parquet(data: bytes, fname: str, *, max_bytes: int):
     import pyarrow.parquet as pq
 
-    md = pq.ParquetFile(io.BytesIO(data)).metadata
+    pf = pq.ParquetFile(io.BytesIO(data))
+    md = pf.metadata
+    lim = _limits()
+    ncols, nrows = md.num_columns, md.num_rows
+    if ncols > lim.max_columns:
+        raise InputError(f"{fname}: {ncols:,} columns, over the limit of {lim.max_columns:,} columns")
+    cells = nrows * ncols
+    if md.num_row_groups * ncols <= 1_000_000:  # values of list columns count too (a vector column holds N × D)
+        cells = max(cells, sum(md.row_group(i).column(j).num_values
+                               for i in range(md.num_row_groups) for j in range(ncols)))
+    if cells > lim.max_cells:
+        raise InputError(f"{fname}: {nrows:,} rows × {ncols:,} columns hold {cells:,} values, over the limit of "
+                         f"{lim.max_cells:,} values")
     expanded = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-    if expanded > ARCHIVE_EXPANSION * max_bytes:
+    limit = lim.archive_expansion * max_bytes
+    if expanded > limit:
         raise InputError(
             f"{fname}: expands to {_fmt_bytes(expanded)} when decompressed, over the limit of "
-            f"{_fmt_bytes(ARCHIVE_EXPANSION * max_bytes)}"
+            f"{_fmt_bytes(limit)}"
         )
-    return pq.read_table(io.BytesIO(data)).to_pandas()
+    _check_time(fname, "reading its metadata")
+    return pf.read().to_pandas()
 
 
-def _read_csv(data: bytes, fname: str, notes: list[str]):
-    """Returns (table, the file's line number of row 0)."""
-    import pandas as pd
+# -- text tables: encoding, shape, then parsing ---------------------------------------------
 
+_MAGIC = (
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too; save it as CSV)"),
+    (b"\x93NUMPY", "a NumPy .npy array; rename it to .npy"),
+    (b"PAR1", "a parquet file; rename it to .parquet"),
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip-compressed data; decompress it first"),
+    (b"\xfd7zXZ\x00", "xz-compressed data; decompress it first"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"), (b"\xd0\xcf\x11\xe0", "an old Office document (.xls?); save it as CSV"),
+)
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32 (little-endian)"), (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32 (big-endian)"),
+         (b"\xff\xfe", "utf-16-le", "UTF-16 (little-endian)"), (b"\xfe\xff", "utf-16-be", "UTF-16 (big-endian)"))
+_CONTROL_BYTES = bytes(set(range(32)) - {9, 10, 12, 13}) + b"\x7f"
+
+
+def _decode_text(data: bytes, fname: str, what: str) -> tuple[bytes, str | None]:
+    """The file as UTF-8 bytes for a parser, and a note naming its encoding when it was not UTF-8.
+
+    UTF-8 (with or without a byte-order mark) passes as it is; UTF-16/32 are found by their
+    byte-order mark, or, without one, by the NUL bytes of ASCII text in UTF-16; other bytes that
+    are not UTF-8 are read as Windows-1252 (Latin-1). Binary data is refused with what it looks like.
+    """
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            raise InputError(f"{fname}: this is {kind}, not {what} text")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            return _transcode(data[len(bom):], codec, label, fname, what, how="its byte-order mark")
+    sample = data[:4096]
+    if b"\x00" in sample:
+        half = max(1, len(sample) // 2)
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        if odd >= 0.3 * half and even <= odd // 8:
+            return _transcode(data, "utf-16-le", "UTF-16 (little-endian)", fname, what, how="its NUL bytes")
+        if even >= 0.3 * half and odd <= even // 8:
+            return _transcode(data, "utf-16-be", "UTF-16 (big-endian)", fname, what, how="its NUL bytes")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(f"{fname}: binary data, not {what} text (a NUL byte at offset {nul:,}); "
+                         f"save it as text in UTF-8")
+    control = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    if control > max(2, len(sample) // 100):
+        raise InputError(f"{fname}: binary data, not {what} text ({control} control bytes in its first "
+                         f"{len(sample):,}); save it as text in UTF-8")
+    if data.isascii():
+        return data, None
+    try:
+        data.decode("utf-8")
+        return data, None
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{data[exc.start]:02x} at offset {exc.start:,}"
+    try:
+        text, label = data.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError:
+        text, label = data.decode("latin-1"), "Latin-1"
+    return text.encode("utf-8"), f"{fname}: not valid UTF-8 ({where}); read as {label}"
+
+
+def _transcode(data: bytes, codec: str, label: str, fname: str, what: str, *, how: str) -> tuple[bytes, str]:
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{fname}: looks like {label} text ({how}) but is not valid {label} "
+                         f"(at byte offset {exc.start:,}: {exc.reason}); save it as {what} in UTF-8") from None
+    if "\x00" in text:
+        raise InputError(f"{fname}: binary data, not {what} text (NUL characters after decoding it as {label})")
+    return text.encode("utf-8"), f"{fname}: read as {label} (found by {how}), not UTF-8"
+
+
+_NON_BLANK = re.compile(rb"[^\r\n]")
+
+
+def _first_line(data: bytes) -> tuple[bytes, int] | None:
+    """The first non-blank line and the byte offset where it starts, or None for a blank file."""
+    m = _NON_BLANK.search(data)
+    if m is None:
+        return None
+    start = m.start()
+    end = data.find(b"\n", start)
+    if end < 0:
+        end = len(data)
+    line = data[start:end]
+    if b"\n" not in data and b"\r" in line.rstrip(b"\r"):  # old Mac line ends: \r only
+        line = line[: line.index(b"\r")]
+    return line.rstrip(b"\r"), start
+
+
+def _check_text_shape(data: bytes, fname: str, sep: str, first: bytes) -> tuple[int, int]:
+    """(columns in the first line, lines) — refused over the limits before any parser sees the file.
+
+    Columns count the separators in the first line (quoted ones too: an upper bound); cells
+    estimate lines × columns (a parser fills short rows, so it allocates that many)."""
+    lim = _limits()
+    cols = first.count(sep.encode()) + 1
+    if cols > lim.max_columns:
+        raise InputError(f"{fname}: {cols:,} columns in its first line, over the limit of {lim.max_columns:,} "
+                         "columns; a table of vectors has one column per dimension (or one column of lists)")
+    newline = b"\n" if b"\n" in data else b"\r"
+    lines = data.count(newline) + (0 if data.endswith(newline) else 1)
+    cells = lines * cols
+    if cells > lim.max_cells:
+        raise InputError(f"{fname}: about {lines:,} lines × {cols:,} columns = {cells:,} cells, over the limit of "
+                         f"{lim.max_cells:,} cells")
+    memory = cells * 8 + len(data)
+    if memory > lim.max_parse_memory:
+        raise InputError(f"{fname}: reading about {cells:,} cells would take about {_fmt_bytes(memory)} of memory, "
+                         f"over the limit of {_fmt_bytes(lim.max_parse_memory)}")
+    return cols, lines
+
+
+def _split_fields(line: bytes, sep: str) -> list[str]:
+    import csv
+
+    text = line.decode("utf-8", errors="replace")
+    try:
+        return next(csv.reader([text], delimiter=sep), [])
+    except csv.Error:
+        return text.split(sep)
+
+
+def _parts_from_csv(data: bytes, fname: str, notes: list[str]) -> _Parts:
+    """A CSV: encoding, then the cheap shape checks, then a fast path for all-numeric tables
+    (np.loadtxt, no per-column cost), else pandas in chunks with the clock checked between."""
+    data, encoding = _decode_text(data, fname, "CSV")
+    if encoding:
+        notes.append(encoding)
+    found = _first_line(data)
+    if found is None:
+        raise InputError(f"{fname}: no columns (the file holds only blank lines)")
+    first, _ = found
     sep = ","
-    df = pd.read_csv(io.BytesIO(data), encoding_errors="replace")
-    if len(df.columns) == 1:  # maybe another delimiter (spreadsheets in some locales write ';')
-        header = str(df.columns[0])
-        other = next((d for d in (";", "\t", "|") if d in header), None)
+    if b"," not in first:  # maybe another delimiter (spreadsheets in some locales write ';')
+        other = next((d for d in (";", "\t", "|") if d.encode() in first), None)
         if other:
             sep = other
-            df = pd.read_csv(io.BytesIO(data), sep=sep, encoding_errors="replace")
             notes.append(f"{fname}: columns separated by {sep!r}, not commas")
-    if len(df.columns) and all(_is_number(str(c)) for c in df.columns):
-        df = pd.read_csv(io.BytesIO(data), sep=sep, header=None, encoding_errors="replace")
+    cols, _ = _check_text_shape(data, fname, sep, first)
+    fields = _split_fields(first, sep)
+    headerless = bool(fields) and all(_is_number(f) for f in fields)
+    _check_time(fname, "checking its shape")
+
+    first_end = data.find(b"\n", found[1])
+    has_rows = headerless or (first_end >= 0 and _NON_BLANK.search(data, first_end) is not None)
+    parts = _numeric_csv_fast(data, fname, sep, fields, headerless, notes) if has_rows else None
+    if parts is not None:
+        return parts
+    df = _read_csv_chunks(data, fname, sep=sep, header=None if headerless else "infer", cols=cols)
+    if headerless:
         df.columns = [f"d{i}" for i in range(len(df.columns))]
         notes.append(f"{fname} has no header row: all {len(df.columns)} columns read as values")
-        return df, 1
-    return df, 2
+    return _parts_from_table(df, fname, notes, csv=True, first_line=1 if headerless else 2)
+
+
+def _numeric_csv_fast(data: bytes, fname: str, sep: str, fields: list[str], headerless: bool,
+                      notes: list[str]) -> _Parts | None:
+    """All cells numbers, every row as wide as the first line, no id/label column: read with
+    np.loadtxt (a C parser without pandas' per-column cost). None: use the general path."""
+    names = [f"d{i}" for i in range(len(fields))] if headerless else \
+        [f if f.strip() else f"Unnamed: {j}" for j, f in enumerate(fields)]  # as pandas names them
+    if not headerless and (any(n.strip().lower() in NON_DIMENSION_COLUMNS + VECTOR_COLUMN_NAMES for n in names)
+                           or len(set(names)) != len(names)):
+        return None  # an id / label / index column to keep as metadata, or names pandas would rename
+    try:
+        arr = np.loadtxt(io.BytesIO(data), delimiter=sep, skiprows=0 if headerless else 1, dtype=np.float64,
+                         ndmin=2, comments=None, encoding="utf-8", quotechar='"')
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if arr.shape[1] != len(fields) or arr.shape[0] == 0:
+        return None
+    if headerless:
+        notes.append(f"{fname} has no header row: all {len(names)} columns read as values")
+    vectors = validate_vectors(arr, what=fname)
+    shown = f"{names[0]!r} … {names[-1]!r}" if len(names) > 3 else ", ".join(map(repr, names))
+    notes.insert(0, f"vectors from {len(names)} numeric columns ({shown})")
+    return _Parts(vectors, _empty_meta(len(vectors)), notes)
+
+
+def _read_csv_chunks(data: bytes, fname: str, *, sep: str, header, cols: int):
+    """pandas.read_csv in chunks of rows (about limits.csv_chunk_cells cells, at least 1,000 rows,
+    so a wide file is not cut into many slow chunks), checking the clock between chunks."""
+    import pandas as pd
+
+    rows = max(1_000, _limits().csv_chunk_cells // max(cols, 1))
+    chunks = []
+    done = 0
+    with pd.read_csv(io.BytesIO(data), sep=sep, header=header, chunksize=rows, encoding_errors="replace") as reader:
+        for chunk in reader:
+            chunks.append(chunk)
+            done += len(chunk)
+            _check_time(fname, f"parsing rows ({done:,} read)")
+    if not chunks:  # only a header
+        return pd.read_csv(io.BytesIO(data), sep=sep, header=header, nrows=0, encoding_errors="replace")
+    if len(chunks) == 1:
+        return chunks[0]
+    return pd.concat(chunks, ignore_index=True)
 
 
 def _parts_from_table(df, fname: str, notes: list[str], *, csv: bool, first_line: int = 2) -> _Parts:
-    """Vectors from a vector column, or from all numeric columns; the rest is metadata."""
-    import pandas as pd
+    """Vectors from a vector column, or from all numeric columns; the rest is metadata.
 
+    Column handling is vectorised (issue #20): column kinds come from the dtypes at once, list
+    and mostly-numeric text columns are told apart on a sample of rows, and the table is cut by
+    position, so a wide table costs little more than pandas' own parsing."""
     if len(df.columns) == 0:
         raise InputError(f"{fname}: no columns")
     if len(df) == 0:
         raise InputError(f"{fname}: no rows (only a header)")
+    _check_time(fname, "sorting out its columns")
     row_name = (lambda i: f"line {i + first_line}") if csv else (lambda i: f"row {i}")
-    lower = {str(c).lower(): c for c in df.columns}
+    names = list(df.columns)
+    lower = {str(c).lower(): j for j, c in enumerate(names)}
+    numeric = _numeric_columns(df)
+    other = [j for j, is_num in enumerate(numeric) if not is_num]
+    sample = _sample_rows(df, other)  # object (rows, len(other))
+    firsts = _first_values(df, other, sample)
 
-    vec_col = next((lower[n] for n in VECTOR_COLUMN_NAMES if n in lower), None)
-    if vec_col is None:
-        list_cols = [c for c in df.columns if _is_list_column(df[c], csv=csv)]
+    vec_pos = next((lower[n] for n in VECTOR_COLUMN_NAMES if n in lower), None)
+    if vec_pos is None:
+        list_cols = [j for j in other if j in firsts and _is_list_value(firsts[j], csv=csv)]
         if list_cols:
-            vec_col = list_cols[0]
+            vec_pos = list_cols[0]
             if len(list_cols) > 1:
-                notes.append(f"several list columns ({', '.join(map(repr, list_cols))}); used the first. "
+                notes.append(f"several list columns ({_listing([repr(names[j]) for j in list_cols])}); used the first. "
                              "Name the vector column 'vector' or 'embedding' to choose")
 
-    if vec_col is not None:
-        vectors = _vectors_from_column(df[vec_col], fname, vec_col, row_name)
-        meta = df.drop(columns=[vec_col])
+    if vec_pos is not None:
+        vec_col = names[vec_pos]
+        vectors = _vectors_from_column(df.iloc[:, vec_pos], fname, vec_col, row_name)
+        meta_pos = [j for j in range(len(names)) if j != vec_pos]
         notes.insert(0, f"vectors from column {vec_col!r} ({vectors.shape[1]} dims)")
     else:
-        numeric, kept = [], []
-        for c in df.columns:
-            col = df[c]
-            if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
-                if csv:
-                    _check_mostly_numeric(col, fname, c, row_name)
-                continue
-            if str(c).lower() in NON_DIMENSION_COLUMNS:
-                kept.append(c)
-                continue
-            numeric.append(c)
-        if not numeric:
+        if csv:
+            _check_mostly_numeric_columns(df, other, sample, fname, row_name)
+        dims, kept = [], []
+        for j, is_num in enumerate(numeric):
+            if is_num:
+                (kept if str(names[j]).lower() in NON_DIMENSION_COLUMNS else dims).append(j)
+        if not dims:
             raise InputError(
                 f"{fname}: found no vectors: no column named {' / '.join(VECTOR_COLUMN_NAMES)}, no column of lists, "
-                f"and no numeric columns; columns are: {', '.join(map(str, df.columns[:20]))}"
+                f"and no numeric columns; columns are: {', '.join(map(str, names[:20]))}"
+                + (f", … ({len(names) - 20:,} more)" if len(names) > 20 else "")
             )
-        vectors = validate_vectors(df[numeric].to_numpy(dtype=np.float64), what=fname)
-        meta = df.drop(columns=numeric)
-        shown = f"{numeric[0]!r} … {numeric[-1]!r}" if len(numeric) > 3 else ", ".join(map(repr, numeric))
-        notes.insert(0, f"vectors from {len(numeric)} numeric columns ({shown})")
+        block = df if len(dims) == len(names) else df.iloc[:, dims]
+        vectors = validate_vectors(block.to_numpy(dtype=np.float64, na_value=np.nan), what=fname)
+        dim_set = set(dims)
+        meta_pos = [j for j in range(len(names)) if j not in dim_set]
+        shown = (f"{names[dims[0]]!r} … {names[dims[-1]]!r}" if len(dims) > 3
+                 else ", ".join(repr(names[j]) for j in dims))
+        notes.insert(0, f"vectors from {len(dims)} numeric columns ({shown})")
         if kept:
-            notes.append(f"numeric column(s) {', '.join(map(repr, kept))} kept as metadata, not as dimensions")
+            notes.append(f"numeric column(s) {', '.join(repr(names[j]) for j in kept)} kept as metadata, not as dimensions")
+    meta_pos = _capped_meta_columns(meta_pos, names, fname, notes)
+    meta = df.iloc[:, meta_pos] if meta_pos else _empty_meta(len(df))
     if len(meta.columns):
-        notes.append(f"metadata columns: {', '.join(map(str, meta.columns))}")
-    meta = _sanitize_meta(meta.reset_index(drop=True))
+        notes.append(f"metadata columns: {_listing([str(c) for c in meta.columns], 20)}")
+    meta = _sanitize_meta(meta.reset_index(drop=True), copy=False)
     return _Parts(vectors, meta, notes, texts=_texts_from(meta, notes))
 
 
-def _is_list_column(col, *, csv: bool) -> bool:
+def _numeric_columns(df) -> list[bool]:
+    """Per column: numeric (integers or floats, numpy or pandas' nullable ones), not boolean or
+    complex. From each dtype's kind: one attribute read a column, none of pandas' per-column checks."""
+    return [getattr(dt, "kind", "O") in "iuf" for dt in df.dtypes]
+
+
+def _sample_rows(df, positions: list[int]) -> np.ndarray:
+    """The first LIST_SAMPLE_ROWS rows of these columns as objects; for a very wide table (pandas
+    pays per column) only the first row."""
+    if not positions:
+        return np.empty((0, 0), dtype=object)
+    if len(positions) > 2_000:
+        return df.iloc[0].to_numpy(dtype=object)[positions][None, :]
+    return df.iloc[:LIST_SAMPLE_ROWS, positions].to_numpy(dtype=object)
+
+
+def _first_values(df, positions: list[int], sample: np.ndarray) -> dict[int, object]:
+    """The first non-missing value of each column: from the sample, else from the whole column."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-        return False
-    first = col.dropna()
-    if first.empty:
-        return False
-    v = first.iloc[0]
+    out: dict[int, object] = {}
+    if not positions:
+        return out
+    present = ~_isna_cells(sample)
+    has = present.any(axis=0)
+    first_row = present.argmax(axis=0)
+    for k, j in enumerate(positions):
+        if has[k]:
+            out[j] = sample[first_row[k], k]
+        else:
+            col = df.iloc[:, j]
+            i = col.first_valid_index()
+            if i is not None:
+                out[j] = col.loc[i] if not isinstance(col.loc[i], pd.Series) else col.loc[i].iloc[0]
+    return out
+
+
+def _isna_cells(a: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    out = np.asarray(pd.isna(a), dtype=bool)
+    return out if out.shape == a.shape else np.zeros(a.shape, dtype=bool)
+
+
+def _is_list_value(v, *, csv: bool) -> bool:
     if isinstance(v, (list, tuple, np.ndarray)):
         return True
     if csv and isinstance(v, str):
         s = v.strip()
         return len(s) >= 2 and s[0] == "[" and s[-1] == "]" and _parse_number_list(s) is not None
     return False
+
+
+def _capped_meta_columns(meta_pos: list[int], names: list, fname: str, notes: list[str]) -> list[int]:
+    """At most limits.max_meta_columns metadata columns (id, text and label columns first)."""
+    most = _limits().max_meta_columns
+    if len(meta_pos) <= most:
+        return meta_pos
+    wanted = {"id", *TEXT_COLUMN_NAMES, *NON_DIMENSION_COLUMNS}
+    first = [j for j in meta_pos if str(names[j]).lower() in wanted][:most]
+    rest = [j for j in meta_pos if j not in set(first)][: most - len(first)]
+    keep = sorted(first + rest)
+    notes.append(f"{fname}: {len(meta_pos):,} metadata columns, over the limit of {most:,}; kept "
+                 f"{len(keep):,} ({_listing([str(names[j]) for j in keep], 5)}) and dropped the rest")
+    return keep
 
 
 def _parse_number_list(s: str) -> list[float] | None:
@@ -491,7 +929,13 @@ def _parse_number_list(s: str) -> list[float] | None:
         return None
 
 
+_BRACKETS = r"(?s)^\s*[\[(](.*)[\])]\s*$"
+
+
 def _vectors_from_column(col, fname: str, cname, row_name) -> np.ndarray:
+    fast = _vectors_from_column_fast(col)
+    if fast is not None:
+        return validate_vectors(fast, what=fname)
     rows = []
     d = None
     for i, v in enumerate(col.tolist()):
@@ -515,6 +959,41 @@ def _vectors_from_column(col, fname: str, cname, row_name) -> np.ndarray:
             )
         rows.append(vals)
     return validate_vectors(np.asarray(rows, dtype=np.float64), what=fname)
+
+
+def _vectors_from_column_fast(col) -> np.ndarray | None:
+    """A whole vector column at once (text "[1, 2, 3]" cells through np.loadtxt, list / array cells
+    through one np.asarray); None when anything is off, and the row-by-row path names the problem."""
+    import pandas as pd
+
+    if len(col) == 0 or col.isna().any():
+        return None
+    first = col.iloc[0]
+    try:
+        if isinstance(first, str):
+            if not (pd.api.types.is_string_dtype(col.dtype) or col.map(type).eq(str).all()):
+                return None
+            body = col.astype(str).str.replace(_BRACKETS, r"\1", regex=True).str.replace(",", " ", regex=False)
+            arr = np.loadtxt(io.StringIO("\n".join(body.tolist())), dtype=np.float64, ndmin=2, comments=None)
+        elif isinstance(first, (list, tuple, np.ndarray)):
+            arr = np.asarray(col.tolist(), dtype=np.float64)
+        else:
+            return None
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 2 or arr.shape[0] != len(col) or arr.shape[1] == 0:
+        return None
+    return arr
+
+
+def _check_mostly_numeric_columns(df, positions: list[int], sample: np.ndarray, fname: str, row_name) -> None:
+    """Text columns that are mostly numbers (≥ 90%) with a few typos: name the first bad cell.
+    Only columns whose sampled cells are mostly numbers are checked in full."""
+    for k, j in enumerate(positions):
+        cells = [v for v in sample[:, k] if isinstance(v, str)] if sample.size else []
+        if not cells or sum(_is_number(v) for v in cells) < 0.5 * len(cells):
+            continue
+        _check_mostly_numeric(df.iloc[:, j], fname, df.columns[j], row_name)
 
 
 def _check_mostly_numeric(col, fname: str, cname, row_name) -> None:
@@ -542,18 +1021,36 @@ def _is_number(s: str) -> bool:
 # -- TensorFlow Embedding Projector ------------------------------------------------------
 
 
-def _vectors_from_tsv(data: bytes, fname: str) -> np.ndarray:
+def _vectors_from_tsv(data: bytes, fname: str, notes: list[str] | None = None) -> np.ndarray:
     """vectors.tsv: tab-separated floats, one vector per line, no header."""
     import pandas as pd
 
     if not data.strip():
         raise InputError(f"{fname} is empty")
+    data, encoding = _decode_text(data, fname, "TSV")
+    if encoding and notes is not None:
+        notes.append(encoding)
+    found = _first_line(data)
+    if found is None:
+        raise InputError(f"{fname} is empty")
+    _check_text_shape(data, fname, "\t", found[0])
+    body = data.rstrip(b"\r\n")
+    lines = body.count(b"\n") + 1
     arr = None
-    try:  # fast path: the C parser
-        arr = pd.read_csv(io.BytesIO(data.rstrip(b"\r\n")), sep="\t", header=None, dtype=np.float64, quoting=3,
-                          skip_blank_lines=False).to_numpy()
-    except Exception:
-        pass
+    try:  # fastest: numpy's C parser (it skips blank lines, so the row count is checked)
+        arr = np.loadtxt(io.BytesIO(body), delimiter="\t", dtype=np.float64, ndmin=2, comments=None,
+                         encoding="utf-8", quotechar=None)
+        if arr.shape[0] != lines:
+            arr = None
+    except (ValueError, UnicodeDecodeError):
+        arr = None
+    if arr is None:
+        _check_time(fname, "parsing it")
+        try:  # pandas' C parser
+            arr = pd.read_csv(io.BytesIO(body), sep="\t", header=None, dtype=np.float64, quoting=3,
+                              skip_blank_lines=False).to_numpy()
+        except Exception:
+            arr = None
     if arr is None or not np.isfinite(arr).all():
         _diagnose_tsv(data, fname)  # raises with a line number when there is a problem to name
     if arr is None:
@@ -594,7 +1091,15 @@ def _read_metadata_table(data: bytes, fname: str, *, n: int, vectors_name: str, 
 
     if not data.strip():
         raise InputError(f"{fname} is empty")
-    if fname.lower().endswith(".csv"):
+    is_csv = fname.lower().endswith(".csv")
+    data, encoding = _decode_text(data, fname, "CSV" if is_csv else "TSV")
+    if encoding:
+        notes.append(encoding)
+    found = _first_line(data)
+    if found is None:
+        raise InputError(f"{fname} is empty")
+    _check_text_shape(data, fname, "," if is_csv else "\t", found[0])
+    if is_csv:
         try:
             df = pd.read_csv(io.BytesIO(data), encoding_errors="replace")
         except Exception as exc:
@@ -626,7 +1131,7 @@ def _read_metadata_table(data: bytes, fname: str, *, n: int, vectors_name: str, 
     if rows != n:
         extra = " (not counting its header line)" if not fname.lower().endswith(".csv") and len(df.columns) > 1 else ""
         raise InputError(f"{fname} has {rows} rows{extra} but {vectors_name} has {n} vectors; they must match line for line")
-    notes.append(f"metadata from {fname}: {', '.join(map(str, df.columns))}")
+    notes.append(f"metadata from {fname}: {_listing([str(c) for c in df.columns], 20)}")
     return _sanitize_meta(df)
 
 
@@ -635,9 +1140,11 @@ def _read_metadata_table(data: bytes, fname: str, *, n: int, vectors_name: str, 
 
 def _load_zip(p: Path, *, max_bytes: int, image_embedder, name: str):
     fname = p.name
+    with open(p, "rb") as f:
+        _check_zip_directory(f, fname)
     try:
         zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{fname}: not a valid zip file ({_short(exc)})") from None
     with zf:
         infos = _check_archive(zf, fname, max_bytes=max_bytes)
@@ -652,21 +1159,59 @@ def _load_zip(p: Path, *, max_bytes: int, image_embedder, name: str):
                                  f"{', '.join(i.filename for i in tsvs)}")
             notes: list[str] = []
             try:
-                vectors = _vectors_from_tsv(zf.read(vec[0]), f"{fname}:{vec[0].filename}")
+                vectors = _vectors_from_tsv(zf.read(vec[0]), f"{fname}:{vec[0].filename}", notes)
                 parts = _Parts(vectors, _empty_meta(len(vectors)), notes)
                 if meta:
                     mname = f"{fname}:{meta[0].filename}"
                     parts.attach(_read_metadata_table(zf.read(meta[0]), mname, n=len(vectors),
                                                       vectors_name=vec[0].filename, notes=notes), mname)
-            except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+            except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, NotImplementedError) as exc:
                 raise InputError(f"{fname}: could not read ({_short(exc)})") from None
             return parts.to_corpus(name, source=fname)
         items = [(i.filename, (lambda i=i: zf.read(i))) for i in files]
         return _images_corpus(items, source=fname, notes=[], image_embedder=image_embedder, name=name)
 
 
+def _check_zip_directory(src, fname: str) -> None:
+    """Refuse a zip whose central directory lists more entries than the limit, from its end record
+    alone (before zipfile builds an object per entry). Best effort: anything unusual is left to zipfile."""
+    most = _limits().max_archive_members
+    try:
+        if isinstance(src, (bytes, bytearray)):
+            size = len(src)
+            tail_at = max(0, size - 65_557)
+            tail = bytes(src[tail_at:])
+        else:
+            size = src.seek(0, os.SEEK_END)
+            tail_at = max(0, size - 65_557)
+            src.seek(tail_at)
+            tail = src.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + 22 > len(tail):
+            return
+        entries, cd_size = struct.unpack("<HI", tail[at + 10: at + 16])
+        if entries == 0xFFFF and at >= 20 and tail[at - 20: at - 16] == b"PK\x06\x07":  # zip64
+            (eocd64,) = struct.unpack("<Q", tail[at - 12: at - 4])
+            if isinstance(src, (bytes, bytearray)):
+                rec = bytes(src[eocd64: eocd64 + 56])
+            else:
+                src.seek(eocd64)
+                rec = src.read(56)
+            if rec[:4] == b"PK\x06\x06" and len(rec) == 56:
+                entries, cd_size = struct.unpack("<Q", rec[32:40])[0], struct.unpack("<Q", rec[40:48])[0]
+    except (OSError, struct.error, ValueError):
+        return
+    if entries > most:
+        raise InputError(f"{fname}: {entries:,} entries; at most {most:,} are accepted")
+    # the count can lie; the directory's size cannot (zipfile reads it all): allow 1 KB an entry
+    if cd_size > most * 1024:
+        raise InputError(f"{fname}: its list of entries takes {_fmt_bytes(cd_size)}, over the limit of "
+                         f"{_fmt_bytes(most * 1024)} (1 KB for each of the {most:,} entries accepted)")
+
+
 def _check_archive(zf: zipfile.ZipFile, fname: str, *, max_bytes: int) -> list[zipfile.ZipInfo]:
     """Reject zip-slip names and zip bombs before reading anything."""
+    lim = _limits()
     infos = zf.infolist()
     for info in infos:
         if _unsafe_member(info.filename):
@@ -675,13 +1220,13 @@ def _check_archive(zf: zipfile.ZipFile, fname: str, *, max_bytes: int) -> list[z
                 "(a zip-slip attempt); nothing was read"
             )
     files = [i for i in infos if not i.is_dir()]
-    if len(files) > MAX_ARCHIVE_MEMBERS:
-        raise InputError(f"{fname}: {len(files):,} entries; at most {MAX_ARCHIVE_MEMBERS:,} are accepted")
+    if len(files) > lim.max_archive_members:
+        raise InputError(f"{fname}: {len(files):,} entries; at most {lim.max_archive_members:,} are accepted")
     total = sum(i.file_size for i in files)
-    limit = ARCHIVE_EXPANSION * max_bytes
+    limit = lim.archive_expansion * max_bytes
     if total > limit:
         raise InputError(f"{fname}: expands to {_fmt_bytes(total)}, over the limit of {_fmt_bytes(limit)} "
-                         f"({ARCHIVE_EXPANSION}× the upload limit)")
+                         f"({lim.archive_expansion}× the upload limit)")
     return infos
 
 
@@ -692,40 +1237,55 @@ def _unsafe_member(name: str) -> bool:
 
 
 def _load_folder(p: Path, *, max_bytes: int, image_embedder, name: str) -> Corpus:
+    """A folder of images or Projector files. Symbolic links are never followed (they may point
+    outside the folder, or in a loop); they are listed in the notes."""
+    most = _limits().max_archive_members
     files: list[Path] = []
+    links: list[str] = []
     for root, dirs, fnames in os.walk(p, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in dirs:
+            if (Path(root) / d).is_symlink():
+                links.append(str((Path(root) / d).relative_to(p)))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (Path(root) / d).is_symlink())
         for f in sorted(fnames):
             if not f.startswith("."):
                 fp = Path(root) / f
-                if fp.is_file() and not fp.is_symlink():
+                if fp.is_symlink():
+                    links.append(str(fp.relative_to(p)))
+                elif fp.is_file():
                     files.append(fp)
-                    if len(files) > MAX_ARCHIVE_MEMBERS:
-                        raise InputError(f"{p.name}: more than {MAX_ARCHIVE_MEMBERS:,} files; at most that many are accepted")
+                    if len(files) > most:
+                        raise InputError(f"{p.name}: more than {most:,} files; at most that many are accepted")
+    notes = [f"skipped {len(links)} symbolic link(s), which are not followed: {_listing(sorted(links))}"] if links else []
     if not files:
-        raise InputError(f"{p.name}: the folder is empty")
+        raise InputError(f"{p.name}: the folder is empty" + (f" ({notes[0]})" if notes else ""))
     tsvs = [f for f in files if f.suffix.lower() == ".tsv" and f.parent == p]
     if tsvs and not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in files):
-        return load_paths(tsvs, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        corpus = load_paths(tsvs, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        corpus.notes.extend(notes)
+        return corpus
     images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
     total = sum(f.stat().st_size for f in images)
-    limit = ARCHIVE_EXPANSION * max_bytes
+    limit = _limits().archive_expansion * max_bytes
     if total > limit:
         raise InputError(f"{p.name}: its images total {_fmt_bytes(total)}, over the limit of {_fmt_bytes(limit)}")
     items = [(str(f.relative_to(p)), f.read_bytes) for f in files]
-    return _images_corpus(items, source=p.name, notes=[], image_embedder=image_embedder, name=name)
+    return _images_corpus(items, source=p.name, notes=notes, image_embedder=image_embedder, name=name)
 
 
 def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: str, notes: list[str],
                    image_embedder: ImageEmbedder | None, name: str) -> Corpus:
-    """Decode images one by one (skipping what is not an image), thumbnail, embed in batches."""
+    """Decode images one by one (skipping what is not an image, and saying why), thumbnail, embed in batches."""
     import pandas as pd
 
     embed = image_embedder or pixel_embedder
     embed_size = getattr(image_embedder, "image_size", None) if image_embedder is not None else None
     embed_size = int(embed_size) if isinstance(embed_size, (int, np.integer)) and embed_size > 0 else None
+    max_pixels = _limits().max_image_pixels
 
     non_images: list[str] = []
+    archives: list[str] = []
+    too_large: list[str] = []
     undecodable: list[str] = []
     rows: list[dict] = []
     thumbs: list[np.ndarray] = []
@@ -740,8 +1300,9 @@ def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: 
     for relname, read in items:
         if _hidden(relname):
             continue
-        if Path(relname).suffix.lower() not in IMAGE_EXTENSIONS:
-            non_images.append(relname)
+        suffix = Path(relname).suffix.lower()
+        if suffix not in IMAGE_EXTENSIONS:
+            (archives if suffix in ARCHIVE_EXTENSIONS else non_images).append(relname)
             continue
         try:
             data = read()
@@ -749,7 +1310,10 @@ def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: 
             undecodable.append(f"{relname} (could not read: {_short(exc, 80)})")
             continue
         try:
-            im, (w, h) = _decode_image(data)
+            im, (w, h) = _decode_image(data, max_pixels)
+        except _TooLarge as exc:
+            too_large.append(f"{relname} ({exc})")
+            continue
         except _Skip as exc:
             undecodable.append(f"{relname} ({exc})")
             continue
@@ -763,6 +1327,12 @@ def _images_corpus(items: Iterable[tuple[str, Callable[[], bytes]]], *, source: 
 
     if non_images:
         notes.append(f"skipped {len(non_images)} non-image file(s): {_listing(non_images)}")
+    if archives:
+        notes.append(f"skipped {len(archives)} archive(s) inside, which are not opened (no nested archives): "
+                     f"{_listing(archives)}")
+    if too_large:
+        notes.append(f"skipped {len(too_large)} image(s) over the limit of {max_pixels / 1e6:g} megapixels: "
+                     f"{_listing(too_large)}")
     if undecodable:
         notes.append(f"skipped {len(undecodable)} image(s) that could not be decoded: {_listing(undecodable)}")
     if not rows:
@@ -791,14 +1361,40 @@ class _Skip(Exception):
     pass
 
 
-def _decode_image(data: bytes):
+class _TooLarge(_Skip):
+    pass
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, GIF or BMP, without a decoder; None otherwise."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:4] == b"GIF8" and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    return None
+
+
+def _too_large(w: int, h: int) -> str:
+    return f"{w}×{h} = {w * h / 1e6:,.0f} megapixels"
+
+
+def _decode_image(data: bytes, max_pixels: int | None = None):
+    """(RGB PIL image, (width, height)); _TooLarge over `max_pixels` (read from the header only, before
+    any pixel is decoded), _Skip when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
 
+    max_pixels = _limits().max_image_pixels if max_pixels is None else max_pixels
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise _TooLarge(_too_large(*size))
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))  # reads the header only
         w, h = im.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise _Skip(f"{w}×{h} pixels is too large")
+        if w * h > max_pixels:
+            raise _TooLarge(_too_large(w, h))
         if im.format == "JPEG":
             im.draft("RGB", (max(THUMBNAIL_SIZE, 256), max(THUMBNAIL_SIZE, 256)))
         im.load()
@@ -810,7 +1406,11 @@ def _decode_image(data: bytes):
             im = im.convert("RGB")
     except _Skip:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own limit, hit first
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _TooLarge(f"{int(m.group(1)) / 1e6:,.0f} megapixels" if m else _short(exc, 80)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+            TypeError, KeyError, ZeroDivisionError, MemoryError) as exc:
         raise _Skip(_short(exc) or type(exc).__name__) from None
     return im, (w, h)
 
@@ -888,17 +1488,19 @@ def _finish_meta(meta, notes: list[str]):
     return meta.copy()
 
 
-def _sanitize_meta(meta):
-    """Column names as strings; cells that are lists, dicts or bytes become text."""
+def _sanitize_meta(meta, *, copy: bool = True):
+    """Column names as strings; cells that are lists, dicts or bytes become text. Only object columns
+    are looked at (by position: names may repeat before they are made unique)."""
     import pandas as pd
 
-    meta = meta.copy()
+    if copy:
+        meta = meta.copy()
     meta.columns = _unique_names([str(c) for c in meta.columns])
-    for c in meta.columns:
-        col = meta[c]
-        if pd.api.types.is_object_dtype(col):
+    for j, dt in enumerate(meta.dtypes):
+        if pd.api.types.is_object_dtype(dt):
+            col = meta.iloc[:, j]
             if col.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray, bytes))).any():
-                meta[c] = col.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+                meta.isetitem(j, col.map(lambda v: v if v is None or isinstance(v, str) else str(v)))
     return meta
 
 
