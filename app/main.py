@@ -21,6 +21,9 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
 
     settings = settings or (backends.settings if backends else Settings.from_env())
     backends = backends or Backends(settings)
+    from app.components.security import use_private_temp_dir
+
+    use_private_temp_dir(backends.cache.root)  # uploads and exports in a 0700 folder of this app (before any component)
     gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
     (backends.cache.root / "thumbs").mkdir(parents=True, exist_ok=True)
 
@@ -42,6 +45,12 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
 APP_CSS = ".wrap:has(> span.error) { display: none !important; }"
 
 
+def app_kwargs() -> dict:
+    from app.components.security import app_kwargs as _kw
+
+    return _kw()
+
+
 def launch_kwargs(settings: Settings) -> dict:
     return {
         "css": APP_CSS,
@@ -51,4 +60,5 @@ def launch_kwargs(settings: Settings) -> dict:
         "max_file_size": settings.max_upload_bytes,
         "allowed_paths": [],
         "show_error": True,
+        "app_kwargs": app_kwargs(),  # one-time export links (deleted after download)
     }

@@ -194,7 +194,7 @@ def build_atlas(backends: Backends):
                 with gr.Column(scale=1, min_width=300):
                     sel_md = gr.Markdown(NO_SELECTION, elem_id="atlas-selection")
                     sel_table = gr.Dataframe(empty_table(SELECTION_COLUMNS), label="Selection", interactive=False,
-                                             max_height=260)
+                                             max_height=260, elem_id="atlas-selection-table")
                     with gr.Row():
                         fmt = gr.Radio(list(EXPORT_FORMATS), value="csv", label="Export format")
                         export_btn = gr.Button("Export selection")
