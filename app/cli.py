@@ -53,9 +53,23 @@ def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Name
     return args
 
 
+def _log_to_stderr() -> None:
+    """The app's own log lines (user errors, refused sign-ins) on stderr, one line each; other
+    libraries keep their levels."""
+    import logging
+
+    log = logging.getLogger("latent_atlas")
+    if not log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:
     args = parse_args(argv, prog)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    _log_to_stderr()
 
     from backends.settings import Settings  # light: no torch, no gradio
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import types
 import typing
@@ -14,6 +15,7 @@ from backends.errors import InputError
 # InputError: bad input, named. FileNotFoundError: model weights that are not there (with a hint
 # how to make them). Anything else is a bug and goes to the log as Gradio reports it.
 USER_ERRORS = (InputError, FileNotFoundError)
+LOG = logging.getLogger("latent_atlas")
 
 
 def guard(fn):
@@ -25,7 +27,9 @@ def guard(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from None
+            # an expected mistake: one line in the log, no traceback (those are for bugs)
+            LOG.info("user error in %s: %s", getattr(fn, "__name__", "handler"), str(exc)[:300].replace("\n", " "))
+            raise gr.Error(str(exc), print_exception=False) from None
 
     return inner
 
