@@ -591,14 +591,14 @@ def _read_parquet(data: bytes, fname: str, *, max_bytes: int):
 
 # -- text tables: encoding, shape, then parsing ---------------------------------------------
 
-_MAGIC = (
-    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too; save it as CSV)"),
-    (b"\x93NUMPY", "a NumPy .npy array; rename it to .npy"),
-    (b"PAR1", "a parquet file; rename it to .parquet"),
-    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-    (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip-compressed data; decompress it first"),
-    (b"\xfd7zXZ\x00", "xz-compressed data; decompress it first"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"Rar!", "a RAR archive"), (b"\xd0\xcf\x11\xe0", "an old Office document (.xls?); save it as CSV"),
+_MAGIC = (  # (first bytes, what the file is, what to do)
+    (b"PK\x03\x04", "a zip archive", " (an .xlsx workbook is one too: save it as CSV)"),
+    (b"\x93NUMPY", "a NumPy .npy array", "; rename it to .npy"),
+    (b"PAR1", "a parquet file", "; rename it to .parquet"),
+    (b"\x89PNG", "a PNG image", ""), (b"\xff\xd8\xff", "a JPEG image", ""), (b"GIF8", "a GIF image", ""),
+    (b"%PDF", "a PDF document", ""), (b"\x1f\x8b", "gzip-compressed data", "; decompress it first"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "; decompress it first"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", ""),
+    (b"Rar!", "a RAR archive", ""), (b"\xd0\xcf\x11\xe0", "an old Office document", " (.xls? save it as CSV)"),
 )
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32 (little-endian)"), (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32 (big-endian)"),
          (b"\xff\xfe", "utf-16-le", "UTF-16 (little-endian)"), (b"\xfe\xff", "utf-16-be", "UTF-16 (big-endian)"))
@@ -612,9 +612,9 @@ def _decode_text(data: bytes, fname: str, what: str) -> tuple[bytes, str | None]
     byte-order mark, or, without one, by the NUL bytes of ASCII text in UTF-16; other bytes that
     are not UTF-8 are read as Windows-1252 (Latin-1). Binary data is refused with what it looks like.
     """
-    for magic, kind in _MAGIC:
+    for magic, kind, hint in _MAGIC:
         if data.startswith(magic):
-            raise InputError(f"{fname}: this is {kind}, not {what} text")
+            raise InputError(f"{fname}: this is {kind}, not {what} text{hint}")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     for bom, codec, label in _BOMS:
@@ -1411,7 +1411,8 @@ def _decode_image(data: bytes, max_pixels: int | None = None):
         raise _TooLarge(f"{int(m.group(1)) / 1e6:,.0f} megapixels" if m else _short(exc, 80)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
             TypeError, KeyError, ZeroDivisionError, MemoryError) as exc:
-        raise _Skip(_short(exc) or type(exc).__name__) from None
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", _short(exc))  # PIL names our buffer
+        raise _Skip(why or type(exc).__name__) from None
     return im, (w, h)
 
 
