@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None, prog: str = PROG) -> argparse.Name
                    "(default ~/.cache/latent-atlas, or $LATENT_ATLAS_CACHE)")
     p.add_argument("--corpus", default=None, help="corpus shown first (default digits)")
     p.add_argument("--max-upload-mb", type=int, default=None, help="largest accepted upload in MB (default 200)")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="do not compute the bundled corpora's maps in the background after the start (default: do, "
+                        "so the first visitor finds them cached)")
     m = p.add_argument_group("model backends (README: Backends)")
     m.add_argument("--generator", default=None, metavar="NAME",
                    help="shapes (default) | sd15 | sd21 | sd-turbo | sdxl-turbo | <hub id> | <local diffusers folder>; "

@@ -5,6 +5,7 @@ they name live here.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from functools import cached_property
@@ -321,6 +322,39 @@ class Backends:
         except OSError as exc:  # a full disk must not lose the upload for this session
             corpus.notes.append(f"not kept for the next visit: {exc}")
         return key
+
+    # -- warming the cache ---------------------------------------------------------------
+    def warm_up(self, names: list[str] | None = None, *, log=None):
+        """In a background thread (low priority), open the bundled corpora the tabs start on and
+        compute their default maps, thumbnails and indexes, so the first visitor after a start does
+        not wait for them (all cached on disk: later starts only read them). Returns the thread."""
+        import logging
+
+        log = log or logging.getLogger("latent_atlas").info
+        names = [n for n in (names or ["digits", "shapes", "hspace"]) if n in self.corpus_names()]
+
+        def run():
+            import time
+
+            from backends.corpora.projection import ProjectionParams
+
+            try:
+                os.nice(5)  # behind a visitor's requests (Linux: this thread only)
+            except (AttributeError, OSError):
+                pass
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    self.projection(name, ProjectionParams())
+                    self.thumbnail_dir(name)
+                    self.index(name)
+                    log(f"warmed {name} in {time.perf_counter() - t0:.1f}s")
+                except Exception as exc:  # a corpus that cannot load here must not stop the others
+                    log(f"could not warm {name}: {type(exc).__name__}: {exc}")
+
+        t = threading.Thread(target=run, name="latent-atlas-warm-up", daemon=True)
+        t.start()
+        return t
 
     # -- maps and thumbnails ------------------------------------------------------------
     def projection(self, key: str, params, progress=None) -> np.ndarray:
