@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from typing import Callable
+from collections.abc import Callable
 
 
 def on_zero_gpu() -> bool:

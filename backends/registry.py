@@ -14,8 +14,8 @@ import numpy as np
 
 from backends.cache import ArtifactCache
 from backends.corpora.corpus import Corpus, available_corpora, load_corpus
-from backends.errors import InputError
 from backends.corpora.index import VectorIndex
+from backends.errors import InputError
 from backends.settings import Settings
 
 
@@ -307,7 +307,8 @@ class Backends:
         from backends.corpora import loaders as datasets
 
         paths = [path] if isinstance(path, str) else list(path)
-        kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder())
+        kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder(),
+                      limits=self.settings.upload_limits)
         corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
         if len(corpus) > self.settings.max_points:
             raise InputError(f"{corpus.name}: {len(corpus):,} rows; this server maps at most {self.settings.max_points:,}")

@@ -64,7 +64,7 @@ class Settings:
     cpu_offload: bool = False  # text encoders and VAE wait on the CPU between calls (GPU memory)
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         s = cls(
             host=os.environ.get("GRADIO_SERVER_NAME", cls.host),
             port=_env_int("PORT", _env_int("GRADIO_SERVER_PORT", cls.port, 1, 65535), 1, 65535),

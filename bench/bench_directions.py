@@ -82,6 +82,8 @@ def server(pipe, repeats: int) -> dict:
 
 
 def browser(pipe, samples: int) -> dict:
+    import tempfile
+
     import gradio as gr
     from playwright.sync_api import sync_playwright
 
@@ -89,8 +91,6 @@ def browser(pipe, samples: int) -> dict:
     from backends.registry import Backends
     from backends.settings import Settings
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
-
-    import tempfile
 
     settings = Settings.from_env(cache_dir=tempfile.mkdtemp(), port=free_port())
     backends = Backends(settings)

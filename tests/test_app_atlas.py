@@ -2,8 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_pickled_npy
 from gradio_client import Client, handle_file
+
+from conftest import write_pickled_npy
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(client, tmp_path
 
 def test_oversize_upload_is_refused(client, tmp_path):
     np.save(tmp_path / "big.npy", np.ones((300_000, 2), np.float32) + np.arange(2))  # 2.4 MB > 1 MB limit
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="exceeds the maximum file size"):  # gradio refuses it before the app
         client.predict(handle_file(str(tmp_path / "big.npy")), api_name="/atlas_upload")
     assert "digits" in client.predict(api_name="/atlas_corpora")
 

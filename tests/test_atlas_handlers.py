@@ -1,5 +1,6 @@
 """Atlas tab handlers called as the browser calls them (no server)."""
 import pytest
+
 from test_app_tables import handler
 
 

@@ -2,6 +2,7 @@
 import time
 
 import pytest
+
 from browser_pages import open_page
 
 pytestmark = pytest.mark.browser

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from backends.corpora import loaders as ds
-from conftest import write_pickled_npy
 from backends.corpora.corpus import available_corpora, load_corpus
 from backends.errors import InputError
+from conftest import write_pickled_npy
 
 MB = 1024 * 1024
 LIMIT = 5 * MB

@@ -1,7 +1,6 @@
 """LatentDiffusionPipeline with tiny random components (diffusers-test style, nothing downloaded)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

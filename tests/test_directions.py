@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
+from backends.errors import InputError  # noqa: E402
 from backends.generative import directions as D  # noqa: E402
 from backends.generative import hspace as hspace  # noqa: E402
-from backends.errors import InputError  # noqa: E402
 from test_hspace import tiny_pipe  # noqa: E402
 
 
@@ -233,8 +233,8 @@ def _shapes():
 
     if not WEIGHTS.exists() or not JUDGE.exists():
         pytest.skip("the trained Shapes generator and judge are not in assets/")
-    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.shapes.judge import load_judge
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     return load_shapes_pipeline(), load_judge()
 

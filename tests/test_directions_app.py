@@ -128,8 +128,8 @@ def test_h_read_from_the_conditional_half(app):
 
 
 def test_inverted_upload_of_odd_images(app, tmp_path):
-    from PIL import Image
     from gradio_client import handle_file
+    from PIL import Image
 
     c, _ = app
     from backends.shapes import scenes
@@ -161,7 +161,7 @@ def raw_call(client, api_name: str, data_json: str) -> str:
     import httpx
 
     base = client.src.rstrip("/")
-    r = httpx.post(f"{base}/gradio_api/call/{api_name}", content='{"data": %s}' % data_json,
+    r = httpx.post(f"{base}/gradio_api/call/{api_name}", content=f'{{"data": {data_json}}}',
                    headers={"content-type": "application/json"}, timeout=60)
     if r.status_code != 200:
         return r.text
@@ -186,7 +186,7 @@ def test_bad_api_input_gets_clear_messages(app):
         with pytest.raises(Exception, match=match):
             c.predict(*args, api_name="/directions_edit")
     # NaN cannot be written by gradio_client (strict JSON); send it as raw JSON text
-    msg = raw_call(c, "directions_edit", '["%s", ["%s"], [NaN], 0.0, 1.0, false, "both"]' % (src["source"], did))
+    msg = raw_call(c, "directions_edit", f'["{src["source"]}", ["{did}"], [NaN], 0.0, 1.0, false, "both"]')
     assert "strength" in msg and "nan" in msg.lower()
     with pytest.raises(Exception, match="prompt is empty"):
         c.predict("", 0, 4, 1.0, -1.0, api_name="/directions_source_prompt")

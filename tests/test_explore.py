@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from backends.corpora.corpus import Corpus
-from backends.errors import InputError
 from backends.corpora.explore import custom_axes, resolve_group, search_metadata
+from backends.errors import InputError
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The Generate tab in a real browser: the guidance method radio starts at the model's default,
 and switching it re-generates with the other method (reported in the notes, a different image)."""
 import pytest
-from browser_pages import open_page
 
 from backends.shapes.generator import WEIGHTS
+from browser_pages import open_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes generator weights in assets/ yet")]

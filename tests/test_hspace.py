@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
+from backends.errors import InputError  # noqa: E402
 from backends.generative import hspace as hspace  # noqa: E402
 from backends.generative.pipeline import LatentDiffusionPipeline  # noqa: E402
-from backends.errors import InputError  # noqa: E402
 from backends.shapes.generator import GeneratorConfig, build_generator  # noqa: E402
 from text_double import DummyTextEncoder  # noqa: E402
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from backends.errors import InputError
 from backends.corpora.index import VectorIndex, brute_force_knn
+from backends.errors import InputError
 
 
 def clustered(n, d, seed=0, centers=50, intrinsic=12):

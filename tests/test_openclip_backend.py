@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from backends.representations import encoders as ie
 from backends.errors import InputError
+from backends.representations import encoders as ie
 
 TINY = "LatentAtlasTinyViT"
 TINY_CFG = {"embed_dim": 32,
@@ -424,8 +424,8 @@ def test_cluster_names_from_the_tiny_encoder(enc, scenes_batch):
 def test_backends_use_the_chosen_encoder_for_uploads_search_names_and_stitching(tmp_path, scenes_batch):
     from PIL import Image
 
-    from backends.representations import stitching as stitching
     from backends.registry import Backends
+    from backends.representations import stitching as stitching
     from backends.settings import Settings
 
     folder = tmp_path / "imgs"

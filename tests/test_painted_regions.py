@@ -10,7 +10,7 @@ def _scene(seed=0, size=64):
 
     b = scenes.make_batch(8, seed=seed, split="val", size=size)
     out = []
-    for spec, masks in zip(b.specs, b.masks):
+    for masks in b.masks:
         boxes = []
         for m in masks:
             ys, xs = np.nonzero(m)
@@ -56,7 +56,7 @@ def test_rough_region_kinds_differ_from_the_silhouette():
 
 def test_scene_regions_are_disjoint_and_keep_each_objects_pixels():
     rng = np.random.default_rng(2)
-    for boxes, sil, masks in _scene(seed=5):
+    for boxes, sil, _masks in _scene(seed=5):
         regs = painted.sample_rough_regions(boxes, sil, rng, 32, kind_p=(0, 0, 1, 0, 0))  # boxes overlap often
         assert regs.shape == (len(boxes), 32, 32)
         assert (regs.sum(0) <= 1).all()  # a painted canvas has one colour per pixel

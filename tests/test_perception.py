@@ -2,11 +2,19 @@
 import numpy as np
 import pytest
 
-from backends.errors import InputError
 from backends.clusters.perception import (
-    MixtureParams, corpus_task_specs, gaussian_mixture, krippendorff_alpha_comembership, leaderboard,
-    pairwise_ari, partition_labels, plot_agreement, pointwise_agreement, synthetic_task_specs,
+    MixtureParams,
+    corpus_task_specs,
+    gaussian_mixture,
+    krippendorff_alpha_comembership,
+    leaderboard,
+    pairwise_ari,
+    partition_labels,
+    plot_agreement,
+    pointwise_agreement,
+    synthetic_task_specs,
 )
+from backends.errors import InputError
 
 
 def test_mixture_controls_point_count_clusters_noise():

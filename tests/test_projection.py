@@ -6,8 +6,8 @@ from sklearn.datasets import load_digits
 from sklearn.manifold import trustworthiness
 
 from backends.cache import ArtifactCache
-from backends.errors import InputError
 from backends.corpora.projection import ProjectionParams, project
+from backends.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
-from backends.generative import regions as R  # noqa: E402
 from backends.errors import InputError  # noqa: E402
+from backends.generative import regions as R  # noqa: E402
 
 RED, BLUE, GREEN = R.PALETTE["red"], R.PALETTE["blue"], R.PALETTE["green"]
 

@@ -1,6 +1,7 @@
 """The Regions tab in a real browser: paint two strokes in two colours, type two prompts,
 generate, see the result image (a tiny random model, so the test is fast and needs no weights)."""
 import pytest
+
 from browser_pages import open_page
 
 pytestmark = pytest.mark.browser

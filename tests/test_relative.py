@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from backends.representations import relative as rel
 from backends.errors import InputError
+from backends.representations import relative as rel
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,8 +1,8 @@
 """The shared map component in a real browser: colours as named, no links off the machine."""
-import json
 
 import numpy as np
 import pytest
+
 from browser_pages import open_page
 from conftest import free_port
 

@@ -14,12 +14,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 torch.set_num_threads(1)
 
-from tiny_sd import write_tiny_sd  # noqa: E402
-
-from backends.generative import directions as D  # noqa: E402
-from backends.generative import hspace as hspace, regions  # noqa: E402
 from backends.errors import InputError  # noqa: E402
+from backends.generative import directions as D  # noqa: E402
+from backends.generative import hspace as hspace  # noqa: E402
+from backends.generative import regions  # noqa: E402
 from backends.generative.sd import ModelUnavailable, load_diffusers_pipeline, parse_generator_spec  # noqa: E402
+from tiny_sd import write_tiny_sd  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +198,9 @@ def test_launch_accepts_the_backend_flags():
 
 def test_shapes_sampling_defaults_are_the_shipped_models():
     """The Generate tab's sliders start at the defaults the shipped Shapes model is sampled with."""
-    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.generative.sd import GeneratorSpec, sampling_defaults
     from backends.shapes.generator import WEIGHTS
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     if not WEIGHTS.exists():
         pytest.skip("no Shapes generator weights in assets/")
@@ -210,9 +210,9 @@ def test_shapes_sampling_defaults_are_the_shipped_models():
 
 def test_guidance_methods_offered_match_the_loaded_pipelines(tmp_path):
     """The Generate tab's method choices (read from config, no weights loaded): the default first."""
-    from backends.shapes.pipeline import load_shapes_pipeline
     from backends.generative.sd import GeneratorSpec, guidance_methods
     from backends.shapes.generator import WEIGHTS
+    from backends.shapes.pipeline import load_shapes_pipeline
 
     assert guidance_methods(GeneratorSpec("diffusers", str(tmp_path))) == ["cfg"]
     if not WEIGHTS.exists():

@@ -1,7 +1,6 @@
 """The procedural Shapes data: determinism, splits, masks, captions, factors."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -76,8 +76,8 @@ def test_judge_predict_objects_on_multi_object_scenes():
 # ----------------------------------------------------------------------------- encoders
 @pytest.mark.parametrize("name", ["shapes-cnn", "shapes-vit"])
 def test_encoder_zero_shot_and_retrieval(name):
-    from backends.shapes.eval import COLOUR_TEMPLATES, SHAPE_TEMPLATES, _zero_shot
     from backends.shapes.encoders import load_image_encoder
+    from backends.shapes.eval import COLOUR_TEMPLATES, SHAPE_TEMPLATES, _zero_shot
 
     enc = load_image_encoder(name)
     b = scenes.make_batch(200, seed=321, split="test", size=64, single=True)

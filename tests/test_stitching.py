@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from backends.errors import InputError
 from backends.representations import relative as rel
 from backends.representations import stitching as st
-from backends.errors import InputError
 
 FAST = st.HeadConfig()  # the defaults: 10 epochs, seconds per head
 

@@ -208,7 +208,9 @@ def test_picking_another_pair_redoes_the_comparison_and_clears_the_table(tmp_pat
     f = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_new_pair"][0]  # one per dropdown
     args = ["digits-map-a", "digits-map-b", 50, "random", "label", 0, "cosine", "none", 10, "", "relative", "pca",
             "label"]
-    silent = lambda *a, **k: None
+    def silent(*a, **k):
+        return None
+
     # nothing compared yet: only the stitching table is reset, with a note
     state, *rest, table, note = f.fn(*args, None, progress=silent)
     assert state is None and list(table.columns) == list(TABLE_COLUMNS) and len(table) == 0

@@ -14,15 +14,15 @@ thumbnail (from a URL template) or its text, with no Python round trip.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-PLOTLY_JS = None  # resolved lazily: the plotly.min.js shipped inside the plotly Python package
-
 from app.components.colours import PALETTE as _PALETTE
 from app.components.colours import category_colours, named_colour
+
+PLOTLY_JS = None  # resolved lazily: the plotly.min.js shipped inside the plotly Python package
 
 PALETTE = list(_PALETTE)  # group colours elsewhere in the app (Annotate); categories use category_colours
 MAX_CATEGORIES = 40

@@ -26,12 +26,20 @@ import time
 import gradio as gr
 import numpy as np
 
-from app.components.scatter import PALETTE, scatter_payload, scatter_map
 from app.components.errors import api_guard, guard
+from app.components.scatter import PALETTE, scatter_map, scatter_payload
 from app.components.security import auth_attempt, new_export_dir, serve_once
 from app.components.tables import empty_table
-from backends.clusters.annotations import (NOISE, UNASSIGNED, AnnotationStore, AuthError, check_password, get_store,
-                                           group_names, new_token)
+from backends.clusters.annotations import (
+    NOISE,
+    UNASSIGNED,
+    AnnotationStore,
+    AuthError,
+    check_password,
+    get_store,
+    group_names,
+    new_token,
+)
 from backends.errors import InputError
 
 UI_CLUSTERS = 9  # groups reachable from the radio and keys 1–9; the API accepts up to 20

@@ -208,7 +208,7 @@ def build_atlas(backends: Backends):
     corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
                     concurrency_id="atlas-heavy")
     files.upload(upload, [files] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
-                 concurrency_id="atlas-heavy")
+                 concurrency_id="atlas-upload", concurrency_limit=2)  # never ahead of map and neighbour events
     project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot, sel_table], api_visibility="undocumented",
                       concurrency_id="atlas-heavy")
     color_by.input(recolor, [view, color_by], plot, api_visibility="undocumented")

@@ -190,11 +190,11 @@ def _check_token(token: str) -> str:
 # The store
 
 
-_STORES: dict[str, "AnnotationStore"] = {}
+_STORES: dict[str, AnnotationStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def get_store(url: str) -> "AnnotationStore":
+def get_store(url: str) -> AnnotationStore:
     """One store (one engine and connection pool) per database URL in this process."""
     with _STORES_LOCK:
         if url not in _STORES:
@@ -265,8 +265,19 @@ class AnnotationStore:
 
     # -- schema -----------------------------------------------------------------------
     def _define_tables(self) -> None:
-        from sqlalchemy import (Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                                UniqueConstraint, false)
+        from sqlalchemy import (
+            Boolean,
+            Column,
+            Float,
+            ForeignKey,
+            Integer,
+            MetaData,
+            String,
+            Table,
+            Text,
+            UniqueConstraint,
+            false,
+        )
 
         m = self.metadata = MetaData()
         self.t_meta = Table("store_meta", m, Column("key", String(64), primary_key=True), Column("value", Text))
@@ -704,7 +715,7 @@ class AnnotationStore:
                 "remaining": int(total) - by.get(False, 0) - by.get(True, 0)}
 
     # -- admin: progress, answers, export ----------------------------------------------
-    def set_progress(self, task_set_id: int) -> "pandas.DataFrame":  # noqa: F821
+    def set_progress(self, task_set_id: int) -> pandas.DataFrame:  # noqa: F821
         import pandas as pd
         from sqlalchemy import case, func, select
 
@@ -726,7 +737,7 @@ class AnnotationStore:
         df["mean_seconds"] = df["mean_seconds"].astype(float).round(1)
         return df
 
-    def annotator_progress(self, task_set_id: int) -> "pandas.DataFrame":  # noqa: F821
+    def annotator_progress(self, task_set_id: int) -> pandas.DataFrame:  # noqa: F821
         """Per annotator in a task set: answers, skips, mean seconds per answer, last submission."""
         import pandas as pd
         from sqlalchemy import case, func, select
@@ -769,7 +780,7 @@ class AnnotationStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.t_ann)).scalar())
 
-    def export_frame(self, task_set_id: int | None = None) -> "pandas.DataFrame":  # noqa: F821
+    def export_frame(self, task_set_id: int | None = None) -> pandas.DataFrame:  # noqa: F821
         """One row per point per (non-skipped) annotation."""
         import pandas as pd
 
@@ -846,7 +857,7 @@ def escape_formula(value):
     return value
 
 
-def csv_safe(df: "pandas.DataFrame") -> "pandas.DataFrame":  # noqa: F821
+def csv_safe(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
     """A copy of df for CSV: every text cell and column name through escape_formula. Numbers stay
     numbers (-1.5 is a value, not a formula)."""
     import pandas as pd

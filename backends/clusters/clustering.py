@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class ClusterParams:
     n_init: int = 5
     seed: int = 0
 
-    def validated(self, n: int, d: int) -> "ClusterParams":
+    def validated(self, n: int, d: int) -> ClusterParams:
         # 1. Names from fixed menus
         for name, value, allowed in (("method", self.method, METHODS), ("space", self.space, SPACES),
                                      ("estimator", self.estimator, ESTIMATORS), ("metric", self.metric, METRICS),
@@ -139,7 +139,7 @@ class ClusterResult:
                 "info": np.array(json.dumps(extra, default=float))}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: ClusterParams) -> "ClusterResult":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: ClusterParams) -> ClusterResult:
         info = json.loads(str(arrays["info"]))
         return cls(labels=arrays["labels"].astype(np.int64), k=int(info["k"]), params=params,
                    silhouette=float(info["silhouette"]), silhouette_space=float(info["silhouette_space"]),
@@ -536,7 +536,7 @@ def purity(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(ct.max(axis=1).sum() / max(1, ct.to_numpy().sum()))
 
 
-def confusion(pred: np.ndarray, truth) -> "pandas.DataFrame":  # noqa: F821
+def confusion(pred: np.ndarray, truth) -> pandas.DataFrame:  # noqa: F821
     """Counts: one row per cluster (noise as -1), one column per class."""
     import pandas as pd
 

@@ -49,7 +49,7 @@ class MixtureParams:
     anisotropy: float = 1.0  # max ratio of a cluster's long to short axis
     seed: int = 0
 
-    def validated(self) -> "MixtureParams":
+    def validated(self) -> MixtureParams:
         if not MIN_POINTS <= int(self.n_points) <= MAX_POINTS:
             raise InputError(f"n_points must be between {MIN_POINTS} and {MAX_POINTS}, but is {self.n_points}")
         if not 1 <= int(self.n_clusters) <= 12:
@@ -129,7 +129,7 @@ def synthetic_task_specs(n_plots: int, *, seed: int = 0, points=(100, 300), clus
         raise InputError(f"n_plots must be between 1 and 1000, but is {n_plots}")
     rng = np.random.default_rng(int(seed))
     specs = []
-    for i in range(int(n_plots)):
+    for _ in range(int(n_plots)):
         mp = MixtureParams(
             n_points=int(rng.integers(int(points[0]), int(points[1]) + 1)),
             n_clusters=int(rng.integers(int(clusters[0]), int(clusters[1]) + 1)),
@@ -354,7 +354,7 @@ def _noise_to_singletons(labels: np.ndarray) -> np.ndarray:
 TRUTH = "generator truth"
 
 
-def leaderboard(plots: list[tuple]) -> "pandas.DataFrame":  # noqa: F821
+def leaderboard(plots: list[tuple]) -> pandas.DataFrame:  # noqa: F821
     """plots: (xy, [groups of each annotator]) or (xy, groups, truth). One row per method, best first.
 
     Columns: method, mean_ari (vs each annotator, averaged over annotators then plots), plots.

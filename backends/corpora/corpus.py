@@ -6,8 +6,8 @@ produces a Corpus; everything downstream (index, projection, clusters, UI) consu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class Corpus:
 
     name: str
     vectors: np.ndarray
-    meta: "pandas.DataFrame"  # noqa: F821
+    meta: pandas.DataFrame  # noqa: F821
     images: np.ndarray | None = None
     texts: list[str] | None = None
     description: str = ""

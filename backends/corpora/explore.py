@@ -6,8 +6,8 @@ import re
 import numpy as np
 
 from backends.corpora.corpus import Corpus
-from backends.errors import InputError
 from backends.corpora.index import normalize_rows
+from backends.errors import InputError
 
 MAX_QUERY_CHARS = 500
 

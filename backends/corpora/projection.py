@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from backends.cache import ArtifactCache, content_key
-from backends.errors import InputError
 from backends.corpora.index import METRICS
 from backends.corpora.index import knn_graph as _knn_graph
+from backends.errors import InputError
 
 METHODS = ("umap", "pca")
 Progress = Callable[[float, str], None]
@@ -24,7 +24,7 @@ class ProjectionParams:
     metric: str = "cosine"
     seed: int = 42
 
-    def validated(self, n_rows: int) -> "ProjectionParams":
+    def validated(self, n_rows: int) -> ProjectionParams:
         if self.method not in METHODS:
             raise InputError(f"method must be one of {', '.join(METHODS)}, but is {self.method!r}")
         if self.metric not in METRICS:

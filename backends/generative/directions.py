@@ -186,7 +186,7 @@ class PCAAccumulator:
         self.n = 0
         self._sum = self._scatter = self._ipca = None
 
-    def partial_fit(self, x: np.ndarray) -> "PCAAccumulator":
+    def partial_fit(self, x: np.ndarray) -> PCAAccumulator:
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1] <= self.max_cov_dim:
             if self._sum is None:
@@ -433,7 +433,7 @@ def jacobian_directions(pipe, traj, step: int, *, k: int = 3, iters: int = 50, t
     with hspace.jacobian_session(pipe, traj, step, row=row, mask=mask) as f:
         _, pullback = vjp(f, zeros)
         it = 0
-        for it in range(1, int(iters) + 1):
+        for it in range(1, int(iters) + 1):  # noqa: B007  (the count is reported below)
             tangents = V.T.reshape((k,) + shape).to(zeros)
             _, JV = jvp(f, (zeros,), (tangents,))
             (JtJV,) = pullback(JV)
@@ -493,8 +493,8 @@ def text_cond_delta(directions: list[Direction], strengths: list[float]):
     """A function Conditioning -> Conditioning adding Σ s·(E(B) − E(A)) to the conditional half."""
     import torch
 
-    from backends.generative.pipeline import PromptEmbeds
     from backends.generative.hspace import Conditioning
+    from backends.generative.pipeline import PromptEmbeds
 
     pairs = [(d, s) for d, s in zip(directions, strengths) if d.kind == "text" and s != 0]
     if not pairs:

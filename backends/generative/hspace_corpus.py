@@ -64,8 +64,8 @@ def shapes_bank(pipe=None, n: int = 200, *, seed: int = 0, steps: int = 10, eta:
                 guidance_scale: float | None = None, record_half: str = "uncond", cache=None, judge=None,
                 progress=None, layer: str = "mid_block"):
     """h at every step for n single-object Shapes prompts (test split), cached per model and settings."""
-    from backends.generative import directions as D
     from backends.cache import content_key
+    from backends.generative import directions as D
 
     try:
         n = int(n)

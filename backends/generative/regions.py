@@ -378,7 +378,7 @@ def _check_region_inputs(pipe, region_masks, region_prompts):
     return m.clamp(0, 1), prompts
 
 
-def latent_masks(pipe, region_masks) -> "torch.Tensor":  # noqa: F821
+def latent_masks(pipe, region_masks) -> torch.Tensor:  # noqa: F821
     """(R, H, W) masks in [0, 1] -> (R, 1, h, w) coverage at the latent resolution."""
     import torch
     import torch.nn.functional as F
@@ -406,7 +406,7 @@ def _decode(pipe, latents, output_type: str, notes):
     return PipelineOutput(arr, notes, latents)
 
 
-def constant_colour_latents(pipe, n: int, generator=None) -> "torch.Tensor":  # noqa: F821
+def constant_colour_latents(pipe, n: int, generator=None) -> torch.Tensor:  # noqa: F821
     """n latents of random constant-colour images (the bootstrapping backgrounds)."""
     import torch
 

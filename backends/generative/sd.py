@@ -48,7 +48,7 @@ DEFAULTS = {
 GENERATOR_CHOICES = ("shapes",) + tuple(ALIASES)
 
 
-def sampling_defaults(spec: "GeneratorSpec") -> tuple[int, float]:
+def sampling_defaults(spec: GeneratorSpec) -> tuple[int, float]:
     """(steps, guidance scale) a generator is meant to be sampled with (no weights loaded)."""
     if spec.kind == "shapes":
         from backends.plugins import get_generator
@@ -59,7 +59,7 @@ def sampling_defaults(spec: "GeneratorSpec") -> tuple[int, float]:
     return d["steps"], d["guidance_scale"]
 
 
-def guidance_methods(spec: "GeneratorSpec") -> list[str]:
+def guidance_methods(spec: GeneratorSpec) -> list[str]:
     """The guidance methods a generator offers ("auto", "cfg"), its default first (no weights
     loaded): autoguidance needs a guide model, which only the Shapes generator ships."""
     if spec.kind == "shapes":

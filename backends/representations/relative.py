@@ -226,7 +226,7 @@ class RelativeProjector:
     mode: str = "cosine"
     output_norm: str = "none"
 
-    def fit(self, x, anchor_idx) -> "RelativeProjector":
+    def fit(self, x, anchor_idx) -> RelativeProjector:
         x = as_matrix(x, what="x")
         idx = check_anchor_indices(anchor_idx, len(x))
         self.anchor_idx_ = idx
@@ -376,7 +376,7 @@ class Procrustes:
     minimises ||X R − Y||_F over orthogonal R.
     """
 
-    def fit(self, x, y) -> "Procrustes":
+    def fit(self, x, y) -> Procrustes:
         x, y = as_matrix(x, what="source anchors"), as_matrix(y, what="target anchors")
         if len(x) != len(y):
             raise InputError(f"source has {len(x)} anchors but target has {len(y)}; Procrustes needs pairs")

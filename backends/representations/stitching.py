@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from backends.representations import relative as rel
 from backends.errors import InputError
+from backends.representations import relative as rel
 
 TRAIN_FRACTION = 2 / 3  # items used to train heads and to draw anchors; the rest is the test split
 
@@ -48,7 +48,7 @@ class World(_Splits):
     """Items shared by several spaces. meta: DataFrame with "id", label columns and "split"."""
 
     name: str
-    meta: "pandas.DataFrame"  # noqa: F821
+    meta: pandas.DataFrame  # noqa: F821
     labels: tuple[str, ...]
     images: np.ndarray | None = None
     description: str = ""
@@ -316,7 +316,7 @@ class Pair(_Splits):
     name_b: str
     x_a: np.ndarray
     x_b: np.ndarray
-    meta: "pandas.DataFrame"  # noqa: F821
+    meta: pandas.DataFrame  # noqa: F821
     labels: tuple[str, ...]
     images: np.ndarray | None = None
     world: str = ""

@@ -49,7 +49,7 @@ class EncoderConfig:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "EncoderConfig":
+    def from_json(cls, text: str) -> EncoderConfig:
         d = json.loads(text)
         d["channels"] = tuple(d["channels"])
         return cls(**d)

@@ -107,7 +107,7 @@ class GeneratorConfig:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "GeneratorConfig":
+    def from_json(cls, text: str) -> GeneratorConfig:
         d = json.loads(text)
         known = set(cls.__dataclass_fields__)
         d = {k: v for k, v in d.items() if k in known}

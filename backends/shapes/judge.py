@@ -56,7 +56,7 @@ class JudgeConfig:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "JudgeConfig":
+    def from_json(cls, text: str) -> JudgeConfig:
         d = json.loads(text)
         d["scene_channels"] = tuple(d["scene_channels"])
         d["crop_channels"] = tuple(d["crop_channels"])
@@ -174,7 +174,7 @@ class Judge:
         self.object_net = object_net.eval()
         self.labels = {k: tuple(v) for k, v in cfg.factors.items()}
 
-    def _decode(self, logits: dict, factors) -> "pandas.DataFrame":  # noqa: F821
+    def _decode(self, logits: dict, factors) -> pandas.DataFrame:  # noqa: F821
         import pandas as pd
 
         out = {}
@@ -198,7 +198,7 @@ class Judge:
                     outs[k].append(lg[k].softmax(-1))
         return {k: torch.cat(v).numpy() if v else np.zeros((0, len(self.labels[k])), np.float32) for k, v in outs.items()}
 
-    def predict(self, images, batch_size: int = 256) -> "pandas.DataFrame":  # noqa: F821
+    def predict(self, images, batch_size: int = 256) -> pandas.DataFrame:  # noqa: F821
         """Factors of single-object images (uint8 (N, H, W, 3), any H=W): shape, colour, size,
         position and their confidences."""
         import pandas as pd
@@ -220,7 +220,7 @@ class Judge:
             crops = crop_windows(x, centres, self.cfg.crop_window, self.cfg.crop_res)
             return self.object_net(crops)
 
-    def predict_objects(self, image, masks) -> "pandas.DataFrame":  # noqa: F821
+    def predict_objects(self, image, masks) -> pandas.DataFrame:  # noqa: F821
         """One row per mask: shape, colour, size (object net on a window centred on the mask's
         centroid), position and x, y (from the centroid), area (fraction of the image), confidences.
 

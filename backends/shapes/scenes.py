@@ -139,7 +139,7 @@ class ShapesBatch:
     masks: list[np.ndarray]  # N bool arrays (n_objects, H, W)
     captions: list[str]
     specs: list[SceneSpec]
-    factors: "pandas.DataFrame"  # noqa: F821
+    factors: pandas.DataFrame  # noqa: F821
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -362,7 +362,7 @@ def split_rng(split: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([0x5A4E, SPLITS[split], int(seed)]))
 
 
-def factors_table(specs: list[SceneSpec]) -> "pandas.DataFrame":  # noqa: F821
+def factors_table(specs: list[SceneSpec]) -> pandas.DataFrame:  # noqa: F821
     """One row per scene: first object's factors plus background and n_objects."""
     import pandas as pd
 

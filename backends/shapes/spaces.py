@@ -6,7 +6,14 @@ import os
 
 import numpy as np
 
-from backends.representations.stitching import Space, World, _split_column, _torch_threads, register_space, register_world
+from backends.representations.stitching import (
+    Space,
+    World,
+    _split_column,
+    _torch_threads,
+    register_space,
+    register_world,
+)
 
 SHAPES_N = int(os.environ.get("LATENT_ATLAS_STITCHING_SHAPES_N", "3000"))
 SHAPES_SIZE = 32

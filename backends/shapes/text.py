@@ -22,7 +22,7 @@ MAX_CHARS = 2000  # longer strings are cut before tokenising (the model sees at 
 POOLED_MAX_LEN = 64  # tokens used for the pooled sentence vector
 
 _LOCK = threading.Lock()
-_ENCODER: "TextEncoder | None" = None
+_ENCODER: TextEncoder | None = None
 
 
 def _clean(text) -> str:

@@ -24,9 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from backends.shapes import scenes
-from backends.shapes.encoders import CONFIGS, EncoderConfig, ImageEncoder, build_model, preprocess, save_encoder, weights_path
+from backends.shapes.encoders import (
+    CONFIGS,
+    EncoderConfig,
+    ImageEncoder,
+    build_model,
+    preprocess,
+    save_encoder,
+    weights_path,
+)
 from backends.shapes.train import RunDir, common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
-
 
 DEFAULT_STEPS = {"cnn": 1500, "vit": 3000}
 

@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
-import json
 import sys
 import time
 from pathlib import Path
@@ -513,8 +513,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from backends.shapes.generator import (GeneratorConfig, build_generator, generator_state_dict,
-                                           load_generator_state, save_generator)
+    from backends.shapes.generator import (
+        GeneratorConfig,
+        build_generator,
+        generator_state_dict,
+        load_generator_state,
+        save_generator,
+    )
     from backends.shapes.text import get_text_encoder
 
     torch.set_num_threads(max(1, args.threads))

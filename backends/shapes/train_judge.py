@@ -13,7 +13,17 @@ import sys
 import numpy as np
 
 from backends.shapes import scenes
-from backends.shapes.judge import FACTORS, OBJECT_FACTORS, JudgeConfig, build_nets, crop_windows, mask_centres, resize, save_judge, to_tensor
+from backends.shapes.judge import (
+    FACTORS,
+    OBJECT_FACTORS,
+    JudgeConfig,
+    build_nets,
+    crop_windows,
+    mask_centres,
+    resize,
+    save_judge,
+    to_tensor,
+)
 from backends.shapes.train import common_parser, load_optimizer, optimizer_tensors, progress, run_dir_for
 
 LABEL_INDEX = {k: {name: i for i, name in enumerate(v)} for k, v in FACTORS.items()}
