@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Shapes generator's long training run (issue #17), resumable across sessions and machines.
+#
+#   bash scripts/train_generator_run.sh            # resume (or start) in the background-friendly way: one thread
+#   bash scripts/train_generator_run.sh --steps N  # any extra flag goes to `train generator`
+#
+# The resumable state (weights, EMA, optimiser, step, data-pool position) and the log with the
+# accuracy-versus-steps curve live in training/generator/ (committed, overwritten in place, so a
+# fresh clone can go on). The first start initialises from the shipped generator
+# (assets/shapes/generator.safetensors, 60k steps) and guides its quick evals with the shipped
+# autoguidance guide. Rendered scene chunks are cached in runs/generator-data/ (not committed:
+# they are rebuilt from their seeds), the EMA exports go to runs/generator-out/ (copy them to
+# assets/shapes/ to ship one, then re-measure with scripts/measure_generator.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh app
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+mkdir -p runs/generator-out training/generator
+cp -n assets/shapes/generator_guide.safetensors assets/shapes/generator_guide.json runs/generator-out/ 2>/dev/null || true
+exec nice -n 5 .venv/bin/python -m backends.shapes.train generator --resume \
+  --init-from assets/shapes/generator.safetensors \
+  --out runs/generator-out --runs training/generator --data-dir runs/generator-data \
+  --steps 160000 --lr 2e-4 --warmup 500 --decay-start 20000 --lr-min-frac 0.1 --t-focus 50,600,0.5 \
+  --stream-chunks 12 --chunk-size 10000 --new-chunk-every 2000 --p-map 0.5 --p-rough 0.9 \
+  --guide-step 0 --eval-every 2000 --eval-n 200 --eval-method model --eval-regions 60 --ckpt-every 1000 \
+  --threads 1 --no-progress "$@"
