@@ -302,13 +302,15 @@ class Backends:
         enc = self.image_encoder()
         return None if enc is None else enc.encode_images
 
-    def add_path(self, path: str | list[str]) -> str:
-        """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv)."""
+    def add_path(self, path: str | list[str], scaling: str = "auto") -> str:
+        """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv).
+        scaling: how a table's numeric columns are scaled ("auto", "z-score", "robust", "none"; see
+        backends.corpora.loaders.load_path)."""
         from backends.corpora import loaders as datasets
 
         paths = [path] if isinstance(path, str) else list(path)
         kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder(),
-                      limits=self.settings.upload_limits)
+                      limits=self.settings.upload_limits, scaling=scaling)
         corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
         if len(corpus) > self.settings.max_points:
             raise InputError(f"{corpus.name}: {len(corpus):,} rows; this server maps at most {self.settings.max_points:,}")
@@ -316,6 +318,8 @@ class Backends:
         from pathlib import Path as _P
 
         source = _P(paths[0]).name + (f" + {len(paths) - 1} more" if len(paths) > 1 else "")
+        scaled = datasets.applied_scaling(corpus.notes)
+        source += f" ({scaled})" if scaled else ""  # the raw and the scaled upload of one file differ in the menu
         with self._lock:
             self._labels[key] = _label(source, len(corpus), corpus.dim)
         try:

@@ -13,6 +13,7 @@ from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
 from app.services.atlas import EXPORT_FORMATS, K_DEFAULT, NEIGHBOUR_COLUMNS, SELECTION_COLUMNS, AtlasService
+from backends.corpora.loaders import SCALINGS
 from backends.errors import InputError
 from backends.registry import Backends
 
@@ -47,15 +48,15 @@ def build_atlas(backends: Backends):
         # a new corpus starts clean: no selection, no search text, no custom-axes groups, no export file
         return (view, svc.payload(view, color), svc.corpus_info(key), color_choices(key, color),
                 [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "",
-                "", "", "", "", "", "", None)
+                "", "", "", "", "", "", None, gr.update(visible=str(key).startswith("upload:")))
 
     @guard
-    def upload(files, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
+    def upload(files, scaling, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
         if not files:
             raise InputError("no file was uploaded")
         paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
         progress(0.0, desc="reading upload")
-        key = backends.add_path(paths if len(paths) > 1 else paths[0])
+        key = backends.add_path(paths if len(paths) > 1 else paths[0], scaling=scaling or "auto")
         outs = open_corpus(key, method, n_neighbors, min_dist, metric, progress)
         return (gr.update(choices=backends.corpus_choices(), value=key),) + outs
 
@@ -152,9 +153,13 @@ def build_atlas(backends: Backends):
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             corpus_dd = gr.Dropdown(choices=choices, value=start, label="Corpus", elem_id="atlas-corpus")
-            remove_btn = gr.Button("Remove this upload", size="sm", elem_id="atlas-remove")
+            remove_btn = gr.Button("Remove this upload", size="sm", elem_id="atlas-remove",
+                                   visible=str(start).startswith("upload:"))  # shown for uploads only
             files = gr.File(label="Upload a corpus (npy, parquet, csv, vectors.tsv + metadata.tsv, zip of images)",
                             file_count="multiple", height=200)
+            # tables of numeric columns (CSV, Parquet) only; read when a file is uploaded
+            scaling = gr.Radio(list(SCALINGS), value="auto", label="Scale numeric columns", elem_id="atlas-scaling",
+                               info="tables of numeric columns: auto z-scores when column scales differ > 10×")
             info = gr.Markdown(elem_id="atlas-info")
             with gr.Accordion("Projection", open=False):
                 method = gr.Radio(["umap", "pca"], value="umap", label="Method")
@@ -204,10 +209,10 @@ def build_atlas(backends: Backends):
     proj_inputs = [method, n_neighbors, min_dist, metric]
     # opening a corpus also clears what was selected in the previous one
     open_outputs = [view, plot, info, color_by, gallery, item_image, item_md, selection, neighbours_table, sel_md,
-                    sel_table, item_id, query, text_q, xa, xb, ya, yb, export_file]
+                    sel_table, item_id, query, text_q, xa, xb, ya, yb, export_file, remove_btn]
     corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
                     concurrency_id="atlas-heavy")
-    files.upload(upload, [files] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
+    files.upload(upload, [files, scaling] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
                  concurrency_id="atlas-upload", concurrency_limit=2)  # never ahead of map and neighbour events
     project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot, sel_table], api_visibility="undocumented",
                       concurrency_id="atlas-heavy")
@@ -271,9 +276,11 @@ def _register_api(svc: AtlasService, guard):
         svc.b.remove_upload(key)
         return atlas_corpora()
 
-    def atlas_upload(file: FileData) -> str:
-        """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by."""
-        return svc.b.add_path(uploaded_path(file))
+    def atlas_upload(file: FileData, scaling: str = "auto") -> str:
+        """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by.
+        scaling: for a table of numeric columns, "auto" (z-score when column scales differ by more
+        than 10×), "z-score", "robust" ((x − median) / IQR) or "none"; the corpus notes say which."""
+        return svc.b.add_path(uploaded_path(file), scaling=scaling)
 
     def atlas_project(corpus: str, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine") -> dict:

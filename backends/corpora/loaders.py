@@ -9,6 +9,7 @@ size, image pixels), and reading a table stops after a time limit; each message 
     load_corpus("digits")                                  # bundled, offline
     load_path("vectors.npy", max_bytes=200 * 2**20)        # one file or a folder
     load_paths(["vectors.tsv", "metadata.tsv"], max_bytes=..., limits=settings.upload_limits)
+    load_path("wine.csv", max_bytes=..., scaling="auto")   # numeric columns z-scored when scales differ > 10×
     export_rows(corpus, indices, xy, "parquet", "selection.parquet")
 """
 from __future__ import annotations
@@ -48,6 +49,10 @@ BACKGROUND = (255, 255, 255)  # behind transparent pixels and around letterboxed
 LIST_SAMPLE_ROWS = 64  # rows looked at to tell list / mostly-numeric text columns (issue #20: vectorised)
 # CSV cells that a spreadsheet would run as a formula (OWASP "CSV injection"); exports prefix a quote
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# How vectors made of separate numeric columns (a table's features) are scaled (issue #19 item 4):
+# "auto" z-scores them when the columns' standard deviations differ by more than AUTO_SCALE_RATIO×.
+SCALINGS = ("auto", "z-score", "robust", "none")
+AUTO_SCALE_RATIO = 10.0
 
 ImageEmbedder = Callable[[np.ndarray], np.ndarray]
 
@@ -82,7 +87,7 @@ def load_digits_corpus() -> Corpus:
 
 
 def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None,
-              limits: UploadLimits | None = None) -> Corpus:
+              limits: UploadLimits | None = None, scaling: str = "auto") -> Corpus:
     """A user corpus from one file or folder.
 
     path:           .npy, .npz, .parquet, .csv, vectors.tsv, a .zip of images (or of a
@@ -94,9 +99,15 @@ def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = No
     name:           corpus name (default: the file or folder name without extension).
     limits:         columns, cells, pixels, time… (default `UploadLimits()`; the app passes
                     `settings.upload_limits`).
+    scaling:        for a table whose vectors are its separate numeric columns (CSV, Parquet):
+                    "auto" (z-score when the columns' standard deviations differ by more than
+                    10×, else none), "z-score", "robust" ((x − median) / IQR) or "none". Vector
+                    and list columns, .npy/.npz arrays and Projector TSVs are never scaled. What
+                    was applied is said in the corpus notes.
 
     Raises InputError, and nothing else, for any problem with the file.
     """
+    scaling = check_scaling(scaling)
     with _loading(limits, path):
         p = Path(path)
         if not p.exists():
@@ -104,27 +115,29 @@ def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = No
         name = name or _default_name(p)
         if p.is_dir():
             return _load_folder(p, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
-        return load_paths([p], max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        return load_paths([p], max_bytes=max_bytes, image_embedder=image_embedder, name=name, scaling=scaling)
 
 
 def load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None = None, name: str | None = None,
-               limits: UploadLimits | None = None) -> Corpus:
+               limits: UploadLimits | None = None, scaling: str = "auto") -> Corpus:
     """A user corpus from several uploaded files at once.
 
     Accepted combinations: one vectors file plus optionally one metadata file (a file whose
     name contains "meta", .tsv or .csv, e.g. vectors.tsv + metadata.tsv, or vectors.npy +
     metadata.csv); or several image files. A single path behaves like `load_path`.
     """
+    scaling = check_scaling(scaling)
     with _loading(limits, paths):
-        return _load_paths(paths, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        return _load_paths(paths, max_bytes=max_bytes, image_embedder=image_embedder, name=name, scaling=scaling)
 
 
-def _load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None, name: str | None) -> Corpus:
+def _load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None, name: str | None,
+                scaling: str = "auto") -> Corpus:
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
         raise InputError("no files given; upload one of: " + SUPPORTED_FORMATS)
     if len(paths) == 1 and paths[0].is_dir():
-        return load_path(paths[0], max_bytes=max_bytes, image_embedder=image_embedder, name=name)
+        return load_path(paths[0], max_bytes=max_bytes, image_embedder=image_embedder, name=name, scaling=scaling)
     for p in paths:
         if not p.exists():
             raise InputError(f"{p}: no such file")
@@ -168,6 +181,8 @@ def _load_paths(paths, *, max_bytes: int, image_embedder: ImageEmbedder | None, 
         if meta_paths:
             raise InputError(f"{meta_paths[0].name}: a metadata file cannot be combined with a .zip or images")
         return parts
+    if parts.from_columns:
+        parts.scale(scaling)
     if meta_paths:
         mp = meta_paths[0]
         extra = _read_metadata_table(mp.read_bytes(), mp.name, n=len(parts.vectors), vectors_name=vp.name,
@@ -346,12 +361,90 @@ def _escape_cell(v):
 
 
 # =========================================================================================
+# Scaling a table's numeric columns (issue #19 item 4)
+
+
+def check_scaling(scaling) -> str:
+    """One of SCALINGS (None means "auto"; "zscore" / "standard" are taken for "z-score");
+    InputError naming the choices otherwise."""
+    if scaling is None:
+        return "auto"
+    if not isinstance(scaling, str):
+        raise InputError(f"scaling has to be one of {', '.join(SCALINGS)}, but is {type(scaling).__name__} {scaling!r}")
+    s = scaling.strip().lower()
+    s = {"zscore": "z-score", "z": "z-score", "standard": "z-score", "": "auto"}.get(s, s)
+    if s not in SCALINGS:
+        raise InputError(f"scaling {scaling!r} is not one of {', '.join(SCALINGS)}")
+    return s
+
+
+def applied_scaling(notes: list[str]) -> str | None:
+    """"z-scored" or "robust-scaled" when a loader scaled the columns (read from its notes), else None."""
+    for n in notes:
+        for how in ("z-scored", "robust-scaled"):
+            if n.startswith(f"numeric columns {how}"):
+                return how
+    return None
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.1f}×"
+
+
+def scale_columns(vectors: np.ndarray, scaling: str = "auto") -> tuple[np.ndarray, str]:
+    """Vectors whose dimensions are a table's separate numeric columns, scaled per column, and a note
+    saying what was done. "z-score": (x − mean) / std; "robust": (x − median) / IQR (a column with
+    zero IQR is divided by its std instead); "auto": z-score when max(std) / min(std over columns
+    with std > 0) > AUTO_SCALE_RATIO, else none; "none": as they are. Constant columns stay constant
+    (centred at 0 when scaled). Returns float32 (N, D)."""
+    scaling = check_scaling(scaling)
+    x = np.asarray(vectors, dtype=np.float64)
+    std = x.std(axis=0)
+    positive = std[std > 0]
+    ratio = float(positive.max() / positive.min()) if len(positive) else 1.0
+    spread = f"column scales differed {_times(ratio)}"
+    chosen = scaling != "auto"
+    if scaling == "auto":
+        if ratio <= AUTO_SCALE_RATIO:
+            return vectors, (f"numeric columns kept as they are (column scales within {_times(ratio)}; 'auto' "
+                             f"z-scores them when they differ by more than {AUTO_SCALE_RATIO:g}×)")
+        scaling = "z-score"
+    if scaling == "none":
+        return vectors, f"numeric columns kept as they are, as chosen ({spread})"
+    constant = int((std == 0).sum())
+    extra = f"; {constant} constant column(s) set to 0" if constant else ""
+    if scaling == "z-score":
+        scale = np.where(std > 0, std, 1.0)
+        out = (x - x.mean(axis=0)) / scale
+        note = (f"numeric columns z-scored, as chosen ({spread}{extra})" if chosen else
+                f"numeric columns z-scored ({spread}{extra}); choose 'none' to keep raw values")
+    else:  # robust
+        q25, median, q75 = np.percentile(x, [25, 50, 75], axis=0)
+        iqr = q75 - q25
+        no_iqr = int(((iqr == 0) & (std > 0)).sum())
+        scale = np.where(iqr > 0, iqr, np.where(std > 0, std, 1.0))
+        out = (x - median) / scale
+        if no_iqr:
+            extra += f"; {no_iqr} column(s) with zero IQR divided by their standard deviation"
+        note = f"numeric columns robust-scaled, (x − median) / IQR, as chosen ({spread}{extra})"
+    return np.ascontiguousarray(out, dtype=np.float32), note
+
+
+# =========================================================================================
 # Intermediate result: vectors + metadata before they become a Corpus
 
 
 class _Parts:
-    def __init__(self, vectors: np.ndarray, meta, notes: list[str], texts: list[str] | None = None):
+    def __init__(self, vectors: np.ndarray, meta, notes: list[str], texts: list[str] | None = None, *,
+                 from_columns: bool = False):
         self.vectors, self.meta, self.notes, self.texts = vectors, meta, notes, texts
+        self.from_columns = from_columns  # the vectors are a table's separate numeric columns (may be scaled)
+
+    def scale(self, scaling: str) -> None:
+        """Scale the columns (see scale_columns); the note goes right after the "vectors from" one."""
+        self.vectors, note = scale_columns(self.vectors, scaling)
+        if note:
+            self.notes.insert(min(1, len(self.notes)), note)
 
     def attach(self, extra, fname: str) -> None:
         """Add columns from a separate metadata file (its columns win on a name clash)."""
@@ -766,7 +859,7 @@ def _numeric_csv_fast(data: bytes, fname: str, sep: str, fields: list[str], head
     vectors = validate_vectors(arr, what=fname)
     shown = f"{names[0]!r} … {names[-1]!r}" if len(names) > 3 else ", ".join(map(repr, names))
     notes.insert(0, f"vectors from {len(names)} numeric columns ({shown})")
-    return _Parts(vectors, _empty_meta(len(vectors)), notes)
+    return _Parts(vectors, _empty_meta(len(vectors)), notes, from_columns=True)
 
 
 def _read_csv_chunks(data: bytes, fname: str, *, sep: str, header, cols: int):
@@ -849,7 +942,7 @@ def _parts_from_table(df, fname: str, notes: list[str], *, csv: bool, first_line
     if len(meta.columns):
         notes.append(f"metadata columns: {_listing([str(c) for c in meta.columns], 20)}")
     meta = _sanitize_meta(meta.reset_index(drop=True), copy=False)
-    return _Parts(vectors, meta, notes, texts=_texts_from(meta, notes))
+    return _Parts(vectors, meta, notes, texts=_texts_from(meta, notes), from_columns=vec_pos is None)
 
 
 def _numeric_columns(df) -> list[bool]:
