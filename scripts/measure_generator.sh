@@ -20,8 +20,11 @@ step eval_generator $PY -m backends.shapes.eval generator --json "$O/eval_genera
 step eval_generator_cfg $PY -m backends.shapes.eval_generator --regions 0 --guidance-method cfg --json "$O/eval_generator_cfg.json"
 step bench_generator $PY bench/bench_generator.py --regions
 step bench_regions $PY bench/bench_regions.py
-step regions_eval $PY -m backends.shapes.regions_eval --n 200 --guidance 2.5 --threads 2 --json "$O/regions_eval.json"
-step regions_eval_g4 $PY -m backends.shapes.regions_eval --n 200 --guidance 4 --methods spatext --threads 2 --json "$O/regions_eval_g4.json"
+# issue 17: painted areas as people paint them (recorded in generator.json, where the Regions tab reads them),
+# then the silhouette protocol
+step regions_user $PY -m backends.shapes.regions_eval --regions user --record --n 200 --guidance 2.5 --threads 2 --json "$O/regions_user.json"
+step regions_eval $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 2.5 --threads 2 --json "$O/regions_eval.json"
+step regions_eval_g4 $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 4 --methods spatext --threads 2 --json "$O/regions_eval_g4.json"
 # issue 4: the Directions bars (non-strict xfails that print their numbers), inversion, speed
 step directions_bars $PY -m pytest -q -s -rxX -p no:cacheprovider tests/test_directions.py -k "top10_pca or supervised_colour"
 step inversion env OMP_NUM_THREADS=1 $PY -m pytest -q -s -p no:cacheprovider tests/test_hspace.py -k inversion_psnr
