@@ -124,3 +124,16 @@ def test_inside_is_read_off_whole_objects():
     assert E.inside_region(comp[0], masks[0]) and not E.inside_region(comp[1], masks[1])
     blank = np.full((32, 32, 3), 18, np.uint8)
     assert not E.inside_region(E.object_components(blank, masks)[0], masks[0])
+
+
+def test_contact_sheet_marks_what_the_judge_read_otherwise():
+    from backends.shapes.contact_sheet import render_sheet
+
+    prompts = [f"a {c} circle" for c in ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")]
+    imgs = np.zeros((8, 2, 8, 8, 3), np.uint8)
+    judged = np.asarray([["circle red", "circle red"]] + [["star blue", "circle " + p.split()[1]] for p in prompts[1:]],
+                        object)
+    sheet = np.asarray(render_sheet(prompts, imgs, judged, scale=2, title="t"))
+    assert sheet.shape[1] >= 8 * 2 * 8 * 2
+    red = (sheet[..., 0] > 200) & (sheet[..., 1] < 40) & (sheet[..., 2] < 80)
+    assert red.sum() > 7 * 4 * 2 * 8  # seven frames (one per wrong sample), none around the right ones
