@@ -30,7 +30,7 @@ def test_out_of_range_numbers_are_clamped_and_reported(client):
     assert "guidance 99" in notes and "used 20" in notes
 
 
-@pytest.mark.parametrize("prompt,message", [("", "prompt is empty"), ("x" * 10_001, "limit is 10,000")])
+@pytest.mark.parametrize("prompt,message", [("", "prompt is empty"), ("x" * 10_001, "at most 10,000")])
 def test_bad_prompts_get_a_message(client, prompt, message):
     with pytest.raises(Exception, match=message):
         client.predict(prompt, "", 0, 4, 4.0, api_name="/generate")

@@ -5,6 +5,7 @@ import functools
 import inspect
 import logging
 import math
+import re
 import types
 import typing
 
@@ -29,9 +30,33 @@ def guard(fn):
         except USER_ERRORS as exc:
             # an expected mistake: one line in the log, no traceback (those are for bugs)
             LOG.info("user error in %s: %s", getattr(fn, "__name__", "handler"), str(exc)[:300].replace("\n", " "))
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(scrub_paths(str(exc)), print_exception=False) from None
 
     return inner
+
+
+_ABS_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s'\"/:]+/)+([^\s'\"/:]*)")
+
+
+def scrub_paths(message: str) -> str:
+    """A message with server paths cut to their file name ("/tmp/gradio/3f2a…/cat.png" -> "cat.png"):
+    users need to know which file, not where this server keeps it."""
+    return _ABS_PATH.sub(lambda m: m.group(1) or "(a folder)", message)
+
+
+# Bounds on what an API client may send, checked before any work (issue: a 5 MB prompt took 35 s to refuse).
+MAX_PROMPT_CHARS = 10_000  # any text argument whose name says prompt
+MAX_TEXT_CHARS = 100_000  # any other text argument
+MAX_LIST_ITEMS = 100_000
+MAX_LIST_ITEMS_BY_NAME = {"direction_ids": 32, "strengths": 32}
+MAX_DICT_ITEMS = 1_000
+
+
+def _check_text(name: str, value: str) -> str:
+    limit = MAX_PROMPT_CHARS if "prompt" in name.split("[")[0] else MAX_TEXT_CHARS
+    if len(value) > limit:
+        raise InputError(f"`{name}` is {len(value):,} characters long; at most {limit:,} are accepted")
+    return value
 
 
 def api_guard(fn):
@@ -78,7 +103,7 @@ def check_argument(name: str, value, hint, *, none_ok: bool = False):
     if hint is str:
         if not isinstance(value, str):
             raise InputError(f"`{name}` has to be text, but is {_describe(value)}")
-        return value
+        return _check_text(name, value)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -100,12 +125,20 @@ def check_argument(name: str, value, hint, *, none_ok: bool = False):
     if hint is list or origin is list:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"`{name}` has to be a list, but is {_describe(value)}")
+        limit = MAX_LIST_ITEMS_BY_NAME.get(name, MAX_LIST_ITEMS)
+        if len(value) > limit:
+            raise InputError(f"`{name}` has {len(value):,} items; at most {limit:,} are accepted")
         if args:
             return [check_argument(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
         return list(value)
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise InputError(f"`{name}` has to be an object (a dict), but is {_describe(value)}")
+        if len(value) > MAX_DICT_ITEMS:
+            raise InputError(f"`{name}` has {len(value):,} entries; at most {MAX_DICT_ITEMS:,} are accepted")
+        for k, v in value.items():  # e.g. regions_generate's {colour: prompt}
+            if isinstance(v, str):
+                _check_text(f"{name}[{k!r}]", v)
         return value
     if hint is FileData:
         if not isinstance(value, (FileData, dict, str)):
