@@ -19,6 +19,31 @@ from backends.errors import InputError
 from backends.settings import Settings
 
 
+class _LazyImageEmbedder:
+    """The active encoder's encode_images, loaded only when an upload holds images: a .npy or CSV
+    upload never imports torch (807 MB of memory against 220 MB without it)."""
+
+    def __init__(self, backends: "Backends"):
+        self._b = backends
+
+    @property
+    def __self__(self):  # the encoder, as a bound encode_images would give (its text tower searches)
+        return self._b.image_encoder()
+
+    @property
+    def image_size(self):
+        enc = self._b.image_encoder()
+        return getattr(enc, "image_size", None) if enc is not None else None
+
+    def __call__(self, images):
+        enc = self._b.image_encoder()
+        if enc is None:
+            from backends.corpora.loaders import pixel_embedder
+
+            return pixel_embedder(images)
+        return enc.encode_images(images)
+
+
 def _label(name: str, n: int, d: int) -> str:
     from backends.corpora.uploads import corpus_label
 
@@ -139,8 +164,9 @@ class Backends:
                     corpus.vectors,
                     metric=metric,
                     exact_below=self.settings.exact_index_below,
-                    # with a GPU, FAISS uses it when faiss-gpu is installed and sees it; else the CPU
-                    device="auto" if self.device == "cuda" else "cpu",
+                    # FAISS uses a GPU when faiss-gpu is installed and sees one (asked of FAISS, not torch:
+                    # a vectors file never imports torch); --device cpu keeps it on the CPU
+                    device="cpu" if self.settings.device == "cpu" else "auto",
                 )
             return self._indexes[ik]
 
@@ -299,8 +325,7 @@ class Backends:
     def image_embedder(self):
         """encode_images of the active image encoder for image uploads, or None (the loaders then
         use 16×16 downsampled pixels). Its encoder's text tower gives those corpora search by meaning."""
-        enc = self.image_encoder()
-        return None if enc is None else enc.encode_images
+        return _LazyImageEmbedder(self)
 
     def add_path(self, path: str | list[str], scaling: str = "auto") -> str:
         """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv).
