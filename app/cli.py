@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+from pathlib import Path
 import sys
 
 PROG = "latent-atlas"
@@ -99,11 +100,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         try:
             key = backends.add_path(path)
             print(f"loaded {path} as {key}", flush=True)
-        except Exception as exc:  # a bad --data file is reported, the app still starts
+        except Exception as exc:  # a bad --data file is reported (here and on the page), the app still starts
             print(f"could not load --data {path}: {exc}", file=sys.stderr, flush=True)
+            backends.add_note(f"--data {Path(path).name} was not opened: {exc}")
     for note in backends.model_notes():
         print(note, file=sys.stderr, flush=True)
     demo = create_app(settings, backends)
+    if not args.no_warm_up:  # the bundled corpora's maps, thumbnails and indexes, in the background
+        backends.warm_up()
     demo.launch(**launch_kwargs(settings))
 
 

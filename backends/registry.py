@@ -194,6 +194,16 @@ class Backends:
         with self._lock:
             return list(self._notes)
 
+    def add_note(self, message: str) -> None:
+        """Something the person using the app should know from the start (shown in the Atlas and
+        Generate tabs), e.g. a --data file that could not be opened."""
+        with self._lock:
+            self._notes.append(message)
+
+    def start_notes(self) -> list[str]:
+        with self._lock:
+            return list(self._notes)
+
     def _fallback(self, message: str):
         from backends.generative.sd import GeneratorSpec
 

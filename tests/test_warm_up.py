@@ -23,3 +23,30 @@ def test_the_flag_turns_it_off():
     from app.cli import parse_args
 
     assert parse_args(["--no-warm-up"]).no_warm_up and not parse_args([]).no_warm_up
+
+
+def test_a_refused_data_file_is_named_on_the_page(tmp_path):
+    from app.services.atlas import AtlasService
+
+    b = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))
+    b.add_note("--data big.parquet was not opened: big.parquet: 1,000,000 rows; this server maps at most 300,000")
+    info = AtlasService(b).corpus_info("digits")
+    assert "Not opened at the start" in info and "big.parquet" in info
+
+
+def test_launch_warms_up_unless_told_not_to(monkeypatch, tmp_path):
+    import app.cli as cli
+
+    calls = []
+
+    class App:  # the real app is built elsewhere in the suite; here only the order of start-up matters
+        def launch(self, **k):
+            calls.append("launch")
+
+    monkeypatch.setattr("backends.registry.Backends.warm_up", lambda self, *a, **k: calls.append("warm"))
+    monkeypatch.setattr("app.main.create_app", lambda settings, backends: App())
+    cli.main(["--cache-dir", str(tmp_path / "c"), "--port", "7999", str(tmp_path / "missing.npy")])
+    assert calls == ["warm", "launch"]
+    calls.clear()
+    cli.main(["--cache-dir", str(tmp_path / "c"), "--port", "7999", "--no-warm-up"])
+    assert calls == ["launch"]

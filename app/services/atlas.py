@@ -80,8 +80,10 @@ class AtlasService:
         """A Markdown line about the corpus: size, dimensions, metadata columns, the loader's notes."""
         c = self.b.corpus(key)
         notes = "".join(f"\n- {n}" for n in c.notes[:8])
+        refused = "".join(f"\n- {n}" for n in self.b.start_notes() if n.startswith("--data"))
         return (f"**{c.name}**: {len(c):,} items × {c.dim} dimensions; metadata: "
-                f"{', '.join(c.metadata_columns()) or '(none)'}" + (f"\n\nLoader notes:{notes}" if notes else ""))
+                f"{', '.join(c.metadata_columns()) or '(none)'}" + (f"\n\nLoader notes:{notes}" if notes else "")
+                + (f"\n\n**Not opened at the start:**{refused}" if refused else ""))
 
     def color_columns(self, key: str) -> list[str]:
         """What the map can be coloured by: "(none)" and the metadata columns."""
