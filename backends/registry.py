@@ -364,7 +364,7 @@ class Backends:
         return key
 
     # -- warming the cache ---------------------------------------------------------------
-    def warm_up(self, names: list[str] | None = None, *, log=None):
+    def warm_up(self, names: list[str] | None = None, *, log=None, params=None):
         """In a background thread (low priority), open the bundled corpora the tabs start on and
         compute their default maps, thumbnails and indexes, so the first visitor after a start does
         not wait for them (all cached on disk: later starts only read them). Returns the thread."""
@@ -385,7 +385,7 @@ class Backends:
             for name in names:
                 t0 = time.perf_counter()
                 try:
-                    self.projection(name, ProjectionParams())
+                    self.projection(name, params or ProjectionParams())  # the Atlas's default map
                     self.thumbnail_dir(name)
                     self.index(name)
                     log(f"warmed {name} in {time.perf_counter() - t0:.1f}s")
