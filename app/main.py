@@ -35,7 +35,11 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
                 build = getattr(importlib.import_module(module_name), fn_name)
                 with gr.Tab(label, id=tab_id):
                     build(backends)
-    demo.queue(default_concurrency_limit=4)
+    # Slow model work has queues of its own, one job at a time each (concurrency_id "model-generate",
+    # "model-directions", "model-regions", "model-clusters", "atlas-project" in the tabs); a waiting caller
+    # is told its place (the page's "queue: n/m", gradio_client's job.status().rank). max_size bounds
+    # the waiting events of all queues together: past it a request is refused at once with "Queue is full".
+    demo.queue(default_concurrency_limit=4, max_size=512)
     return demo
 
 

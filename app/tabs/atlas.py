@@ -320,7 +320,7 @@ def _register_api(svc: AtlasService, guard):
     # Uploads parse files (seconds, bounded by the loaders' limits) and projections may run UMAP: each has
     # its own queue, so the fast queries (neighbours, search, a cached map) never wait behind them.
     gr.api(guard(atlas_upload), api_name="atlas_upload", concurrency_id="atlas-upload", concurrency_limit=2)
-    gr.api(guard(atlas_project), api_name="atlas_project", concurrency_id="atlas-project", concurrency_limit=2)
+    gr.api(guard(atlas_project), api_name="atlas_project", concurrency_id="atlas-project", concurrency_limit=1)
     for fn in (atlas_corpora, atlas_remove_upload, atlas_neighbours, atlas_search, atlas_text_search,
                atlas_more_like_this, atlas_custom_axes, atlas_export):
-        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="atlas-api", concurrency_limit=8)
+        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="atlas-api", concurrency_limit=16)

@@ -225,9 +225,10 @@ def build_clusters(backends: Backends):
     # -- wiring --------------------------------------------------------------------------------
     run_inputs = [corpus_dd, method, k, space, dims, metric, mcs, seed, estimator, k_min, k_max, goal]
     run_outputs = [view, plot, curve, metrics, tbl, over, cluster_dd, gallery, listing, conf_col]
-    run_btn.click(do_run, run_inputs, run_outputs, api_visibility="undocumented", concurrency_id="clusters-heavy")
+    run_btn.click(do_run, run_inputs, run_outputs, api_visibility="undocumented",
+                  concurrency_id="model-clusters", concurrency_limit=1)
     est_btn.click(do_estimate, [corpus_dd, method, space, dims, metric, estimator, k_min, k_max, goal], [curve, k],
-                  api_visibility="undocumented", concurrency_id="clusters-heavy")
+                  api_visibility="undocumented", concurrency_id="model-clusters", concurrency_limit=1)
     names_btn.click(do_names, [view, goal], [tbl, over], api_visibility="undocumented")
     cluster_dd.input(do_gallery, [view, cluster_dd], [gallery, listing], api_visibility="undocumented")
     conf_col.change(do_confusion, [view, conf_col], conf_tbl, api_visibility="undocumented")
@@ -235,9 +236,9 @@ def build_clusters(backends: Backends):
     corpus_dd.change(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
     sample_btn.click(do_sample, [corpus_dd, sample_col, per_class], labels_box, api_visibility="undocumented")
     prop_btn.click(do_propagate, [corpus_dd, labels_box, prop_method, prop_space, truth], [prop_md, plot],
-                   api_visibility="undocumented", concurrency_id="clusters-heavy")
+                   api_visibility="undocumented", concurrency_id="model-clusters", concurrency_limit=1)
     more_btn.click(do_more, [view, cluster_dd, more_n], more_gallery, api_visibility="undocumented",
-                   concurrency_id="clusters-heavy")
+                   concurrency_id="model-clusters", concurrency_limit=1)
     gr.context.Context.root_block.load(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
 
     _register_api(svc, api_guard)
@@ -318,4 +319,7 @@ def _register_api(svc: ClustersService, guard):
 
     for fn in (clusters_run, clusters_estimate_k, clusters_names, clusters_metrics, clusters_gallery,
                clusters_attach, clusters_sample_labels, clusters_propagate, clusters_more_like_this):
-        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="clusters-api")
+        gr.api(guard(fn), api_name=fn.__name__,
+               concurrency_id=(cid := "model-clusters" if fn in (clusters_run, clusters_estimate_k, clusters_propagate,
+                                                                   clusters_more_like_this) else "clusters-api"),
+               concurrency_limit=1 if cid == "model-clusters" else "default")

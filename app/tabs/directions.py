@@ -274,20 +274,21 @@ def build_directions(backends: Backends):
     # -- wiring ------------------------------------------------------------------------
     src_outputs = [state, src_img, out_img, src_info] + slot_s
     hidden = dict(api_visibility="undocumented")
-    gen_btn.click(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs, concurrency_id="dir-heavy",
-                  **hidden)
-    prompt.submit(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs, concurrency_id="dir-heavy",
-                  **hidden)
+    gen_btn.click(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs,
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    prompt.submit(ui_prompt, [prompt, seed, steps, eta, guidance, layer], src_outputs,
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     up_btn.click(ui_upload, [upload, up_prompt, method, steps, eta, guidance, layer], src_outputs,
-                 concurrency_id="dir-heavy", **hidden)
-    item_btn.click(ui_item, [item_corpus, item_id, steps, layer], src_outputs, concurrency_id="dir-heavy", **hidden)
+                 concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    item_btn.click(ui_item, [item_corpus, item_id, steps, layer], src_outputs,
+                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
     edit_inputs = [state, t0, t1, asym, half] + slot_dd + slot_s
     for s in slot_s + [t0, t1, asym, half]:
         s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
-                concurrency_id="dir-edit", concurrency_limit=2, **hidden)
+                concurrency_id="model-directions", concurrency_limit=1, **hidden)
     for dd in slot_dd:
         dd.change(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
-                  concurrency_id="dir-edit", **hidden)
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     lib_outs = [msg, lib, strip_dd, judge_dd, ortho] + slot_dd
 
     def with_export(fn):
@@ -299,23 +300,28 @@ def build_directions(backends: Backends):
         return inner
 
     lib_outs_x = lib_outs + [export_dd]
-    pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer, rhalf], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer, rhalf], lib_outs_x,
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer, rhalf], lib_outs_x,
-                  concurrency_id="dir-heavy", **hidden)
-    grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer, rhalf], lib_outs_x, concurrency_id="dir-heavy", **hidden)
-    pair_btn.click(with_export(ui_pair), [pa, pb, pn, layer], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer, rhalf], lib_outs_x,
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    pair_btn.click(with_export(ui_pair), [pa, pb, pn, layer], lib_outs_x,
+                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
     text_btn.click(with_export(ui_text), [pa, pb], lib_outs_x, **hidden)
-    jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x, concurrency_id="dir-heavy", **hidden)
+    jac_btn.click(with_export(ui_jacobian), [state, jstep, jk, jregion], lib_outs_x,
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     import_file.upload(with_export(ui_import), [import_file], lib_outs_x, **hidden)
     export_btn.click(ui_export, [export_dd], export_file, **hidden)
     strip_btn.click(ui_strip, [state, strip_dd, strip_s, strip_n, t0, t1, half], [strip, strip_md],
-                    concurrency_id="dir-heavy", **hidden)
+                    concurrency_id="model-directions", concurrency_limit=1, **hidden)
 
     ui_judge_x = with_export(ui_judge)
 
     judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
-                    concurrency_id="dir-heavy", **hidden)
-    atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer, rhalf], atlas_md, concurrency_id="dir-heavy", **hidden)
+                    concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer, rhalf], atlas_md,
+                    concurrency_id="model-directions", concurrency_limit=1, **hidden)
 
     def axis_choices():
         return ["PCA 1", "PCA 2", "PCA 3"] + [d for _, d in svc.choices()]
@@ -338,10 +344,10 @@ def build_directions(backends: Backends):
         return ((svc.map_payload(step, x, y, color, item, layer, rhalf), {"source": key}, img, img, info_md(d))
                 + tuple(gr.update(value=0) for _ in range(N_SLOTS)))
 
-    map_btn.click(ui_map, [map_step, map_x, map_y, map_color, layer, rhalf], [hmap, map_x, map_y], concurrency_id="dir-heavy",
-                  **hidden)
+    map_btn.click(ui_map, [map_step, map_x, map_y, map_color, layer, rhalf], [hmap, map_x, map_y],
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     hmap.point_click(ui_map_click, [map_step, map_x, map_y, map_color, steps, layer, rhalf], [hmap] + src_outputs,
-                     concurrency_id="dir-heavy", **hidden)
+                     concurrency_id="model-directions", concurrency_limit=1, **hidden)
 
     def ui_refresh():
         return [""] + lib_outputs() + [gr.update(choices=svc.choices())]
@@ -452,5 +458,10 @@ def _register_api(svc: DirectionsService, guard):
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
                directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
                directions_import, directions_to_atlas, directions_map):
-        gr.api(guard(fn), api_name=fn.__name__, concurrency_id="dir-api")
-    gr.api(guard(directions_edit), api_name="directions_edit", concurrency_id="dir-edit", concurrency_limit=2)
+        gr.api(guard(fn), api_name=fn.__name__,
+               concurrency_id=(cid := "dir-api" if fn in (directions_layers, directions_list, directions_text,
+                                                            directions_export, directions_import)
+                               else "model-directions"),
+               concurrency_limit="default" if cid == "dir-api" else 1)
+    gr.api(guard(directions_edit), api_name="directions_edit", concurrency_id="model-directions",
+           concurrency_limit=1)

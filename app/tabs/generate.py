@@ -49,10 +49,10 @@ def build_generate(backends: Backends):
     inputs = [prompt, negative, seed, steps, guidance, method]
     # always_last: a click while an image is still being made (the tab's first image, say) is kept
     # and runs next, instead of being dropped as Gradio's default "once" does
-    go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator",
-             trigger_mode="always_last")
-    prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="generator",
-                  trigger_mode="always_last")
+    go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="model-generate",
+             concurrency_limit=1, trigger_mode="always_last")
+    prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="model-generate",
+                  concurrency_limit=1, trigger_mode="always_last")
 
     def first_look(shown, *args):
         """Opening the tab shows the example prompt's image (once computed, from the cache) rather
@@ -62,7 +62,7 @@ def build_generate(backends: Backends):
     tab = gr.context.Context.block  # the gr.Tab this tab's layout is built in
     if isinstance(tab, gr.Tab):
         tab.select(first_look, [image] + inputs, [image, notes], api_visibility="undocumented",
-                   concurrency_id="generator")
+                   concurrency_id="model-generate", concurrency_limit=1)
 
     # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
     # message that does not name the argument); out-of-range values are clamped and reported.
@@ -78,5 +78,5 @@ def build_generate(backends: Backends):
         Image.fromarray(img).save(out)
         return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)
 
-    gr.api(api_guard(generate), api_name="generate", concurrency_id="generator")
+    gr.api(api_guard(generate), api_name="generate", concurrency_id="model-generate", concurrency_limit=1)
     return svc

@@ -237,7 +237,7 @@ def build_regions(backends: Backends):
                   trigger_mode="always_last")
     gen_btn.click(on_generate, [canvas_data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight]
                   + prompt_boxes, [gallery, preview, notes], js=READ_CANVAS_JS, api_visibility="undocumented",
-                  concurrency_id="regions-generate", concurrency_limit=1)
+                  concurrency_id="model-regions", concurrency_limit=1)
     method.change(lambda m: method_note(backends, m), method, method_info, api_visibility="undocumented",
                   queue=False)
     example_btn.click(load_example, None, [canvas, global_prompt, preview, notes] + prompt_boxes,
@@ -280,4 +280,5 @@ def _register_api(svc: RegionsService):
         return files, info
 
     for fn in (regions_palette, regions_parse, regions_generate):
-        gr.api(api_guard(fn), api_name=fn.__name__, concurrency_id="regions-generate" if fn is regions_generate else None)
+        gr.api(api_guard(fn), api_name=fn.__name__, concurrency_id="model-regions" if fn is regions_generate else None,
+               concurrency_limit=1 if fn is regions_generate else "default")
