@@ -1,4 +1,11 @@
-"""2-D projections of a corpus: UMAP on a FAISS kNN graph, or PCA. Cached on disk by content hash."""
+"""2-D projections of a corpus: UMAP on a FAISS kNN graph, or PCA. Cached on disk by content hash.
+
+Large corpora (more than ``ProjectionParams.sample`` rows, 100,000 by default): UMAP is fitted on a
+random sample and every other item is placed by its nearest sample items in the original space
+(FAISS search in batches; the inverse-distance-weighted mean of their 2-D positions), so the map's
+cost grows with the sample, not the corpus (bench/bench_projection_sampled.py measures time and
+trustworthiness against a full fit).
+"""
 from __future__ import annotations
 
 import os
@@ -23,6 +30,7 @@ class ProjectionParams:
     min_dist: float = 0.1
     metric: str = "cosine"
     seed: int = 42
+    sample: int = 100_000  # UMAP is fitted on at most this many rows; the rest are placed (0: fit all)
 
     def validated(self, n_rows: int) -> ProjectionParams:
         if self.method not in METHODS:
@@ -37,7 +45,10 @@ class ProjectionParams:
             raise InputError(f"min_dist must be between 0 and 1, but is {self.min_dist}")
         if n_rows < 3 and self.method == "umap":
             raise InputError(f"UMAP needs at least 3 rows, but the corpus has {n_rows}; use PCA")
-        return ProjectionParams(self.method, min(nn, max(2, n_rows - 1)), md, self.metric, int(self.seed))
+        sample = int(self.sample)
+        if sample and sample < 1_000:
+            raise InputError(f"sample must be 0 (fit every row) or at least 1,000 rows, but is {self.sample}")
+        return ProjectionParams(self.method, min(nn, max(2, n_rows - 1)), md, self.metric, int(self.seed), sample)
 
 
 def project(
@@ -58,7 +69,9 @@ def project(
     params = params.validated(len(x))
     if cache is None:
         return _compute(x, params, progress, exact_below, device)
-    key = content_key("projection-v1", fingerprint or content_key(x), params.__dict__)
+    # the sample size matters only above it: smaller corpora keep their cached maps
+    key_params = {k: v for k, v in params.__dict__.items() if k != "sample" or (v and len(x) > v)}
+    key = content_key("projection-v1", fingerprint or content_key(x), key_params)
     arrays, _hit = cache.get_or_compute(
         "projections", key, lambda: {"xy": _compute(x, params, progress, exact_below, device)}
     )
@@ -70,6 +83,8 @@ def _compute(x: np.ndarray, p: ProjectionParams, progress: Progress | None, exac
     if p.method == "pca":
         report(0.1, "PCA")
         xy = pca_2d(x)
+    elif p.sample and len(x) > p.sample:
+        xy = _sampled_umap(x, p, report, exact_below, device)
     else:
         report(0.05, f"kNN graph (FAISS, k={p.n_neighbors})")
         idx, dist = knn_graph(x, p.n_neighbors, metric=p.metric, exact_below=exact_below, device=device)
@@ -77,6 +92,45 @@ def _compute(x: np.ndarray, p: ProjectionParams, progress: Progress | None, exac
         xy = umap_from_knn(x, idx, dist, p)
     report(1.0, "done")
     return normalize_xy(xy)
+
+
+def _sampled_umap(x: np.ndarray, p: ProjectionParams, report, exact_below: int, device: str) -> np.ndarray:
+    """UMAP on p.sample random rows, the rest placed among them (see the module docstring)."""
+    n = len(x)
+    rng = np.random.default_rng(p.seed)
+    fit = np.sort(rng.choice(n, size=p.sample, replace=False))
+    report(0.02, f"kNN graph of a {p.sample:,}-row sample (FAISS, k={p.n_neighbors})")
+    xs = np.ascontiguousarray(x[fit])
+    idx, dist = knn_graph(xs, p.n_neighbors, metric=p.metric, exact_below=exact_below, device=device)
+    report(0.15, f"UMAP layout of the sample ({p.sample:,} of {n:,} rows)")
+    ys = umap_from_knn(xs, idx, dist, p)
+    report(0.6, f"placing the other {n - p.sample:,} rows by their nearest sample rows")
+    xy = np.empty((n, 2), np.float32)
+    xy[fit] = ys
+    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+    xy[rest] = place_by_neighbours(xs, ys, x[rest], metric=p.metric, k=min(10, p.n_neighbors),
+                                   progress=lambda f: report(0.6 + 0.38 * f, f"placing rows: {f:.0%}"))
+    return xy
+
+
+def place_by_neighbours(fitted: np.ndarray, fitted_xy: np.ndarray, queries: np.ndarray, *, metric: str = "cosine",
+                        k: int = 10, batch: int = 50_000, progress=None) -> np.ndarray:
+    """2-D positions for new rows: the inverse-distance-weighted mean of the positions of their k
+    nearest fitted rows (FAISS; exact for small fits, HNSW above 20,000). (Q, 2) float32."""
+    from backends.corpora.index import VectorIndex
+
+    index = VectorIndex(fitted, metric=metric)
+    out = np.empty((len(queries), 2), np.float32)
+    for s in range(0, len(queries), batch):
+        d, i = index.search(queries[s:s + batch], k)
+        d = np.maximum(d.astype(np.float64), 0.0)
+        w = 1.0 / (d + 1e-3 * (np.median(d[:, :1]) + 1e-9))
+        w[i < 0] = 0.0
+        w /= w.sum(1, keepdims=True)
+        out[s:s + batch] = np.einsum("qk,qkc->qc", w, fitted_xy[np.maximum(i, 0)]).astype(np.float32)
+        if progress is not None:
+            progress(min(1.0, (s + batch) / len(queries)))
+    return out
 
 
 def knn_graph(x: np.ndarray, k: int, *, metric: str = "cosine", exact_below: int = 20_000, device: str = "cpu"):
