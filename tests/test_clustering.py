@@ -246,3 +246,15 @@ def test_shapes_single_objects_cluster_by_colour_in_encoder_space():
     right = sum(majority[c]["colour"][0] in names[c][0][0].split() for c in range(goal.k))
     print(f"names: {right}/{goal.k} clusters named by their majority colour")
     assert right >= goal.k - 1
+
+
+def test_a_seed_faiss_cannot_take_is_named():
+    import numpy as np
+    import pytest
+
+    from backends.clusters.clustering import ClusterParams, run_clustering
+    from backends.errors import InputError
+
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with pytest.raises(InputError, match="seed must be between 0 and 2,000,000, but is 2147484"):
+        run_clustering(x, ClusterParams(k=3, seed=2_147_484))

@@ -106,9 +106,14 @@ class ClusterParams:
         if self.method == "agglomerative" and n > MAX_AGGLOMERATIVE:
             raise InputError(f"agglomerative clustering is limited to {MAX_AGGLOMERATIVE:,} points (it needs "
                              f"O(N²) memory), but the corpus has {n:,}; use kmeans or hdbscan")
+        seed = _as_int(self.seed, "seed")
+        if not 0 <= seed <= MAX_SEED:  # FAISS takes a 32-bit seed (k-means runs use seed·1000 + r)
+            raise InputError(f"seed must be between 0 and {MAX_SEED:,}, but is {seed}")
         return ClusterParams(self.method, k, k_min, k_max, self.estimator, self.space, min(dims, d) if
-                             self.space == "pca" else dims, self.metric, mcs, ms, self.linkage, n_init,
-                             _as_int(self.seed, "seed"))
+                             self.space == "pca" else dims, self.metric, mcs, ms, self.linkage, n_init, seed)
+
+
+MAX_SEED = 2_000_000
 
 
 @dataclass
