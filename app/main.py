@@ -46,7 +46,44 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
 # Gradio reports an event's gr.Error twice: in a toast, and by an "Error" badge over every output of
 # the failed event (it covered the Atlas map's title and the selection table after a bad search).
 # The toast names what was wrong; the badges go.
-APP_CSS = ".wrap:has(> span.error) { display: none !important; }"
+#
+# Cut-off text (issue #19 item 8), global rules on Gradio 6's own class names (no elem_classes), checked
+# by tests/test_cut_off_text_browser.py in Chromium at 1400×1000:
+# - Gallery captions: Gradio lays each one over its thumbnail on one line, 80% wide at most, ending
+#   in "…" ('shapes-0-…', '0: a pink c…', 'MultiDiffusi…'). They go under the image, as wide as the
+#   tile, and wrap; the preview's caption wraps too.
+# - Gallery grids: columns of at least 100 px ran past a narrow panel (Clusters: the 4th of 4 was cut);
+#   they shrink to fit it.
+# - Dropdowns: the chosen value sits in an <input>, which cannot wrap, so it was cut at the box
+#   ('PC 1 (conditional h) [cond-'). The input is sized to its value (field-sizing), with room for the
+#   arrow, and a dropdown in a row is at least that wide (up to the row's width; the row wraps).
+#   The options list already wraps long options.
+# - Tables: a dataframe's box stays within its column (max-width) and wider content scrolls sideways
+#   inside it, with a scrollbar that can be seen (Gradio's is 50% transparent).
+APP_CSS = """
+.wrap:has(> span.error) { display: none !important; }
+
+.gallery-container .grid-wrap .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)); }
+.gallery-container .grid-container .thumbnail-item.thumbnail-lg {
+  display: flex; flex-direction: column; height: auto; aspect-ratio: auto; }
+.gallery-container .grid-container .thumbnail-item.thumbnail-lg > img {
+  width: 100%; height: auto; aspect-ratio: 1 / 1; flex: none; }
+.gallery-container .grid-container .thumbnail-item .caption-label {
+  position: static; max-width: none; padding: var(--size-1) var(--size-1-5); line-height: 1.3;
+  white-space: normal; text-wrap: balance; text-overflow: clip; overflow-wrap: break-word; text-align: center;
+  border: none; border-top: 1px solid var(--border-color-primary); border-radius: 0; }
+.gallery-container .preview .caption {
+  white-space: normal; text-wrap: balance; text-overflow: clip; overflow-wrap: break-word; }
+
+.form > .block:has(input[role="combobox"]), .row > .block:has(input[role="combobox"]) {
+  min-width: auto !important; max-width: 100%; overflow: visible !important; }
+.block .secondary-wrap > input[role="combobox"] {
+  field-sizing: content; width: auto; min-width: 4ch; flex: 1 1 auto;
+  padding-right: calc(var(--size-5) + var(--size-2)); }
+
+.block:has(> .table-container) { max-width: 100%; }
+.table-container .virtual-table-viewport { overflow-x: auto; scrollbar-color: var(--neutral-400) transparent; }
+"""
 
 
 def app_kwargs() -> dict:
