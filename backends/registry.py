@@ -62,6 +62,9 @@ class Backends:
         self._corpora: dict[str, Corpus] = {}
         self._user: OrderedDict[str, Corpus] = OrderedDict()
         self._indexes: dict[tuple[str, str], VectorIndex] = {}
+        self._index_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._index_threads: dict[tuple[str, str], threading.Thread] = {}
+        self._row_norms: dict[str, np.ndarray] = {}
         self._loading: dict[str, threading.Lock] = {}
         self._notes: list[str] = []  # why a chosen model was not used (shown at start and in the tabs)
         self._gen_spec = None
@@ -119,6 +122,7 @@ class Backends:
             old, _ = self._user.popitem(last=False)
             for ik in [k for k in self._indexes if k[0] == old]:
                 del self._indexes[ik]
+            self._row_norms.pop(old, None)
 
     def corpus_label(self, key: str) -> str:
         """What a person sees for a corpus: bundled ones by name, uploads as "wine.csv · 178 × 13"."""
@@ -150,25 +154,44 @@ class Backends:
             found = self._user.pop(key, None) is not None
             for ik in [k for k in self._indexes if k[0] == key]:
                 del self._indexes[ik]
+            self._row_norms.pop(key, None)
             self._labels.pop(key, None)
         if not (self.uploads.remove(key) or found):
             raise InputError(f"no uploaded corpus {key!r}")
 
     # -- indexes ----------------------------------------------------------------------
-    def index(self, key: str, metric: str = "cosine") -> VectorIndex:
+    def index(self, key: str, metric: str = "cosine", *, wait: bool = True) -> VectorIndex | None:
+        """The corpus's FAISS index (exact below settings.exact_index_below rows, HNSW above), built
+        once, outside the registry's lock (other users are not held up while it builds). wait=False:
+        None while a large index is still building (its build is started in the background)."""
         corpus = self.corpus(key)
+        ik = (key, metric)
         with self._lock:
-            ik = (key, metric)
-            if ik not in self._indexes:
-                self._indexes[ik] = VectorIndex(
-                    corpus.vectors,
-                    metric=metric,
-                    exact_below=self.settings.exact_index_below,
-                    # FAISS uses a GPU when faiss-gpu is installed and sees one (asked of FAISS, not torch:
-                    # a vectors file never imports torch); --device cpu keeps it on the CPU
-                    device="cpu" if self.settings.device == "cpu" else "auto",
-                )
-            return self._indexes[ik]
+            if ik in self._indexes:
+                return self._indexes[ik]
+            build_lock = self._index_locks.setdefault(ik, threading.Lock())
+            if not wait and len(corpus) >= self.settings.exact_index_below:
+                if ik not in self._index_threads:
+                    t = threading.Thread(target=self.index, args=(key, metric), daemon=True,
+                                         name=f"index-{key}-{metric}")
+                    self._index_threads[ik] = t
+                    t.start()
+                return None
+        with build_lock:
+            with self._lock:
+                if ik in self._indexes:
+                    return self._indexes[ik]
+            index = VectorIndex(
+                corpus.vectors,
+                metric=metric,
+                exact_below=self.settings.exact_index_below,
+                # FAISS uses a GPU when faiss-gpu is installed and sees one (asked of FAISS, not torch:
+                # a vectors file never imports torch); --device cpu keeps it on the CPU
+                device="cpu" if self.settings.device == "cpu" else "auto",
+            )
+            with self._lock:
+                self._indexes[ik] = index
+            return index
 
     @cached_property
     def device(self) -> str:
@@ -181,10 +204,25 @@ class Backends:
         corpus = self.corpus(key)
         if not 0 <= item < len(corpus):
             raise InputError(f"item index {item} is out of range for corpus of {len(corpus)} items")
-        d, i = self.index(key, metric).search(corpus.vectors[item : item + 1], k + 1)
-        d, i = d[0], i[0]
+        index = self.index(key, metric, wait=False)
+        if index is None:  # a large index still building: a scan of the vectors answers this one
+            from backends.corpora.index import exact_neighbours
+
+            d, i = exact_neighbours(corpus.vectors, corpus.vectors[item], k + 1, metric, norms=self._norms(key, corpus))
+        else:
+            d, i = index.search(corpus.vectors[item : item + 1], k + 1)
+            d, i = d[0], i[0]
         keep = (i != item) & (i >= 0)
         return d[keep][:k], i[keep][:k]
+
+    def _norms(self, key: str, corpus) -> np.ndarray:
+        with self._lock:
+            n = self._row_norms.get(key)
+        if n is None:
+            n = np.linalg.norm(corpus.vectors, axis=1)
+            with self._lock:
+                self._row_norms[key] = n
+        return n
 
     # -- generator ----------------------------------------------------------------------
     def model_notes(self) -> list[str]:

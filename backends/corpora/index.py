@@ -175,6 +175,27 @@ def _self_first(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return idx, np.maximum(dist, 0.0)
 
 
+def exact_neighbours(vectors: np.ndarray, query: np.ndarray, k: int, metric: str = "cosine",
+                     norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows to one query by a scan of the raw vectors (no index, no copy of them):
+    (distances (k,), indices (k,)), as VectorIndex.search gives. `norms`: the rows' L2 norms, for
+    cosine (computed when not given). A first click on a large corpus is answered this way while
+    its index builds."""
+    x = vectors
+    q = _as_f32(query).reshape(-1)
+    k = min(int(k), len(x))
+    dots = x @ q
+    if metric == "cosine":
+        n = np.linalg.norm(x, axis=1) if norms is None else norms
+        d = 1.0 - dots / (np.maximum(n, 1e-12) * max(float(np.linalg.norm(q)), 1e-12))
+    else:
+        n2 = (np.linalg.norm(x, axis=1) if norms is None else norms) ** 2
+        d = np.sqrt(np.maximum(n2 - 2 * dots + float(q @ q), 0.0))
+    idx = np.argpartition(d, k - 1)[:k] if k < len(d) else np.arange(len(d))
+    idx = idx[np.argsort(d[idx], kind="stable")]
+    return d[idx].astype(np.float32), idx.astype(np.int64)
+
+
 def brute_force_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosine"):
     """numpy reference: (distances, indices), used by tests and benchmarks."""
     x, q = _as_f32(vectors), _as_f32(queries)
