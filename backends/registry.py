@@ -23,7 +23,7 @@ class _LazyImageEmbedder:
     """The active encoder's encode_images, loaded only when an upload holds images: a .npy or CSV
     upload never imports torch (807 MB of memory against 220 MB without it)."""
 
-    def __init__(self, backends: "Backends"):
+    def __init__(self, backends: Backends):
         self._b = backends
 
     @property
