@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from pathlib import Path
 import sys
+from pathlib import Path
 
 PROG = "latent-atlas"
 
