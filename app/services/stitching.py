@@ -29,6 +29,7 @@ MAX_DEMO_CHOICES = 60
 # the columns of the two tables (their handlers' frames below); the tables start empty with them
 METRICS_COLUMNS = ("metric", "absolute", "relative", "procrustes")
 TABLE_COLUMNS = ("encoder → head", "stitched", "absolute", "relative", "procrustes")
+NA_DIMENSIONS = "n/a: different dimensions"  # a cross-space metric of two spaces of different widths
 DEFAULTS = {"n_anchors": 300, "strategy": "random", "label": "", "seed": 0, "mode": "cosine",
             "output_norm": "none", "k": 10}
 
@@ -336,13 +337,32 @@ def read_image_file(path: str) -> np.ndarray:
 
 
 def metrics_frame(out: dict):
-    """compare()'s metrics as the table the tab shows (METRICS_COLUMNS)."""
+    """compare()'s metrics as the table the tab shows (METRICS_COLUMNS). A metric that could not be
+    computed says why instead of leaving its cell blank: Jaccard, MRR and cosine compare an item's A
+    vector with B's vectors, which needs the two spaces to have the same number of dimensions."""
     import pandas as pd
 
     names = {"jaccard": "Jaccard@k (cross-space)", "mrr": "MRR", "cosine": "mean cosine", "cka": "linear CKA",
              "knn_overlap": "kNN overlap (within each space)"}
-    return pd.DataFrame([{"metric": names[m], **{kind: out[kind][m] for kind in ("absolute", "relative", "procrustes")}}
+    dims = out.get("dims") or []
+    missing = NA_DIMENSIONS if len(dims) == 2 and dims[0] != dims[1] else "n/a"
+
+    def cell(v):
+        return missing if v is None else v
+
+    return pd.DataFrame([{"metric": names[m], **{kind: cell(out[kind][m]) for kind in ("absolute", "relative", "procrustes")}}
                          for m in rel.METRIC_NAMES], columns=list(METRICS_COLUMNS))
+
+
+def pending_maps(space_a: str, space_b: str, representation: str = "relative") -> tuple[str, str]:
+    """Two empty maps titled with the pair being loaded, shown while it is computed (so the previous
+    pair's maps do not stay on screen under the new names)."""
+    from app.components.scatter import scatter_payload
+
+    empty = np.zeros((0, 2), np.float32)
+    return tuple(scatter_payload(empty, ids=[], title=f"{which}: {name} · {representation} · computing…",
+                                 uirevision=f"pending:{which}:{name}")
+                 for which, name in (("A", space_a), ("B", space_b)))
 
 
 def table_frame(t: dict):

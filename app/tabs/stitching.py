@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
 
+from app.components.display import enlarge
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
 from app.components.tables import empty_table
@@ -19,6 +20,7 @@ from app.services.stitching import (
     TABLE_COLUMNS,
     StitchingService,
     metrics_frame,
+    pending_maps,
     read_image_file,
     table_frame,
 )
@@ -58,6 +60,18 @@ def build_stitching(backends: Backends):
         demo = svc.demo_items(svc.params(space_a, space_b))
         return (gr.update(choices=labels, value=lab), gr.update(choices=labels, value=lab), info,
                 gr.update(choices=demo, value=demo[0] if demo else None))
+
+    def on_pending(space_a, space_b, representation, shown):
+        """At once, before the new pair is loaded (seconds for a space not computed yet): nothing on
+        the page keeps describing the previous pair. The maps and metrics on screen (if a comparison
+        was shown) make way for empty maps titled with the new pair; the demo's result is cleared."""
+        info_md = f"Loading **{space_a}** and **{space_b}**…"
+        demo_cleared = (None, None, "", None)
+        if not shown:
+            return (info_md, gr.skip(), gr.skip(), gr.skip(), gr.skip()) + demo_cleared
+        map_a, map_b = pending_maps(space_a, space_b, representation or "relative")
+        return (info_md, empty_table(METRICS_COLUMNS), f"Comparing {space_a} and {space_b}…", map_a, map_b) + \
+            demo_cleared
 
     @_guard
     def on_compare(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
@@ -132,7 +146,8 @@ def build_stitching(backends: Backends):
         r = svc.classify_item(p, item_id, encoder, head, kind)
         pair = svc.pair(p["space_a"], p["space_b"])
         img = pair.images[pair.ids().index(item_id)] if pair.images is not None else None
-        return img, {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
+        # the model's 32×32 (or 8×8) image enlarged for the page, like the decoder's rendering beside it
+        return (enlarge(img, 128) if img is not None else None), {k: v for k, v in r["probabilities"].items()}, _demo_md(r)
 
     @_guard
     def on_decode(space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text,
@@ -175,9 +190,11 @@ def build_stitching(backends: Backends):
         compare_btn = gr.Button("Compare", variant="primary", elem_id="st-compare")
     with gr.Row():
         with gr.Column(scale=2):
+            # the metric names wrap in their column, so the three numeric columns (and their headers,
+            # 'procrustes' the longest) fit beside them without a horizontal scroll
             metrics = gr.Dataframe(empty_table(METRICS_COLUMNS),
                                    label="Absolute vs relative (vs Procrustes-translated A)", interactive=False,
-                                   elem_id="st-metrics")
+                                   wrap=True, column_widths=["28%", "26%", "23%", "23%"], elem_id="st-metrics")
             metrics_note = gr.Markdown()
         with gr.Column(scale=3):
             with gr.Row():
@@ -201,7 +218,7 @@ def build_stitching(backends: Backends):
                 kind = gr.Radio(list(KINDS), value="relative", label="Through")
             demo_item = gr.Dropdown(choices=[], label="Pick a test item", elem_id="st-demo-item")
             with gr.Row():
-                demo_img = gr.Image(label="Item", height=140, interactive=False)
+                demo_img = gr.Image(label="Item", height=140, interactive=False, elem_id="st-demo-image")
                 upload = gr.Image(label="…or upload an image", height=140, type="numpy", sources=["upload"])
             with gr.Row():
                 demo_label = gr.Label(num_top_classes=5, label="Prediction", elem_id="st-demo-label")
@@ -212,10 +229,13 @@ def build_stitching(backends: Backends):
     # -- wiring ------------------------------------------------------------------------
     pv = [space_a, space_b, n_anchors, strategy, label, seed, mode, output_norm, k, anchor_text]
     for dd in (space_a, space_b):
-        dd.input(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented"
-                 ).then(on_new_pair, pv + [representation, method, color_by, state],
-                        [state, metrics, metrics_note, map_a, map_b, table, table_md], api_visibility="undocumented",
-                        concurrency_id="stitching-heavy")
+        pending = dd.input(on_pending, [space_a, space_b, representation, state],
+                           [info, metrics, metrics_note, map_a, map_b, demo_img, demo_label, demo_md, demo_dec],
+                           api_visibility="undocumented", queue=False, show_progress="hidden")
+        pending.then(on_spaces, [space_a, space_b], [label, color_by, info, demo_item], api_visibility="undocumented"
+                     ).then(on_new_pair, pv + [representation, method, color_by, state],
+                            [state, metrics, metrics_note, map_a, map_b, table, table_md],
+                            api_visibility="undocumented", concurrency_id="stitching-heavy")
     compare_btn.click(on_compare, pv + [representation, method, color_by], [state, metrics, metrics_note, map_a, map_b],
                       api_visibility="undocumented", concurrency_id="stitching-heavy")
     for ctl in (representation, method, color_by):

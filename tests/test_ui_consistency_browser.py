@@ -1,0 +1,110 @@
+"""What a new user sees (issue #19, item 9), in Chromium against the whole app (one start: the
+session's `atlas_app`).
+
+- Stitching: while another pair loads, the maps do not keep showing the previous pair; metrics that
+  two spaces of different widths cannot have say so; the metrics' headers fit; the live demo's item
+  is shown at a size people can see.
+
+Screenshots go to $LATENT_ATLAS_UI_SHOTS when set (else pytest's tmp_path).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from backends.shapes.generator import WEIGHTS
+from browser_pages import open_page
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes weights in assets/ yet")]
+
+WIDTH, HEIGHT = 1400, 1000
+TIMEOUT = 180_000  # per wait: the first use of a space or model computes it on a loaded 2-core CPU
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    d = Path(os.environ.get("LATENT_ATLAS_UI_SHOTS") or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _title(sel: str) -> str:
+    return f"(((document.querySelector('{sel} .la-plot') || {{}}).layout || {{}}).title || {{}}).text || ''"
+
+
+def _pick(page, sel: str, option: str) -> None:
+    page.locator(f"{sel} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+# -- 9. Stitching ------------------------------------------------------------------------------
+
+SAMPLER = """() => { window.__st = []; window.__stTimer = setInterval(() => {
+  const plot = document.querySelector('#st-map-b .la-plot');
+  const title = (plot && plot.layout && plot.layout.title) ? plot.layout.title.text : '';
+  window.__st.push([performance.now(), document.querySelector('#st-info').innerText, title]); }, 25); }"""
+
+HEADERS_FIT = """() => { const box = document.querySelector('#st-metrics .table-container');
+  const r = box.getBoundingClientRect();
+  const clipped = [...box.querySelectorAll('th span.header')].filter(s => { const q = s.getBoundingClientRect();
+    return s.scrollWidth > s.clientWidth + 1 || q.right > r.right + 1 || q.left < r.left - 1; });
+  return {overflow: box.scrollWidth - box.clientWidth, clipped: clipped.map(s => s.innerText)}; }"""
+
+
+# a gr.Dataframe's body rows (div role=row, cells role=gridcell) as lists of cell texts
+TABLE_ROWS = """(sel) => [...document.querySelectorAll(sel + ' .virtual-body [role=row]')]
+  .map(row => [...row.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))"""
+
+
+def _metrics_rows(page) -> dict[str, list[str]]:
+    rows = page.evaluate(f"({TABLE_ROWS})('#st-metrics')")
+    return {" ".join(r[0].split()): r[1:] for r in rows if r}
+
+
+def test_stitching_shows_one_pair_at_a_time_and_says_why_a_metric_is_missing(atlas_app, browser, shots):
+    url, _ = atlas_app
+    with open_page(browser, url, tab="Stitching", width=WIDTH, height=HEIGHT) as page:
+        page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: shapes-vit')",
+                               timeout=TIMEOUT)
+        page.click("#st-compare")
+        page.wait_for_function(f"({_title('#st-map-b')}).startsWith('B: shapes-vit ·')", timeout=TIMEOUT)
+        page.wait_for_function("document.querySelector('#st-metrics').innerText.includes('Jaccard')",
+                               timeout=TIMEOUT)
+
+        # another B (384-d MiniLM captions against the 128-d CNN): sample the page while it loads
+        page.evaluate(SAMPLER)
+        _pick(page, "#st-space-b", "minilm-captions")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "stitching-loading.png"))
+        page.wait_for_function(f"(({_title('#st-map-b')}).startsWith('B: minilm-captions ·') && "
+                               f"!({_title('#st-map-b')}).includes('computing'))", timeout=TIMEOUT)
+        page.wait_for_function("document.querySelector('#st-metrics').innerText.includes('Jaccard')",
+                               timeout=TIMEOUT)
+        samples = page.evaluate("() => { clearInterval(window.__stTimer); return window.__st; }")
+        # once the info line names the new pair, no map may still show the old one
+        stale = [s for s in samples if "B: minilm-captions" in s[1] and "shapes-vit" in s[2]]
+        assert not stale, f"map B showed {stale[0][2]!r} while the info said {stale[0][1]!r}"
+        assert any("minilm-captions" in s[2] and "computing" in s[2] for s in samples)  # said it was loading
+
+        rows = _metrics_rows(page)
+        for metric in ("Jaccard@k (cross-space)", "MRR", "mean cosine"):
+            assert rows[metric][0] == "n/a: different dimensions", rows
+            assert rows[metric][1] and rows[metric][2], rows  # relative and Procrustes have numbers
+        assert rows["linear CKA"][0] not in ("", "n/a"), rows
+        fit = page.evaluate(HEADERS_FIT)
+        assert fit == {"overflow": 0, "clipped": []}, fit
+        page.locator("#st-metrics").screenshot(path=str(shots / "stitching-metrics.png"))
+
+        # the live demo's item: the 32×32 scene enlarged, not a 32-pixel dot
+        page.locator("#st-demo-item input").click()
+        page.get_by_role("option").first.click()
+        page.wait_for_function("document.querySelector('#st-demo-md').innerText.includes('truth')",
+                               timeout=TIMEOUT)
+        img = page.locator("#st-demo-image img")
+        img.scroll_into_view_if_needed()
+        assert page.evaluate("() => document.querySelector('#st-demo-image img').naturalWidth") >= 128
+        assert img.bounding_box()["width"] >= 120
+        page.screenshot(path=str(shots / "stitching-demo.png"))
