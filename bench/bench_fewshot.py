@@ -6,7 +6,6 @@ Accuracy on the unlabelled items, mean over seeds (a seed draws which items are 
 with the corpus's label column ("label" for digits, "shape" for the Shapes scenes).
 """
 import argparse
-import time
 
 import numpy as np
 from common import embedding_like  # noqa: F401  (bench/common.py puts the repo on sys.path)
@@ -31,7 +30,7 @@ def main():
         for shots in (int(s) for s in args.shots.split(",")):
             row = []
             for m in PROPAGATION:
-                accs, t0 = [], time.perf_counter()
+                accs = []
                 for seed in range(args.seeds):
                     lab = sample_labelled(truth, shots, seed=seed)
                     res = propagate_labels(c.vectors, lab, truth[lab], method=m, seed=seed)
