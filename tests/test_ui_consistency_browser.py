@@ -1,9 +1,11 @@
-"""What a new user sees (issue #19, item 9), in Chromium against the whole app (one start: the
+"""What a new user sees (issue #19, items 9-10), in Chromium against the whole app (one start: the
 session's `atlas_app`).
 
 - Stitching: while another pair loads, the maps do not keep showing the previous pair; metrics that
   two spaces of different widths cannot have say so; the metrics' headers fit; the live demo's item
   is shown at a size people can see.
+- Clusters: the 'Choosing k' chart says why it has no curve when k is given; label propagation draws
+  its own map beside its button and leaves the cluster map (which the tables describe) alone.
 
 Screenshots go to $LATENT_ATLAS_UI_SHOTS when set (else pytest's tmp_path).
 """
@@ -108,3 +110,43 @@ def test_stitching_shows_one_pair_at_a_time_and_says_why_a_metric_is_missing(atl
         assert page.evaluate("() => document.querySelector('#st-demo-image img').naturalWidth") >= 128
         assert img.bounding_box()["width"] >= 120
         page.screenshot(path=str(shots / "stitching-demo.png"))
+
+
+# -- 10. Clusters --------------------------------------------------------------------------------
+
+def test_clusters_k_chart_explains_itself_and_propagation_keeps_the_cluster_map(atlas_app, browser, shots):
+    url, _ = atlas_app
+    with open_page(browser, url, tab="Clusters", width=WIDTH, height=HEIGHT) as page:
+        k = page.locator("#clusters-k input[type=number]")
+        k.fill("6")
+        k.press("Enter")
+        page.wait_for_timeout(300)
+        page.click("#clusters-run")
+        page.wait_for_function(f"({_title('#clusters-map')}).startsWith('6 clusters')", timeout=TIMEOUT)
+        # k was given: no curve, and the chart says so (it sat empty)
+        page.wait_for_function("(() => { const d = document.querySelector('#clusters-curve .js-plotly-plot');"
+                               " return d && (d.layout.annotations || []).some(a => a.text.includes('k = 6 was given'));"
+                               " })()", timeout=60_000)
+        page.screenshot(path=str(shots / "clusters-k-given.png"))
+        table_before = page.inner_text("#clusters-table")
+
+        page.get_by_text("Few-shot labelling").click()
+        page.click("#clusters-sample")  # 'label' is the sampled column on digits
+        page.wait_for_function("document.querySelector('#clusters-labels textarea').value.includes('=')",
+                               timeout=60_000)
+        page.click("#clusters-propagate")
+        page.wait_for_function("document.querySelector('#clusters-prop-md').innerText.includes('labels →')",
+                               timeout=TIMEOUT)
+        page.wait_for_function(f"({_title('#clusters-prop-map')}).startsWith('few-shot labels')", timeout=60_000)
+        # the cluster map and the tables still show the clustering
+        assert page.evaluate(_title("#clusters-map")).startswith("6 clusters")
+        assert page.inner_text("#clusters-table") == table_before
+        assert "predicted" in page.inner_text("#clusters-prop-table")
+        # the result is in view together with its button
+        page.locator("#clusters-propagate").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        view = page.viewport_size["height"]
+        box = page.locator("#clusters-prop-map").bounding_box()
+        visible = min(box["y"] + box["height"], view) - max(box["y"], 0)
+        assert visible >= 0.6 * box["height"], (box, view)
+        page.screenshot(path=str(shots / "clusters-propagated.png"))

@@ -23,6 +23,8 @@ MAX_RUNS = 64
 CLUSTER_COLUMNS = ("cluster", "size", "name", "majority", "purity")
 # the confusion table: one row per cluster, then one column per class of the chosen metadata column
 CONFUSION_COLUMNS = ("cluster",)
+# few-shot labelling: per label, how many items were given and how many the propagation gave it
+PROPAGATION_COLUMNS = ("label", "given", "predicted", "mean confidence")
 
 
 class _RunStore:
@@ -51,6 +53,7 @@ class ClustersService:
     def __init__(self, backends: Backends):
         self.b = backends
         self.runs = _RunStore()
+        self._curves = _RunStore()  # k-estimation curves by their settings (all but k), for runs with k given
 
     # -- helpers ---------------------------------------------------------------------
     def _space_vectors(self, key: str, space: str, goal: str = "") -> tuple[np.ndarray, str, str, str]:
@@ -108,8 +111,17 @@ class ClustersService:
 
             res.centroids = cluster_means(self.b.corpus(key).vectors, res.labels, res.k)
         run_id = content_key("run", key, fp, params.__dict__)[:16]
-        self.runs.put(run_id, (key, res, {"space": space, "goal": goal}))
+        curve_key = content_key("curve", key, fp, {**params.__dict__, "k": 0, "min_cluster_size": 0})
+        if res.curve:
+            self._curves.put(curve_key, res.curve)
+        self.runs.put(run_id, (key, res, {"space": space, "goal": goal, "curve_key": curve_key}))
         return run_id, res
+
+    def curve(self, run_id: str) -> dict | None:
+        """The k-estimation curve of a run: its own (k estimated), or, for a run with k given, the curve
+        estimated earlier with the same settings (Estimate k, or a run with k = 0), if there was one."""
+        _, res, info = self.result(run_id)
+        return res.curve or self._curves.get(info.get("curve_key", ""))
 
     def estimate_k(self, key: str, k_min: int = 2, k_max: int = 15, estimator: str = "silhouette",
                    method: str = "kmeans", space: str = "original", dims: int = 10, metric: str = "cosine",
@@ -325,6 +337,31 @@ def _short_name(majority: dict) -> str:
 def _num(v):
     v = float(v)
     return None if v != v else round(v, 4)
+
+
+def curve_note(method: str, k_given: int, k_found: int, k_min: int, k_max: int, estimated: bool) -> str:
+    """What the 'Choosing k' chart says about a run: why there is no curve, or which k was given."""
+    if method == "hdbscan":
+        return f"HDBSCAN finds the number of clusters itself ({k_found} here): there is no k to choose."
+    if k_given and not estimated:
+        return (f"k = {k_given} was given, so k was not estimated. Set k to 0, or press Estimate k "
+                f"(under Parameters), to score k = {k_min}…{k_max}.")
+    if k_given:
+        return f"k = {k_given} was given; the curve is the estimate made earlier with the same settings."
+    return ""
+
+
+def propagation_table(result: dict, labels):
+    """propagate()'s counts as the table the tab shows (PROPAGATION_COLUMNS): per label, the items given,
+    the items predicted and their mean confidence."""
+    import pandas as pd
+
+    given = pd.Series(list(parse_labels(labels).values()), dtype=str).value_counts()
+    pred = pd.Series(result["predictions"], dtype=str)
+    conf = pd.Series(result["confidence"], dtype=float).groupby(pred.to_numpy()).mean()
+    rows = [{"label": c, "given": int(given.get(c, 0)), "predicted": int(n), "mean confidence": round(float(conf.get(c, 0)), 3)}
+            for c, n in sorted(result["counts"].items(), key=lambda kv: -kv[1])]
+    return pd.DataFrame(rows, columns=list(PROPAGATION_COLUMNS))
 
 
 def cluster_table(rows: list[dict]):

@@ -19,9 +19,12 @@ from app.services.clusters import (
     CLUSTER_COLUMNS,
     CONFUSION_COLUMNS,
     GALLERY_SIZE,
+    PROPAGATION_COLUMNS,
     SPACES,
     ClustersService,
     cluster_table,
+    curve_note,
+    propagation_table,
 )
 from backends.errors import InputError
 from backends.registry import Backends
@@ -38,7 +41,11 @@ def build_clusters(backends: Backends):
     start = backends.settings.default_corpus if backends.settings.default_corpus in names else names[0]
 
     # -- pure presentation helpers --------------------------------------------------------
-    def curve_figure(curve: dict | None):
+    def curve_figure(curve: dict | None, note: str = "", k_given: int = 0):
+        """The k-estimation curve with its best k (and the k given, when another); with no curve, the
+        chart says why (k was given, or HDBSCAN chose it) instead of sitting empty."""
+        import textwrap
+
         import plotly.graph_objects as go
 
         fig = go.Figure()
@@ -47,8 +54,18 @@ def build_clusters(backends: Backends):
             best = curve["k"].index(curve["best"])
             fig.add_trace(go.Scatter(x=[curve["best"]], y=[curve["score"][best]], mode="markers",
                                      marker=dict(size=14, color="#d62728"), name=f"best k = {curve['best']}"))
+            if k_given and k_given != curve["best"] and k_given in curve["k"]:
+                fig.add_trace(go.Scatter(x=[k_given], y=[curve["score"][curve["k"].index(k_given)]], mode="markers",
+                                         marker=dict(size=14, color="#111", symbol="diamond-open", line=dict(width=2)),
+                                         name=f"k = {k_given} given"))
             ylabel = "silhouette" if curve["estimator"] == "silhouette" else "eigengap λ(k+1) − λ(k)"
             fig.update_layout(xaxis_title="k", yaxis_title=ylabel)
+        elif note:
+            fig.add_annotation(text="<br>".join(textwrap.wrap(note, 48)), x=0.5, y=0.5, xref="paper", yref="paper",
+                               showarrow=False, font=dict(size=13, color="#555"))
+            fig.update_xaxes(visible=False)
+            fig.update_yaxes(visible=False)
+            fig.update_layout(plot_bgcolor="rgba(0,0,0,0)")
         fig.update_layout(height=240, margin=dict(l=40, r=10, t=30, b=40), title="Choosing k",
                           showlegend=bool(curve), legend=dict(orientation="h", y=1.15))
         return fig
@@ -98,8 +115,10 @@ def build_clusters(backends: Backends):
         cols = backends.corpus(key).metadata_columns()
         factor_cols = list(s["metrics"])
         view = {"corpus": key, "run": run_id}
+        curve_data = svc.curve(run_id) if method != "hdbscan" else None
+        note = curve_note(method, int(k), res.k, int(k_min), int(k_max), estimated=curve_data is not None)
         return (view, svc.map_payload(key, res.labels, "cluster", f"{res.k} clusters · {method} on {space}"),
-                curve_figure(res.curve), metrics_md(s), cluster_table(rows), overview(key, run_id, rows),
+                curve_figure(curve_data, note, int(k)), metrics_md(s), cluster_table(rows), overview(key, run_id, rows),
                 gr.update(choices=choices, value=0 if rows else None), gallery, listing,
                 gr.update(choices=cols, value=factor_cols[0] if factor_cols else (cols[0] if cols else None)))
 
@@ -141,7 +160,10 @@ def build_clusters(backends: Backends):
         md = (f"**{out['n_labelled']}** labels → all {len(out['predictions']):,} items labelled by {method} on {space}"
               + (f" · accuracy on the others against *{truth}*: **{out['accuracy']:.1%}**"
                  if out["accuracy"] is not None else ""))
-        return md, svc.map_payload(key, np.asarray(out["predictions"]), "predicted", f"few-shot labels ({method})")
+        # its own map beside the button: the cluster map and tables above keep describing the clusters
+        return (md, propagation_table(out, labels),
+                svc.map_payload(key, np.asarray(out["predictions"]), "predicted",
+                                f"few-shot labels ({method} on {space}) · {out['n_labelled']} given"))
 
     @guard
     def do_more(view, cluster, n):
@@ -207,20 +229,25 @@ def build_clusters(backends: Backends):
                 more_gallery = gr.Gallery(columns=4, height=160, object_fit="contain", fit_columns=False)
     with gr.Accordion("Few-shot labelling: label a few items, propagate to all", open=False):
         with gr.Row():
-            with gr.Column():
-                labels_box = gr.Textbox(label="Labels (one 'id=label' per line)", lines=6,
+            with gr.Column(scale=2, min_width=240):
+                labels_box = gr.Textbox(label="Labels (one 'id=label' per line)", lines=6, max_lines=12,
                                         elem_id="clusters-labels")
                 with gr.Row():
-                    sample_col = gr.Dropdown(choices=[], label="…or sample from column")
+                    sample_col = gr.Dropdown(choices=[], label="…or sample from column", elem_id="clusters-sample-col")
                     per_class = gr.Slider(1, 20, value=5, step=1, label="per class")
-                    sample_btn = gr.Button("Sample")
-            with gr.Column():
+                sample_btn = gr.Button("Sample", elem_id="clusters-sample")
+            with gr.Column(scale=2, min_width=240):
                 prop_method = gr.Radio(["spreading", "kmeans"], value="spreading", label="Propagation",
                                        info="label spreading on the FAISS kNN graph, or k-means seeded by the labels")
                 prop_space = gr.Radio(["original", "pca", "umap"], value="original", label="Space")
                 truth = gr.Dropdown(choices=[""], value="", label="True labels (for accuracy)")
-                prop_btn = gr.Button("Propagate", variant="primary")
-                prop_md = gr.Markdown()
+                prop_btn = gr.Button("Propagate", variant="primary", elem_id="clusters-propagate")
+                prop_md = gr.Markdown(elem_id="clusters-prop-md")
+                prop_tbl = gr.Dataframe(empty_table(PROPAGATION_COLUMNS), label="Labels given and predicted",
+                                        interactive=False, max_height=220, elem_id="clusters-prop-table")
+            with gr.Column(scale=3, min_width=360):
+                # the result beside its button, on its own map: the cluster map at the top keeps the clusters
+                prop_plot = scatter_map(height=420, elem_id="clusters-prop-map")
 
     # -- wiring --------------------------------------------------------------------------------
     run_inputs = [corpus_dd, method, k, space, dims, metric, mcs, seed, estimator, k_min, k_max, goal]
@@ -235,7 +262,7 @@ def build_clusters(backends: Backends):
     attach_btn.click(do_attach, [view, attach_col], attach_md, api_visibility="undocumented")
     corpus_dd.change(corpus_changed, corpus_dd, [sample_col, truth], api_visibility="undocumented")
     sample_btn.click(do_sample, [corpus_dd, sample_col, per_class], labels_box, api_visibility="undocumented")
-    prop_btn.click(do_propagate, [corpus_dd, labels_box, prop_method, prop_space, truth], [prop_md, plot],
+    prop_btn.click(do_propagate, [corpus_dd, labels_box, prop_method, prop_space, truth], [prop_md, prop_tbl, prop_plot],
                    api_visibility="undocumented", concurrency_id="model-clusters", concurrency_limit=1)
     more_btn.click(do_more, [view, cluster_dd, more_n], more_gallery, api_visibility="undocumented",
                    concurrency_id="model-clusters", concurrency_limit=1)
