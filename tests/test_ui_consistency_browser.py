@@ -1,4 +1,4 @@
-"""What a new user sees (issue #19, items 9-10), in Chromium against the whole app (one start: the
+"""What a new user sees (issue #19, items 9-11), in Chromium against the whole app (one start: the
 session's `atlas_app`).
 
 - Stitching: while another pair loads, the maps do not keep showing the previous pair; metrics that
@@ -6,6 +6,8 @@ session's `atlas_app`).
   is shown at a size people can see.
 - Clusters: the 'Choosing k' chart says why it has no curve when k is given; label propagation draws
   its own map beside its button and leaves the cluster map (which the tables describe) alone.
+- Annotate: a task set the admin creates is in the sign-in menu without a reload; a new plot (or a
+  new annotator) starts with no group counts; the plot does not move when its legend fills.
 
 Screenshots go to $LATENT_ATLAS_UI_SHOTS when set (else pytest's tmp_path).
 """
@@ -150,3 +152,117 @@ def test_clusters_k_chart_explains_itself_and_propagation_keeps_the_cluster_map(
         visible = min(box["y"] + box["height"], view) - max(box["y"], 0)
         assert visible >= 0.6 * box["height"], (box, view)
         page.screenshot(path=str(shots / "clusters-propagated.png"))
+
+
+# -- 11. Annotate ---------------------------------------------------------------------------------
+
+ADMIN = "ui-consistency-admin"
+
+PLOT_AREA = """() => { const s = document.querySelector('#ann-plot .la-plot')._fullLayout._size;
+  return [Math.round(s.l), Math.round(s.t), Math.round(s.w), Math.round(s.h)]; }"""
+POINT_PIXELS = """() => {
+  const div = document.querySelector('#ann-plot .la-plot');
+  const fl = div._fullLayout, r = div.getBoundingClientRect();
+  const pts = [];
+  for (const tr of div._fullData) {
+    if (!tr.customdata) continue;
+    tr.x.forEach((x, k) => pts.push({px: r.left + fl._size.l + fl.xaxis.l2p(x),
+                                     py: r.top + fl._size.t + fl.yaxis.l2p(tr.y[k])}));
+  }
+  return pts;
+}"""
+
+
+@pytest.fixture
+def annotate_admin(atlas_app):
+    """The app's admin password for this test (the session's app starts without one)."""
+    settings = atlas_app[1].settings
+    before = settings.admin_password
+    settings.admin_password = ADMIN
+    from app.components.security import LIMITER
+
+    LIMITER.reset()
+    yield
+    settings.admin_password = before
+
+
+def _box_left_half(page) -> None:
+    """Box-select the points left of the middle (the box tool is on)."""
+    pts = page.evaluate(POINT_PIXELS)
+    xs = sorted(p["px"] for p in pts)
+    mid = (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    ys = [p["py"] for p in pts]
+    x0, y0, x1, y1 = xs[0] - 10, min(ys) - 10, mid, max(ys) + 10
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for s in range(1, 11):
+        page.mouse.move(x0 + (x1 - x0) * s / 10, y0 + (y1 - y0) * s / 10)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('cluster')", timeout=60_000)
+
+
+def _sign_in(page, name: str, token: str) -> None:
+    page.fill("#ann-name input, #ann-name textarea", name)
+    page.fill("#ann-token input", token)
+    page.click("#ann-sign-in")
+    page.wait_for_function(f"document.querySelector('#ann-status').innerText.includes('Signed in as {name}')",
+                           timeout=60_000)
+    page.wait_for_selector("#ann-plot .la-scatter[data-ready]", timeout=60_000)
+
+
+def test_annotate_menu_counts_and_plot_stay_true(atlas_app, browser, annotate_admin, shots):
+    from app.tabs.annotate import store_for
+    from backends.clusters.annotations import AuthError
+
+    url, backends = atlas_app
+    task_set = "ui-consistency"
+    people = [("ui-ann-1", "token-ui-ann-1"), ("ui-ann-2", "token-ui-ann-2")]
+    store = store_for(backends)
+    for who, tok in people:  # the admin hands out tokens (sign-up is closed by default)
+        try:
+            store.register_annotator(who, tok)
+        except AuthError:  # already there in this cache
+            pass
+    with open_page(browser, url, tab="Annotate", width=WIDTH, height=HEIGHT) as page:
+        page.set_default_timeout(60_000)
+        if task_set not in [t["name"] for t in store.task_sets()]:
+            # the admin creates the task set in this page: the sign-in menu has it without a reload
+            page.get_by_text("Admin", exact=True).click()
+            page.fill("#ann-admin-password input", ADMIN)
+            admin = page.locator("#ann-admin")
+            admin.get_by_label("Name").first.fill(task_set)
+            admin.get_by_label("Plots").first.fill("3")
+            page.get_by_role("button", name="Create synthetic task set").click()
+            page.wait_for_function("document.querySelector('#ann-admin').innerText.includes('Created task set')")
+            page.wait_for_timeout(500)
+        if page.locator("#ann-task-set input").input_value() != task_set:
+            _pick(page, "#ann-task-set", task_set)
+        assert page.locator("#ann-task-set input").input_value() == task_set
+
+        first, second = people
+        _sign_in(page, *first)
+        assert "Nothing selected" in page.inner_text("#ann-summary")
+        area = page.evaluate(PLOT_AREA)
+        page.locator("#ann-tool").get_by_label("box").check()
+        page.wait_for_function("document.querySelector('#ann-plot .la-plot')._fullLayout.dragmode === 'select'")
+        page.locator("#ann-group").get_by_label("cluster 2").check()
+        _box_left_half(page)
+        page.wait_for_timeout(500)
+        assert page.evaluate(PLOT_AREA) == area  # the legend filled without moving the points
+        page.screenshot(path=str(shots / "annotate-boxed.png"))
+
+        page.click("#ann-submit")
+        page.wait_for_function("document.querySelector('#ann-status').innerText.includes('Stored answer')")
+        page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('Nothing selected')",
+                               timeout=10_000)  # not the previous plot's counts
+        assert page.locator("#ann-group input[value='cluster 1']").is_checked()
+        page.screenshot(path=str(shots / "annotate-next-plot.png"))
+
+        _box_left_half(page)  # some groups on the next plot, then another annotator signs in here
+        assert "cluster 1:" in page.inner_text("#ann-summary")
+        _sign_in(page, *second)
+        page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('Nothing selected')",
+                               timeout=10_000)
+        _box_left_half(page)
+        page.click("#ann-submit")  # the counts on screen are the ones submitted
+        page.wait_for_function("document.querySelector('#ann-status').innerText.includes('Stored answer')")

@@ -89,6 +89,40 @@ if (!window.__laAnnotateKeys) {
   });
 }
 """
+# The group legend of the plot has a fixed place from the first render on. Plotly shows a legend only
+# once a second group has points, and then takes its width from the plot area: the points moved
+# sideways under the annotator's next lasso. The scatter component builds the layout itself, so the
+# Annotate plot's calls to Plotly.react get the legend always on, in a right margin wide enough for
+# the longest group name ("unassigned") and clear of the toolbar at the right edge; only the div in
+# #ann-plot is touched. (A layout option of app/components/scatter.py would do this without
+# wrapping Plotly.react.)
+LEGEND_MARGIN = 150
+LEGEND_JS = r"""
+if (!window.__laAnnotateLegend) {
+  window.__laAnnotateLegend = true;
+  const patch = (P) => {
+    if (!P || !P.react || P.__laAnnotateLegend) return P;
+    const react = P.react;
+    P.react = function (gd, data, layout, config) {
+      if (gd && gd.closest && gd.closest('#ann-plot') && layout) {
+        layout = Object.assign({}, layout, {showlegend: true,
+          margin: Object.assign({}, layout.margin || {}, {r: LEGEND_MARGIN}),
+          legend: Object.assign({}, layout.legend || {}, {x: 1.02, xanchor: 'left', y: 1, yanchor: 'top'})});
+      }
+      return react.call(this, gd, data, layout, config);
+    };
+    P.__laAnnotateLegend = true;
+    return P;
+  };
+  if (window.Plotly) patch(window.Plotly);
+  else {  // plotly.js sets window.Plotly when its script runs, before anything draws with it
+    let loaded;
+    Object.defineProperty(window, 'Plotly', {configurable: true, enumerable: true,
+      get: () => loaded, set: (v) => { loaded = patch(v); }});
+  }
+}
+""".replace("LEGEND_MARGIN", str(LEGEND_MARGIN))
+NEW_PLOT_SUMMARY = "Nothing selected yet: pick a group, then draw a lasso or box around its points."
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,7 +173,7 @@ def plot_payload(plot, labels: list[str] | None = None, *, tool: str = "lasso", 
 def _summary(labels: list[str]) -> str:
     groups = groups_from_labels(labels)
     if not groups:
-        return "Nothing selected yet: pick a group, then draw a lasso or box around its points."
+        return NEW_PLOT_SUMMARY
     parts = [f"**{g}**: {len(ids)}" for g, ids in groups.items()]
     left = sum(1 for g in labels if g == UNASSIGNED)
     return " · ".join(parts) + f" · unassigned: {left}"
@@ -457,7 +491,7 @@ def build_annotate(backends):
                 summary = gr.Markdown(label="summary", elem_id="ann-summary")
                 submit_btn = gr.Button("Submit (Enter)", variant="primary", elem_id="ann-submit")
                 skip_btn = gr.Button("Skip (S)", elem_id="ann-skip", size="sm")
-                gr.HTML(value="", html_template=KEYS_HTML, js_on_load=KEYS_JS, elem_id="ann-keys")
+                gr.HTML(value="", html_template=KEYS_HTML, js_on_load=KEYS_JS + LEGEND_JS, elem_id="ann-keys")
         plot_id = gr.Textbox(visible=False, label="plot_id", elem_id="ann-plot-id")
         groups_json = gr.Textbox(value="{}", visible=False, label="groups", elem_id="ann-groups")
         actions = gr.State([])
@@ -544,12 +578,18 @@ def build_annotate(backends):
 
     # -- wiring -------------------------------------------------------------------------
     flow_out = [status, plot, plot_id, groups_json, actions]
-    sign_in_btn.click(guard(sign_in), [name, token, task_set, tool], flow_out, api_name="annotate_sign_in",
-                      concurrency_id="annotate-write", concurrency_limit=SUBMIT_CONCURRENCY)
-    submit_btn.click(guard(submit), [token, plot_id, groups_json, tool], flow_out, api_name="annotate_submit",
-                     concurrency_id="annotate-write", concurrency_limit=SUBMIT_CONCURRENCY)
-    skip_btn.click(guard(skip), [token, plot_id, tool], flow_out, api_name="annotate_skip",
-                   concurrency_id="annotate-write", concurrency_limit=SUBMIT_CONCURRENCY)
+
+    def fresh_plot(pid: str):
+        """After sign-in, submit or skip: the counts and group of the previous plot (or annotator) go;
+        the new plot starts with nothing selected, in group 'cluster 1'."""
+        return (NEW_PLOT_SUMMARY if str(pid or "").strip() else ""), "cluster 1"
+
+    for btn, fn, inputs, api in ((sign_in_btn, sign_in, [name, token, task_set, tool], "annotate_sign_in"),
+                                 (submit_btn, submit, [token, plot_id, groups_json, tool], "annotate_submit"),
+                                 (skip_btn, skip, [token, plot_id, tool], "annotate_skip")):
+        btn.click(guard(fn), inputs, flow_out, api_name=api, concurrency_id="annotate-write",
+                  concurrency_limit=SUBMIT_CONCURRENCY
+                  ).success(fresh_plot, [plot_id], [summary, group], api_visibility="private", queue=False)
     plot.points_selected(guard(on_select), [token, actions, group, plot_id, tool],
                          [actions, plot, groups_json, summary],
                          api_visibility="private", trigger_mode="always_last")
@@ -565,15 +605,24 @@ def build_annotate(backends):
     gr.api(api_guard(annotate_task_sets), api_name="annotate_task_sets")
 
     admin_out = [admin_msg, sets_table, admin_ts]
+
+    def annotator_menu(current: str | None):
+        """The sign-in menu after the admin changed the task sets: the new ones are there without a
+        reload; the annotator's choice stays (the first set when there was none)."""
+        names = set_names()
+        current = (current or "").strip()
+        return gr.update(choices=names, value=current if current else (names[0] if names else None))
+
+    menu = dict(fn=annotator_menu, inputs=[task_set], outputs=task_set, api_visibility="private", queue=False)
     syn_btn.click(guard(admin_create_synthetic),
                   [password, syn_name, syn_n, syn_pmin, syn_pmax, syn_cmin, syn_cmax, syn_smin, syn_smax, syn_noise,
                    syn_target, syn_seed, syn_density], admin_out, api_name="annotate_admin_create_synthetic",
-                  concurrency_id="annotate-admin", concurrency_limit=1)
+                  concurrency_id="annotate-admin", concurrency_limit=1).success(**menu)
     cor_btn.click(guard(admin_create_from_corpus),
                   [password, cor_name, cor_corpus, cor_n, cor_points, cor_window, cor_method, cor_target, cor_seed],
                   admin_out, api_name="annotate_admin_create_from_corpus", concurrency_id="annotate-admin",
-                  concurrency_limit=1)
-    sets_btn.click(guard(admin_sets), [password], sets_table, api_name="annotate_admin_task_sets")
+                  concurrency_limit=1).success(**menu)
+    sets_btn.click(guard(admin_sets), [password], sets_table, api_name="annotate_admin_task_sets").success(**menu)
     ann_btn.click(guard(admin_create_annotators), [password, ann_names], ann_table,
                   api_name="annotate_admin_create_annotators", concurrency_id="annotate-admin")
     signup_btn.click(guard(admin_signup), [password, admin_ts, signup], signup_md, api_name="annotate_admin_signup")
