@@ -26,6 +26,7 @@ def main():
     x = embedding_like(args.n, args.dim)
     sub = np.random.default_rng(0).choice(args.n, 5000, replace=False)
     print(f"data {args.n:,} x {args.dim} (embedding-like); fit sample {args.sample:,}")
+    project(x[:3000], ProjectionParams(sample=0))  # numba compiles UMAP's code once: not part of either timing
     t0 = time.perf_counter()
     s = project(x, ProjectionParams(sample=args.sample), progress=lambda f, m: None)
     ts = time.perf_counter() - t0
