@@ -52,3 +52,14 @@ def test_unknown_method_names_the_choices():
 
     with pytest.raises(InputError, match="spreading, kmeans, opta"):
         propagate_labels(np.eye(4, dtype=np.float32), [0, 1], ["a", "b"], method="magic")
+
+
+def test_opta_through_the_clusters_service(tmp_path):
+    from app.services.clusters import ClustersService
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    svc = ClustersService(Backends(Settings.from_env(cache_dir=str(tmp_path / "c"))))
+    labels = svc.sample_labels("digits", "label", per_class=3, seed=0)
+    out = svc.propagate("digits", labels, method="opta", truth_column="label")
+    assert out["accuracy"] > 0.75  # three labels a class (bench_fewshot: 0.85 with five)

@@ -237,8 +237,9 @@ def build_clusters(backends: Backends):
                     per_class = gr.Slider(1, 20, value=5, step=1, label="per class")
                 sample_btn = gr.Button("Sample", elem_id="clusters-sample")
             with gr.Column(scale=2, min_width=240):
-                prop_method = gr.Radio(["spreading", "kmeans"], value="spreading", label="Propagation",
-                                       info="label spreading on the FAISS kNN graph, or k-means seeded by the labels")
+                prop_method = gr.Radio(["spreading", "kmeans", "opta"], value="spreading", label="Propagation",
+                                       info="label spreading on the FAISS kNN graph, k-means seeded by the labels, "
+                                            "or OpTA (BECLR: class prototypes aligned to the items by optimal transport)")
                 prop_space = gr.Radio(["original", "pca", "umap"], value="original", label="Space")
                 truth = gr.Dropdown(choices=[""], value="", label="True labels (for accuracy)")
                 prop_btn = gr.Button("Propagate", variant="primary", elem_id="clusters-propagate")
