@@ -1,4 +1,4 @@
-"""What a new user sees (issue #19, items 9-11), in Chromium against the whole app (one start: the
+"""What a new user sees (issue #19, items 9-12), in Chromium against the whole app (one start: the
 session's `atlas_app`).
 
 - Stitching: while another pair loads, the maps do not keep showing the previous pair; metrics that
@@ -8,6 +8,7 @@ session's `atlas_app`).
   its own map beside its button and leaves the cluster map (which the tables describe) alone.
 - Annotate: a task set the admin creates is in the sign-in menu without a reload; a new plot (or a
   new annotator) starts with no group counts; the plot does not move when its legend fills.
+- Directions: the library's judge columns are not blank after adding a direction.
 
 Screenshots go to $LATENT_ATLAS_UI_SHOTS when set (else pytest's tmp_path).
 """
@@ -266,3 +267,25 @@ def test_annotate_menu_counts_and_plot_stay_true(atlas_app, browser, annotate_ad
         _box_left_half(page)
         page.click("#ann-submit")  # the counts on screen are the ones submitted
         page.wait_for_function("document.querySelector('#ann-status').innerText.includes('Stored answer')")
+
+
+# -- 12. Directions -------------------------------------------------------------------------------
+
+def test_directions_library_judge_columns_are_never_blank(atlas_app, browser, shots):
+    from backends.generative.hspace_corpus import default_judge
+
+    if default_judge() is None:
+        pytest.skip("no factor judge: the judge's columns stay empty")
+    url, _ = atlas_app
+    with open_page(browser, url, tab="Directions", width=WIDTH, height=HEIGHT) as page:
+        page.get_by_text("Prompt pair / text").click()
+        page.get_by_role("button", name="Text: E(B) − E(A)").click()
+        page.wait_for_function("document.querySelector('#dir-message').innerText.includes('Added text direction')",
+                               timeout=TIMEOUT)
+        head = page.evaluate("() => [...document.querySelectorAll('#dir-table thead th')].map(th => th.innerText.trim())")
+        table = [dict(zip(head, row)) for row in page.evaluate(f"({TABLE_ROWS})('#dir-table')")]
+        page.locator("#dir-table").screenshot(path=str(shots / "directions-library.png"))
+        rows = [r for r in table if r.get("kind") == "text"]
+        assert rows, table
+        for column in ("disentanglement", "dominant", "istd"):
+            assert rows[-1][column] == "run Judge", rows[-1]

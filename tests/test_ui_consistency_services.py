@@ -1,4 +1,4 @@
-"""The services behind issue #19 items 9-12, in plain Python (the browser side is in
+"""The services behind issue #19 items 10 and 12, in plain Python (the browser side is in
 tests/test_ui_consistency_browser.py)."""
 from __future__ import annotations
 
@@ -41,3 +41,30 @@ def test_propagation_table_counts_given_and_predicted_labels():
     assert t.to_dict(orient="records") == [
         {"label": "a", "given": 1, "predicted": 3, "mean confidence": 0.7},
         {"label": "b", "given": 2, "predicted": 1, "mean confidence": 0.8}]
+
+
+# -- 12. Directions -------------------------------------------------------------------------------
+
+def test_the_library_says_run_judge_until_a_direction_is_judged(backends):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from app.services.directions import JUDGE_COLUMNS, JUDGE_PENDING, DirectionsService
+    from test_directions import MeanColourJudge
+    from test_hspace import tiny_pipe
+
+    backends.directions_bank_size = 8
+    svc = DirectionsService(backends, pipe=tiny_pipe(), judge=MeanColourJudge())
+    assert len(svc.library_table()) == 0
+    pair = svc.prompt_pair("a red circle", "a blue circle", n=2)
+    text = svc.text("a red circle", "a blue circle")
+    table = svc.library_table().set_index("id")
+    for c in JUDGE_COLUMNS:
+        assert table.loc[pair, c] == JUDGE_PENDING and table.loc[text, c] == JUDGE_PENDING
+    svc.judge_direction(pair, 2)
+    svc.judge_direction(text, 1)  # a text direction is judged on one source, with no traversal
+    table = svc.library_table().set_index("id")
+    assert 0.0 <= float(table.loc[pair, "disentanglement"]) <= 1.0
+    assert table.loc[pair, "dominant"] in ("shape", "colour", "size", "position")
+    assert float(table.loc[pair, "istd"]) >= 0.0
+    assert table.loc[text, "istd"] == "n/a (text direction)" and table.loc[text, "dominant"] != JUDGE_PENDING
+    assert svc.list()[0]["disentanglement"] == table.loc[pair, "disentanglement"]  # the API keeps numbers

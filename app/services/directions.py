@@ -31,6 +31,8 @@ MAX_SOURCES = 32
 MAX_DIRECTIONS = 256
 # the direction library table (judge results, when known, fill the last three)
 LIBRARY_COLUMNS = ("id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd")
+JUDGE_COLUMNS = ("disentanglement", "dominant", "istd")  # filled by judge_direction
+JUDGE_PENDING = "run Judge"  # what those cells say until the direction is judged
 POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 
@@ -44,6 +46,13 @@ def _edit_half(half) -> str:
     from backends.generative.hspace import check_edit_half
 
     return check_edit_half(half or "both")
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def half_defaults(backends: Backends) -> tuple[str, str]:
@@ -369,11 +378,26 @@ class DirectionsService:
             return [(f"{d.name} [{d.id}]", d.id) for d in self._dirs.values()]
 
     def library_table(self):
-        """The library as a DataFrame with LIBRARY_COLUMNS (judge results blank until judged)."""
+        """The library as a DataFrame with LIBRARY_COLUMNS. The judge's columns (disentanglement,
+        dominant factor, ISTD) are filled by Judge, which renders a few dozen edited images per
+        direction (about 40 s on a 2-core CPU), so a direction is not judged as it is added: until
+        then its cells say "run Judge" (and stay blank where there is no judge to run)."""
         import pandas as pd
 
         cols = list(LIBRARY_COLUMNS)
-        return pd.DataFrame([{c: r.get(c, "") for c in cols} for r in self.list()], columns=cols)
+        rows = self.list()
+        pending = JUDGE_PENDING if rows and self.judge is not None else ""
+        out = []
+        for r in rows:
+            row = {c: r.get(c, "") for c in cols}
+            judged = "dominant" in r
+            for c in JUDGE_COLUMNS:
+                if not judged:
+                    row[c] = pending
+                elif c == "istd" and not _finite(r.get("istd")):  # text directions have no traversal to measure
+                    row[c] = "n/a (text direction)" if r.get("kind") == "text" else "n/a"
+            out.append(row)
+        return pd.DataFrame(out, columns=cols)
 
     def discover_pca(self, n_samples=None, k=10, progress=None, layer: str | None = None,
                      half: str | None = None) -> list[str]:

@@ -6,6 +6,7 @@ dict {"source": key}; sources and directions live in the (shared) service.
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import gradio as gr
@@ -142,10 +143,15 @@ def build_directions(backends: Backends):
     def ui_judge(did, n):
         if not did:
             raise InputError("choose a direction to judge")
+        note = ""
+        if svc.get(did).kind == "text" and n != 1:  # the library says "run Judge" for these too
+            n, note = 1, " (a text direction is judged on one source)"
         rep = svc.judge_direction(did, n)
         ch = ", ".join(f"{k} {v:.0%}" for k, v in rep["changes"].items())
+        istd = rep.get("istd", float("nan"))
         md = (f"**{rep['name']}** — changed: {ch}; disentanglement **{rep['disentanglement']:.2f}** "
-              f"(share of the change in {rep['dominant']}); ISTD {rep.get('istd', float('nan')):.4f}")
+              f"(share of the change in {rep['dominant']})"
+              + (f"; ISTD {istd:.4f}" if math.isfinite(istd) else "") + note)
         return [md] + lib_outputs()
 
     @guard
