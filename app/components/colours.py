@@ -3,8 +3,10 @@
 - A column whose values are all colour names (CSS names such as "red", "dark grey") or hex codes
   is drawn in those colours: "red" points are red.
 - Other categories get a colour from one fixed palette by a hash of the category's text, so a
-  category keeps its colour across the Atlas, Clusters and Stitching maps and across reloads;
-  within one map two categories never share a colour while the palette has free slots.
+  category keeps its colour across the Atlas, Clusters and Stitching maps and across reloads (for
+  maps with the same number of categories, up to 10, 20 or 40: few categories use only the most
+  distinct colours); within one map two categories never share a colour while the palette has
+  free slots.
 """
 from __future__ import annotations
 
@@ -61,14 +63,16 @@ def category_colours(categories) -> list[str]:
         return [n if n is not None else OTHER for n in named]
     used: set[int] = set()
     assigned: dict[str, str] = {}
+    n = len({c for c in cats if c not in special})
+    slots = 10 if n <= 10 else 20 if n <= 20 else len(PALETTE)  # few categories: the most distinct colours
     for c in sorted(set(cats)):
         if c in special:
             assigned[c] = OTHER
             continue
-        s = _slot(c)
-        if len(used) < len(PALETTE):
+        s = _slot(c) % slots
+        if len(used) < slots:
             while s in used:
-                s = (s + 1) % len(PALETTE)
+                s = (s + 1) % slots
         used.add(s)
         assigned[c] = PALETTE[s]
     return [assigned[c] for c in cats]
