@@ -20,3 +20,16 @@ def open_page(browser, url: str, *, tab: str | None = None, ready: str | None = 
         yield page
     finally:
         ctx.close()
+
+
+def lasso_everything(page, plot: str = "#atlas-map", *, wait_for: str | None = "#atlas-selection"):
+    """Draw a lasso round the whole plot area of the map `plot`; wait until `wait_for` says 'selected'."""
+    box = page.locator(f"{plot} .nsewdrag").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.mouse.down()
+    for px, py in [(box["width"] - 5, 5), (box["width"] - 5, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
+        page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
+    page.mouse.up()
+    if wait_for:
+        page.wait_for_function(f"document.querySelector('{wait_for}').innerText.includes('selected')",
+                               timeout=60_000)

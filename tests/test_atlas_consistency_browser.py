@@ -3,22 +3,11 @@ import re
 
 import pytest
 
-from browser_pages import open_page
+from browser_pages import lasso_everything, open_page
 
 pytestmark = pytest.mark.browser
 
 MAP = "document.querySelector('#atlas-map .la-plot')"
-
-
-def _lasso_everything(page):
-    box = page.locator("#atlas-map .nsewdrag").bounding_box()
-    page.mouse.move(box["x"] + 5, box["y"] + 5)
-    page.mouse.down()
-    for px, py in [(box["width"] - 5, 5), (box["width"] - 5, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
-        page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
-    page.mouse.up()
-    page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('selected')",
-                           timeout=60_000)
 
 
 def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browser):
@@ -27,15 +16,15 @@ def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browse
         # the map is the tab: most of a 1400-px screen
         assert page.locator("#atlas-map .la-plot").bounding_box()["width"] >= 800
 
-        _lasso_everything(page)
+        lasso_everything(page)
         assert page.evaluate(f"{MAP}.layout.selections.length") >= 1
         page.fill("#atlas-query textarea", "label=3")
         page.get_by_role("button", name="Search", exact=True).click()
         page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('match')",
-                               timeout=60_000)
+                               timeout=180_000)
         # the old lasso and its dimmed points are gone; the hits are ringed
         page.wait_for_function(f"{MAP}.layout.selections.length === 0 && !{MAP}.data.some(t => t.selectedpoints)",
-                               timeout=20_000)
+                               timeout=60_000)
         n_hits = int(page.inner_text("#atlas-selection").split()[0].replace(",", ""))
         assert page.evaluate(f"{MAP}.data.find(t => t.name === 'selected').x.length") == n_hits
 
@@ -50,12 +39,12 @@ def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browse
         page.get_by_label("x: B").fill("label=1")
         page.get_by_role("button", name="Apply axes").click()
         page.wait_for_function(f"{MAP}.layout.title && {MAP}.layout.title.text.includes('custom axes')",
-                               timeout=60_000)
+                               timeout=180_000)
         # the hits are still marked, and the table shows the new coordinates
         page.wait_for_function(f"({MAP}.data.find(t => t.name === 'selected') || {{x: []}}).x.length === {n_hits}",
-                               timeout=20_000)
+                               timeout=60_000)
         page.wait_for_function("(b) => document.querySelector('#atlas-selection-table').innerText !== b", arg=before,
-                               timeout=20_000)
+                               timeout=60_000)
         assert str(n_hits) in page.inner_text("#atlas-selection")
 
         # another corpus starts clean: no old search text or custom-axes groups

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from browser_pages import open_page
+from browser_pages import lasso_everything, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -41,14 +41,7 @@ def test_map_shows_every_digit_and_click_fills_neighbour_gallery(page):
 
 
 def test_lasso_selection_lists_the_selected_items(page):
-    box = page.locator("#atlas-map .nsewdrag").bounding_box()
-    page.mouse.move(box["x"] + 5, box["y"] + 5)
-    page.mouse.down()
-    for px, py in [(box["width"] - 5, 5), (box["width"] - 5, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
-        page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
-    page.mouse.up()
-    page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('selected')",
-                           timeout=60_000)
+    lasso_everything(page)
     text = page.inner_text("#atlas-selection")
     count = int(text.split()[0].replace(",", ""))
     assert count > 1000, text  # a lasso around the whole plot area takes most points

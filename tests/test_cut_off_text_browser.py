@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_pages import open_page
+from browser_pages import lasso_everything, open_page
 from test_browser_atlas import POINT_POSITION
 
 pytestmark = pytest.mark.browser
@@ -133,14 +133,7 @@ def test_atlas_neighbour_captions_and_tables(page, shots):
     page.mouse.click(x, y)
     page.wait_for_function("document.querySelectorAll('#atlas-neighbours .caption-label').length >= 10",
                            timeout=60_000)
-    box = page.locator("#atlas-map .nsewdrag").bounding_box()  # a lasso round the map fills the selection
-    page.mouse.move(box["x"] + 5, box["y"] + 5)
-    page.mouse.down()
-    for px, py in [(box["width"] - 5, 5), (box["width"] - 5, box["height"] - 5), (5, box["height"] - 5), (5, 5)]:
-        page.mouse.move(box["x"] + px, box["y"] + py, steps=4)
-    page.mouse.up()
-    page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('selected')",
-                           timeout=60_000)
+    lasso_everything(page)  # a lasso round the map fills the selection
     time.sleep(0.5)
     page.screenshot(path=str(shots / "cut-off-atlas.png"), full_page=True)
     caps = check_captions(page, 10)

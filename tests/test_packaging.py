@@ -125,6 +125,9 @@ def test_main_opens_positional_files_like_data(monkeypatch, tmp_path):
         def model_notes(self):
             return []
 
+        def warm_up(self):
+            pass
+
     class FakeDemo:
         def launch(self, **kwargs):
             opened.append("launched")

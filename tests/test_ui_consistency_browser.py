@@ -129,18 +129,18 @@ def test_clusters_k_chart_explains_itself_and_propagation_keeps_the_cluster_map(
         # k was given: no curve, and the chart says so (it sat empty)
         page.wait_for_function("(() => { const d = document.querySelector('#clusters-curve .js-plotly-plot');"
                                " return d && (d.layout.annotations || []).some(a => a.text.includes('k = 6 was given'));"
-                               " })()", timeout=60_000)
+                               " })()", timeout=TIMEOUT)
         page.screenshot(path=str(shots / "clusters-k-given.png"))
         table_before = page.inner_text("#clusters-table")
 
         page.get_by_text("Few-shot labelling").click()
         page.click("#clusters-sample")  # 'label' is the sampled column on digits
         page.wait_for_function("document.querySelector('#clusters-labels textarea').value.includes('=')",
-                               timeout=60_000)
+                               timeout=TIMEOUT)
         page.click("#clusters-propagate")
         page.wait_for_function("document.querySelector('#clusters-prop-md').innerText.includes('labels →')",
                                timeout=TIMEOUT)
-        page.wait_for_function(f"({_title('#clusters-prop-map')}).startsWith('few-shot labels')", timeout=60_000)
+        page.wait_for_function(f"({_title('#clusters-prop-map')}).startsWith('few-shot labels')", timeout=TIMEOUT)
         # the cluster map and the tables still show the clustering
         assert page.evaluate(_title("#clusters-map")).startswith("6 clusters")
         assert page.inner_text("#clusters-table") == table_before
@@ -199,7 +199,7 @@ def _box_left_half(page) -> None:
     for s in range(1, 11):
         page.mouse.move(x0 + (x1 - x0) * s / 10, y0 + (y1 - y0) * s / 10)
     page.mouse.up()
-    page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('cluster')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#ann-summary').innerText.includes('cluster')", timeout=TIMEOUT)
 
 
 def _sign_in(page, name: str, token: str) -> None:
@@ -207,8 +207,8 @@ def _sign_in(page, name: str, token: str) -> None:
     page.fill("#ann-token input", token)
     page.click("#ann-sign-in")
     page.wait_for_function(f"document.querySelector('#ann-status').innerText.includes('Signed in as {name}')",
-                           timeout=60_000)
-    page.wait_for_selector("#ann-plot .la-scatter[data-ready]", timeout=60_000)
+                           timeout=TIMEOUT)
+    page.wait_for_selector("#ann-plot .la-scatter[data-ready]", timeout=TIMEOUT)
 
 
 def test_annotate_menu_counts_and_plot_stay_true(atlas_app, browser, annotate_admin, shots):

@@ -78,17 +78,9 @@ def score_single(images, specs, judge=None) -> dict:
 
 def detected_objects(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """For each region mask (K, H, W): the foreground components that overlap it most (bool (K, H, W))."""
-    from scipy import ndimage
+    from backends.shapes.regions_eval import assign_components
 
-    fg = foreground(image)
-    lab, n = ndimage.label(fg)
-    out = np.zeros(masks.shape, bool)
-    for c in range(1, n + 1):
-        comp = lab == c
-        ov = (masks & comp[None]).reshape(len(masks), -1).sum(1)
-        if ov.max() > 0:
-            out[int(np.argmax(ov))] |= comp
-    return out
+    return assign_components(foreground(image), masks)
 
 
 def score_regions(images, region_masks, region_specs, judge=None) -> dict:

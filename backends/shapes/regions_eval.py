@@ -124,7 +124,6 @@ def object_components(image: np.ndarray, masks: np.ndarray, *, threshold: float 
     differ from the background (the median colour outside every grown region, as in detect_objects),
     each given to the region it overlaps most. bool (R, H, W); unlike detect_objects, an object is not
     cut at the region's edge, so whether it lies inside its region can be read off."""
-    from scipy import ndimage
 
     img = np.asarray(image, np.float32)
     margin = max(1, img.shape[0] // 16)
@@ -133,7 +132,15 @@ def object_components(image: np.ndarray, masks: np.ndarray, *, threshold: float 
         outside = np.zeros_like(outside)
         outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
     bg = np.median(img[outside], axis=0)
-    lab, n = ndimage.label(np.linalg.norm(img - bg, axis=-1) > threshold)
+    return assign_components(np.linalg.norm(img - bg, axis=-1) > threshold, masks)
+
+
+def assign_components(foreground: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Each connected component of `foreground` (H, W) given whole to the region (R, H, W) it overlaps
+    most (components touching no region are dropped): bool (R, H, W)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(foreground)
     out = np.zeros(masks.shape, bool)
     for c in range(1, n + 1):
         comp = lab == c
