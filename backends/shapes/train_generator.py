@@ -768,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
             losses = []
         if step % args.ckpt_every == 0 or step == args.steps:
             ot, om = optimizer_tensors(opt)
+            # Adam's moments in bf16 (torch casts them back to the parameters' fp32 on load): the committed
+            # resumable state stays under 20 MB (21.6 -> 16.2 MB for the shipped layout)
+            ot = {k: (v.to(torch.bfloat16) if v.is_floating_point() and v.dim() > 0 else v) for k, v in ot.items()}
             tensors = {f"model.{k}": v for k, v in generator_state_dict(gen).items()}
             tensors.update({f"ema.{k}": v for k, v in generator_state_dict(ema).items()})
             tensors.update(ot)
