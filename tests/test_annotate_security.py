@@ -501,7 +501,7 @@ def test_api_export_is_private_served_once_and_csv_safe(app):
     rows = list(csv.DictReader(io.StringIO(text)))
     assert {r["annotator"] for r in rows} == {"'" + evil}
     deadline = time.time() + 5
-    while served.exists() and time.time() < deadline:
+    while (served.exists() or served.parent.exists()) and time.time() < deadline:  # the file, then its folder
         time.sleep(0.05)
     assert not served.exists() and not served.parent.exists()  # gone after its download
     with pytest.raises(urllib.error.HTTPError) as err:
