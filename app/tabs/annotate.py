@@ -1,4 +1,5 @@
-"""Annotate tab: annotators mark the clusters they see in scatterplots; an admin runs the study.
+"""Annotate tab: the layout and event wiring of app/services/annotate.py (what the tab does):
+annotators mark the clusters they see in scatterplots; an admin runs the study.
 
 Annotator flow: sign in (name + token; an unknown name is registered with its token only where the
 admin opened sign-up for the task set) → for each
@@ -19,47 +20,37 @@ the server handed to their token. Wrong passwords and tokens are limited per cli
 """
 from __future__ import annotations
 
-import json
-import re
-import time
-
 import gradio as gr
-import numpy as np
 
 from app.components.errors import api_guard, guard
-from app.components.scatter import PALETTE, scatter_map, scatter_payload
-from app.components.security import auth_attempt, new_export_dir, serve_once
+from app.components.scatter import scatter_map
+from app.components.security import new_export_dir, serve_once
 from app.components.tables import empty_table
-from backends.clusters.annotations import (
-    NOISE,
-    UNASSIGNED,
-    AnnotationStore,
-    AuthError,
-    check_password,
-    get_store,
-    group_names,
-    new_token,
+from app.services.annotate import (  # noqa: F401  (GROUP_COLORS … store_for: re-exported, tests import them from here)
+    AGREEMENT_COLUMNS,
+    ANNOTATOR_COLUMNS,
+    CATEGORIES,
+    EXPORT_FORMATS,
+    GROUP_COLORS,
+    LEADERBOARD_COLUMNS,
+    NEW_PLOT_SUMMARY,
+    PROGRESS_COLUMNS,
+    SETS_COLUMNS,
+    TOKEN_COLUMNS,
+    UI_CLUSTERS,
+    AnnotateService,
+    groups_from_labels,
+    labels_from_actions,
+    plot_payload,
+    store_for,
 )
-from backends.errors import InputError
+from backends.clusters.annotations import NOISE
 
-UI_CLUSTERS = 9  # groups reachable from the radio and keys 1–9; the API accepts up to 20
 # Sign-in/submit/skip share one queue group. SQLite serialises the commits (one fsync each), so
 # more workers do not add write throughput; 8 lets the reads, JSON and next-plot work overlap with
 # a commit (20 clients × 10 submits here: same ~28/s as 1 worker, p90 latency 1.0 s vs 1.3–2.3 s)
 # while leaving Gradio's thread pool to the other tabs.
 SUBMIT_CONCURRENCY = 8
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
-GROUP_COLORS = {**{f"cluster {k}": PALETTE[(k - 1) % len(PALETTE)] for k in range(1, 21)},
-                NOISE: "#222222", UNASSIGNED: "#c9c9c9"}
-CATEGORIES = group_names() + [UNASSIGNED]
-# The admin tables' columns (what their handlers return); each table starts empty with them.
-SETS_COLUMNS = ("task_set", "kind", "plots", "target", "sign_up", "created")
-TOKEN_COLUMNS = ("name", "token")
-PROGRESS_COLUMNS = ("plot_id", "position", "n_points", "answers", "skips", "mean_seconds", "target", "complete")
-ANNOTATOR_COLUMNS = ("annotator", "answers", "skips", "mean_seconds", "last")
-AGREEMENT_COLUMNS = ("plot_id", "position", "n_points", "annotators", "mean_pairwise_ari", "alpha_comembership",
-                     "clusters_median", "clusters_min", "clusters_max")
-LEADERBOARD_COLUMNS = ("method", "mean_ari", "plots")
 
 KEYS_HTML = ('<div class="ann-keys">Keys: <b>1–9</b> group · <b>0</b> noise · <b>N</b> new group · '
              '<b>U</b> undo · <b>L</b>/<b>B</b> lasso/box · <b>Enter</b> submit · <b>S</b> skip</div>')
@@ -122,61 +113,6 @@ if (!window.__laAnnotateLegend) {
   }
 }
 """.replace("LEGEND_MARGIN", str(LEGEND_MARGIN))
-NEW_PLOT_SUMMARY = "Nothing selected yet: pick a group, then draw a lasso or box around its points."
-
-
-# ---------------------------------------------------------------------------------------
-# Pure functions: no gradio
-
-
-def store_for(backends) -> AnnotationStore:
-    """The store of this app's settings (one engine per database URL in the process)."""
-    return get_store(backends.settings.annotations_url)
-
-
-def labels_from_actions(actions: list, n_points: int) -> list[str]:
-    """Replay the selection actions: later selections move points to their group."""
-    labels = [UNASSIGNED] * n_points
-    for group, idx in actions or []:
-        for i in idx:
-            if 0 <= int(i) < n_points:
-                labels[int(i)] = group
-    return labels
-
-
-def groups_from_labels(labels: list[str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, g in enumerate(labels):
-        if g != UNASSIGNED:
-            out.setdefault(g, []).append(i)
-    order = {g: i for i, g in enumerate(CATEGORIES)}
-    return {g: out[g] for g in sorted(out, key=order.__getitem__)}
-
-
-def plot_payload(plot, labels: list[str] | None = None, *, tool: str = "lasso", title: str = "",
-                 revision: str = "") -> str:
-    """The scatter component's JSON with a fixed colour per group (the component's own colouring
-    re-numbers categories as groups appear, so the colours are set here)."""
-    n = plot.n_points
-    labels = labels or [UNASSIGNED] * n
-    payload = json.loads(scatter_payload(
-        plot.xy, ids=[str(i) for i in range(n)], hover=[f"point {i}: {g}" for i, g in enumerate(labels)],
-        title=title, dragmode="select" if tool == "box" else "lasso", point_size=8 if n < 500 else 6,
-        uirevision=f"plot-{plot.id}-{revision}"))
-    code = {g: i for i, g in enumerate(CATEGORIES)}
-    colours = [GROUP_COLORS[g] for g in CATEGORIES]  # "colors": what the scatter draws with since 16bb7be
-    payload.update({"color_cat": [code[g] for g in labels], "categories": CATEGORIES, "color_name": "group",
-                    "palette": colours, "colors": colours, "outline": False})
-    return json.dumps(payload, separators=(",", ":"))
-
-
-def _summary(labels: list[str]) -> str:
-    groups = groups_from_labels(labels)
-    if not groups:
-        return NEW_PLOT_SUMMARY
-    parts = [f"**{g}**: {len(ids)}" for g, ids in groups.items()]
-    left = sum(1 for g in labels if g == UNASSIGNED)
-    return " · ".join(parts) + f" · unassigned: {left}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,278 +120,106 @@ def _summary(labels: list[str]) -> str:
 
 
 def build_annotate(backends):
+    svc = AnnotateService(backends)
+    store = svc.store
 
-    def store() -> AnnotationStore:
-        return store_for(backends)
-
-    def set_names() -> list[str]:
-        return [t["name"] for t in store().task_sets()]
-
-    # -- annotator handlers -------------------------------------------------------------
-    def _progress_md(who, ts_id: int, ts_name: str, note: str = "") -> str:
-        p = store().progress(who.id, ts_id)
-        line = (f"**{who.name}** · task set **{ts_name}** · submitted {p['submitted']} · skipped {p['skipped']} · "
-                f"remaining {p['remaining']} of {p['total']}")
-        return (note + "\n\n" if note else "") + line
-
-    def _show_next(who, ts_id: int, tool: str, note: str = ""):
-        s = store()
-        plot = s.next_plot(who.id, ts_id)
-        ts_name = next((t["name"] for t in s.task_sets() if t["id"] == ts_id), str(ts_id))
-        md = _progress_md(who, ts_id, ts_name, note)
-        if plot is None:  # an empty plot, so the last one does not stay on screen
-            done = scatter_payload(np.zeros((0, 2), np.float32), ids=[], title="All plots done", uirevision="done")
-            return md + "\n\n**All plots in this task set are done. Thank you!**", done, "", "{}", []
-        title = f"Plot {plot.position + 1} (id {plot.id}) · {plot.n_points} points"
-        return md, plot_payload(plot, tool=tool, title=title), str(plot.id), "{}", []
-
-    def _who(token: str):
-        """The annotator holding this token (failed tokens are limited and logged)."""
-        return auth_attempt("token", store().authenticate, token, failures=(AuthError,))
-
+    # -- annotator handlers: the service's, with the docstrings Gradio shows on the API page ----
     def sign_in(name: str, token: str, task_set: str, tool: str = "lasso"):
         """Sign in (a new name is registered with its token where sign-up is open for the task set)
         and get the next plot of the task set. Returns (status, plot JSON, plot id, groups JSON)."""
-        s = store()
-        ts_id = s.task_set_id(task_set or "")
-        who = auth_attempt("sign-in", s.sign_in, name, token, ts_id, failures=(AuthError,))
-        return _show_next(who, ts_id, tool, note=f"Signed in as **{who.name}**.")
+        return svc.sign_in(name, token, task_set, tool)
 
     def submit(token: str, plot_id: str, groups: str, tool: str = "lasso"):
         """Store the groups of one plot: groups is JSON {"cluster 1": [point ids], …, "noise": [...]}.
         Returns (status, next plot JSON, next plot id, groups JSON reset)."""
-        s = store()
-        who = _who(token)
-        if not str(plot_id or "").strip():
-            raise InputError("no plot is shown: sign in first")
-        res = s.submit(who.id, plot_id, groups)
-        plot = s.plot(plot_id)
-        note = (f"Stored answer #{res.annotation_id} for plot {plot.id}." if res.created
-                else f"Plot {plot.id} was already stored (answer #{res.annotation_id}); not duplicated.")
-        return _show_next(who, plot.task_set_id, tool, note)
+        return svc.submit(token, plot_id, groups, tool)
 
     def skip(token: str, plot_id: str, tool: str = "lasso"):
         """Skip a plot (recorded, so it is not shown again). Returns like annotate_submit."""
-        s = store()
-        who = _who(token)
-        if not str(plot_id or "").strip():
-            raise InputError("no plot is shown: sign in first")
-        res = s.submit(who.id, plot_id, skipped=True)
-        plot = s.plot(plot_id)
-        return _show_next(who, plot.task_set_id, tool, f"Skipped plot {plot.id} (#{res.annotation_id}).")
+        return svc.skip(token, plot_id, tool)
 
     def progress(token: str, task_set: str) -> str:
         """Your own progress in a task set."""
-        s = store()
-        who = _who(token)
-        ts_id = s.task_set_id(task_set or "")
-        return _progress_md(who, ts_id, task_set)
-
-    def _redraw(token: str, plot_id: str, actions: list, tool: str):
-        plot = store().handed(_who(token).id, plot_id)  # only the plot handed to this token
-        labels = labels_from_actions(actions, plot.n_points)
-        title = f"Plot {plot.position + 1} (id {plot.id}) · {plot.n_points} points"
-        payload = plot_payload(plot, labels, tool=tool, title=title, revision=str(len(actions)))
-        return payload, json.dumps(groups_from_labels(labels)), _summary(labels)
+        return svc.progress(token, task_set)
 
     def on_select(token: str, actions: list, group: str, plot_id: str, tool: str, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}
-        idx = [int(i) for i in data.get("indices", [])]
-        if not idx or not str(plot_id or "").strip():
+        out = svc.select(token, actions, group, plot_id, tool, data.get("indices", []))
+        if out is None:  # no points, no plot, or plotly repeating the last selection
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        actions = list(actions or [])
-        if actions and actions[-1] == [group, idx]:
-            # plotly repeats plotly_selected for one lasso (on re-render); a repeat changes nothing
-            # and must not become a second undo step
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        actions.append([group, idx])
-        payload, groups, summary = _redraw(token, plot_id, actions, tool)
-        return actions, payload, groups, summary
+        return out
 
     def undo(token: str, actions: list, plot_id: str, tool: str = "lasso"):
         """Remove the last selection (of the plot handed to this token). Returns (actions, plot JSON,
         groups JSON, summary)."""
-        actions = list(actions or [])[:-1]
-        if not str(plot_id or "").strip():
-            return actions, gr.skip(), "{}", "Nothing to undo."
-        payload, groups, summary = _redraw(token, plot_id, actions, tool)
-        return actions, payload, groups, summary
+        actions, payload, groups, summary = svc.undo(token, actions, plot_id, tool)
+        return actions, (gr.skip() if payload is None else payload), groups, summary
 
     def retool(token: str, actions: list, plot_id: str, tool: str):
-        if not str(plot_id or "").strip():
-            return gr.skip()
-        return _redraw(token, plot_id, actions, tool)[0]
+        payload = svc.retool(token, actions, plot_id, tool)
+        return gr.skip() if payload is None else payload
 
     def new_group(actions: list) -> str:
         """The first cluster name not used yet in this plot."""
-        used = {g for g, _ in actions or []}
-        for k in range(1, UI_CLUSTERS + 1):
-            if f"cluster {k}" not in used:
-                return f"cluster {k}"
-        return f"cluster {UI_CLUSTERS}"
+        return svc.new_group(actions)
 
     # -- admin handlers -----------------------------------------------------------------
-    def admin(password: str) -> AnnotationStore:
-        auth_attempt("admin password", check_password, password, backends.settings.admin_password,
-                     failures=(AuthError,))
-        return store()
-
-    def _sets_table(s: AnnotationStore):
-        import pandas as pd
-
-        rows = [{"task_set": t["name"], "kind": t["kind"], "plots": t["n_plots"], "target": t["target_annotators"],
-                 "sign_up": "open" if t["signup_open"] else "closed",
-                 "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(t["created_at"]))} for t in s.task_sets()]
-        return pd.DataFrame(rows, columns=list(SETS_COLUMNS))
-
     def admin_create_synthetic(password: str, name: str, n_plots: float, points_min: float, points_max: float,
                                clusters_min: float, clusters_max: float, separation_min: float, separation_max: float,
                                noise_max: float, target: float, seed: float, density_max: float = 4.0):
         """Create a task set of Gaussian-mixture plots. Returns (message, task sets table)."""
-        from backends.clusters.perception import synthetic_task_specs
-
-        s = admin(password)
-        for arg, lo, hi in (("points", points_min, points_max), ("clusters", clusters_min, clusters_max),
-                            ("separation", separation_min, separation_max)):
-            if lo > hi:
-                raise InputError(f"{arg}: the minimum {lo} is above the maximum {hi}")
-        specs = synthetic_task_specs(int(n_plots), seed=int(seed), points=(int(points_min), int(points_max)),
-                                     clusters=(int(clusters_min), int(clusters_max)),
-                                     separation=(float(separation_min), float(separation_max)),
-                                     noise_fraction=(0.0, float(noise_max)),
-                                     density_ratio=(1.0, max(1.0, float(density_max))))
-        params = {"n_plots": int(n_plots), "points": [points_min, points_max], "clusters": [clusters_min, clusters_max],
-                  "separation": [separation_min, separation_max], "noise_max": noise_max,
-                  "density_max": density_max, "seed": int(seed)}
-        s.create_task_set(name, specs, kind="synthetic", params=params, target_annotators=int(target))
-        return f"Created task set **{name.strip()}** with {len(specs)} plots.", _sets_table(s), _choices(name)
+        message, table, created = svc.admin_create_synthetic(
+            password, name, n_plots, points_min, points_max, clusters_min, clusters_max, separation_min,
+            separation_max, noise_max, target, seed, density_max)
+        return message, table, _choices(created)
 
     def admin_create_from_corpus(password: str, name: str, corpus: str, n_plots: float, points: float,
                                  window: float, method: str, target: float, seed: float):
         """Create a task set of plots subsampled from a corpus's 2-D map (PCA or UMAP)."""
-        from backends.clusters.perception import corpus_task_specs
-        from backends.corpora.projection import ProjectionParams, project
-
-        s = admin(password)
-        c = backends.corpus(corpus)
-        xy = project(c.vectors, ProjectionParams(method=method), cache=backends.cache, fingerprint=c.fingerprint)
-        label_col = next((col for col in ("label", "class", "target", "category") if col in c.meta.columns), None)
-        specs = corpus_task_specs(xy, c.meta["id"].tolist(), int(n_plots), points=int(points), seed=int(seed),
-                                  window=float(window), corpus=corpus,
-                                  labels=c.meta[label_col].tolist() if label_col else None)
-        params = {"corpus": corpus, "n_plots": int(n_plots), "points": int(points), "window": float(window),
-                  "method": method, "seed": int(seed), "truth_column": label_col}
-        s.create_task_set(name, specs, kind="corpus", params=params, target_annotators=int(target))
-        return f"Created task set **{name.strip()}** with {len(specs)} plots from {corpus}.", _sets_table(s), _choices(name)
+        message, table, created = svc.admin_create_from_corpus(password, name, corpus, n_plots, points, window,
+                                                               method, target, seed)
+        return message, table, _choices(created)
 
     def admin_create_annotators(password: str, names: str):
         """One name per line → a table of names and new random tokens (shown once; only hashes are stored)."""
-        import pandas as pd
-
-        s = admin(password)
-        wanted = [n.strip() for n in (names or "").splitlines() if n.strip()]
-        if not wanted:
-            raise InputError("names is empty: give one annotator name per line")
-        if len(wanted) > 500:
-            raise InputError(f"names has {len(wanted)} lines; at most 500 at a time")
-        rows = []
-        for n in wanted:
-            tok = new_token()
-            s.register_annotator(n, tok)
-            rows.append({"name": n, "token": tok})
-        return pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
+        return svc.admin_create_annotators(password, names)
 
     def admin_signup(password: str, task_set: str, open_signup: bool) -> str:
         """Open (True) or close (False) sign-up for a task set: whether unknown names may register
         themselves with their own token there. Closed by default: only annotators created here sign in."""
-        s = admin(password)
-        ts_id = s.task_set_id(task_set or "")
-        s.set_signup_open(ts_id, bool(open_signup))
-        name = next(t["name"] for t in s.task_sets() if t["id"] == ts_id)
-        return (f"Sign-up for **{name}** is **open**: a new name registers with its token." if open_signup else
-                f"Sign-up for **{name}** is **closed**: only annotators created here can sign in.")
+        return svc.admin_signup(password, task_set, open_signup)
 
     def admin_progress(password: str, task_set: str):
         """Per plot: answers, skips, target, complete, mean seconds per answer."""
-        s = admin(password)
-        return s.set_progress(s.task_set_id(task_set or ""))
+        return svc.admin_progress(password, task_set)
 
     def admin_annotator_progress(password: str, task_set: str):
         """Per annotator: answers, skips, mean seconds per answer, last submission (UTC)."""
-        s = admin(password)
-        return s.annotator_progress(s.task_set_id(task_set or ""))
-
-    def _answers_by_plot(s: AnnotationStore, ts_id: int):
-        plots = {p.id: p for p in s.plots(ts_id)}
-        by: dict[int, list] = {pid: [] for pid in plots}
-        for a in s.annotations(ts_id):
-            by[a["plot_id"]].append(a["groups"])
-        return plots, by
+        return svc.admin_annotator_progress(password, task_set)
 
     def admin_agreement(password: str, task_set: str):
         """Per plot: annotators, mean pairwise ARI, Krippendorff's α on co-membership, clusters seen."""
-        import pandas as pd
-
-        from backends.clusters.perception import plot_agreement
-
-        s = admin(password)
-        plots, by = _answers_by_plot(s, s.task_set_id(task_set or ""))
-        rows = []
-        for pid, p in plots.items():
-            row = {"plot_id": pid, "position": p.position, "n_points": p.n_points,
-                   **plot_agreement(by[pid], p.n_points)}
-            rows.append(row)
-        df = pd.DataFrame(rows) if rows else empty_table(AGREEMENT_COLUMNS)
-        for col in ("mean_pairwise_ari", "alpha_comembership"):
-            if col in df:
-                df[col] = df[col].astype(float).round(3)
-        return df
+        return svc.admin_agreement(password, task_set)
 
     def admin_agreement_map(password: str, plot_id: str):
         """The plot coloured by point-wise agreement (mean Jaccard of each point's group across annotator pairs)."""
-        from backends.clusters.perception import partition_labels, pointwise_agreement
-
-        s = admin(password)
-        p = s.plot(plot_id)
-        answers = [a["groups"] for a in s.annotations(p.task_set_id) if a["plot_id"] == p.id]
-        if len(answers) < 2:
-            raise InputError(f"plot {p.id} has {len(answers)} answer(s); agreement needs at least 2")
-        agree = pointwise_agreement([partition_labels(g, p.n_points) for g in answers])
-        hover = [f"point {i}: agreement {a:.2f}" for i, a in enumerate(agree)]
-        payload = json.loads(scatter_payload(
-            p.xy, ids=[str(i) for i in range(p.n_points)], hover=hover, dragmode="pan",
-            title=f"Point-wise agreement, plot {p.id} ({len(answers)} annotators, mean {np.nanmean(agree):.2f})"))
-        # a continuous colour scale even when few distinct values occur (the component would show categories)
-        payload.update({"color_num": np.round(agree, 3).tolist(), "color_name": "agreement"})
-        return json.dumps(payload, separators=(",", ":"))
+        return svc.admin_agreement_map(password, plot_id)
 
     def admin_leaderboard(password: str, task_set: str):
         """Algorithms (k-means, DBSCAN, HDBSCAN, Gaussian mixture) vs the annotators: mean ARI."""
-        from backends.clusters.perception import leaderboard
-
-        s = admin(password)
-        plots, by = _answers_by_plot(s, s.task_set_id(task_set or ""))
-        return leaderboard([(plots[pid].xy, by[pid], plots[pid].truth) for pid in plots if by[pid]])
+        return svc.admin_leaderboard(password, task_set)
 
     def admin_export(password: str, task_set: str, fmt: str):
         """Export one row per point per answer as jsonl, csv or parquet. An empty task set means all."""
-        s = admin(password)
-        fmt = (fmt or "").lower()
-        if fmt not in EXPORT_FORMATS:
-            raise InputError(f"format must be one of {', '.join(EXPORT_FORMATS)}, but is {fmt!r}")
-        ts_id = s.task_set_id(task_set) if (task_set or "").strip() else None
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", (task_set or "all").strip())[:64].strip("._") or "all"
         # a private folder Gradio serves in place; the file goes after one download (or a TTL)
-        path = new_export_dir(export_file) / f"annotations-{stem}.{fmt}"
-        s.export(path, fmt, ts_id)
-        return serve_once(path)
+        return serve_once(svc.admin_export(password, task_set, fmt, lambda: new_export_dir(export_file)))
 
     def admin_sets(password: str):
         """All task sets: name, kind, plots, target annotators."""
-        return _sets_table(admin(password))
+        return svc.admin_sets(password)
 
     def _choices(value: str | None = None):
-        names = set_names()
+        names = svc.set_names()
         return gr.update(choices=names, value=(value.strip() if value else (names[0] if names else None)))
 
     def refresh_sets():
@@ -464,7 +228,7 @@ def build_annotate(backends):
 
     # -- layout -------------------------------------------------------------------------
     try:  # a database that cannot be opened must not take the whole app down: say so in the tab
-        initial, db_problem = set_names(), ""
+        initial, db_problem = svc.set_names(), ""
     except Exception as exc:  # noqa: BLE001 - shown to the user
         initial = []
         db_problem = f"**The annotation database could not be opened** ({type(exc).__name__}: {exc})."
@@ -527,7 +291,7 @@ def build_annotate(backends):
                         with gr.Column():
                             gr.Markdown("**From a corpus**: its 2-D map, subsampled")
                             cor_name = gr.Textbox(label="Name", value="corpus-1", max_lines=1)
-                            corpora = _safe_corpus_names(backends)
+                            corpora = svc.corpus_names()
                             cor_corpus = gr.Dropdown(corpora, value=corpora[0] if corpora else None, label="Corpus",
                                                      allow_custom_value=True)
                             cor_method = gr.Radio(["pca", "umap"], value="pca", label="Map")
@@ -600,7 +364,7 @@ def build_annotate(backends):
     gr.api(api_guard(progress), api_name="annotate_progress")
     def annotate_task_sets() -> list[str]:
         """Names of the task sets."""
-        return set_names()
+        return svc.set_names()
 
     gr.api(api_guard(annotate_task_sets), api_name="annotate_task_sets")
 
@@ -609,7 +373,7 @@ def build_annotate(backends):
     def annotator_menu(current: str | None):
         """The sign-in menu after the admin changed the task sets: the new ones are there without a
         reload; the annotator's choice stays (the first set when there was none)."""
-        names = set_names()
+        names = svc.set_names()
         current = (current or "").strip()
         return gr.update(choices=names, value=current if current else (names[0] if names else None))
 
@@ -641,10 +405,3 @@ def build_annotate(backends):
     if demo is not None:  # fresh task-set menus for every visitor
         demo.load(refresh_sets, None, task_set, api_visibility="undocumented", queue=False)
     return store
-
-
-def _safe_corpus_names(backends) -> list[str]:
-    try:
-        return list(backends.corpus_names())
-    except Exception:  # a broken optional loader must not take the Annotate tab down
-        return []
