@@ -105,7 +105,11 @@ class Backends:
             return corpus
 
     def _loader_kwargs(self, key: str) -> dict:
-        return {}
+        """Loaders that take a `cache` keep what they compute (a generated corpus's samples) in the
+        app's disk cache, so a later start reads it instead of computing it again."""
+        from backends.corpora.corpus import loader_accepts
+
+        return {"cache": self.cache} if loader_accepts(key, "cache") else {}
 
     def add_corpus(self, corpus: Corpus) -> str:
         """Register a user corpus; returns its key (content-addressed, so re-uploads are free)."""
@@ -402,10 +406,11 @@ class Backends:
         return key
 
     # -- warming the cache ---------------------------------------------------------------
-    def warm_up(self, names: list[str] | None = None, *, log=None, params=None):
+    def warm_up(self, names: list[str] | None = None, *, log=None, params=None, spaces: bool = True):
         """In a background thread (low priority), open the bundled corpora the tabs start on and
-        compute their default maps, thumbnails and indexes, so the first visitor after a start does
-        not wait for them (all cached on disk: later starts only read them). Returns the thread."""
+        compute their default maps, thumbnails and indexes, then (with `spaces`) embed the
+        Stitching tab's spaces, so the first visitor after a start does not wait for them (all
+        cached on disk: later starts only read them). Returns the thread."""
         import logging
 
         log = log or logging.getLogger("latent_atlas").info
@@ -429,6 +434,12 @@ class Backends:
                     log(f"warmed {name} in {time.perf_counter() - t0:.1f}s")
                 except Exception as exc:  # a corpus that cannot load here must not stop the others
                     log(f"could not warm {name}: {type(exc).__name__}: {exc}")
+            if spaces:
+                from backends.representations.stitching import warm_spaces
+
+                t0 = time.perf_counter()
+                done = warm_spaces(self.cache, log=log)
+                log(f"warmed {len(done)} stitching spaces in {time.perf_counter() - t0:.1f}s")
 
         t = threading.Thread(target=run, name="latent-atlas-warm-up", daemon=True)
         t.start()

@@ -304,3 +304,33 @@ def test_hspace_corpus_for_the_atlas():
     x = direction_axis(bank, d, 3)
     assert x.shape == (16,) and abs(float(np.std(x, ddof=1)) - 1.0) < 1e-3  # in units of σ
     assert trajectory(bank, 2).shape == (bank.h.shape[1], 2)
+
+
+def test_hspace_corpus_is_kept_in_the_app_cache_and_shared_with_directions(tmp_path, monkeypatch):
+    """A second server start opens the hspace corpus from the disk cache (no sampling), and the
+    Directions tab's PCA discovery uses the same bank (no sampling either)."""
+    from backends.shapes.generator import WEIGHTS
+
+    if not WEIGHTS.exists():
+        pytest.skip("the trained Shapes generator is not in assets/")
+    import backends.generative.hspace_corpus as H
+    from app.services.directions import DirectionsService
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    monkeypatch.setattr(H, "DEFAULT_SAMPLES", 12)
+    first = Backends(Settings(cache_dir=tmp_path))
+    c1 = first.corpus("hspace")
+    assert len(c1) == 12
+    H._BANKS.clear()  # a new process: nothing in memory
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled again although the bank is in the disk cache")
+
+    monkeypatch.setattr(D, "sample_bank", no_sampling)
+    second = Backends(Settings(cache_dir=tmp_path))
+    c2 = second.corpus("hspace")
+    np.testing.assert_array_equal(c1.vectors, c2.vectors)
+    svc = DirectionsService(second, judge=False)
+    assert svc.n_bank == 12
+    assert svc.discover_pca(k=2) == ["pc1", "pc2"]

@@ -159,3 +159,43 @@ def test_shapes_relative_neighbourhoods_agree_far_more_than_absolute(shapes_pair
     m = rel.compare(pair.x_a, pair.x_b, anchors, k=10)
     assert m["relative"]["jaccard"] >= m["absolute"]["jaccard"] + 0.3, m
     assert m["relative"]["mrr"] > m["absolute"]["mrr"] + 0.3, m
+
+
+def test_space_vectors_are_kept_in_the_disk_cache_until_the_weights_change(tmp_path):
+    """A later server start switches to a space by reading its vectors, not by encoding the world
+    again; new weights (a new fingerprint) are encoded anew."""
+    from backends.cache import ArtifactCache
+
+    calls, version = [], ["w1"]
+
+    def embed(world):
+        calls.append(version[0])
+        return np.random.default_rng(len(calls)).normal(size=(len(world.meta), 4)).astype(np.float32)
+
+    name = "test-cached-space"
+    st.register_space(st.Space(name, "blobs", "a space whose embedding is counted", embed=embed,
+                               fingerprint=lambda: version[0]))
+    cache = ArtifactCache(tmp_path)
+    try:
+        first = st.space_vectors(name, cache)
+        st._VEC_CACHE.pop(name)  # a new process: nothing in memory
+        again = st.space_vectors(name, cache)
+        assert calls == ["w1"]
+        np.testing.assert_array_equal(first, again)
+        st._VEC_CACHE.pop(name)
+        version[0] = "w2"
+        st.space_vectors(name, cache)
+        assert calls == ["w1", "w2"]
+        assert name in st.warm_spaces(cache)
+    finally:
+        st._SPACES.pop(name, None)
+        st._VEC_CACHE.pop(name, None)
+
+
+def test_the_shapes_spaces_can_be_kept_on_disk():
+    st._plugins()
+    for name in ("shapes-cnn", "shapes-vit", "minilm-captions", "shapes-cnn-text", "shapes-vit-text"):
+        space = st.get_space(name)
+        if space.unavailable():
+            continue
+        assert space.fingerprint is not None and space.fingerprint()

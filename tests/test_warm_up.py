@@ -10,7 +10,7 @@ def test_warm_up_caches_the_default_map_and_index(tmp_path):
     b = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))
     lines = []
     pca = ProjectionParams(method="pca")  # the same path as the default UMAP, without numba's compile time
-    b.warm_up(["digits", "no-such-corpus"], log=lines.append, params=pca).join(timeout=300)
+    b.warm_up(["digits", "no-such-corpus"], log=lines.append, params=pca, spaces=False).join(timeout=300)
     assert len(lines) == 1 and lines[0].startswith("warmed digits in")
     assert ("digits", "cosine") in b._indexes
     fresh = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))  # the next process: from disk

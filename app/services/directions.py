@@ -177,7 +177,9 @@ class DirectionsService:
         self._sources: OrderedDict = OrderedDict()
         self._dirs: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
-        self.n_bank = int(getattr(backends, "directions_bank_size", 200))
+        from backends.generative.hspace_corpus import DEFAULT_SAMPLES  # one bank for this tab and the hspace corpus
+
+        self.n_bank = int(getattr(backends, "directions_bank_size", 0) or DEFAULT_SAMPLES)
 
     # -- models -----------------------------------------------------------------------
     @property

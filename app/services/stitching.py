@@ -89,7 +89,7 @@ class StitchingService:
     def _load_pair(self, space_a: str, space_b: str) -> st.Pair:
         a_corpus, b_corpus = space_a.startswith(CORPUS_PREFIX), space_b.startswith(CORPUS_PREFIX)
         if not a_corpus and not b_corpus:
-            return st.load_pair(space_a, space_b)
+            return st.load_pair(space_a, space_b, cache=self.b.cache)
         xa, meta, images = self._vectors(space_a)
         xb, _, _ = self._vectors(space_b)
         return st.pair_from_arrays(xa, xb, meta, name_a=space_a, name_b=space_b, images=images)
@@ -100,7 +100,7 @@ class StitchingService:
             return c.vectors, c.meta, c.images
         s = st.get_space(space)
         world = st.get_world(s.world)
-        return st.space_vectors(space), world.meta, world.images
+        return st.space_vectors(space, self.b.cache), world.meta, world.images
 
     def params(self, space_a: str, space_b: str, **kw) -> dict:
         p = {"space_a": space_a, "space_b": space_b, **DEFAULTS}

@@ -166,6 +166,16 @@ def load_corpus(name: str, **kwargs) -> Corpus:
     return _LOADERS[name][0](**kwargs)
 
 
+def loader_accepts(name: str, parameter: str) -> bool:
+    """Whether the loader of corpus `name` takes a keyword `parameter` (False for unknown names)."""
+    import inspect
+
+    _import_builtin_loaders()
+    if name not in _LOADERS:
+        return False
+    return parameter in inspect.signature(_LOADERS[name][0]).parameters
+
+
 def _import_builtin_loaders() -> None:
     import importlib
 

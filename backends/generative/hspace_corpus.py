@@ -1,6 +1,6 @@
 """The h-space itself as a corpus: pooled h of N generated samples at a chosen denoising step.
 
-    corpus = load_corpus("hspace", n=300, step=5)   # vectors: h at step 5 of 10, mean over positions
+    corpus = load_corpus("hspace", n=200, step=5)   # vectors: h at step 5 of 10, mean over positions
     corpus.meta  # prompt, seed, shape/colour/size/position asked for (+ judged_* when a judge exists)
 
 The samples (and h at every step) come from one bank per model (``shapes_bank``), cached in
@@ -20,6 +20,10 @@ from backends.corpora.corpus import Corpus, register_corpus
 from backends.errors import InputError
 
 MAX_SAMPLES = 5000
+# The corpus's default size is the Directions tab's bank size: one bank (one key) serves both, so the
+# warm-up after launch that opens this corpus also readies PCA discovery, and a later start reads it
+# from the disk cache.
+DEFAULT_SAMPLES = 200
 _BANKS: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 _BUILDING: dict = {}
@@ -139,14 +143,16 @@ def bank_corpus(bank, step: int, *, name: str = "hspace") -> Corpus:
 
 
 @register_corpus("hspace", "h-space of the Shapes generator: pooled UNet bottleneck of generated samples")
-def load_hspace_corpus(n: int = 300, *, step: int | None = None, seed: int = 0, steps: int = 10) -> Corpus:
+def load_hspace_corpus(n: int | None = None, *, step: int | None = None, seed: int = 0, steps: int = 10,
+                       cache=None) -> Corpus:
     """h-space of the Shapes generator: pooled UNet bottleneck of generated samples.
 
-    n samples from single-object test prompts; h (mid-block output) at `step` (default: the
-    middle step) of `steps`, averaged over positions; coloured by prompt or the factors asked for
-    (and the judge's reading, judged_*); thumbnails are the generated images.
+    n samples (default DEFAULT_SAMPLES) from single-object test prompts; h (mid-block output) at
+    `step` (default: the middle step) of `steps`, averaged over positions; coloured by prompt or the
+    factors asked for (and the judge's reading, judged_*); thumbnails are the generated images.
+    With `cache` (the app's disk cache) the samples are kept there for later starts.
     """
-    bank = shapes_bank(None, n, seed=seed, steps=steps)
+    bank = shapes_bank(None, n or DEFAULT_SAMPLES, seed=seed, steps=steps, cache=cache)
     step = bank.h.shape[1] // 2 if step is None else int(step)
     return bank_corpus(bank, step)
 

