@@ -115,3 +115,22 @@ def test_zip_of_images_is_embedded_with_the_active_image_encoder(client, atlas_a
     expected_dim = 768 if embedder is None else embedder(batch.images[:1]).shape[1]
     assert len(corpus) == 12 and corpus.dim == expected_dim
     assert any("readme.txt" in n for n in corpus.notes)  # skipped, and said so
+
+
+def test_upload_of_a_projector_pair_as_two_files(client, tmp_path):
+    """The Embedding Projector's vectors.tsv + metadata.tsv through the API as a list of files (no zip)."""
+    rng = np.random.default_rng(1)
+    v = np.concatenate([rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 8])
+    (tmp_path / "vectors.tsv").write_text("\n".join("\t".join(f"{x:.5f}" for x in row) for row in v) + "\n")
+    labels = ["left"] * 30 + ["right"] * 30
+    (tmp_path / "metadata.tsv").write_text("label\tnumber\n" + "\n".join(f"{lab}\t{i}" for i, lab in enumerate(labels)) + "\n")
+    key = client.predict([handle_file(str(tmp_path / "vectors.tsv")), handle_file(str(tmp_path / "metadata.tsv"))],
+                         api_name="/atlas_upload")
+    assert key in client.predict(api_name="/atlas_corpora")
+    assert len(client.predict(key, "label=right", False, api_name="/atlas_search")) == 30
+    with pytest.raises(Exception, match="metadata without vectors"):
+        client.predict([handle_file(str(tmp_path / "metadata.tsv"))], api_name="/atlas_upload")
+    with pytest.raises(Exception, match="nothing was uploaded"):
+        client.predict([], api_name="/atlas_upload")
+    # one file, as before
+    assert client.predict(handle_file(str(tmp_path / "vectors.tsv")), api_name="/atlas_upload").startswith("upload:")

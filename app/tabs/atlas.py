@@ -276,11 +276,17 @@ def _register_api(svc: AtlasService, guard):
         svc.b.remove_upload(key)
         return atlas_corpora()
 
-    def atlas_upload(file: FileData, scaling: str = "auto") -> str:
-        """Upload a corpus file (gradio_client: handle_file(path)); returns the key to open it by.
-        scaling: for a table of numeric columns, "auto" (z-score when column scales differ by more
-        than 10×), "z-score", "robust" ((x − median) / IQR) or "none"; the corpus notes say which."""
-        return svc.b.add_path(uploaded_path(file), scaling=scaling)
+    def atlas_upload(file: FileData | list[FileData], scaling: str = "auto") -> str:
+        """Upload a corpus (gradio_client: handle_file(path), or a list of them for files that go
+        together: the Embedding Projector's [vectors.tsv, metadata.tsv], or several images); returns the key to
+        open it by. scaling: for a table of numeric columns, "auto" (z-score when column scales
+        differ by more than 10×), "z-score", "robust" ((x − median) / IQR) or "none"; the corpus
+        notes say which."""
+        files = file if isinstance(file, (list, tuple)) else [file]
+        if not files:
+            raise InputError("file: nothing was uploaded (an empty list)")
+        paths = [uploaded_path(f, f"file {i + 1}" if len(files) > 1 else "file") for i, f in enumerate(files)]
+        return svc.b.add_path(paths if len(paths) > 1 else paths[0], scaling=scaling)
 
     def atlas_project(corpus: str, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine") -> dict:
