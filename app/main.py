@@ -86,6 +86,18 @@ APP_CSS = """
 """
 
 
+# Gradio's status tracker tells screen readers "common.complete" when an event ends: the key has no
+# English text in Gradio 6.31's bundle, so the raw key was read out. Its text is given here (and
+# "common.error"'s, the other key the tracker announces).
+SCREEN_READER_TEXT = {"common.complete": "Complete", "common.error": "Error"}
+
+
+def app_i18n():
+    import gradio as gr
+
+    return gr.I18n(en=dict(SCREEN_READER_TEXT))
+
+
 def app_kwargs() -> dict:
     from app.components.security import app_kwargs as _kw
 
@@ -95,6 +107,7 @@ def app_kwargs() -> dict:
 def launch_kwargs(settings: Settings) -> dict:
     return {
         "css": APP_CSS,
+        "i18n": app_i18n(),
         "server_name": settings.host,
         "server_port": settings.port,
         "share": settings.share,

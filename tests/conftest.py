@@ -30,7 +30,7 @@ def session_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def atlas_app(session_cache):
     """The whole app launched in-process on a free port; yields (url, backends)."""
-    from app.main import APP_CSS, create_app
+    from app.main import APP_CSS, app_i18n, create_app
     from backends.registry import Backends
     from backends.settings import Settings
 
@@ -38,7 +38,7 @@ def atlas_app(session_cache):
     backends = Backends(settings)
     demo = create_app(settings, backends)
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True,
-                max_file_size=settings.max_upload_bytes, quiet=True, css=APP_CSS)
+                max_file_size=settings.max_upload_bytes, quiet=True, css=APP_CSS, i18n=app_i18n())
     yield f"http://127.0.0.1:{settings.port}/", backends
     demo.close()
 

@@ -57,3 +57,21 @@ def test_a_bad_search_is_reported_once_in_a_toast(page):
     count = "(sel) => Array.from(document.querySelectorAll(sel)).filter(e => e.offsetParent !== null).length"
     assert page.evaluate(count, ".toast-title-row span.error") >= 1  # the toast
     assert page.evaluate(count, ".wrap > span.error") == 0  # no badge over the map or the selection
+
+
+SR_RECORDER = """() => { window.__sr = []; const seen = (t) => { t = (t || '').trim(); if (t) window.__sr.push(t); };
+  new MutationObserver(ms => ms.forEach(m => seen(m.target.textContent || (m.target.parentElement || {}).textContent)))
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+  window.__srPoll = setInterval(() => document.querySelectorAll('.sr-only').forEach(e => seen(e.textContent)), 50); }"""
+
+
+def test_screen_readers_hear_words_not_translation_keys(page):
+    """When an event ends, Gradio announces it in a screen-reader-only region; in 6.31 that was the raw
+    key "common.complete". The app gives the key its text."""
+    page.evaluate(SR_RECORDER)
+    page.fill("#atlas-query textarea", "label=3")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('match')", timeout=60_000)
+    page.wait_for_function("() => window.__sr.some(t => t.includes('Complete'))", timeout=15_000)
+    said = page.evaluate("() => window.__sr")
+    assert not [t for t in said if "common." in t], said

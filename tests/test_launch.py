@@ -58,3 +58,12 @@ def test_out_of_range_flags_stop_with_one_line(tmp_path):
                            timeout=60, check=False)
         assert r.returncode != 0
         assert f"launch.py: {name} must be between" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_launched_app_gives_screen_reader_keys_their_words():
+    """launch.py and `latent-atlas` launch with the texts the browser test checks (conftest's app has them too)."""
+    from app.main import launch_kwargs
+    from backends.settings import Settings
+
+    i18n = launch_kwargs(Settings.from_env())["i18n"]
+    assert i18n.translations_dict["en"]["common.complete"] == "Complete"
