@@ -57,6 +57,19 @@ def default_pipe():
     return get_generator().load_pipeline()
 
 
+def default_record_half() -> str:
+    """The guidance half the default generator's h is read from in the Directions tab (its config
+    says; "uncond" otherwise): the hspace corpus reads the same, so the two share one bank."""
+    from backends.generative.hspace import RECORD_HALVES
+    from backends.plugins import get_generator
+
+    try:
+        half = dict(get_generator().defaults()).get("directions_record_half")
+    except Exception:  # noqa: BLE001 - a generator without defaults reads the unconditional half
+        half = None
+    return half if half in RECORD_HALVES else "uncond"
+
+
 def default_judge():
     """The default world's factor judge, or None when it has none (or its weights are missing)."""
     from backends.plugins import get_evaluator
@@ -152,7 +165,8 @@ def load_hspace_corpus(n: int | None = None, *, step: int | None = None, seed: i
     factors asked for (and the judge's reading, judged_*); thumbnails are the generated images.
     With `cache` (the app's disk cache) the samples are kept there for later starts.
     """
-    bank = shapes_bank(None, n or DEFAULT_SAMPLES, seed=seed, steps=steps, cache=cache)
+    bank = shapes_bank(None, n or DEFAULT_SAMPLES, seed=seed, steps=steps, cache=cache,
+                       record_half=default_record_half())
     step = bank.h.shape[1] // 2 if step is None else int(step)
     return bank_corpus(bank, step)
 
