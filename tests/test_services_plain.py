@@ -46,6 +46,14 @@ def directions(backends):
     return DirectionsService(backends, pipe=tiny_pipe(), judge=False)
 
 
+def test_pca_discovery_shows_a_percentage_from_the_start(directions):
+    """A cold Discover loads the model, then samples the bank: 0% shows at once, not after the first batch."""
+    seen = []
+    directions.discover_pca(k=2, progress=lambda f, text: seen.append((f, text)))
+    assert seen[:2] == [(0.0, "loading the generator"), (0.0, "sampling h: 0/8")]
+    assert seen[-1][0] == pytest.approx(1.0) and [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
 def test_directions_layers_sources_and_the_library(directions):
     from app.services.directions import LIBRARY_COLUMNS
 
@@ -151,6 +159,25 @@ def test_generate_clamps_and_names_its_methods(backends):
     img, notes = svc.generate("a red circle", seed=1, steps=0, guidance=3.0)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
     assert notes[0] == "steps 0 is outside 1..100; used 1"
+
+
+def test_generate_reports_its_progress_from_loading_to_the_last_step(backends):
+    """The first image takes seconds (the model loads, then 20 steps): the page shows a percentage
+    from the start, rising with every step to 100%."""
+    from app.services.generate import GenerateService
+    from backends.errors import InputError
+
+    svc = GenerateService(backends)
+    try:
+        svc.pipeline()
+    except InputError:
+        pytest.skip("no generator weights here")
+    seen = []
+    svc.generate("a blue star", seed=3, steps=5, progress=lambda f, text: seen.append((f, text)))
+    fractions = [f for f, _ in seen]
+    assert seen[0] == (0.0, "loading the generator")
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert [t for _, t in seen][-5:] == [f"denoising step {i}/5" for i in range(1, 6)]
 
 
 # -- Regions ------------------------------------------------------------------------------

@@ -223,7 +223,10 @@ class DirectionsService:
         """The h-space bank at `layer`, h read from the guidance half `half` ("uncond", the default, or "cond")."""
         from backends.generative.hspace_corpus import shapes_bank
 
-        return shapes_bank(self.pipe, n or self.n_bank, cache=self.b.cache, judge=self.judge, progress=progress,
+        if progress is not None:  # the first call loads the generator and the judge (seconds) before sampling
+            progress(0.0, "loading the generator")
+        pipe, judge = self.pipe, self.judge
+        return shapes_bank(pipe, n or self.n_bank, cache=self.b.cache, judge=judge, progress=progress,
                            layer=self._layer(layer), record_half=_record_half(half))
 
     # -- sources ------------------------------------------------------------------------

@@ -81,11 +81,11 @@ class GenerateService:
                          f"default), but is {label!r}")
 
     def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, method: str = "") -> tuple[np.ndarray, list[str]]:
+                 guidance: float | None = None, method: str = "", progress=None) -> tuple[np.ndarray, list[str]]:
         """One image (uint8 H×W×3) and the notes about what was clamped or cut. steps / guidance
         None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
         request (after clamping) is answered from a small cache: sampling is seeded, so it would
-        give the same image."""
+        give the same image. progress(fraction, text): told while the model loads and at each step."""
         if steps is None or guidance is None:
             d = self.b.generator_defaults()
             d_steps, d_guidance = d["steps"], d["guidance_scale"]
@@ -109,7 +109,7 @@ class GenerateService:
                 self._cache.move_to_end(key)
         fresh = hit is None
         if fresh:
-            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method)
+            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method, progress)
             with self._lock:
                 self._cache[key] = hit
                 while len(self._cache) > CACHE_SIZE:
@@ -120,17 +120,25 @@ class GenerateService:
         return image.copy(), notes + list(sample_notes)
 
     @gpu_task(duration=60)
-    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method):
+    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method, progress=None):
         import torch
 
         from backends.generative.pipeline import to_uint8
 
+        tell = progress or (lambda fraction, text: None)
+        tell(0.0, "loading the generator")  # the first request loads the weights and the text encoder
         pipe = self.pipeline()
+        tell(0.05, "encoding the prompt")
+
+        def on_step(_pipe, i, _t, _state):
+            tell(0.05 + 0.95 * (i + 1) / steps, f"denoising step {i + 1}/{steps}")
+            return {}
+
         t0 = time.perf_counter()
         try:
             out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
                        num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                       guidance_method=method)
+                       guidance_method=method, callback_on_step_end=on_step)
         except ValueError as exc:  # the pipeline's check_inputs names the argument
             raise InputError(str(exc)) from None
         seconds = time.perf_counter() - t0

@@ -19,8 +19,9 @@ def build_generate(backends: Backends):
     svc = GenerateService(backends)
 
     @guard
-    def run(prompt, negative, seed, steps, guidance, method):
-        image, notes = svc.generate(prompt, negative, seed, steps, guidance, method)
+    def run(prompt, negative, seed, steps, guidance, method, progress=gr.Progress()):
+        image, notes = svc.generate(prompt, negative, seed, steps, guidance, method,
+                                    progress=lambda f, text: progress(f, desc=text))
         shown = enlarge(image)
         if shown.shape != image.shape:
             notes.append(f"{image.shape[1]}×{image.shape[0]} image, shown enlarged to {shown.shape[1]}×{shown.shape[0]} "
@@ -54,10 +55,12 @@ def build_generate(backends: Backends):
     prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="model-generate",
                   concurrency_limit=1, trigger_mode="always_last")
 
-    def first_look(shown, *args):
+    def first_look(shown, prompt, negative, seed, steps, guidance, method, progress=gr.Progress()):
         """Opening the tab shows the example prompt's image (once computed, from the cache) rather
         than an empty box; an image already there stays."""
-        return gr.skip() if shown is not None else run(*args)
+        if shown is not None:
+            return gr.skip()
+        return run(prompt, negative, seed, steps, guidance, method, progress=progress)
 
     tab = gr.context.Context.block  # the gr.Tab this tab's layout is built in
     if isinstance(tab, gr.Tab):

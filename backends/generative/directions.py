@@ -151,6 +151,8 @@ def sample_bank(pipe, prompts: list[str], *, seeds=0, steps: int = 10, guidance_
         raise InputError(f"a bank needs at least 2 samples, but has {len(prompts)}")
     seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
     hs, imgs, ts, shape = [], [], None, None
+    if progress is not None:
+        progress(0.0, f"sampling h: 0/{len(prompts)}")
     for s in range(0, len(prompts), batch):
         tr = hspace.generate(pipe, prompts[s: s + batch], seeds=seeds[s: s + batch], steps=steps,
                              guidance_scale=guidance_scale, eta=eta, record_half=record_half, layer=layer)
@@ -279,6 +281,8 @@ def streaming_pca_directions(pipe, prompts: list[str], k: int = 25, *, seeds=0, 
         raise InputError(f"PCA needs at least 2 samples, but has {len(prompts)}")
     seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, (int, np.integer)) else [int(x) for x in seeds]
     accs, ts, shape = None, None, None
+    if progress is not None:
+        progress(0.0, f"sampling h: 0/{len(prompts)}")
     for s in range(0, len(prompts), batch):
         tr = hspace.generate(pipe, prompts[s: s + batch], seeds=seeds[s: s + batch], steps=steps,
                              guidance_scale=guidance_scale, eta=eta, record_half=record_half, decode_images=False,
