@@ -171,3 +171,19 @@ def test_admin_creates_task_sets_and_annotators(svc):
     assert "Signed in as **stranger**" in svc.sign_in("stranger", "token-stranger", "syn-small")[0]
     with pytest.raises(InputError, match="names is empty"):
         svc.admin_create_annotators(ADMIN, " \n ")
+
+
+def test_a_task_set_can_be_made_from_an_upload(svc, tmp_path):
+    """Uploads are corpora like the bundled ones: listed for the admin (by their name) and usable."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "mine.npy", np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 5]))
+    key = svc.b.add_path(str(tmp_path / "mine.npy"))
+    labels = dict((k, lab) for lab, k in svc.corpus_choices())
+    assert list(labels)[0] == key and labels[key].startswith("mine.npy")
+    assert "digits" in svc.corpus_names()
+    msg, *_ = svc.admin_create_from_corpus(ADMIN, "from-upload", key, 2, 40, 1.0, "pca", 3, 0)
+    assert "from-upload" in msg
+    store = svc.store()
+    assert len(store.plots(store.task_set_id("from-upload"))) == 2

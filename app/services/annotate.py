@@ -136,9 +136,14 @@ class AnnotateService:
         return [t["name"] for t in self.store().task_sets()]
 
     def corpus_names(self) -> list[str]:
-        """The corpora a task set can be made from ([] when listing them fails)."""
+        """The corpora a task set can be made from: this server's uploads, then the bundled ones
+        ([] when listing them fails)."""
+        return [key for _, key in self.corpus_choices()]
+
+    def corpus_choices(self) -> list[tuple[str, str]]:
+        """(label, key) of the corpora a task set can be made from, uploads first ("wine.csv · 178 × 13")."""
         try:
-            return list(self.b.corpus_names())
+            return list(self.b.corpus_choices())
         except Exception:  # a broken optional loader must not take the Annotate tab down
             return []
 

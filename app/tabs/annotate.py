@@ -291,8 +291,8 @@ def build_annotate(backends):
                         with gr.Column():
                             gr.Markdown("**From a corpus**: its 2-D map, subsampled")
                             cor_name = gr.Textbox(label="Name", value="corpus-1", max_lines=1)
-                            corpora = svc.corpus_names()
-                            cor_corpus = gr.Dropdown(corpora, value=corpora[0] if corpora else None, label="Corpus",
+                            corpora = svc.corpus_choices()
+                            cor_corpus = gr.Dropdown(corpora, value=corpora[0][1] if corpora else None, label="Corpus",
                                                      allow_custom_value=True)
                             cor_method = gr.Radio(["pca", "umap"], value="pca", label="Map")
                             with gr.Row():
@@ -401,7 +401,14 @@ def build_annotate(backends):
     export_btn.click(guard(admin_export), [password, admin_ts, fmt], export_file, api_name="annotate_admin_export",
                      concurrency_id="annotate-admin")
 
+    def refresh_corpora(current: str | None):
+        """The admin's corpus menu with the uploads made since the server started (kept across restarts)."""
+        choices = svc.corpus_choices()
+        keys = [k for _, k in choices]
+        return gr.update(choices=choices, value=current if current in keys else (keys[0] if keys else None))
+
     demo = gr.context.Context.root_block
-    if demo is not None:  # fresh task-set menus for every visitor
+    if demo is not None:  # fresh task-set and corpus menus for every visitor
         demo.load(refresh_sets, None, task_set, api_visibility="undocumented", queue=False)
+        demo.load(refresh_corpora, cor_corpus, cor_corpus, api_visibility="undocumented", queue=False)
     return store
