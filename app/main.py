@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
 #   arrow, and a dropdown in a row is at least that wide (up to the row's width; the row wraps).
 #   The options list already wraps long options.
 # - Tables: a dataframe's box stays within its column (max-width) and wider content scrolls sideways
-#   inside it, with a scrollbar that can be seen (Gradio's is 50% transparent).
+#   inside it, with a scrollbar that can be seen (Gradio's is 50% transparent). Tables whose cells
+#   wrap (Clusters, the Directions library) fit their column; their headers break between words only
+#   (Gradio let "cluster" break into "clu/ste/r" when the cells were narrow).
 APP_CSS = """
 .wrap:has(> span.error) { display: none !important; }
 
@@ -82,6 +84,10 @@ APP_CSS = """
   padding-right: calc(var(--size-5) + var(--size-2)); }
 
 .block:has(> .table-container) { max-width: 100%; }
+#clusters-table table, #dir-table table { table-layout: fixed; width: 100% !important; }
+#clusters-table th span.header, #dir-table th span.header { word-break: normal !important; overflow-wrap: break-word !important; }
+#dir-table th, #dir-table th *, #dir-table [role=gridcell], #dir-table [role=gridcell] * {
+  font-size: var(--text-xs) !important; word-break: normal !important; overflow-wrap: break-word !important; }
 .table-container .virtual-table-viewport { overflow-x: auto; scrollbar-color: var(--neutral-400) transparent; }
 """
 

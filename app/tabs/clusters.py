@@ -205,7 +205,9 @@ def build_clusters(backends: Backends):
         with gr.Column(scale=3, min_width=420):
             plot = scatter_map(height=480, elem_id="clusters-map")
             metrics = gr.Markdown(elem_id="clusters-metrics")
-            tbl = gr.Dataframe(empty_table(CLUSTER_COLUMNS), label="Clusters", interactive=False, max_height=300,
+            # cells wrap (headers only between words: APP_CSS), so the table fits its column
+            tbl = gr.Dataframe(empty_table(CLUSTER_COLUMNS), label="Clusters", interactive=False, max_height=300, wrap=True,
+                               column_widths=["14%", "11%", "31%", "31%", "13%"],
                                elem_id="clusters-table")
         with gr.Column(scale=2, min_width=300):
             curve = gr.Plot(label="k estimation", elem_id="clusters-curve")

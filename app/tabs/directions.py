@@ -24,6 +24,16 @@ N_SLOTS = 4  # direction sliders shown at once
 SLIDER_RANGE = 10.0  # ± σ on the sliders (the API accepts up to directions.MAX_STRENGTH)
 
 
+# The library table's headers on the page: words that can wrap ("default_strength" could only break
+# inside the word), so that all seven columns fit the tab's right-hand column; the API keeps LIBRARY_COLUMNS.
+SHOWN_HEADERS = {"default_strength": "strength (σ)", "disentanglement": "disentangle\u00adment", "istd": "ISTD"}
+
+
+def shown_library(table):
+    """The library DataFrame with the page's headers."""
+    return table.rename(columns=SHOWN_HEADERS)
+
+
 def build_directions(backends: Backends):
     from app.components.scatter import scatter_map
 
@@ -52,7 +62,7 @@ def build_directions(backends: Backends):
         def newest():  # a dict per output: Gradio consumes each update it applies
             return gr.update(choices=ch, value=sel[0]) if sel else gr.update(choices=ch)
 
-        return [svc.library_table(), newest(), newest(), gr.update(choices=ch)] + slots
+        return [shown_library(svc.library_table()), newest(), newest(), gr.update(choices=ch)] + slots
 
     # -- handlers ----------------------------------------------------------------------
     @guard
@@ -234,7 +244,9 @@ def build_directions(backends: Backends):
                 hmap = scatter_map(height=420, elem_id="dir-map")
         with gr.Column(scale=2, min_width=320):
             msg = gr.Markdown(elem_id="dir-message")
-            lib = gr.Dataframe(empty_table(LIBRARY_COLUMNS), label="Directions", interactive=False, max_height=260,
+            # short headers that can wrap between words, and cells that wrap, so the table fits its column
+            lib = gr.Dataframe(shown_library(empty_table(LIBRARY_COLUMNS)), label="Directions", interactive=False,
+                               max_height=260, wrap=True, column_widths=["13%", "21%", "9%", "14%", "17%", "15%", "11%"],
                                elem_id="dir-table")
             with gr.Accordion("Discover: PCA (unsupervised)", open=True):
                 with gr.Row():
