@@ -224,6 +224,21 @@ def test_stitching_a_rotated_space_is_the_same_in_relative_terms(backends):
 
 # -- Clusters -----------------------------------------------------------------------------
 
+def test_estimating_k_and_propagating_labels_report_progress(backends):
+    """Both can take seconds (a UMAP reduction, a k sweep): the page shows a percentage while they run."""
+    from app.services.clusters import ClustersService
+
+    svc = ClustersService(backends)
+    seen = []
+    curve = svc.estimate_k("digits", 2, 4, progress=lambda f, text: seen.append(f))
+    assert curve["best"] in (2, 3, 4) and seen and seen[-1] == pytest.approx(1.0)
+    labels = svc.sample_labels("digits", "label", 2)
+    said = []
+    out = svc.propagate("digits", labels, "spreading", "pca", "label", progress=lambda f, text: said.append((f, text)))
+    assert out["accuracy"] > 0.5
+    assert said[0][0] == 0.0 and said[-1] == (1.0, "done") and [f for f, _ in said] == sorted(f for f, _ in said)
+
+
 def test_clusters_of_digits_follow_the_labels(backends):
     from app.services.clusters import CLUSTER_COLUMNS, ClustersService, cluster_table
     from backends.errors import InputError

@@ -125,11 +125,11 @@ class ClustersService:
 
     def estimate_k(self, key: str, k_min: int = 2, k_max: int = 15, estimator: str = "silhouette",
                    method: str = "kmeans", space: str = "original", dims: int = 10, metric: str = "cosine",
-                   goal: str = "") -> dict:
+                   goal: str = "", progress=None) -> dict:
         if method == "hdbscan":
             raise InputError("method 'hdbscan' chooses its own number of clusters; estimate k for kmeans or "
                              "agglomerative")
-        _, res = self.run(key, method, 0, space, dims, metric, 10, 0, estimator, k_min, k_max, goal)
+        _, res = self.run(key, method, 0, space, dims, metric, 10, 0, estimator, k_min, k_max, goal, progress=progress)
         return res.curve
 
     def summary(self, run_id: str) -> dict:
@@ -218,7 +218,7 @@ class ClustersService:
         return "\n".join(f"{ids[i]}={truth[i]}" for i in idx)
 
     def propagate(self, key: str, labels: str | dict, method: str = "spreading", space: str = "original",
-                  truth_column: str = "") -> dict:
+                  truth_column: str = "", progress=None) -> dict:
         from backends.clusters.clustering import propagate_labels, propagation_accuracy
 
         corpus = self.b.corpus(key)
@@ -232,7 +232,10 @@ class ClustersService:
             raise InputError(f"space must be one of original, pca, umap, but is {space!r}")
         from backends.clusters.clustering import reduce
 
+        tell = progress or (lambda fraction, text: None)
+        tell(0.0, f"{space} vectors" + (" (a UMAP reduction: the first time takes a while)" if space == "umap" else ""))
         x = reduce(corpus.vectors, space, 10, cache=self.b.cache, fingerprint=corpus.fingerprint)
+        tell(0.6, f"propagating {len(pairs)} labels ({method})")
         idx = np.array([index[i] for i in pairs], dtype=np.int64)
         out = propagate_labels(x, idx, list(pairs.values()), method=method,
                                metric="cosine" if space == "original" else "euclidean")
@@ -247,6 +250,7 @@ class ClustersService:
                 raise InputError(f"truth_column must be a metadata column ({', '.join(corpus.metadata_columns())})"
                                  f", but is {truth_column!r}")
             result["accuracy"] = round(propagation_accuracy(pred, corpus.meta[truth_column].to_numpy(), idx), 4)
+        tell(1.0, "done")
         return result
 
     def more_like_this(self, run_id: str, cluster: int, n: int = 8, seed: int = 0) -> tuple[np.ndarray, str]:

@@ -123,8 +123,9 @@ def build_clusters(backends: Backends):
                 gr.update(choices=cols, value=factor_cols[0] if factor_cols else (cols[0] if cols else None)))
 
     @guard
-    def do_estimate(key, method, space, dims, metric, estimator, k_min, k_max, goal):
-        curve = svc.estimate_k(key, int(k_min), int(k_max), estimator, method, space, int(dims), metric, goal or "")
+    def do_estimate(key, method, space, dims, metric, estimator, k_min, k_max, goal, progress=gr.Progress()):
+        curve = svc.estimate_k(key, int(k_min), int(k_max), estimator, method, space, int(dims), metric, goal or "",
+                               progress=lambda f, m: progress(f, desc=m))
         return curve_figure(curve), gr.update(value=curve["best"])
 
     @guard
@@ -155,8 +156,8 @@ def build_clusters(backends: Backends):
         return svc.sample_labels(key, column, int(per_class))
 
     @guard
-    def do_propagate(key, labels, method, space, truth):
-        out = svc.propagate(key, labels, method, space, truth or "")
+    def do_propagate(key, labels, method, space, truth, progress=gr.Progress()):
+        out = svc.propagate(key, labels, method, space, truth or "", progress=lambda f, m: progress(f, desc=m))
         md = (f"**{out['n_labelled']}** labels → all {len(out['predictions']):,} items labelled by {method} on {space}"
               + (f" · accuracy on the others against *{truth}*: **{out['accuracy']:.1%}**"
                  if out["accuracy"] is not None else ""))
