@@ -1,7 +1,7 @@
 """The encoder, reached through the project's registries, in a Ray Data actor pool.
 
     choice = choose_encoder("images", None)      # the app's default image encoder (--encoder / LATENT_ATLAS_ENCODER)
-    ds = embed(ds, source, choice, workers=2, batch_size=64, cpus_per_worker=1, gpus_per_worker=0)
+    ds = embed(ds, source, choice, workers=2, cpus_per_worker=1, gpus_per_worker=0)
 
 Each actor loads its encoder once (backends.representations.encoders.get_image_encoder for images,
 backends.plugins.get_text_encoder for MiniLM) and then embeds batch after batch. Images are read and
@@ -179,8 +179,7 @@ class TextEmbedder:
         return batch.append_column("vector", _vector_column(vectors))
 
 
-def embed(ds, source, choice: EncoderChoice, *, workers: int, batch_size: int, cpus_per_worker: float,
-          gpus_per_worker: float):
+def embed(ds, source, choice: EncoderChoice, *, workers: int, cpus_per_worker: float, gpus_per_worker: float):
     """ds → ds with a `vector` column, embedded by an actor pool of `workers` encoders (vectors: unchanged)."""
     import ray.data
 
@@ -195,7 +194,9 @@ def embed(ds, source, choice: EncoderChoice, *, workers: int, batch_size: int, c
     resources = {"num_cpus": cpus_per_worker}
     if gpus_per_worker > 0:
         resources["num_gpus"] = gpus_per_worker
-    return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="pyarrow",
+    # The sources make blocks of at most batch_size rows (Source.dataset), and each block is one call:
+    # with batch_size set here, Ray Data would bundle small blocks into fewer, larger calls and leave workers idle.
+    return ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="pyarrow",
                           compute=ray.data.ActorPoolStrategy(size=workers), **resources)
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -135,7 +136,7 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
             # small sources: batches small enough that every worker gets one
             batch = max(1, min(batch_size, math.ceil(src.rows / workers)))
             ds = src.dataset(batch_size=batch, workers=workers)
-            ds = E.embed(ds, src, choice, workers=workers, batch_size=batch, cpus_per_worker=cpus_per_worker,
+            ds = E.embed(ds, src, choice, workers=workers, cpus_per_worker=cpus_per_worker,
                          gpus_per_worker=gpus_per_worker)
             vector_column = "vector" if choice.kind != "none" else src.column
             with ShardWriter(tmp, source=src.name, id_column="id" if src.kind == "images" else src.id_column,
@@ -146,6 +147,7 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
                     writer.add(batch)
                 written = writer.finish()
             t_embed = time.perf_counter() - t0
+            t_stage = stage_seconds(ds) if choice.kind != "none" else None
             log(f"embedded and wrote {written.rows:,} rows × {written.dim} dims in {len(written.shards)} shard(s): "
                 f"{t_embed:.1f} s ({written.rows / t_embed:,.1f} items/s)"
                 + (f"; skipped {len(written.skipped)}" if written.skipped else ""))
@@ -186,9 +188,11 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
         "notes": src.notes,
         "ray": {"address": ray_address or "local", "workers": workers, "cpus_per_worker": cpus_per_worker,
                 "gpus_per_worker": gpus_per_worker, "batch_size": batch_size, "nodes": nodes},
-        "seconds": {"embed_and_write": round(t_embed, 3), "index": round(t_index, 3), "map": round(t_map, 3),
-                    "total": round(total, 3)},
-        "items_per_second": round(written.rows / t_embed, 2),
+        "seconds": {"embed_and_write": round(t_embed, 3), "encoder_stage": t_stage and round(t_stage, 3),
+                    "index": round(t_index, 3), "map": round(t_map, 3), "total": round(total, 3)},
+        "items_per_second": round(written.rows / t_embed, 2),  # embedding and writing, the workers' start-up included
+        # the encoder stage alone, from its first call to its last (start-up not included; Ray Data's stats)
+        "items_per_second_encoder_stage": round((written.rows + len(written.skipped)) / t_stage, 2) if t_stage else None,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     if out.exists():
@@ -196,6 +200,17 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
     tmp.rename(out)
     log(f"wrote {out}/ in {total:.1f} s; open it with: latent-atlas --data {out}/")
     return manifest
+
+
+def stage_seconds(ds) -> float | None:
+    """Wall time of the encoder stage by Ray Data's stats ("MapBatches(ImageEmbedder): … produced in 27.9s"):
+    from its first call to its last, without the workers' start-up. None when the stats do not say."""
+    try:
+        text = ds.stats()
+    except Exception:  # noqa: BLE001 - stats are a nicety
+        return None
+    found = re.findall(r"MapBatches\((?:ImageEmbedder|TextEmbedder)\):[^\n]*? in ([0-9.]+)s", text)
+    return float(found[-1]) if found else None
 
 
 def _unwrapped(batches):

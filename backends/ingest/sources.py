@@ -46,8 +46,8 @@ class Source:
         import ray.data
 
         if self.kind == "images":
-            blocks = max(1, min(len(self.items), math.ceil(len(self.items) / batch_size)))
-            blocks = max(blocks, min(len(self.items), 2 * workers))  # every worker gets work
+            # blocks of at most batch_size items, at least two per worker (each block is one encoder call)
+            blocks = max(math.ceil(len(self.items) / batch_size), min(len(self.items), 2 * workers))
             return ray.data.from_items(self.items, override_num_blocks=blocks)
         if self.kind in ("text", "vectors"):
             columns = list(dict.fromkeys([c for c in (self.id_column, self.column) if c] + self.meta_columns))
