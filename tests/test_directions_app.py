@@ -244,3 +244,34 @@ def test_adding_a_direction_selects_it_for_strip_and_judge(tmp_path):
     assert out[2] is not out[3]  # one update per output (Gradio consumes each as it applies it)
     with pytest.raises(gr.Error, match="choose a direction to judge"):
         fn("ui_judge")("", 4)
+
+
+def test_disentanglement_scores_of_each_family(app):
+    """#22 item 3: MIG, DCI and InfoMEC of each family of directions in the library against the Shapes
+    factors, with PCA of h as a baseline, in [0, 1]; a bad step gets a message."""
+    c, _ = app
+    c.predict(16, 3, api_name="/directions_discover_pca")
+    c.predict("colour", "blue", "", [], "truth", api_name="/directions_supervised")
+    rows = c.predict(-1, 0, api_name="/directions_disentanglement")
+    cols = ["family", "directions", "MIG", "DCI disentanglement", "DCI completeness", "DCI informativeness",
+            "InfoM", "InfoE", "InfoC"]
+    assert all(list(r) == cols for r in rows), rows[0]
+    fams = {r["family"]: r for r in rows}
+    assert fams["pca"]["directions"] >= 3, list(fams)
+    assert any(f.startswith("supervised") for f in fams) and "PCA of h (top 3)" in fams, list(fams)
+    for r in rows:
+        assert all(0 <= r[k] <= 1 for k in cols[2:]), r
+    # a family's scores do not depend on the other families; the step is chosen
+    again = c.predict(2, 16, api_name="/directions_disentanglement")
+    assert {r["family"] for r in again} == set(fams)
+    with pytest.raises(Exception, match="step"):
+        c.predict(99, 0, api_name="/directions_disentanglement")
+
+
+def test_disentanglement_of_an_empty_library_says_so():
+    from app.services.directions import DirectionsService
+    from backends.errors import InputError
+    from backends.registry import Backends
+
+    with pytest.raises(InputError, match="library is empty"):
+        DirectionsService(Backends(), pipe=object()).disentanglement()

@@ -26,6 +26,7 @@ SLOW = {
     "directions_strip": "model-directions",
     "directions_judge": "model-directions",
     "directions_map": "model-directions",
+    "directions_disentanglement": "model-directions",
     "regions_generate": "model-regions",
     "clusters_run": "model-clusters",
     "clusters_estimate_k": "model-clusters",

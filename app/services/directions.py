@@ -33,6 +33,12 @@ MAX_DIRECTIONS = 256
 LIBRARY_COLUMNS = ("id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd")
 JUDGE_COLUMNS = ("disentanglement", "dominant", "istd")  # filled by judge_direction
 JUDGE_PENDING = "run Judge"  # what those cells say until the direction is judged
+# the disentanglement table (backends/generative/disentanglement.py: what each score means)
+DISENTANGLEMENT_COLUMNS = ("family", "directions", "MIG", "DCI disentanglement", "DCI completeness",
+                           "DCI informativeness", "InfoM", "InfoE", "InfoC")
+SCORE_COLUMNS = dict(zip(("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "infom", "infoe",
+                          "infoc"), DISENTANGLEMENT_COLUMNS[2:]))
+SHAPES_FACTORS = ("shape", "colour", "size", "position")
 POSITIONS3 = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 
@@ -535,6 +541,84 @@ class DirectionsService:
         if d.kind == "pca" and rep["name"] != "no visible change":
             d.name = f"{rep['name']} (PC {d.meta.get('component', '?')})"
         return rep
+
+    # -- disentanglement of the library's direction families ---------------------------------
+    def disentanglement(self, step=None, n_samples=None, layer=None, half=None, progress=None):
+        """How disentangled each family (kind) of directions in the library is: MIG, DCI and InfoMEC
+        (backends/generative/disentanglement.py) of the bank's coordinates along the family's directions
+        at `step` (default: the middle step) against the Shapes factors the prompts asked for, plus rows
+        "PCA of h (top K)" as a baseline (K: each family's size, 10 when all families are single).
+
+        h is read from the guidance half `half` (default: the half most of the directions were made
+        from; "uncond" when they do not say). Text directions (not in h) and directions of another
+        layer are left out and named in ``table.attrs["note"]``, which also says how often the judge
+        reads the asked-for factor. Scores are rounded to 3 decimals."""
+        import pandas as pd
+
+        from backends.generative import directions as D
+        from backends.generative import disentanglement as dis
+        from backends.generative.hspace_corpus import direction_axis
+
+        with self._lock:
+            dirs = list(self._dirs.values())
+        if not dirs:
+            raise InputError("the direction library is empty: discover PCA directions or add supervised ones first")
+        n = self._int(n_samples or self.n_bank, "n_samples", 8, 5000)
+        layer = self._layer(layer)
+        if not half:
+            halves = [d.meta.get("record_half") for d in dirs if d.meta.get("record_half") in ("uncond", "cond")]
+            half = max(("uncond", "cond"), key=halves.count) if halves else "uncond"
+        half = _record_half(half)
+        bank = self.bank(n, progress, layer, half)
+        T = bank.h.shape[1]
+        middle = step is None or (isinstance(step, (int, float)) and _finite(step) and step < 0)
+        step = T // 2 if middle else self._int(step, "step", 0, T - 1)
+        if bank.factors is None:
+            raise InputError("this bank has no known factors to score directions against")
+        cols = [c for c in SHAPES_FACTORS if c in bank.factors.columns] or list(bank.factors.columns)
+        factors = bank.factors[cols]
+        notes, families = [], {}
+        for d in dirs:
+            if d.kind == "text":
+                notes.append(f"{d.id} (a text direction, not in h)")
+            elif D.layer_of(d) != layer or d.dim != bank.h.shape[-1]:
+                notes.append(f"{d.id} (made at {D.layer_of(d)}, not {layer})")
+            else:
+                families.setdefault(d.kind, []).append(d)
+        if not families:
+            raise InputError(f"no direction in the library lives in h at {layer}: "
+                             + ", ".join(notes[:10]) + " cannot be scored")
+        order = sorted(families, key=lambda k: D.KINDS.index(k) if k in D.KINDS else len(D.KINDS))
+        rows = []
+
+        def row(family: str, count: int, z) -> dict:
+            s = dis.scores(z, factors)
+            return {"family": family, "directions": count, **{SCORE_COLUMNS[k]: round(float(v), 3) for k, v in s.items()}}
+
+        for i, kind in enumerate(order):
+            ds = families[kind]
+            if progress is not None:
+                progress(i / (len(order) + 1), f"scoring the {kind} directions")
+            z = np.stack([direction_axis(bank, d, step) for d in ds], 1)
+            rows.append(row(kind if len(ds) > 1 else f"{kind} (one: {ds[0].name})", len(ds), z))
+        sizes = sorted({min(len(v), 50) for v in families.values() if len(v) > 1}) or [10]
+        h = bank.h[:, step].astype(np.float64)
+        for k in sizes:
+            comps, std, mean = D.pca(h, k)
+            z = (h - mean) @ comps.T.astype(np.float64) / np.where(std > 0, std, 1.0)
+            rows.append(row(f"PCA of h (top {len(comps)})", len(comps), z))
+        table = pd.DataFrame(rows, columns=list(DISENTANGLEMENT_COLUMNS))
+        note = (f"{len(bank)} samples, h at {layer} from the {half} half at step {step} of {T}; factors asked for: "
+                f"{', '.join(cols)}")
+        if bank.judged is not None:
+            agree = [f"{c} {np.mean(bank.judged[c].astype(str).to_numpy() == factors[c].astype(str).to_numpy()):.0%}"
+                     for c in cols if c in bank.judged.columns]
+            if agree:
+                note += f". The judge reads the asked-for factor on: {', '.join(agree)} of the samples"
+        if notes:
+            note += ". Left out: " + ", ".join(notes[:10]) + (f" and {len(notes) - 10} more" if len(notes) > 10 else "")
+        table.attrs["note"] = note
+        return table
 
     # -- the h-space map ------------------------------------------------------------------
     def _axis(self, name: str):

@@ -16,7 +16,14 @@ from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
 from app.components.tables import empty_table
-from app.services.directions import LIBRARY_COLUMNS, DirectionsService, half_defaults, parse_sample_ids, to_data_url
+from app.services.directions import (
+    DISENTANGLEMENT_COLUMNS,
+    LIBRARY_COLUMNS,
+    DirectionsService,
+    half_defaults,
+    parse_sample_ids,
+    to_data_url,
+)
 from backends.errors import InputError
 from backends.registry import Backends
 
@@ -165,6 +172,11 @@ def build_directions(backends: Backends):
         return [md] + lib_outputs()
 
     @guard
+    def ui_disentanglement(n, layer, rhalf, progress=gr.Progress()):
+        table = svc.disentanglement(None, n, layer, rhalf, progress=lambda f, m: progress(f, desc=m))
+        return table, table.attrs.get("note", "")
+
+    @guard
     def ui_atlas(step, n, layer, rhalf):
         key = svc.to_atlas(step, n, layer, rhalf)
         return f"Added corpus `{key}` to the Atlas (pick it in the Atlas tab's corpus menu)."
@@ -288,6 +300,14 @@ def build_directions(backends: Backends):
                 atlas_step = gr.Slider(0, 9, value=5, step=1, label="Step for the Atlas map")
                 atlas_btn = gr.Button("Send h-space to the Atlas")
                 atlas_md = gr.Markdown()
+            with gr.Accordion("Disentanglement of each family (MIG, DCI, InfoMEC)", open=False):
+                gr.Markdown("How disentangled each kind of direction in the library is against the Shapes factors "
+                            "the prompts asked for (1: each direction reads one factor and each factor one "
+                            "direction), beside PCA of h as a baseline; at the middle step, over the samples above.")
+                dis_btn = gr.Button("Disentanglement scores", elem_id="dir-disentanglement-run")
+                dis_md = gr.Markdown(elem_id="dir-disentanglement-note")
+                dis_table = gr.Dataframe(empty_table(DISENTANGLEMENT_COLUMNS), label="Disentanglement", interactive=False,
+                                         wrap=True, elem_id="dir-disentanglement")
 
     # -- wiring ------------------------------------------------------------------------
     src_outputs = [state, src_img, out_img, src_info] + slot_s
@@ -338,6 +358,8 @@ def build_directions(backends: Backends):
 
     judge_btn.click(ui_judge_x, [judge_dd, judge_n], [judge_md, lib, strip_dd, judge_dd, ortho] + slot_dd + [export_dd],
                     concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    dis_btn.click(ui_disentanglement, [pca_n, layer, rhalf], [dis_table, dis_md],
+                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
     atlas_btn.click(ui_atlas, [atlas_step, pca_n, layer, rhalf], atlas_md,
                     concurrency_id="model-directions", concurrency_limit=1, **hidden)
 
@@ -459,6 +481,14 @@ def _register_api(svc: DirectionsService, guard):
         return {"ids": [f"h-{i}" for i in range(len(m["xy"]))], "x": m["xy"][:, 0].tolist(), "y": m["xy"][:, 1].tolist(),
                 "trajectory": None if tr is None else tr.tolist(), "axes": list(m["titles"])}
 
+    def directions_disentanglement(step: int = -1, n_samples: int = 0, record_half: str = "") -> list[dict]:
+        """MIG, DCI (disentanglement, completeness, informativeness) and InfoMEC (InfoM, InfoE, InfoC) of each
+        family (kind) of directions in the library against the Shapes factors, one row per family plus
+        "PCA of h (top K)" baselines: h of n_samples (0: the bank's size) at `step` (−1: the middle step),
+        read from the guidance half `record_half` ("": the half the directions were made from)."""
+        table = svc.disentanglement(None if step < 0 else step, n_samples or None, half=record_half or None)
+        return table.to_dict(orient="records")
+
     def directions_export(direction_ids: list[str] | None = None) -> FileData:
         """The directions (all when none are named) as .safetensors with JSON metadata."""
         return FileData(path=svc.export(direction_ids or []))
@@ -475,7 +505,7 @@ def _register_api(svc: DirectionsService, guard):
     for fn in (directions_layers, directions_source_prompt, directions_source_image, directions_source_item, directions_list,
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
                directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
-               directions_import, directions_to_atlas, directions_map):
+               directions_import, directions_to_atlas, directions_map, directions_disentanglement):
         gr.api(guard(fn), api_name=fn.__name__,
                concurrency_id=(cid := "dir-api" if fn in (directions_layers, directions_list, directions_text,
                                                             directions_export, directions_import)
