@@ -69,7 +69,7 @@ class Corpus:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(str(self.vectors.shape).encode())
-            h.update(np.ascontiguousarray(self.vectors).tobytes())
+            h.update(memoryview(np.ascontiguousarray(self.vectors)).cast("B"))  # no copy of the vectors
             self._fingerprint = h.hexdigest()[:32]
         return self._fingerprint
 
@@ -99,14 +99,21 @@ def validate_vectors(x, *, what: str = "vectors", min_rows: int = 2) -> np.ndarr
     wide = arr
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, with the values
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(arr).all(axis=1)
+    # both checks a block of rows at a time: no (N, D) boolean temporaries (issue #21)
+    bad = np.concatenate([~np.isfinite(block).all(axis=1) for block in _blocks(arr)])
     if bad.any():
         rows = np.flatnonzero(bad)
         _check_float32_range(wide, rows, what)
         raise InputError(f"{what}: {len(rows)} row(s) contain NaN or Inf (rows {_rows(rows)})")
-    if n > 1 and np.all(arr == arr[0]):
+    if n > 1 and all(np.all(block == arr[0]) for block in _blocks(arr)):
         raise InputError(f"{what}: all {n} rows are identical; there is nothing to map")
     return arr
+
+
+def _blocks(arr: np.ndarray, values: int = 1 << 22):
+    step = max(1, values // max(1, arr.shape[1]))
+    for s in range(0, len(arr), step):
+        yield arr[s:s + step]
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38

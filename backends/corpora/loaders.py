@@ -398,8 +398,7 @@ def scale_columns(vectors: np.ndarray, scaling: str = "auto") -> tuple[np.ndarra
     with std > 0) > AUTO_SCALE_RATIO, else none; "none": as they are. Constant columns stay constant
     (centred at 0 when scaled). Returns float32 (N, D)."""
     scaling = check_scaling(scaling)
-    x = np.asarray(vectors, dtype=np.float64)
-    std = x.std(axis=0)
+    mean, std = _column_mean_std(vectors)
     positive = std[std > 0]
     ratio = float(positive.max() / positive.min()) if len(positive) else 1.0
     spread = f"column scales differed {_times(ratio)}"
@@ -415,10 +414,13 @@ def scale_columns(vectors: np.ndarray, scaling: str = "auto") -> tuple[np.ndarra
     extra = f"; {constant} constant column(s) set to 0" if constant else ""
     if scaling == "z-score":
         scale = np.where(std > 0, std, 1.0)
-        out = (x - x.mean(axis=0)) / scale
+        out = np.empty(vectors.shape, np.float32)
+        for s, block in _row_blocks(vectors):  # in float64, a block at a time (no float64 copy of the whole)
+            out[s:s + len(block)] = (np.asarray(block, dtype=np.float64) - mean) / scale
         note = (f"numeric columns z-scored, as chosen ({spread}{extra})" if chosen else
                 f"numeric columns z-scored ({spread}{extra}); choose 'none' to keep raw values")
     else:  # robust
+        x = np.asarray(vectors, dtype=np.float64)
         q25, median, q75 = np.percentile(x, [25, 50, 75], axis=0)
         iqr = q75 - q25
         no_iqr = int(((iqr == 0) & (std > 0)).sum())
@@ -428,6 +430,28 @@ def scale_columns(vectors: np.ndarray, scaling: str = "auto") -> tuple[np.ndarra
             extra += f"; {no_iqr} column(s) with zero IQR divided by their standard deviation"
         note = f"numeric columns robust-scaled, (x − median) / IQR, as chosen ({spread}{extra})"
     return np.ascontiguousarray(out, dtype=np.float32), note
+
+
+def _row_blocks(x: np.ndarray, values: int = 1 << 20):
+    """(first row, rows) of x in blocks of about `values` values."""
+    step = max(1, values // max(1, x.shape[1]))
+    for s in range(0, len(x), step):
+        yield s, x[s:s + step]
+
+
+def _column_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation in float64, two passes over row blocks: what
+    np.asarray(x, np.float64).std(axis=0) gives (the same for one block) without a float64 copy."""
+    n = len(x)
+    total = np.zeros(x.shape[1], np.float64)
+    for _, block in _row_blocks(x):
+        total += np.asarray(block, dtype=np.float64).sum(axis=0)
+    mean = total / n
+    sq = np.zeros(x.shape[1], np.float64)
+    for _, block in _row_blocks(x):
+        dev = np.asarray(block, dtype=np.float64) - mean
+        sq += np.multiply(dev, dev).sum(axis=0)
+    return mean, np.sqrt(sq / n)
 
 
 # =========================================================================================
@@ -481,15 +505,16 @@ def _read_vector_file(p: Path, *, max_bytes: int, image_embedder, name: str) -> 
     notes: list[str] = []
     if kind == "zip":
         return _load_zip(p, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
-    data = p.read_bytes()
+    # .npy and parquet are read from the file itself (no copy of its bytes in memory: issue #21)
+    data = p.read_bytes() if kind not in ("npy", "parquet") else b""
     try:
         if kind == "npy":
-            vectors = _vectors_from_npy(data, fname)
+            vectors = _vectors_from_npy(p, fname)
             return _Parts(vectors, _empty_meta(len(vectors)), notes)
         if kind == "npz":
             return _parts_from_npz(data, fname, max_bytes=max_bytes)
         if kind == "parquet":
-            return _parts_from_table(_read_parquet(data, fname, max_bytes=max_bytes), fname, notes, csv=False)
+            return _parts_from_parquet(p, fname, notes, max_bytes=max_bytes)
         if kind == "csv":
             return _parts_from_csv(data, fname, notes)
         if kind == "tsv":
@@ -523,17 +548,26 @@ def _kind(ext: str, head: bytes) -> str | None:
 # Formats
 
 
-def _vectors_from_npy(data: bytes, fname: str) -> np.ndarray:
-    if not data.startswith((b"\x93NUMPY", b"PK\x03\x04", b"\x80")):  # \x80: a raw pickle (protocol ≥ 2)
+def _vectors_from_npy(src: bytes | Path, fname: str) -> np.ndarray:
+    """An .npy file's array, from its bytes or (without a copy of them) from its path: np.load reads
+    the data straight into the one array it returns. Not memory-mapped: a user's file may be
+    rewritten while the server runs (the stored copy under the cache is; backends/corpora/uploads.py)."""
+    if isinstance(src, (bytes, bytearray)):
+        head, size = bytes(src[:8]), len(src)
+    else:
+        with open(src, "rb") as f:
+            head = f.read(8)
+        size = os.path.getsize(src)
+    if not head.startswith((b"\x93NUMPY", b"PK\x03\x04", b"\x80")):  # \x80: a raw pickle (protocol ≥ 2)
         raise InputError(f"{fname}: not a valid .npy file (it does not start with the .npy header); "
                          "save it with np.save")
-    if data.startswith(b"\x93NUMPY"):
-        fp = io.BytesIO(data)
-        header = _npy_header(fp)
-        if header is not None:
-            _check_npy_header(header, fname, available=len(data) - fp.tell())
+    if head.startswith(b"\x93NUMPY"):
+        with (io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else open(src, "rb")) as fp:
+            header = _npy_header(fp)
+            if header is not None:
+                _check_npy_header(header, fname, available=size - fp.tell())
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise InputError(
@@ -655,10 +689,21 @@ def _parts_from_npz(data: bytes, fname: str, *, max_bytes: int) -> _Parts:
     return _Parts(vectors, meta, notes)
 
 
-def _read_parquet(data: bytes, fname: str, *, max_bytes: int):
+def _open_parquet(p: Path, fname: str, *, max_bytes: int):
+    """The file's ParquetFile, after the checks its footer allows (columns, values, decompressed size)."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(io.BytesIO(data))
+    # streamed through a small buffer, not the whole column chunk read ahead
+    pf = pq.ParquetFile(p, buffer_size=1 << 20, pre_buffer=False)
+    try:
+        _check_parquet_footer(pf, fname, max_bytes=max_bytes)
+    except BaseException:
+        pf.close()
+        raise
+    return pf
+
+
+def _check_parquet_footer(pf, fname: str, *, max_bytes: int) -> None:
     md = pf.metadata
     lim = _limits()
     ncols, nrows = md.num_columns, md.num_rows
@@ -679,7 +724,179 @@ def _read_parquet(data: bytes, fname: str, *, max_bytes: int):
             f"{_fmt_bytes(limit)}"
         )
     _check_time(fname, "reading its metadata")
-    return pf.read().to_pandas()
+
+
+def _parts_from_parquet(p: Path, fname: str, notes: list[str], *, max_bytes: int) -> _Parts:
+    """Vectors and metadata from a parquet file, read column by column (issue #21 item 2).
+
+    The common layouts (a list / fixed-size-list column of numbers, or numeric columns) are read
+    with pyarrow into one preallocated float32 array: a list column in batches of rows (each
+    batch's values taken zero-copy, then copied once), numeric columns 16 at a time; no Python
+    lists, no float64 copy of the whole table. The metadata columns alone go through pandas.
+    Peak memory for 200,000 × 384 float32: 1.7× the vectors (8× before; bench/bench_parquet_memory.py).
+    Anything else (text vector cells, nulls, ragged lists, duplicate names) takes the general
+    path, `_parts_from_table` on the whole table, whose messages name the problem; both give the
+    same vectors, metadata and notes (tests/test_large_corpora.py)."""
+    pf = _open_parquet(p, fname, max_bytes=max_bytes)
+    try:
+        parts = _parquet_columnwise(pf, fname)
+        if parts is not None:
+            notes.extend(parts.notes)
+            parts.notes = notes
+            return parts
+        _check_time(fname, "reading it")
+        return _parts_from_table(pf.read().to_pandas(), fname, notes, csv=False)
+    finally:
+        pf.close()
+
+
+PARQUET_BATCH_VALUES = 1 << 20  # values read at a time from a parquet vector column
+
+
+def _parquet_columnwise(pf, fname: str) -> _Parts | None:
+    """`_parts_from_parquet`'s fast path; None when the file needs the general one."""
+    import pyarrow as pa
+
+    schema = pf.schema_arrow
+    pandas_meta = schema.pandas_metadata or {}
+    index_cols = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    fields = [f for f in schema if f.name not in index_cols]
+    names = [f.name for f in fields]
+    n = pf.metadata.num_rows
+    if not names or n == 0 or len(set(names)) != len(names) or len(index_cols) + len(fields) != len(schema):
+        return None
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in fields]
+    listy = [pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+             or pa.types.is_map(f.type) for f in fields]
+    lower = {str(c).lower(): j for j, c in enumerate(names)}
+    notes: list[str] = []
+    vec_pos = next((lower[c] for c in VECTOR_COLUMN_NAMES if c in lower), None)
+    named = vec_pos is not None
+    if vec_pos is None:
+        vec_pos = next((j for j, is_list in enumerate(listy) if is_list), None)
+    if vec_pos is not None:
+        vectors = _arrow_list_vectors(pf, names[vec_pos], n)
+        if vectors is None:
+            return None
+        vectors = validate_vectors(vectors, what=fname)
+        meta_pos = [j for j in range(len(names)) if j != vec_pos]
+        head = f"vectors from column {names[vec_pos]!r} ({vectors.shape[1]} dims)"
+    else:
+        dims = [j for j, is_num in enumerate(numeric) if is_num and str(names[j]).lower() not in NON_DIMENSION_COLUMNS]
+        kept = [j for j, is_num in enumerate(numeric) if is_num and str(names[j]).lower() in NON_DIMENSION_COLUMNS]
+        if not dims:
+            return None
+        _check_time(fname, "reading its numeric columns")
+        vectors = validate_vectors(_arrow_columns_vectors(pf, [names[j] for j in dims], n), what=fname)
+        dim_set = set(dims)
+        meta_pos = [j for j in range(len(names)) if j not in dim_set]
+        shown = (f"{names[dims[0]]!r} … {names[dims[-1]]!r}" if len(dims) > 3
+                 else ", ".join(repr(names[j]) for j in dims))
+        head = f"vectors from {len(dims)} numeric columns ({shown})"
+        if kept:
+            notes.append(f"numeric column(s) {', '.join(repr(names[j]) for j in kept)} kept as metadata, not as dimensions")
+    _check_time(fname, "reading its metadata columns")
+    meta_pos = _capped_meta_columns(meta_pos, names, fname, notes)
+    if meta_pos:
+        table = pf.read(columns=[names[j] for j in meta_pos], use_pandas_metadata=True)
+        if not named and vec_pos is not None:  # other list columns with a value: the general path's note
+            others = [j for j in meta_pos if listy[j] and table.column(names[j]).null_count < n]
+            if others:
+                if any(j < vec_pos for j in others):  # an all-null list column came first: as the general path
+                    return None
+                notes.insert(0, f"several list columns ({_listing([repr(names[j]) for j in [vec_pos, *others]])}); "
+                                "used the first. Name the vector column 'vector' or 'embedding' to choose")
+        meta = table.to_pandas()
+        del table
+        meta = meta.reset_index(drop=True)
+        if list(meta.columns) != [names[j] for j in meta_pos]:
+            return None
+        notes.append(f"metadata columns: {_listing([str(c) for c in meta.columns], 20)}")
+    else:
+        meta = _empty_meta(n)
+    notes.insert(0, head)
+    meta = _sanitize_meta(meta, copy=False)
+    return _Parts(vectors, meta, notes, texts=_texts_from(meta, notes), from_columns=vec_pos is None)
+
+
+def _arrow_list_vectors(pf, name: str, n: int) -> np.ndarray | None:
+    """A list / fixed-size-list column of numbers as one float32 (N, D) array; None when a row is
+    null, the lists differ in length, or the values are not numbers. Read in batches of about
+    PARQUET_BATCH_VALUES values, each batch's values taken as they are (zero-copy) and copied
+    once into the array: reading a 200,000 × 384 list column whole took about 1.4 GB (the nested
+    column's levels and pages besides the values), in batches it takes the array and some 100 MB."""
+    import pyarrow as pa
+
+    out: np.ndarray | None = None
+    row, d = 0, None
+    batch = max(64, PARQUET_BATCH_VALUES // max(1, _list_width_hint(pf, name)))
+    for rb in pf.iter_batches(batch_size=batch, columns=[name], use_pandas_metadata=False):
+        chunk = rb.column(0)
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count or not (pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type)
+                                    or pa.types.is_fixed_size_list(chunk.type)):
+            return None
+        if pa.types.is_fixed_size_list(chunk.type):
+            width = chunk.type.list_size
+        else:
+            lengths = np.diff(chunk.offsets.to_numpy())
+            width = int(lengths[0])
+            if not (lengths == width).all():
+                return None
+        values = chunk.flatten()
+        vt = values.type
+        if width == 0 or values.null_count or not (pa.types.is_integer(vt) or pa.types.is_floating(vt)):
+            return None
+        if d is None:
+            d = width
+            out = np.empty((n, d), np.float32)
+        elif width != d:
+            return None
+        if row + len(chunk) > n:
+            return None
+        block = values.to_numpy(zero_copy_only=False).reshape(len(chunk), d)  # zero-copy for numbers without nulls
+        # integers as the general path converts them: through float64
+        out[row:row + len(block)] = block.astype(np.float64) if block.dtype.kind in "iu" else block
+        row += len(block)
+    if out is None or row != n:
+        return None
+    return out
+
+
+def _list_width_hint(pf, name: str) -> int:
+    """Values a row of a list column holds, from the footer (for the batch size); 1 when unknown."""
+    md = pf.metadata
+    if md.num_rows == 0:
+        return 1
+    leaf = next((i for i in range(md.num_columns) if md.schema.column(i).path.split(".")[0] == name), None)
+    if leaf is None:
+        return 1
+    values = sum(md.row_group(g).column(leaf).num_values for g in range(md.num_row_groups))
+    return max(1, values // md.num_rows)
+
+
+def _arrow_columns_vectors(pf, names: list[str], n: int) -> np.ndarray:
+    """Numeric columns as one float32 (N, len(names)) array, read a few columns of one row group at
+    a time (nulls become NaN, which validate_vectors reports by row)."""
+    d = len(names)
+    out = np.empty((n, d), np.float32)
+    per = max(1, min(d, 16))
+    row = 0
+    for rg in range(pf.num_row_groups):
+        rows = pf.metadata.row_group(rg).num_rows
+        for c0 in range(0, d, per):
+            table = pf.read_row_group(rg, columns=names[c0:c0 + per], use_pandas_metadata=False)
+            cols = []
+            for k in range(table.num_columns):
+                col = table.column(k).to_numpy()  # one contiguous numpy array (NaN for nulls)
+                # integers as the general path converts them (through float64), floats to float32
+                cols.append(np.asarray(col, dtype=np.float64 if col.dtype.kind in "iuO" else np.float32))
+            del table
+            out[row:row + rows, c0:c0 + len(cols)] = np.stack(cols, axis=1)  # a few columns: rows of 64 bytes
+            del cols
+        row += rows
+    return out
 
 
 # -- text tables: encoding, shape, then parsing ---------------------------------------------

@@ -91,7 +91,10 @@ class UploadStore:
         info = json.loads((d / "info.json").read_text())
         images = np.load(d / "images.npy", allow_pickle=False) if (d / "images.npy").exists() else None
         texts = json.loads((d / "texts.json").read_text()) if (d / "texts.json").exists() else None
-        c = Corpus(info["name"], np.load(d / "vectors.npy", allow_pickle=False), pd.read_parquet(d / "meta.parquet"),
+        # memory-mapped: this copy is the app's own (written once, then renamed into place), so its pages
+        # are read on use and the kernel may drop them again, rather than a second copy in memory
+        vectors = np.load(d / "vectors.npy", allow_pickle=False, mmap_mode="r")
+        c = Corpus(info["name"], vectors, pd.read_parquet(d / "meta.parquet"),
                    images=images, texts=texts, description=info.get("description", ""), notes=list(info.get("notes", [])))
         return c
 
