@@ -165,7 +165,8 @@ class Backends:
 
     # -- indexes ----------------------------------------------------------------------
     def index(self, key: str, metric: str = "cosine", *, wait: bool = True) -> VectorIndex | None:
-        """The corpus's FAISS index (exact below settings.exact_index_below rows, HNSW above), built
+        """The corpus's FAISS index (exact below settings.exact_index_below rows, IVF from
+        settings.ivf_index_above, HNSW between), built
         once, outside the registry's lock (other users are not held up while it builds). wait=False:
         None while a large index is still building (its build is started in the background)."""
         corpus = self.corpus(key)
@@ -189,6 +190,7 @@ class Backends:
                 corpus.vectors,
                 metric=metric,
                 exact_below=self.settings.exact_index_below,
+                ivf_above=self.settings.ivf_index_above,
                 # FAISS uses a GPU when faiss-gpu is installed and sees one (asked of FAISS, not torch:
                 # a vectors file never imports torch); --device cpu keeps it on the CPU
                 device="cpu" if self.settings.device == "cpu" else "auto",
@@ -389,12 +391,11 @@ class Backends:
         kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder(),
                       limits=self.settings.upload_limits, scaling=scaling)
         corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
-        if len(corpus) > self.settings.max_points:
-            raise InputError(f"{corpus.name}: {len(corpus):,} rows; this server maps at most {self.settings.max_points:,}")
-        key = self.add_corpus(corpus)
         from pathlib import Path as _P
 
         source = _P(paths[0]).name + (f" + {len(paths) - 1} more" if len(paths) > 1 else "")
+        self.check_memory(corpus, source)
+        key = self.add_corpus(corpus)
         scaled = datasets.applied_scaling(corpus.notes)
         source += f" ({scaled})" if scaled else ""  # the raw and the scaled upload of one file differ in the menu
         with self._lock:
@@ -404,6 +405,23 @@ class Backends:
         except OSError as exc:  # a full disk must not lose the upload for this session
             corpus.notes.append(f"not kept for the next visit: {exc}")
         return key
+
+    def check_memory(self, corpus: Corpus, source: str | None = None) -> None:
+        """Refuse a corpus whose estimated memory when served (vectors, index, map, metadata:
+        backends/corpora/memory.py) is over the budget (settings.memory_budget_gb, default 60% of
+        the machine's memory), naming the file, its size, the estimate and the budget."""
+        from backends.corpora.memory import estimate_corpus, fmt_bytes
+
+        s = self.settings
+        est = estimate_corpus(corpus, exact_below=s.exact_index_below, ivf_above=s.ivf_index_above)
+        budget = s.memory_budget_bytes
+        if est.total > budget:
+            raise InputError(
+                f"{source or corpus.name}: {len(corpus):,} rows × {corpus.dim:,} dims would take about "
+                f"{est.describe()} of memory to serve, over this server's budget of {fmt_bytes(budget)}; "
+                f"raise it with LATENT_ATLAS_MEMORY_BUDGET_GB (e.g. "
+                f"LATENT_ATLAS_MEMORY_BUDGET_GB={max(1, -(-est.total // 1024**3) + 1)}) on a machine with "
+                "that much memory, or upload fewer rows or dimensions")
 
     # -- warming the cache ---------------------------------------------------------------
     def warm_up(self, names: list[str] | None = None, *, log=None, params=None, spaces: bool = True):

@@ -19,6 +19,19 @@ def _env_int(name: str, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
+def _env_float(name: str, default: float, lo: float, hi: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be a number, but is {raw!r}") from None
+    if value != value:  # NaN
+        raise ValueError(f"environment variable {name} must be a number, but is {raw!r}")
+    return max(lo, min(hi, value))
+
+
 def _env_flag(name: str) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -50,8 +63,11 @@ class Settings:
     max_image_megapixels: int = _upload.MAX_IMAGE_PIXELS // 1_000_000  # larger images in a zip/folder are skipped
     upload_timeout_s: int = int(_upload.MAX_PARSE_SECONDS)  # reading one upload's tables stops after this long
     upload_memory_mb: int = _upload.MAX_PARSE_MEMORY // 2**20  # estimated memory of a parsed table
-    max_points: int = 300_000
+    # a corpus is refused when serving it would take more memory than this (backends/corpora/memory.py);
+    # 0: 60% of the machine's (or container's) memory
+    memory_budget_gb: float = 0.0
     exact_index_below: int = 20_000  # exact FAISS search below this many vectors, HNSW above
+    ivf_index_above: int = 1_000_000  # an IVF index (compressed rows, re-ranked) from this many vectors
     annotations_db: str = ""  # SQLite path or SQLAlchemy URL; empty: <cache_dir>/annotations.sqlite
     admin_password: str = ""
     default_corpus: str = "digits"
@@ -75,6 +91,7 @@ class Settings:
             max_image_megapixels=_env_int("LATENT_ATLAS_MAX_IMAGE_MEGAPIXELS", cls.max_image_megapixels, 1, 1_000),
             upload_timeout_s=_env_int("LATENT_ATLAS_UPLOAD_TIMEOUT_S", cls.upload_timeout_s, 1, 3_600),
             upload_memory_mb=_env_int("LATENT_ATLAS_UPLOAD_MEMORY_MB", cls.upload_memory_mb, 16, 1_000_000),
+            memory_budget_gb=_env_float("LATENT_ATLAS_MEMORY_BUDGET_GB", cls.memory_budget_gb, 0.0, 1e6),
             annotations_db=os.environ.get("LATENT_ATLAS_ANNOTATIONS_DB", ""),
             admin_password=os.environ.get("LATENT_ATLAS_ADMIN_PASSWORD", ""),
             default_corpus=os.environ.get("LATENT_ATLAS_CORPUS", cls.default_corpus),
@@ -101,6 +118,13 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """The memory a served corpus may take: memory_budget_gb, or 60% of the machine's memory."""
+        from backends.corpora.memory import budget_bytes
+
+        return budget_bytes(float(self.memory_budget_gb))
 
     @property
     def upload_limits(self) -> _upload.UploadLimits:
