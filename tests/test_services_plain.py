@@ -54,6 +54,30 @@ def test_pca_discovery_shows_a_percentage_from_the_start(directions):
     assert seen[-1][0] == pytest.approx(1.0) and [f for f, _ in seen] == sorted(f for f, _ in seen)
 
 
+def test_judging_and_supervised_directions_show_a_percentage(directions):
+    """Judge renders and edits a few dozen images (about 40 s on 2 cores): its stages report progress."""
+    from app.services.directions import DirectionsService
+
+    seen = []
+    did = directions.supervised("colour", "blue", progress=lambda f, text: seen.append((f, text)))
+    assert seen and seen[0] == (0.0, "loading the generator")
+
+    class Reader:  # a stand-in judge: reads each image's brightest channel as its colour
+        def predict(self, images):
+            import pandas as pd
+
+            names = np.array(["red", "green", "blue"])[np.asarray(images).reshape(len(images), -1, 3).mean(1).argmax(1)]
+            return pd.DataFrame({"shape": "circle", "colour": names, "size": "small", "position": "center"})
+
+    judged = DirectionsService(directions.b, pipe=directions.pipe, judge=Reader())
+    judged.add(directions.get(did))
+    said = []
+    judged.judge_direction(did, 2, progress=lambda f, text: said.append((f, text)))
+    fractions = [f for f, _ in said]
+    assert said[0] == (0.0, "rendering 2 sources") and said[-1] == (1.0, "judged")
+    assert fractions == sorted(fractions) and any("traversal" in t for _, t in said)
+
+
 def test_directions_layers_sources_and_the_library(directions):
     from app.services.directions import LIBRARY_COLUMNS
 

@@ -429,13 +429,13 @@ class DirectionsService:
         return [self.add(d) for d in dirs]
 
     def supervised(self, factor: str, value: str, from_value: str = "", orthogonal_to=(), labels: str = "truth",
-                   n_samples=None, layer: str | None = None, half: str | None = None) -> str:
+                   n_samples=None, layer: str | None = None, half: str | None = None, progress=None) -> str:
         from backends.generative import directions as D
 
         if labels not in ("truth", "judge"):
             raise InputError(f"labels has to be 'truth' or 'judge', but is {labels!r}")
         half = _record_half(half)
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer, half=half)
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), progress, layer=layer, half=half)
         if labels == "judge" and bank.judged is None:
             raise InputError("there is no judge to label the samples; use labels='truth'")
         d = D.factor_direction(bank, str(factor), str(value), from_value=from_value or None, labels=labels)
@@ -522,7 +522,7 @@ class DirectionsService:
                                delta_half=_edit_half(delta_half))
         return ss, imgs, D.istd(imgs)
 
-    def judge_direction(self, did: str, n_sources=12, strength=None) -> dict:
+    def judge_direction(self, did: str, n_sources=12, strength=None, progress=None) -> dict:
         from backends.generative import directions as D
         from backends.generative import hspace as hspace
 
@@ -531,10 +531,13 @@ class DirectionsService:
             raise InputError("there is no judge (assets/shapes/judge.safetensors) to read what changes")
         d = self.get(did)
         n = self._int(n_sources, "n_sources", 1, 64)
+        tell = progress or (lambda fraction, text: None)
+        tell(0.0, f"rendering {n} sources")
         prompts, _ = D.shapes_prompts(n, seed=7)
         src = hspace.generate(self.pipe, prompts, seeds=1000, steps=10)
         s = None if strength in (None, "") else D.check_strength(strength)
-        rep = D.judge_direction(self.pipe, d, src, judge, strength=s, istd_samples=2)
+        rep = D.judge_direction(self.pipe, d, src, judge, strength=s, istd_samples=2,
+                                progress=lambda f, text: tell(0.2 + 0.8 * f, text))
         d.meta.update({"judged_name": rep["name"], "disentanglement": round(rep["disentanglement"], 3),
                        "dominant": rep["dominant"], "istd": round(rep.get("istd", float("nan")), 4),
                        "changes": {k: round(v, 3) for k, v in rep["changes"].items()}})
@@ -697,10 +700,10 @@ class DirectionsService:
         tr = hspace.generate(self.pipe, "a shape", seeds=0, steps=2)
         return tr.h_shape
 
-    def to_atlas(self, step=5, n_samples=None, layer=None, half=None) -> str:
+    def to_atlas(self, step=5, n_samples=None, layer=None, half=None, progress=None) -> str:
         from backends.generative.hspace_corpus import bank_corpus
 
-        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), layer=layer, half=half)
+        bank = self.bank(self._int(n_samples or self.n_bank, "n_samples", 8, 5000), progress, layer=layer, half=half)
         step = self._int(step, "step", 0, bank.h.shape[1] - 1)
         suffix = "" if bank.layer == "mid_block" else "-" + bank.layer.replace("_blocks.", "")
         suffix += "-cond" if bank.record_half == "cond" else ""

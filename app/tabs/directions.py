@@ -109,8 +109,9 @@ def build_directions(backends: Backends):
         return [f"Found {len(ids)} PCA directions over {int(n)} samples."] + lib_outputs(ids)
 
     @guard
-    def ui_supervised(factor, value, from_value, ortho, labels, layer, rhalf):
-        did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer, half=rhalf)
+    def ui_supervised(factor, value, from_value, ortho, labels, layer, rhalf, progress=gr.Progress()):
+        did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer, half=rhalf,
+                             progress=lambda f, m: progress(f, desc=m))
         return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
 
     @guard
@@ -157,13 +158,13 @@ def build_directions(backends: Backends):
         return [(enlarge(im, 128), f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
 
     @guard
-    def ui_judge(did, n):
+    def ui_judge(did, n, progress=gr.Progress()):
         if not did:
             raise InputError("choose a direction to judge")
         note = ""
         if svc.get(did).kind == "text" and n != 1:  # the library says "run Judge" for these too
             n, note = 1, " (a text direction is judged on one source)"
-        rep = svc.judge_direction(did, n)
+        rep = svc.judge_direction(did, n, progress=lambda f, m: progress(f, desc=m))
         ch = ", ".join(f"{k} {v:.0%}" for k, v in rep["changes"].items())
         istd = rep.get("istd", float("nan"))
         md = (f"**{rep['name']}** — changed: {ch}; disentanglement **{rep['disentanglement']:.2f}** "
@@ -177,8 +178,8 @@ def build_directions(backends: Backends):
         return table, table.attrs.get("note", "")
 
     @guard
-    def ui_atlas(step, n, layer, rhalf):
-        key = svc.to_atlas(step, n, layer, rhalf)
+    def ui_atlas(step, n, layer, rhalf, progress=gr.Progress()):
+        key = svc.to_atlas(step, n, layer, rhalf, progress=lambda f, m: progress(f, desc=m))
         return f"Added corpus `{key}` to the Atlas (pick it in the Atlas tab's corpus menu)."
 
     # -- layout ------------------------------------------------------------------------

@@ -648,8 +648,9 @@ def factor_changes(before, after, factors=("shape", "colour", "size", "position"
 
 def judge_direction(pipe, direction: Direction, sources, judge, *, strength: float | None = None,
                     t_range=(0.0, 1.0), factors=("shape", "colour", "size", "position"), istd_samples: int = 4,
-                    delta_half: str = "both") -> dict:
+                    delta_half: str = "both", progress=None) -> dict:
     """What a direction changes, read by the judge on a batch trajectory `sources` (M samples).
+    progress(fraction, text) is told before each of its stages (the + and − edits, each traversal).
 
     Edits every sample by ±strength (default: the direction's default), judges before and
     after, and reports per factor the share of (sample, side) pairs whose value changed,
@@ -658,9 +659,13 @@ def judge_direction(pipe, direction: Direction, sources, judge, *, strength: flo
     """
     s = direction.default_strength if strength is None else check_strength(strength)
     m = sources.batch
+    tell = progress or (lambda fraction, text: None)
+    n_istd = min(istd_samples, m) if (istd_samples and direction.kind != "text") else 0
+    stages = 2 + n_istd
     base = judge.predict(sources.images)
     sides = {}
-    for sign in (+1, -1):
+    for i, sign in enumerate((+1, -1)):
+        tell(i / stages, f"editing {m} sources by {'+' if sign > 0 else '−'}{s:g}σ")
         if direction.kind == "text":
             imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s)) if m == 1 else None
             if imgs is None:
@@ -679,11 +684,13 @@ def judge_direction(pipe, direction: Direction, sources, judge, *, strength: flo
               "name": name, "strength": s}
     if istd_samples and direction.kind != "text":
         vals = []
-        for r in range(min(istd_samples, m)):
+        for r in range(n_istd):
+            tell((2 + r) / stages, f"traversal {r + 1}/{n_istd} for ISTD")
             sub = _row(sources, r)
             _, frames = traversal(pipe, sub, direction, strength=s, t_range=t_range, delta_half=delta_half)
             vals.append(istd(frames))
         report["istd"] = float(np.mean(vals))
+    tell(1.0, "judged")
     return report
 
 
