@@ -73,20 +73,23 @@ def build_directions(backends: Backends):
 
     # -- handlers ----------------------------------------------------------------------
     @guard
-    def ui_prompt(prompt, seed, steps, eta, guidance, layer):
+    def ui_prompt(prompt, seed, steps, eta, guidance, layer, progress=gr.Progress()):
+        progress(0.0, desc="sampling the source and recording its h")
         key, d = svc.source_from_prompt(prompt, seed, steps, eta, guidance, layer)
         img = enlarge(svc.source(key).images[0])
         return ({"source": key}, img, img, info_md(d)) + tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
-    def ui_upload(image, prompt, method, steps, eta, guidance, layer):
+    def ui_upload(image, prompt, method, steps, eta, guidance, layer, progress=gr.Progress()):
+        progress(0.0, desc="inverting the image (DDIM), then recording its h")
         key, d = svc.source_from_image(image, prompt, method, steps, eta, guidance, layer)
         t = svc.source(key)
         return ({"source": key}, enlarge(t.original[0]), enlarge(t.images[0]), info_md(d)) + \
             tuple(gr.update(value=0) for _ in range(N_SLOTS))
 
     @guard
-    def ui_item(corpus, item_id, steps, layer):
+    def ui_item(corpus, item_id, steps, layer, progress=gr.Progress()):
+        progress(0.0, desc="making the item a source (regenerated or inverted)")
         key, d = svc.source_from_item(corpus, item_id, steps, layer=layer)
         t = svc.source(key)
         src = t.original[0] if t.original is not None else t.images[0]
@@ -115,13 +118,15 @@ def build_directions(backends: Backends):
         return [f"Added **{svc.get(did).name}** (default strength {svc.get(did).default_strength:.2f}σ)."] + lib_outputs([did])
 
     @guard
-    def ui_groups(a, b, layer, rhalf):
+    def ui_groups(a, b, layer, rhalf, progress=gr.Progress()):
+        progress(0.0, desc="the two groups' mean h")
         did = svc.groups(parse_sample_ids(b, "group B"), parse_sample_ids(a, "group A"),
                          name=f"group ({a.strip()[:20]}) → ({b.strip()[:20]})", layer=layer, half=rhalf)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
 
     @guard
-    def ui_pair(a, b, n, layer):
+    def ui_pair(a, b, n, layer, progress=gr.Progress()):
+        progress(0.0, desc=f"sampling {int(n or 0)} seeds of each prompt")
         did = svc.prompt_pair(a, b, n, layer)
         return [f"Added **{svc.get(did).name}**."] + lib_outputs([did])
 
@@ -131,9 +136,10 @@ def build_directions(backends: Backends):
         return [f"Added text direction **{svc.get(did).name}** (strength 1 = prompt B)."] + lib_outputs([did])
 
     @guard
-    def ui_jacobian(state, step, k, region):
+    def ui_jacobian(state, step, k, region, progress=gr.Progress()):
         if not state or not state.get("source"):
             raise InputError("start from a prompt, an Atlas item or an image first")
+        progress(0.0, desc="the Jacobian's top singular vectors (power iteration)")
         ids = svc.image_specific(state["source"], step, k, region)
         return [f"Added {len(ids)} image-specific directions."] + lib_outputs(ids)
 
