@@ -76,6 +76,9 @@ def test_wheel_holds_code_assets_and_the_command(tmp_path):
     shipped = {"latent_atlas_assets/" + p.relative_to(src / "assets").as_posix()
                for p in (src / "assets").rglob("*") if p.is_file()}
     assert "latent_atlas_assets/shapes/generator.safetensors" in shipped and shipped <= names, sorted(shipped - names)
+    static = {"app/static/" + p.name for p in (src / "app" / "static").iterdir()}
+    assert "app/static/regl-scatterplot.min.js" in static and static <= names, sorted(static - names)
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["app"] == ["static/*"]  # the browser's bundle ships
     assert not any(n.startswith(("tests/", "bench/", "scripts/", "assets/")) for n in names)
     assert "[console_scripts]" in entry_points and "latent-atlas = app.cli:main" in entry_points
     assert "Provides-Extra: gpu" in metadata and "Requires-Python: >=3.10" in metadata

@@ -1,4 +1,4 @@
-"""An interactive WebGL scatter map: gr.HTML hosting plotly.js.
+"""An interactive WebGL scatter map: gr.HTML hosting plotly.js (and regl-scatterplot for large maps).
 
 gr.Plot passes no clicks or lasso selections to Python; this component does, through custom
 events triggered from JavaScript:
@@ -10,6 +10,10 @@ events triggered from JavaScript:
 Its value is a JSON string made by `scatter_payload(...)`; updating the value re-renders the
 same div with Plotly.react, so listeners survive new data. Hovering shows the item's
 thumbnail (from a URL template) or its text, with no Python round trip.
+
+A value made by `scatter_gl.scatter_gl_payload` (maps of more than scatter_gl.GL_THRESHOLD points)
+is drawn in the same element by regl-scatterplot instead, with the same events: see
+app/components/scatter_gl.py for why and how.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import numpy as np
 
 from app.components.colours import PALETTE as _PALETTE
 from app.components.colours import category_colours, named_colour
+from app.components.scatter_gl import GL_CSS, GL_JS, GL_TEMPLATE, bundle_url
+from app.components.scatter_gl import static_paths as _gl_static_paths
 
 PLOTLY_JS = None  # resolved lazily: the plotly.min.js shipped inside the plotly Python package
 
@@ -38,8 +44,9 @@ def plotly_js_path() -> Path:
 
 
 def static_paths() -> list[str]:
-    """Paths the app must pass to gr.set_static_paths for this component to work."""
-    return [str(plotly_js_path().parent)]
+    """Paths the app must pass to gr.set_static_paths for this component to work: plotly.js and the
+    regl-scatterplot bundle (app/static). A GL map's files need their folder too (scatter_gl.MapFiles)."""
+    return [str(plotly_js_path().parent)] + _gl_static_paths()
 
 
 def scatter_payload(
@@ -98,12 +105,14 @@ def scatter_patch(uirevision: str, *, highlight: Sequence[int] | None = None,
     return json.dumps(payload, separators=(",", ":"))
 
 
-def _color_spec(values: np.ndarray, name: str) -> dict:
+def categorise(values: np.ndarray) -> tuple[str, np.ndarray | None, list[str] | None]:
+    """("num", None, None) for numbers with more than MAX_CATEGORIES distinct values, else
+    ("cat", codes, labels): at most MAX_CATEGORIES labels, the rarest strings as "(other)"."""
+    values = np.asarray(values)
     numeric = np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.bool_)
     uniq = np.unique(values.astype(str)) if not numeric else np.unique(values)
     if numeric and len(uniq) > MAX_CATEGORIES:
-        v = values.astype(float)
-        return {"color_num": np.round(v, 5).tolist(), "color_name": name}
+        return "num", None, None
     labels = values.astype(str)
     cats, codes = np.unique(labels, return_inverse=True)
     if len(cats) > MAX_CATEGORIES:  # many distinct strings: keep the most frequent, rest as "other"
@@ -113,13 +122,21 @@ def _color_spec(values: np.ndarray, name: str) -> dict:
         keep[top] = True
         labels = np.where(keep[codes], labels, "(other)")
         cats, codes = np.unique(labels, return_inverse=True)
-    colours = category_colours(cats.tolist())
-    outline = all(named_colour(c) is not None for c in cats.tolist() if c != "(other)")
-    return {"color_cat": codes.astype(int).tolist(), "categories": cats.tolist(), "color_name": name,
+    return "cat", codes, cats.tolist()
+
+
+def _color_spec(values: np.ndarray, name: str) -> dict:
+    kind, codes, cats = categorise(values)
+    if kind == "num":
+        v = values.astype(float)
+        return {"color_num": np.round(v, 5).tolist(), "color_name": name}
+    colours = category_colours(cats)
+    outline = all(named_colour(c) is not None for c in cats if c != "(other)")
+    return {"color_cat": codes.astype(int).tolist(), "categories": cats, "color_name": name,
             "colors": colours, "outline": outline}
 
 
-JS_ON_LOAD = r"""
+PLOTLY_MAP_JS = r"""
 const root = element.querySelector('.la-scatter');
 const plotDiv = root.querySelector('.la-plot');
 const tip = root.querySelector('.la-tip');
@@ -186,6 +203,14 @@ function render() {
   if (!raw) return;
   let parsed;
   try { parsed = typeof raw === 'string' ? JSON.parse(raw) : raw; } catch (e) { return; }
+  if (parsed.gl || (parsed.patch && laGl.active())) {  // a large map: regl-scatterplot (scatter_gl.py)
+    plotDiv.style.display = 'none';
+    tip.style.display = 'none';
+    data = null;
+    laGl.render(parsed);
+    return;
+  }
+  if (!parsed.patch) { laGl.hide(); plotDiv.style.display = ''; }
   let clearLasso = false;
   if (parsed.patch) {
     if (!data || data.uirevision !== parsed.uirevision) return;  // a patch for a map no longer shown
@@ -256,7 +281,9 @@ watch('value', render);
 render();
 """
 
-CSS = """
+JS_ON_LOAD = GL_JS + PLOTLY_MAP_JS
+
+CSS = GL_CSS + """
 .la-scatter { position: relative; width: 100%; }
 .la-scatter .la-plot { width: 100%; }
 .la-scatter .la-tip { position: absolute; display: none; pointer-events: none; z-index: 20;
@@ -272,8 +299,9 @@ def scatter_map(*, height: int = 560, elem_id: str | None = None, value: str | N
 
     src = f"/gradio_api/file={plotly_js_path()}"
     template = (
-        f'<div class="la-scatter" data-plotly="{src}">'
-        f'<div class="la-plot" style="height:{int(height)}px"></div><div class="la-tip"></div></div>'
+        f'<div class="la-scatter" data-plotly="{src}" data-gl="{bundle_url()}">'
+        f'<div class="la-plot" style="height:{int(height)}px"></div>'
+        + GL_TEMPLATE.format(height=int(height)) + '<div class="la-tip"></div></div>'
     )
     return gr.HTML(
         value=value,
