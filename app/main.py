@@ -22,10 +22,13 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     settings = settings or (backends.settings if backends else Settings.from_env())
     backends = backends or Backends(settings)
     from app.components.security import use_private_temp_dir
+    from app.services.atlas import map_files_dir
 
     use_private_temp_dir(backends.cache.root)  # uploads and exports in a 0700 folder of this app (before any component)
-    gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs")])
+    # plotly.js and regl-scatterplot (app/static), thumbnails, and the GL maps' points and tooltip files
+    gr.set_static_paths(static_paths() + [str(backends.cache.root / "thumbs"), str(map_files_dir(backends))])
     (backends.cache.root / "thumbs").mkdir(parents=True, exist_ok=True)
+    map_files_dir(backends).mkdir(parents=True, exist_ok=True)
 
     with gr.Blocks(title="Latent Atlas", fill_width=True) as demo:
         gr.Markdown("## Latent Atlas\nExplore the latent spaces of generative and representation models.")

@@ -1,5 +1,11 @@
 """What the Atlas tab does: a 2-D map of any corpus, with neighbours, search, selection and export.
 
+The map is Plotly's (app/components/scatter.py) up to scatter_gl.GL_THRESHOLD items (100,000), where
+the browser tests drive its hover images, legend and selection boxes and its JSON (≤ 6 MB) draws in about a
+second; larger corpora get the regl-scatterplot map (app/components/scatter_gl.py): the points go to the
+page as a binary file of ≤ 10 bytes a point instead of ~60 bytes of JSON, where Plotly's payload and its
+SVG lasso stall. Both maps take the same `payload`/`patch` values from here and send the same events.
+
 ``AtlasService`` takes small keys and returns values; app/tabs/atlas.py lays it out and wires it
 to Gradio. A view is a small dict: {"corpus": key, "xy": key of the coordinates in the service's
 store, "axes": axis titles, "highlight": [...], "selected": [...]}.
@@ -53,8 +59,11 @@ class AtlasService:
     """What the Atlas tab (and its API) does, independent of the layout."""
 
     def __init__(self, backends: Backends):
+        from app.components.scatter_gl import MapFiles
+
         self.b = backends
         self.xy = _XYStore()
+        self.maps = MapFiles(map_files_dir(backends))  # a Gradio static path (app/main.py)
 
     # -- helpers ---------------------------------------------------------------------
     def _xy(self, view: dict, params: ProjectionParams | None = None) -> np.ndarray:
@@ -127,18 +136,21 @@ class AtlasService:
             base = base + "\n" + np.asarray(corpus.texts, dtype=object).astype(str)
         return base.tolist()
 
+    def uses_gl(self, view: dict) -> bool:
+        """Whether the view's map is drawn by regl-scatterplot (more than GL_THRESHOLD items) or Plotly."""
+        from app.components import scatter_gl
+
+        return scatter_gl.use_gl(len(self.b.corpus(view["corpus"])))
+
     def payload(self, view: dict, color_by: str | None) -> str:
         from app.components.scatter import scatter_payload
 
         key = view["corpus"]
         corpus = self.b.corpus(key)
         xy = self._xy(view)
-        return scatter_payload(
-            xy,
-            ids=corpus.meta["id"].tolist(),
+        common = dict(
             color=self.color_values(key, color_by),
             color_name=color_by or "",
-            hover=self.hover_texts(key),
             thumb_url=self.thumb_url(key),
             highlight=view.get("highlight"),
             selected=view.get("selected"),
@@ -146,6 +158,14 @@ class AtlasService:
             axis_titles=tuple(view.get("axes", ("", ""))),
             uirevision=self.revision(view, color_by),
         )
+        if self.uses_gl(view):
+            from app.components.scatter_gl import scatter_gl_payload
+
+            # tooltips are written once per corpus and hover columns, fetched by the page on hover
+            tips_key = content_key(corpus.fingerprint, corpus.metadata_columns()[:4], corpus.texts is not None)
+            return scatter_gl_payload(xy, files=self.maps, hover=lambda: self.hover_texts(key), tips_key=tips_key,
+                                      **common)
+        return scatter_payload(xy, ids=corpus.meta["id"].tolist(), hover=self.hover_texts(key), **common)
 
     @staticmethod
     def revision(view: dict, color_by: str | None) -> str:
@@ -153,6 +173,11 @@ class AtlasService:
 
     def patch(self, view: dict, color_by: str | None) -> str:
         """Only the highlight/selection of the map already drawn (a few bytes, not the figure)."""
+        if self.uses_gl(view):
+            from app.components.scatter_gl import scatter_gl_patch
+
+            return scatter_gl_patch(self.revision(view, color_by), len(self.b.corpus(view["corpus"])),
+                                    highlight=view.get("highlight", []), selected=view.get("selected", []))
         from app.components.scatter import scatter_patch
 
         return scatter_patch(self.revision(view, color_by), highlight=view.get("highlight", []),
@@ -243,6 +268,11 @@ class AtlasService:
             raise InputError("nothing is selected: draw a lasso or box on the map first, or search")
         out_dir = tempfile.mkdtemp(prefix="atlas-export-")
         return export_rows(self.b.corpus(view["corpus"]), indices, self._xy(view), fmt, out_dir)
+
+
+def map_files_dir(backends: Backends):
+    """Where the GL maps' files go (under the cache); app/main.py makes it a Gradio static path."""
+    return backends.cache.root / "maps"
 
 
 def _plain(v):

@@ -2,6 +2,11 @@
 
 A 2-D map of any corpus with thumbnails, neighbours, search, selection and export. Per-user
 state is the view dict (see app/services/atlas.py) and the selected row indices.
+
+The map is one component for both renderers: Plotly up to 100,000 items, regl-scatterplot (WebGL, points
+as a binary file) above (AtlasService.uses_gl says why); both send point_click {index} and
+points_selected (indices, or a bitmask for large selections: indices_from_event), so the handlers are
+the same.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from gradio.data_classes import FileData
 from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import uploaded_path
+from app.components.scatter_gl import indices_from_event
 from app.components.tables import empty_table
 from app.services.atlas import EXPORT_FORMATS, K_DEFAULT, NEIGHBOUR_COLUMNS, SELECTION_COLUMNS, AtlasService
 from backends.corpora.loaders import SCALINGS
@@ -98,8 +104,8 @@ def build_atlas(backends: Backends):
 
     @guard
     def on_select(view, color_by, evt: gr.EventData):
-        data = getattr(evt, "_data", None) or {}
-        indices = [int(i) for i in data.get("indices", [])]
+        # a list from either map, or a bitmask from the GL map (large selections of large corpora)
+        indices = indices_from_event(getattr(evt, "_data", None))
         view = {**view, "selected": indices}
         df = svc.rows(view, indices)
         return view, f"**{len(indices):,}** items selected", df.head(MAX_TABLE_ROWS), indices
