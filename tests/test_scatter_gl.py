@@ -118,3 +118,15 @@ def test_the_atlas_uses_plotly_up_to_the_threshold_and_regl_above(atlas, monkeyp
     patch = json.loads(svc.patch({**view, "selected": list(range(200))}, "colour"))
     assert patch["patch"] and patch["selected"]["count"] == 200  # a bitmask: more than n/32 indices
     assert patch["uirevision"] == gl["uirevision"]
+
+
+def test_the_clusters_map_switches_to_regl_above_the_threshold_too(atlas, monkeypatch):
+    from app.services.clusters import ClustersService
+
+    svc, view = atlas
+    clusters = ClustersService(svc.b)
+    labels = np.arange(300) % 4 - 1  # -1: noise
+    assert "gl" not in json.loads(clusters.map_payload(view["corpus"], labels, "cluster", "t"))
+    monkeypatch.setattr(scatter_gl, "GL_THRESHOLD", 299)
+    gl = json.loads(clusters.map_payload(view["corpus"], labels, "cluster", "t"))
+    assert gl["gl"] == 1 and gl["categories"] == ["0", "1", "2", "noise"] and gl["n"] == 300

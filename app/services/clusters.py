@@ -288,7 +288,9 @@ class ClustersService:
         return images[order[:n]], prompt
 
     def map_payload(self, key: str, labels, name: str, title: str) -> str:
-        """The corpus on its default Atlas map, coloured by `labels` (cluster -1: "noise")."""
+        """The corpus on its default Atlas map, coloured by `labels` (cluster -1: "noise"); like the Atlas's,
+        drawn with regl-scatterplot above scatter_gl.GL_THRESHOLD items."""
+        from app.components import scatter_gl
         from app.components.scatter import scatter_payload
         from backends.corpora.projection import ProjectionParams
 
@@ -298,10 +300,16 @@ class ClustersService:
         labels = np.asarray(labels)
         color = np.where(labels.astype(str) == "-1", "noise", labels.astype(str)) if labels.dtype.kind in "iu" \
             else labels.astype(str)
+        thumb_url = f"/gradio_api/file={thumbs}/{{i}}.png" if thumbs else None
         hover = (corpus.meta["id"].astype(str) + " · " + name + "=" + color).tolist()
+        if scatter_gl.use_gl(len(corpus)):  # the Atlas's WebGL map for large corpora (points as a binary file)
+            from app.services.atlas import map_files_dir
+
+            return scatter_gl.scatter_gl_payload(xy, files=scatter_gl.MapFiles(map_files_dir(self.b)), color=color,
+                                                 color_name=name, hover=hover, thumb_url=thumb_url, title=title,
+                                                 uirevision=f"clusters:{key}")
         return scatter_payload(xy, ids=corpus.meta["id"].tolist(), color=color, color_name=name, hover=hover,
-                               thumb_url=f"/gradio_api/file={thumbs}/{{i}}.png" if thumbs else None,
-                               title=title, uirevision=f"clusters:{key}")
+                               thumb_url=thumb_url, title=title, uirevision=f"clusters:{key}")
 
 
 def parse_labels(labels) -> dict[str, str]:
