@@ -24,7 +24,7 @@ regl-scatterplot instead (app/static/regl-scatterplot.min.js, bundled once, see 
 
 Maps with at most GL_THRESHOLD points keep Plotly: its hover images, legend toggling, axes and
 selection boxes are what the Atlas, Clusters, Stitching, Annotate and Directions browser tests drive,
-and at that size its JSON (≤ 6 MB) draws in about a second. `scatter_map()` (app/components/scatter.py)
+and at that size its JSON (≤ 6 MB) is drawn 3.5–4.7 s after page load (bench/bench_map_1m.py). `scatter_map()` (app/components/scatter.py)
 hosts both: a value made by `scatter_gl_payload` draws with regl, one made by `scatter_payload`
 with Plotly, in the same element with the same events; `scatter_gl_map()` is that component.
 

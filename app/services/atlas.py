@@ -1,8 +1,8 @@
 """What the Atlas tab does: a 2-D map of any corpus, with neighbours, search, selection and export.
 
 The map is Plotly's (app/components/scatter.py) up to scatter_gl.GL_THRESHOLD items (100,000), where
-the browser tests drive its hover images, legend and selection boxes and its JSON (≤ 6 MB) draws in about a
-second; larger corpora get the regl-scatterplot map (app/components/scatter_gl.py): the points go to the
+the browser tests drive its hover images, legend and selection boxes and its JSON (≤ 6 MB) is drawn 3.5–4.7 s
+after page load; larger corpora get the regl-scatterplot map (app/components/scatter_gl.py): the points go to the
 page as a binary file of ≤ 10 bytes a point instead of ~60 bytes of JSON, where Plotly's payload and its
 SVG lasso stall. Both maps take the same `payload`/`patch` values from here and send the same events.
 
