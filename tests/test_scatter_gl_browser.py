@@ -204,9 +204,10 @@ def test_the_atlas_draws_large_corpora_with_regl_and_its_events_fill_the_tables(
         page.mouse.move(x - 20, y - 20)
         page.mouse.move(x, y, steps=4)
         page.wait_for_selector("#atlas-map .la-tip img", state="visible", timeout=10_000)  # hover thumbnail
-        assert page.locator("#atlas-map .la-tip").inner_text().startswith(f"digit-{target} ")
+        item_id = page.locator("#atlas-map .la-tip").inner_text().split(" ·")[0]
+        assert item_id.startswith("digit-") and int(item_id[len("digit-"):]) == target, item_id
         page.mouse.click(x, y)
-        page.wait_for_function(f"document.querySelector('#atlas-item-id textarea').value === 'digit-{target}'",
+        page.wait_for_function(f"document.querySelector('#atlas-item-id textarea').value === '{item_id}'",
                                timeout=60_000)
         assert "distance" in page.inner_text("#atlas-neighbours-table")
         page.wait_for_function(f"document.querySelector('{root}').dataset.patched", timeout=30_000)
