@@ -181,6 +181,16 @@ def test_click_hover_and_highlight_on_a_small_gl_map(gl_page, browser):
           for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 40 && d[i + 3] > 200) k++; return k; }""")
         assert red > 50, red
 
+        # the mode buttons: box selection, pan (drag moves the view), lasso again
+        plot = "document.querySelector('#small .la-scatter').__laGl.plot"
+        page.click("#small .la-gl-modes button[data-mode='rectangle']")
+        assert page.evaluate(f"[{plot}.get('mouseMode'), {plot}.get('lassoType')]") == ["lasso", "rectangle"]
+        page.click("#small .la-gl-modes button[data-mode='panZoom']")
+        assert page.evaluate(f"{plot}.get('mouseMode')") == "panZoom"
+        assert page.locator("#small .la-gl-modes button.on").inner_text() == "Pan"
+        page.click("#small .la-gl-modes button[data-mode='lasso']")
+        assert page.evaluate(f"[{plot}.get('mouseMode'), {plot}.get('lassoType')]") == ["lasso", "freeform"]
+
 
 def test_the_atlas_draws_large_corpora_with_regl_and_its_events_fill_the_tables(atlas_app, browser, monkeypatch):
     """The Atlas with GL_THRESHOLD lowered to 0 (the digits, 1,797 points, drawn as a large corpus would be):
