@@ -3,6 +3,19 @@ from __future__ import annotations
 
 import contextlib
 
+# page positions ({px, py}) of the Annotate plot's points, in the order of the plot's x/y
+ANNOTATE_POINT_PIXELS = """() => {
+  const div = document.querySelector('#ann-plot .la-plot');
+  const fl = div._fullLayout, r = div.getBoundingClientRect();
+  const pts = [];
+  for (const tr of div._fullData) {
+    if (!tr.customdata) continue;
+    tr.x.forEach((x, k) => pts.push({px: r.left + fl._size.l + fl.xaxis.l2p(x),
+                                     py: r.top + fl._size.t + fl.yaxis.l2p(tr.y[k])}));
+  }
+  return pts;
+}"""
+
 
 @contextlib.contextmanager
 def open_page(browser, url: str, *, tab: str | None = None, ready: str | None = None, width: int = 1500,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backends.shapes.generator import WEIGHTS
-from browser_pages import open_page
+from browser_pages import ANNOTATE_POINT_PIXELS, open_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes generator weights in assets/ yet")]
@@ -25,18 +25,6 @@ TIMEOUT = 180_000  # per wait; under heavy load (load average 9 on 2 cores) 120 
 TASK_SET, ANNOTATOR, TOKEN = "screenshots", "reader", "token-screenshots"
 
 
-# page positions of the Annotate plot's points
-POINT_PIXELS = """() => {
-  const div = document.querySelector('#ann-plot .la-plot');
-  const fl = div._fullLayout, r = div.getBoundingClientRect();
-  const pts = [];
-  for (const tr of div._fullData) {
-    if (!tr.customdata) continue;
-    tr.x.forEach((x, k) => pts.push({px: r.left + fl._size.l + fl.xaxis.l2p(x),
-                                     py: r.top + fl._size.t + fl.yaxis.l2p(tr.y[k])}));
-  }
-  return pts;
-}"""
 
 
 def _images_loaded(selector: str, n: int = 1, min_width: int = 16) -> str:
@@ -102,7 +90,7 @@ def annotate(page):
     page.locator("#ann-tool").get_by_label("box").check()
     page.wait_for_function("document.querySelector('#ann-plot .la-plot')._fullLayout.dragmode === 'select'",
                            timeout=TIMEOUT)
-    pts = page.evaluate(POINT_PIXELS)
+    pts = page.evaluate(ANNOTATE_POINT_PIXELS)
     width = page.locator("#ann-plot .la-plot").bounding_box()["width"]
     first = min(pts, key=lambda p: p["px"])
     group = [p for p in pts if abs(p["px"] - first["px"]) + abs(p["py"] - first["py"]) < width / 4]

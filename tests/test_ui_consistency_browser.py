@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backends.shapes.generator import WEIGHTS
-from browser_pages import open_page
+from browser_pages import ANNOTATE_POINT_PIXELS, open_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes weights in assets/ yet")]
@@ -164,17 +164,6 @@ ADMIN = "ui-consistency-admin"
 
 PLOT_AREA = """() => { const s = document.querySelector('#ann-plot .la-plot')._fullLayout._size;
   return [Math.round(s.l), Math.round(s.t), Math.round(s.w), Math.round(s.h)]; }"""
-POINT_PIXELS = """() => {
-  const div = document.querySelector('#ann-plot .la-plot');
-  const fl = div._fullLayout, r = div.getBoundingClientRect();
-  const pts = [];
-  for (const tr of div._fullData) {
-    if (!tr.customdata) continue;
-    tr.x.forEach((x, k) => pts.push({px: r.left + fl._size.l + fl.xaxis.l2p(x),
-                                     py: r.top + fl._size.t + fl.yaxis.l2p(tr.y[k])}));
-  }
-  return pts;
-}"""
 
 
 @pytest.fixture
@@ -192,7 +181,7 @@ def annotate_admin(atlas_app):
 
 def _box_left_half(page) -> None:
     """Box-select the points left of the middle (the box tool is on)."""
-    pts = page.evaluate(POINT_PIXELS)
+    pts = page.evaluate(ANNOTATE_POINT_PIXELS)
     xs = sorted(p["px"] for p in pts)
     mid = (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
     ys = [p["py"] for p in pts]
