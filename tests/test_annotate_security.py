@@ -479,6 +479,21 @@ def test_api_wrong_secrets_back_off(app, capfd, caplog):
     assert c.predict(ADMIN, api_name="/annotate_admin_task_sets")["data"]
 
 
+def _wait_until_no_exports(root: Path, seconds: float = 5.0) -> bool:
+    """True once no exported file is left under root. The server removes each file after its
+    download and then its folder, so a folder may vanish while it is being listed."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if not list(root.glob("export-*/*")):
+                return True
+        except FileNotFoundError:  # a folder removed between listing root and listing it
+            pass
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def test_api_export_is_private_served_once_and_csv_safe(app):
     import urllib.error
     import urllib.request
@@ -511,4 +526,4 @@ def test_api_export_is_private_served_once_and_csv_safe(app):
     # gradio_client downloads the file itself: that download is the one
     path = c.predict(ADMIN, "other", "csv", api_name="/annotate_admin_export")
     assert "'=HYPERLINK" in Path(path).read_text()
-    assert not list((app["temp"] / "la-exports").glob("export-*/*"))
+    assert _wait_until_no_exports(app["temp"] / "la-exports")  # its copy removed once downloaded
