@@ -13,6 +13,11 @@ one is answered) that stops sending at the phase's deadline:
 2. the mix: mostly the fast ones, some generate (Shapes, 20 steps), some directions_edit or
    regions_generate, some clusters_run (seeds vary, so no answer comes from a cache).
 
+The clients are browser-like queue sessions on one asyncio loop (bench/queue_client.py: what
+the page sends, a few ms of client CPU a request) unless `--client gradio_client` asks for a
+gradio_client.Client per user (about 80 ms of client CPU a request: 20 of them on the server's
+2 cores measure mostly themselves).
+
 Printed: per endpoint and phase the requests, errors, p50 and p95 (seconds, from send to answer,
 queueing included); for the slow endpoints the most requests seen ahead in their queue
 (job.status().rank, what a gradio_client caller is told while it waits); the CPU seconds the
@@ -42,6 +47,7 @@ MIX = {"atlas_neighbours": 40, "atlas_search": 30, "atlas_corpora": 5, "generate
 PROMPTS = ["a red circle in the center", "a small blue square", "a large green triangle on the left",
            "a yellow star in the top right corner", "a purple heart at the bottom"]
 MAX_REQUESTS_PER_CLIENT = 100_000  # a bound on every client's loop besides the deadline
+CANVAS = object()  # stands for the uploaded canvas in a request's arguments
 
 
 def free_port() -> int:
@@ -80,9 +86,7 @@ def _request(name: str, rng: random.Random, spec: dict) -> tuple[str, tuple, dic
         return "/directions_edit", (spec["source"], [spec["direction"]], [round(rng.uniform(-1.5, 1.5), 3) or 0.5],
                                     0.0, 1.0)
     if name == "regions_generate":
-        from gradio_client import handle_file
-
-        return "/regions_generate", (handle_file(spec["canvas"]), {"red": "a red circle", "blue": "a blue star"},
+        return "/regions_generate", (CANVAS, {"red": "a red circle", "blue": "a blue star"},
                                      "", "spatext", rng.randrange(2 ** 30), spec["steps"])
     if name == "clusters_run":
         # seed < 2,147,483: FAISS takes seed * 1000 + restart as a C int (a larger one is refused)
@@ -92,10 +96,60 @@ def _request(name: str, rng: random.Random, spec: dict) -> tuple[str, tuple, dic
 
 
 def client_process(spec: dict) -> dict:
-    """Run spec['clients'] client threads for spec['seconds']; returns the samples."""
+    """Run spec['clients'] clients for spec['seconds']; returns the samples."""
+    if spec["client"] == "queue":
+        import asyncio
+
+        return asyncio.run(queue_clients(spec))
+    return gradio_clients(spec)
+
+
+async def queue_clients(spec: dict) -> dict:
+    """The clients as tasks on one asyncio loop, each a browser-like session (bench/queue_client.py)."""
+    import asyncio
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from queue_client import QueueClient
+
+    weights = spec["weights"]
+    names, w = list(weights), list(weights.values())
+    samples: list[dict] = []
+    limits = httpx.Limits(max_connections=4 * spec["clients"], max_keepalive_connections=2 * spec["clients"])
+    async with httpx.AsyncClient(timeout=httpx.Timeout(spec["timeout"]), limits=limits) as http:
+        endpoints = await QueueClient.endpoints(http, spec["url"])
+        sessions = [QueueClient(http, spec["url"], endpoints) for _ in range(spec["clients"])]
+        canvases = await asyncio.gather(*(s.upload(spec["canvas"]) for s in sessions))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec["seconds"]
+
+        async def client(i: int):
+            rng = random.Random(spec["seed"] * 1000 + i)
+            for _ in range(MAX_REQUESTS_PER_CLIENT):
+                if loop.time() >= deadline:
+                    break
+                name = rng.choices(names, w)[0]
+                api, args = _request(name, rng, spec)
+                args = tuple(canvases[i] if a is CANVAS else a for a in args)
+                rank, err = None, None
+                t0 = time.perf_counter()
+                try:
+                    _, rank = await asyncio.wait_for(sessions[i].predict(api, *args), spec["timeout"])
+                except Exception as exc:  # noqa: BLE001
+                    err = f"{type(exc).__name__}: {exc}"[:300]
+                samples.append({"name": name, "s": time.perf_counter() - t0, "ok": err is None, "error": err,
+                                "rank": rank if name not in FAST else None})
+
+        await asyncio.gather(*(client(i) for i in range(spec["clients"])))
+    return {"samples": samples, "stuck": 0}
+
+
+def gradio_clients(spec: dict) -> dict:
+    """The clients as gradio_client.Client threads (about 80 ms of client CPU a request)."""
     import threading
 
-    from gradio_client import Client
+    from gradio_client import Client, handle_file
 
     weights = spec["weights"]
     names, w = list(weights), list(weights.values())
@@ -122,6 +176,7 @@ def client_process(spec: dict) -> dict:
                 break
             name = rng.choices(names, w)[0]
             api, args = _request(name, rng, spec)
+            args = tuple(handle_file(spec["canvas"]) if a is CANVAS else a for a in args)
             rank, err = None, None
             t0 = time.perf_counter()
             try:
@@ -224,6 +279,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20, help="sampling steps of generate / regions_generate")
     ap.add_argument("--timeout", type=float, default=600.0, help="a request's limit (then counted as an error)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--client", choices=("queue", "gradio_client"), default="queue",
+                    help="queue: browser-like sessions on one asyncio loop (bench/queue_client.py, a few ms of "
+                         "client CPU a request); gradio_client: a Client per simulated user (~80 ms a request)")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads in the server before it starts (0: leave torch's default)")
     ap.add_argument("--client-spec", help=argparse.SUPPRESS)  # internal: run as the client process
@@ -267,7 +325,7 @@ def main(argv=None):
 
             import torch
 
-            print(f"app at {url}; {a.clients} clients; torch threads {torch.get_num_threads()}; warming up:", flush=True)
+            print(f"app at {url}; {a.clients} clients ({a.client}); torch threads {torch.get_num_threads()}; warming up:", flush=True)
             cl = Client(url, verbose=False)
             timed("atlas_project digits (UMAP)", lambda: cl.predict("digits", "umap", 15, 0.1, "cosine",
                                                                       api_name="/atlas_project"))
@@ -288,7 +346,7 @@ def main(argv=None):
                 api_name="/regions_generate"))
             timed("clusters_run digits k-means", lambda: cl.predict("digits", "kmeans", 10, "original", 10, "cosine",
                                                                    10, 0, api_name="/clusters_run"))
-            spec = {"url": url, "clients": a.clients, "timeout": a.timeout, "steps": a.steps, "seed": a.seed,
+            spec = {"url": url, "client": a.client, "clients": a.clients, "timeout": a.timeout, "steps": a.steps, "seed": a.seed,
                     "n_digits": n_digits, "source": src, "direction": did, "canvas": str(canvas)}
             rss["load start"] = rss_mb()
             tables = {}

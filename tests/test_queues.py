@@ -138,3 +138,35 @@ def test_neighbours_answered_while_generate_runs(atlas_app):
     img, notes = first.result(timeout=600)
     assert "DDIM steps" in notes
     second.result(timeout=600)
+
+
+def test_the_load_bench_client_gets_the_same_answers_as_gradio_client(atlas_app):
+    """bench/bench_load.py measures with browser-like queue sessions (bench/queue_client.py): they
+    must get what gradio_client gets, defaults filled in, and user errors as errors."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    import httpx
+    from gradio_client import Client
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from queue_client import QueueClient, QueueError
+
+    url, _ = atlas_app
+    expected = Client(url, verbose=False).predict("digits", "digit-0007", api_name="/atlas_neighbours")
+
+    async def calls():
+        async with httpx.AsyncClient(timeout=120) as http:
+            q = QueueClient(http, url, await QueueClient.endpoints(http, url))
+            nb, _ = await q.predict("/atlas_neighbours", "digits", "digit-0007")  # k and metric left to defaults
+            hits, _ = await q.predict("/atlas_search", "digits", "label=3", False)
+            with pytest.raises(QueueError, match="search query is empty"):
+                await q.predict("/atlas_search", "digits", "  ", False)
+            with pytest.raises(QueueError, match="no endpoint"):
+                await q.predict("/no_such_thing")
+            return nb, hits
+
+    nb, hits = asyncio.run(calls())
+    assert nb == [expected]
+    assert len(hits) == 1 and len(hits[0]) > 100 and all(h.startswith("digit-") for h in hits[0])
