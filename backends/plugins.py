@@ -10,6 +10,7 @@ name and open_clip looks up model configs:
     get_evaluator("shapes")                                 # a factor judge, or None
     get_vocabulary("shapes")()                              # candidate cluster descriptions
     get_prompt_set("shapes")(n, seed=0)                     # (prompts, factors asked for)
+    get_surrogate("shapes")                                 # failure-search judge + prompt families
 
 A plug-in registers its entries when its module is imported (``register_generator(...)`` …).
 The built-in plug-ins are imported on the first lookup; this module is the one place outside
@@ -114,6 +115,7 @@ TEXT_ENCODERS = Registry("text encoder")
 EVALUATORS = Registry("evaluator")
 VOCABULARIES = Registry("vocabulary")
 PROMPT_SETS = Registry("prompt set")
+SURROGATES = Registry("failure-search surrogate")
 
 
 def register_generator(plugin: GeneratorPlugin) -> GeneratorPlugin:
@@ -171,9 +173,30 @@ def get_prompt_set(name: str = DEFAULT_WORLD) -> Callable[..., Any]:
     return PROMPT_SETS.get(name)
 
 
+@dataclass
+class SurrogatePlugin:
+    """A world's failure-search surrogate (backends/generative/failure_search.py): load() -> an object
+    with score(images, asked) -> Scores, or None when its weights are missing; families() -> {name:
+    PromptFamily} (no weights loaded)."""
+
+    name: str
+    load: Callable[[], Any]
+    families: Callable[[], dict]
+
+
+def register_surrogate(plugin: SurrogatePlugin) -> SurrogatePlugin:
+    return SURROGATES.register(plugin.name, plugin)
+
+
+def get_surrogate(name: str = DEFAULT_WORLD) -> SurrogatePlugin | None:
+    """The named world's failure-search surrogate plug-in, or None."""
+    return SURROGATES.get(name, None)
+
+
 __all__ = [
     "BUILTIN_PLUGINS", "DEFAULT_WORLD", "EncoderFamily", "GeneratorPlugin", "Registry", "get_encoder_family",
-    "get_evaluator", "get_generator", "get_prompt_set", "get_text_encoder", "get_vocabulary", "load_builtin_plugins",
+    "SurrogatePlugin", "get_evaluator", "get_generator", "get_prompt_set", "get_surrogate", "get_text_encoder",
+    "get_vocabulary", "load_builtin_plugins",
     "register_encoder_family", "register_evaluator", "register_generator", "register_prompt_set",
-    "register_text_encoder", "register_vocabulary",
+    "register_surrogate", "register_text_encoder", "register_vocabulary",
 ]

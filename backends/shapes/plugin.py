@@ -175,6 +175,21 @@ def shapes_prompts(n: int, seed: int = 0, split: str = "test"):
 plugins.register_prompt_set("shapes", shapes_prompts)
 
 
+def _surrogate():
+    from backends.shapes.failures import load_surrogate
+
+    return load_surrogate()
+
+
+def _failure_families() -> dict:
+    from backends.shapes.failures import families
+
+    return families()
+
+
+plugins.register_surrogate(plugins.SurrogatePlugin("shapes", load=_surrogate, families=_failure_families))
+
+
 # -- corpus and stitching spaces (registered by importing their modules) ---------------------
 from backends.shapes import corpus as _corpus  # noqa: E402,F401  registers the "shapes" corpus
 from backends.shapes import spaces as _spaces  # noqa: E402,F401  registers the Shapes world's spaces
