@@ -44,6 +44,12 @@ class _LazyImageEmbedder:
         return enc.encode_images(images)
 
 
+def _log():
+    import logging
+
+    return logging.getLogger("latent_atlas")
+
+
 def _label(name: str, n: int, d: int) -> str:
     from backends.corpora.uploads import corpus_label
 
@@ -118,7 +124,23 @@ class Backends:
             self._user[key] = corpus
             self._user.move_to_end(key)
             self._trim_user()
+        self._seed_map(corpus)
         return key
+
+    def _seed_map(self, corpus: Corpus) -> None:
+        """An ingest's map (Corpus.precomputed) goes into the projection cache under the params it was made
+        with, so the Atlas's map of those params is it (no UMAP run); other params are computed as usual."""
+        from backends.corpora.projection import ProjectionParams, seed_projection
+
+        pre = corpus.precomputed
+        if pre is None or pre.xy is None:
+            return
+        fields = ProjectionParams.__dataclass_fields__
+        params = ProjectionParams(**{k: v for k, v in (pre.map_params or {}).items() if k in fields})
+        try:
+            seed_projection(self.cache, corpus.fingerprint, pre.xy, params)
+        except InputError as exc:  # params this app would refuse: the map is computed here instead
+            _log().warning(f"{corpus.name}: the ingest's map is not used ({exc})")
 
     def _trim_user(self) -> None:
         """Keep at most MAX_USER_CORPORA uploads in memory (stored ones load again from disk)."""
@@ -186,7 +208,7 @@ class Backends:
             with self._lock:
                 if ik in self._indexes:
                     return self._indexes[ik]
-            index = VectorIndex(
+            index = self._precomputed_index(corpus, metric) or VectorIndex(
                 corpus.vectors,
                 metric=metric,
                 exact_below=self.settings.exact_index_below,
@@ -198,6 +220,19 @@ class Backends:
             with self._lock:
                 self._indexes[ik] = index
             return index
+
+    @staticmethod
+    def _precomputed_index(corpus: Corpus, metric: str) -> VectorIndex | None:
+        """An ingest's index.faiss (Corpus.precomputed) for queries in its metric, when it holds this
+        corpus's rows; None (with a log line when there was one to read) to build one instead."""
+        pre = corpus.precomputed
+        if pre is None or not pre.index_path or metric != pre.index_metric:
+            return None
+        try:
+            return VectorIndex.read(pre.index_path, rows=len(corpus), dim=corpus.dim, metric=metric)
+        except (InputError, MemoryError) as exc:
+            _log().warning(f"{corpus.name}: {pre.index_path} not used ({exc}); building an index instead")
+            return None
 
     @cached_property
     def device(self) -> str:
@@ -410,18 +445,13 @@ class Backends:
         """Refuse a corpus whose estimated memory when served (vectors, index, map, metadata:
         backends/corpora/memory.py) is over the budget (settings.memory_budget_gb, default 60% of
         the machine's memory), naming the file, its size, the estimate and the budget."""
-        from backends.corpora.memory import estimate_corpus, fmt_bytes
+        from backends.corpora.memory import estimate_corpus, over_budget
 
         s = self.settings
         est = estimate_corpus(corpus, exact_below=s.exact_index_below, ivf_above=s.ivf_index_above)
-        budget = s.memory_budget_bytes
-        if est.total > budget:
-            raise InputError(
-                f"{source or corpus.name}: {len(corpus):,} rows × {corpus.dim:,} dims would take about "
-                f"{est.describe()} of memory to serve, over this server's budget of {fmt_bytes(budget)}; "
-                f"raise it with LATENT_ATLAS_MEMORY_BUDGET_GB (e.g. "
-                f"LATENT_ATLAS_MEMORY_BUDGET_GB={max(1, -(-est.total // 1024**3) + 1)}) on a machine with "
-                "that much memory, or upload fewer rows or dimensions")
+        refusal = over_budget(est, s.memory_budget_bytes, source or corpus.name)
+        if refusal:
+            raise InputError(refusal)
 
     # -- warming the cache ---------------------------------------------------------------
     def warm_up(self, names: list[str] | None = None, *, log=None, params=None, spaces: bool = True):

@@ -133,6 +133,7 @@ class Settings:
             max_columns=int(self.max_upload_columns), max_cells=int(self.max_upload_cells),
             max_image_pixels=int(self.max_image_megapixels) * 1_000_000,
             max_parse_seconds=float(self.upload_timeout_s), max_parse_memory=int(self.upload_memory_mb) * 2**20,
+            memory_budget=self.memory_budget_bytes if self.memory_budget_gb > 0 else None,  # None: 60% of memory
         )
 
     @property

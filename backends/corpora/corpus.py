@@ -14,6 +14,20 @@ import numpy as np
 from backends.errors import InputError
 
 
+@dataclass(frozen=True)
+class Precomputed:
+    """What an ingest (backends/ingest/) computed for a corpus, for the app to use rather than compute again.
+
+    xy:          float32 (N, 2), the 2-D map (map.parquet), made with `map_params` (ProjectionParams fields)
+    index_path:  a FAISS index file whose id i is row i (index.faiss), for queries in `index_metric`
+    """
+
+    xy: np.ndarray | None = None
+    map_params: dict | None = None
+    index_path: str | None = None
+    index_metric: str = "cosine"
+
+
 @dataclass
 class Corpus:
     """A named set of N vectors.
@@ -34,6 +48,7 @@ class Corpus:
     notes: list[str] = field(default_factory=list)  # things the loader skipped or changed, shown to the user
     # Optional: free text → a (D,) vector in this corpus's space (an aligned text encoder), for search by meaning.
     text_query: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
+    precomputed: Precomputed | None = field(default=None, repr=False)  # an ingest's map and index
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -136,6 +136,7 @@ class VectorIndex:
         self.nprobe: int | None = None
         self.codec: str | None = None  # ivf: "PQ<m>" or "SQ8"
         self.recall_estimate: float | None = None
+        self.file: str | None = None  # set by VectorIndex.read: the index came from this file, not built here
         use_gpu = device in ("cuda", "auto") and gpu_count() > 0
         if device == "cuda" and not use_gpu:
             raise InputError("device is 'cuda' but faiss sees no GPU (is faiss-gpu installed?)")
@@ -264,6 +265,36 @@ class VectorIndex:
                                                           np.take_along_axis(cand, order, 1), -1)
         return dist, idx
 
+    @classmethod
+    def read(cls, path, *, rows: int, dim: int, metric: str = "cosine") -> VectorIndex:
+        """A FAISS index written by the ingest (backends/ingest/index.py: IndexIDMap(IndexFlatIP) or
+        IndexIVFFlat over L2-normalised rows, searched by inner product, ids = row numbers), served as
+        it is: no re-ranking, the IVF's stored nprobe. Only a cosine index exists there. InputError when
+        the file cannot be read or does not hold `rows` vectors of `dim` dimensions."""
+        faiss = _faiss()
+        if metric != "cosine":
+            raise InputError(f"{path}: an ingest's index answers cosine queries, not {metric!r}")
+        try:
+            index = faiss.read_index(str(path))
+        except Exception as exc:  # faiss raises RuntimeError with its C++ message
+            raise InputError(f"{path}: not a FAISS index faiss can read ({str(exc).strip().splitlines()[-1][:160]})") \
+                from None
+        if index.ntotal != rows or index.d != dim:
+            raise InputError(f"{path}: holds {index.ntotal:,} vectors of {index.d} dims, but the corpus has "
+                             f"{rows:,} of {dim}")
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise InputError(f"{path}: not an inner-product index, so not the ingest's cosine one")
+        self = cls.__new__(cls)
+        self.metric, self.n, self.dim = metric, int(rows), int(dim)
+        ivf = faiss.try_extract_index_ivf(index)
+        self.kind = "ivf" if ivf is not None else "flat"
+        self.nprobe = int(ivf.nprobe) if ivf is not None else None
+        self.codec, self.recall_estimate, self.device = None, None, "cpu"
+        self.file = str(path)
+        self._index = index
+        self._lock = threading.Lock()
+        return self
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries (Q, D) → (distances (Q, k) float32, indices (Q, k) int64), nearest first."""
         q = np.atleast_2d(_as_f32(queries))
@@ -273,7 +304,7 @@ class VectorIndex:
         if k < 1:
             raise InputError(f"k must be at least 1, but is {k}")
         k = min(k, self.n)
-        if self.kind == "ivf":
+        if self.kind == "ivf" and self.file is None:  # a compressed IVF built here: re-ranked candidates
             return self._search_ivf(q, k)
         if self.metric == "cosine":
             q = normalize_rows(q)

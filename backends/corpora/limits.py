@@ -43,6 +43,9 @@ class UploadLimits:
     max_image_pixels: int = MAX_IMAGE_PIXELS
     max_meta_columns: int = MAX_META_COLUMNS
     csv_chunk_cells: int = CSV_CHUNK_CELLS
+    # bytes a corpus may take once served (backends/corpora/memory.py); None: 60% of the machine's memory.
+    # Checked before reading where the size is known up front (an ingest's folder: its manifest)
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_columns", "max_cells", "max_parse_memory", "archive_expansion", "max_archive_members",
@@ -50,6 +53,9 @@ class UploadLimits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"UploadLimits.{name} must be a whole number ≥ 1, but is {value!r}")
+        if self.memory_budget is not None and (not isinstance(self.memory_budget, int) or self.memory_budget < 1):
+            raise ValueError(f"UploadLimits.memory_budget must be None or a whole number ≥ 1, but is "
+                             f"{self.memory_budget!r}")
         if not self.max_parse_seconds > 0:
             raise ValueError(f"UploadLimits.max_parse_seconds must be > 0, but is {self.max_parse_seconds!r}")
 

@@ -135,6 +135,17 @@ def estimate_corpus(corpus, *, exact_below: int = 20_000, ivf_above: int = 1_000
                                   meta_bytes=meta + texts, image_bytes=images)
 
 
+def over_budget(est: MemoryEstimate, budget: int, source: str) -> str | None:
+    """The refusal when `est` is over `budget` (naming the source, its size, the estimate by part, the
+    budget and how to raise it); None when it fits."""
+    if est.total <= budget:
+        return None
+    return (f"{source}: {est.rows:,} rows × {est.dims:,} dims would take about {est.describe()} of memory to "
+            f"serve, over this server's budget of {fmt_bytes(budget)}; raise it with LATENT_ATLAS_MEMORY_BUDGET_GB "
+            f"(e.g. LATENT_ATLAS_MEMORY_BUDGET_GB={max(1, -(-est.total // 1024**3) + 1)}) on a machine with that "
+            "much memory, or upload fewer rows or dimensions")
+
+
 def fmt_bytes(n: int) -> str:
     for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if n >= scale:

@@ -69,13 +69,32 @@ def project(
     params = params.validated(len(x))
     if cache is None:
         return _compute(x, params, progress, exact_below, device)
-    # the sample size matters only above it: smaller corpora keep their cached maps
-    key_params = {k: v for k, v in params.__dict__.items() if k != "sample" or (v and len(x) > v)}
-    key = content_key("projection-v1", fingerprint or content_key(x), key_params)
+    key = _cache_key(len(x), params, fingerprint or content_key(x))
     arrays, _hit = cache.get_or_compute(
         "projections", key, lambda: {"xy": _compute(x, params, progress, exact_below, device)}
     )
     return arrays["xy"]
+
+
+def _cache_key(n: int, params: ProjectionParams, fingerprint: str) -> str:
+    # the sample size matters only above it: smaller corpora keep their cached maps
+    key_params = {k: v for k, v in params.__dict__.items() if k != "sample" or (v and n > v)}
+    return content_key("projection-v1", fingerprint, key_params)
+
+
+def seed_projection(cache: ArtifactCache, fingerprint: str, xy: np.ndarray, params: ProjectionParams) -> bool:
+    """Put a map computed elsewhere (an ingest's map.parquet, made with `params`) in the cache, where
+    `project` finds it for the same corpus and params instead of computing it. False when the cache
+    holds one already (that one is kept)."""
+    xy = np.ascontiguousarray(xy, dtype=np.float32)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputError(f"a map must have shape (N, 2), but has shape {xy.shape}")
+    key = _cache_key(len(xy), params.validated(len(xy)), fingerprint)
+    with cache.lock("projections", key):
+        if cache.get_arrays("projections", key) is not None:
+            return False
+        cache.put_arrays("projections", key, {"xy": xy})
+    return True
 
 
 def _compute(x: np.ndarray, p: ProjectionParams, progress: Progress | None, exact_below: int, device: str):
