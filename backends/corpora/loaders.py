@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.corpora.corpus import Corpus, register_corpus, validate_vectors
+from backends.corpora.ingested import is_ingest_folder, load_ingest
 from backends.corpora.limits import DEFAULT_LIMITS, UploadLimits
 from backends.errors import InputError
 
@@ -91,8 +92,10 @@ def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = No
     """A user corpus from one file or folder.
 
     path:           .npy, .npz, .parquet, .csv, vectors.tsv, a .zip of images (or of a
-                    vectors.tsv + metadata.tsv pair), or a folder of images / Projector files.
-    max_bytes:      the upload limit; a larger file is refused before it is read.
+                    vectors.tsv + metadata.tsv pair), a folder of images / Projector files, or
+                    an ingest's OUT folder (manifest.json + shards/: backends/corpora/ingested.py).
+    max_bytes:      the upload limit; a larger file is refused before it is read (an ingest's
+                    folder is not an upload: the memory budget decides whether it opens).
     image_embedder: images uint8 (N, H, W, 3) → vectors (N, D); default `pixel_embedder`. If it
                     has an int attribute `image_size`, it gets letterboxed images of that size,
                     otherwise the 64×64 thumbnails.
@@ -113,6 +116,8 @@ def load_path(path, *, max_bytes: int, image_embedder: ImageEmbedder | None = No
         if not p.exists():
             raise InputError(f"{path}: no such file or folder")
         name = name or _default_name(p)
+        if p.is_dir() and is_ingest_folder(p):  # `python -m backends.ingest`'s OUT: its shards, map and index
+            return load_ingest(p, name=name)
         if p.is_dir():
             return _load_folder(p, max_bytes=max_bytes, image_embedder=image_embedder, name=name)
         return load_paths([p], max_bytes=max_bytes, image_embedder=image_embedder, name=name, scaling=scaling)

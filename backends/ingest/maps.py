@@ -26,10 +26,12 @@ def write_map(out: Path, ids: list[str], vectors: np.ndarray, *, method: str = "
 
         raise InputError(f"--map-method must be one of {', '.join(METHODS)}, but is {method!r}")
     used = method if len(vectors) >= MIN_UMAP_ROWS else "pca"
-    xy = project(vectors, ProjectionParams(method=used), device=device)
+    params = ProjectionParams(method=used)
+    xy = project(vectors, params, device=device)
     pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "x": pa.array(xy[:, 0], pa.float32()),
                              "y": pa.array(xy[:, 1], pa.float32())}), Path(out) / FILE)
-    return {"file": FILE, "method": used, "metric": "cosine", "rows": int(len(xy))}
+    # the params in full: the app puts the map in its cache under them (backends/corpora/ingested.py)
+    return {"file": FILE, "method": used, "metric": "cosine", "rows": int(len(xy)), "params": dict(params.__dict__)}
 
 
 def read_map(out: Path) -> tuple[list[str], np.ndarray]:
