@@ -100,14 +100,17 @@ def test_images_folder_becomes_shards_index_and_a_corpus_the_app_opens(local_ray
     xy = pq.read_table(out / "map.parquet")
     assert xy.num_rows == N_IMAGES and xy.column("id").to_pylist() == ids
 
-    corpus = load_path(out, max_bytes=MAX_BYTES)  # what `latent-atlas --data OUT/` does
+    assert not (out / "vectors.tsv").exists() and m["projector"] is None  # only with --projector
+    corpus = load_path(out, max_bytes=MAX_BYTES)  # what `latent-atlas --data OUT/` does: the shards themselves
     assert len(corpus) == N_IMAGES and corpus.meta["id"].astype(str).tolist() == ids
-    assert np.array_equal(corpus.vectors, vectors)  # vectors.tsv holds the float32 values exactly
+    assert np.array_equal(corpus.vectors, vectors)
     assert {"filename", "width", "height"} <= set(corpus.meta.columns)
+    assert corpus.images is not None and corpus.images.shape == (N_IMAGES, 64, 64, 3)
+    assert np.array_equal(corpus.precomputed.xy, np.c_[xy.column("x").to_numpy(), xy.column("y").to_numpy()])
 
 
 def test_text_parquet_embedded_with_minilm(local_ray, shapes, tmp_path):
-    from backends.corpora.loaders import load_path
+    from backends.corpora.loaders import load_path, load_paths
     from backends.ingest import ingest
     from backends.plugins import get_text_encoder
 
@@ -116,7 +119,7 @@ def test_text_parquet_embedded_with_minilm(local_ray, shapes, tmp_path):
     src = tmp_path / "texts.parquet"
     pq.write_table(pa.table({"caption": texts, "n": list(range(len(texts))), "tags": [["a", "b"]] * len(texts)}), src)
     out = tmp_path / "out"
-    m = ingest(str(src), str(out), workers=1, batch_size=16, make_map=False, quiet=True)
+    m = ingest(str(src), str(out), workers=1, batch_size=16, make_map=False, quiet=True, projector=True)
     assert m["kind"] == "text" and m["encoder"] == "minilm" and m["map"] is None
     assert m["metadata_columns"] == ["caption", "n"] and "tags" in m["notes"][0]
     t, vectors = _shards(out)
@@ -127,7 +130,11 @@ def test_text_parquet_embedded_with_minilm(local_ray, shapes, tmp_path):
     _own_nearest(out, vectors)
     assert m["index"]["kind"] == "flat"
     corpus = load_path(out, max_bytes=MAX_BYTES)
-    assert len(corpus) == len(texts) and corpus.texts == texts
+    assert len(corpus) == len(texts) and corpus.texts == texts and corpus.precomputed.xy is None  # --no-map
+    # --projector: the Embedding Projector pair too, which the app also reads as a pair
+    assert m["projector"] == {"vectors": "vectors.tsv", "metadata": "metadata.tsv"}
+    pair = load_paths([out / "vectors.tsv", out / "metadata.tsv"], max_bytes=MAX_BYTES)
+    assert np.array_equal(pair.vectors, vectors) and pair.meta["caption"].tolist() == texts
 
     # its shards as a source: vectors, kept as they are (ids too), no encoder
     again = tmp_path / "again"
@@ -212,5 +219,5 @@ def test_command_line_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "backends.ingest", "--help"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, check=False)
     for flag in ("SOURCE", "OUT", "--encoder", "--ray-address", "--workers", "--batch-size", "--shard-rows",
-                 "--map", "--no-map"):
+                 "--map", "--no-map", "--projector"):
         assert flag in r.stdout, flag

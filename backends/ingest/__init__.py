@@ -13,7 +13,7 @@ batch of generations, turned into a corpus the app opens, with a FAISS index and
 Stages, one module each:
     sources.py   what SOURCE is (listed on the driver, before Ray starts; bad input is an InputError)
     embed.py     the encoder (through the registries) in a Ray Data actor pool, GPUs where the cluster has them
-    write.py     Parquet shards (id, vector, metadata, thumbnail) and the Projector pair the app reads
+    write.py     Parquet shards (id, vector, metadata, thumbnail), which the app reads (and a Projector pair on request)
     index.py     FAISS: trained on a sample, shards added in parallel Ray tasks, merged, faiss.write_index
     maps.py      the 2-D map (backends.corpora.projection.project) as map.parquet
     pipeline.py  the stages in order, Ray started in local mode or joined on a cluster, manifest.json

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-DESCRIPTION = """Embed SOURCE on Ray Data and write OUT: Parquet shards (id, vector, metadata, thumbnail), the
-Projector pair vectors.tsv + metadata.tsv that `latent-atlas --data OUT/` opens, a FAISS index and a 2-D map.
+DESCRIPTION = """Embed SOURCE on Ray Data and write OUT: Parquet shards (id, vector, metadata, thumbnail), a FAISS
+index and a 2-D map, which `latent-atlas --data OUT/` opens (thumbnails, map and index included).
 SOURCE: a folder or .zip of images, a Parquet file or folder of Parquet shards (a vector column, kept as it is;
 or a text column, embedded), or hspace:N[:STEP] (h of N generated samples)."""
 
@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--map-method", choices=("umap", "pca"), default="umap")
     p.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
                    help="FAISS index: exact below 50,000 rows, IVF above (auto)")
+    p.add_argument("--projector", action="store_true",
+                   help="also write vectors.tsv + metadata.tsv for TensorFlow's Embedding Projector (the app does "
+                        "not need them)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it holds an earlier ingest")
     p.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of a local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest(args.source, args.out, encoder=args.encoder, ray_address=args.ray_address, workers=args.workers,
                batch_size=args.batch_size, shard_rows=args.shard_rows, make_map=args.make_map,
                map_method=args.map_method, index=args.index, overwrite=args.overwrite, num_cpus=args.num_cpus,
-               quiet=args.quiet)
+               quiet=args.quiet, projector=args.projector)
     except InputError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
     info = build_index(written.vector_refs, [s["rows"] for s in written.shards], dim, OUT / "index.faiss")
 
 Cosine similarity: vectors are L2-normalised and searched by inner product, so a search's scores
-are cosines. Ids are row numbers: id i is row i of the shards (and of vectors.tsv / metadata.tsv).
+are cosines. Ids are row numbers: id i is row i of the shards (and of map.parquet).
 
     flat   exact (IndexIDMap over IndexFlatIP), for up to IVF_ABOVE rows
     ivf    IndexIVFFlat with nlist ≈ 4·√N lists, its coarse quantizer trained (k-means) on a sample of at

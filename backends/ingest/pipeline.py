@@ -91,8 +91,9 @@ def _validate(workers, batch_size, shard_rows) -> None:
 def ingest(source, out, *, encoder: str | None = None, ray_address: str | None = None, workers: int = 2,
            batch_size: int = 64, shard_rows: int = 10_000, make_map: bool = True, map_method: str = "umap",
            index: str = "auto", nlist: int | None = None, overwrite: bool = False, num_cpus: int | None = None,
-           pipe=None, quiet: bool = False) -> dict:
-    """SOURCE → OUT (shards, Projector pair, index.faiss, map.parquet, manifest.json). Returns the manifest.
+           pipe=None, quiet: bool = False, projector: bool = False) -> dict:
+    """SOURCE → OUT (shards, index.faiss, map.parquet, manifest.json; with `projector` also an Embedding
+    Projector vectors.tsv + metadata.tsv). Returns the manifest.
 
     Raises InputError (before Ray starts, where it can) for bad input. `pipe` replaces the default
     generator for an hspace source; `num_cpus` caps a local Ray (ignored when joining one)."""
@@ -142,7 +143,7 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
             with ShardWriter(tmp, source=src.name, id_column="id" if src.kind == "images" else src.id_column,
                              vector_column=vector_column,
                              meta_columns=None if src.kind == "images" else src.meta_columns,
-                             put=ray.put) as writer:
+                             put=ray.put, projector=projector) as writer:
                 for batch in _unwrapped(ds.iter_batches(batch_size=shard_rows, batch_format="pyarrow")):
                     writer.add(batch)
                 written = writer.finish()
@@ -178,10 +179,10 @@ def ingest(source, out, *, encoder: str | None = None, ray_address: str | None =
         "encoder": choice.name,
         "rows": written.rows,
         "dim": written.dim,
-        "id": "id column of the shards and of metadata.tsv; row i of each file and id i of the index are one item",
+        "id": "id column of the shards; row i of the shards (and of map.parquet) and id i of the index are one item",
         "metadata_columns": written.meta_columns,
         "shards": written.shards,
-        "projector": {"vectors": "vectors.tsv", "metadata": "metadata.tsv"},
+        "projector": {"vectors": "vectors.tsv", "metadata": "metadata.tsv"} if projector else None,
         "index": index_info,
         "map": map_info,
         "skipped": written.skipped[:1000],

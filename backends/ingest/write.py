@@ -1,14 +1,14 @@
-"""OUT's files: Parquet shards, and the Embedding Projector pair that the app's loader reads from a folder.
+"""OUT's files: Parquet shards, and (with --projector) an Embedding Projector pair.
 
     OUT/shards/part-00000.parquet   id (string), vector (fixed_size_list<float32>[D]), the metadata columns,
                                     thumbnail (PNG bytes, 64×64; image and h-space sources)
-    OUT/vectors.tsv                 the same vectors, one row per line, tab-separated ("%.9g": float32 exactly)
-    OUT/metadata.tsv                a header line, then id and the metadata columns, one row per line
+    OUT/vectors.tsv                 --projector only: the same vectors, one row per line, tab-separated
+                                    ("%.9g": float32 exactly), for TensorFlow's Embedding Projector
+    OUT/metadata.tsv                --projector only: a header line, then id and the metadata columns
 
-`latent-atlas --data OUT/` (or an upload of the folder) opens OUT through the pair: the app's
-folder loader reads a Projector vectors.tsv + metadata.tsv, and ignores the other files. Rows are
-written in the order the dataset yields them (Ray Data keeps order here), so row i of every file,
-and id i of the FAISS index, are the same item.
+`latent-atlas --data OUT/` reads the shards themselves (backends/corpora/ingested.py), with
+map.parquet and index.faiss. Rows are written in the order the dataset yields them (Ray Data keeps
+order here), so row i of every file, and id i of the FAISS index, are the same item.
 """
 from __future__ import annotations
 
@@ -93,10 +93,11 @@ class Written:
 
 
 class ShardWriter:
-    """Write batches (pyarrow Tables with id?, vector, metadata, thumbnail?, error?) as shards + the Projector pair."""
+    """Write batches (pyarrow Tables with id?, vector, metadata, thumbnail?, error?) as shards (+ the
+    Projector pair when `projector`)."""
 
     def __init__(self, out: Path, *, source: str, id_column: str | None = None, vector_column: str = "vector",
-                 meta_columns: list[str] | None = None, put=None):
+                 meta_columns: list[str] | None = None, put=None, projector: bool = False):
         self.out = Path(out)
         (self.out / SHARDS).mkdir(parents=True, exist_ok=True)
         self.source = source
@@ -106,12 +107,13 @@ class ShardWriter:
         self.put = put  # ray.put, to keep each shard's vectors in the object store for the index
         self.result = Written()
         self._seen: set[str] = set()
-        self._vtsv = open(self.out / "vectors.tsv", "w", encoding="utf-8")
-        self._mtsv = open(self.out / "metadata.tsv", "w", encoding="utf-8")
+        self._vtsv = open(self.out / "vectors.tsv", "w", encoding="utf-8") if projector else None
+        self._mtsv = open(self.out / "metadata.tsv", "w", encoding="utf-8") if projector else None
 
     def close(self) -> None:
-        self._vtsv.close()
-        self._mtsv.close()
+        for f in (self._vtsv, self._mtsv):
+            if f is not None:
+                f.close()
 
     def __enter__(self):
         return self
@@ -152,7 +154,7 @@ class ShardWriter:
         if self.meta_columns is None:
             self.meta_columns = [c for c in table.column_names if c not in NOT_METADATA and c != self.vector_column
                                  and c != self.id_column]
-        if not self.result.shards:  # the header; a second column always, so that the app reads it as a header
+        if self._mtsv is not None and not self.result.shards:  # a second column always, so that it is a header
             self._mtsv.write("\t".join(_cell(c) for c in ["id", *(self.meta_columns or ["shard"])]) + "\n")
         cols = {"id": pa.array(ids, pa.string()), "vector": vector_array(vectors)}
         for c in self.meta_columns:
@@ -162,16 +164,20 @@ class ShardWriter:
         k = len(self.result.shards)
         name = f"{SHARDS}/part-{k:05d}.parquet"
         pq.write_table(pa.table(cols), self.out / name)
-        np.savetxt(self._vtsv, vectors, fmt="%.9g", delimiter="\t")
-        meta = [table.column(c).to_pylist() for c in self.meta_columns] or [[name] * n]
-        for i in range(n):
-            self._mtsv.write("\t".join([_cell(ids[i]), *(_cell(m[i]) for m in meta)]) + "\n")
+        if self._vtsv is not None:
+            self._write_projector(vectors, ids, table, name)
         self.result.shards.append({"file": name, "rows": n, "offset": start})
         self.result.ids += ids
         if self.put is not None:
             self.result.vector_refs.append(self.put(vectors))
         self.result.rows += n
         self.result.meta_columns = list(self.meta_columns)
+
+    def _write_projector(self, vectors: np.ndarray, ids: list[str], table, name: str) -> None:
+        np.savetxt(self._vtsv, vectors, fmt="%.9g", delimiter="\t")
+        meta = [table.column(c).to_pylist() for c in self.meta_columns] or [[name] * len(ids)]
+        for i in range(len(ids)):
+            self._mtsv.write("\t".join([_cell(ids[i]), *(_cell(m[i]) for m in meta)]) + "\n")
 
     def finish(self) -> Written:
         self.close()
