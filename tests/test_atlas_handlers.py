@@ -50,3 +50,34 @@ def test_a_corpus_opens_coloured_by_a_column_with_few_values(tmp_path):
     assert colour["value"] == "shape"
     out = handler(app, "open_corpus").fn("digits", "pca", 15, 0.1, "cosine", progress=lambda *a, **k: None)
     assert [o for o in out if isinstance(o, dict) and "choices" in o][0]["value"] == "label"
+
+
+def test_a_first_visitor_sees_a_pca_map_at_once_then_the_umap_map(tmp_path):
+    """On a fresh cache UMAP takes seconds (digits) to minutes (a large upload): the page shows a PCA
+    map at once, saying so; UMAP is then computed and swapped in, keeping what was searched on the
+    preview meanwhile. Once UMAP is cached it is drawn directly."""
+    import gradio as gr
+
+    from app.main import create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"))
+    app = create_app(settings, Backends(settings))
+    quiet = dict(progress=lambda *a, **k: None)
+    params = ("umap", 15, 0.1, "cosine")
+    view, payload, info = handler(app, "open_corpus").fn("digits", *params, **quiet)[:3]
+    assert view["label"].startswith("PCA for now") and "PCA for now" in payload and "**The map is PCA for now**" in info
+    # a search on the preview while UMAP runs
+    view, _, _, _, hits = handler(app, "do_search").fn(view, "label=3", False, "label", "digits")
+    assert handler(app, "finish_map").fn(view, *params, "label")[0] == gr.skip()  # UMAP not computed yet
+    assert "UMAP is done" in handler(app, "compute_map").fn(view, *params, **quiet)
+    new, new_payload, table, new_info = handler(app, "finish_map").fn(view, *params, "label")
+    assert new["label"].startswith("UMAP") and new["xy"] != view["xy"]
+    assert new["selected"] == hits and len(table) == len(hits)  # the search's hits stay selected
+    assert "PCA for now" not in new_payload and "PCA for now" not in new_info
+    # nothing left to do for a map that is not a preview
+    assert handler(app, "compute_map").fn(new, *params, **quiet) == gr.skip()
+    again = handler(app, "open_corpus").fn("digits", *params, **quiet)[0]
+    assert again["xy"] == new["xy"] and not again.get("preview")  # cached: drawn directly
+    assert handler(app, "open_corpus").fn("digits", "umap", 16, 0.1, "cosine", **quiet)[0].get("preview")

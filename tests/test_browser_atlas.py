@@ -75,3 +75,34 @@ def test_screen_readers_hear_words_not_translation_keys(page):
     page.wait_for_function("() => window.__sr.some(t => t.includes('Complete'))", timeout=15_000)
     said = page.evaluate("() => window.__sr")
     assert not [t for t in said if "common." in t], said
+
+
+def test_a_first_visitor_on_a_fresh_cache_sees_a_pca_map_then_umap_keeping_the_search(browser, tmp_path):
+    """A server with an empty cache: the page shows a PCA map at once, titled as such, usable while
+    UMAP runs (a search on it works); UMAP then replaces it and the search's hits stay selected."""
+    from app.main import APP_CSS, create_app
+    from backends.registry import Backends
+    from backends.settings import Settings
+    from conftest import free_port
+
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"), port=free_port())
+    demo = create_app(settings, Backends(settings))
+    demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True, css=APP_CSS)
+    title = "() => (document.querySelector('#atlas-map .gtitle') || {}).textContent || ''"
+    try:
+        with open_page(browser, f"http://127.0.0.1:{settings.port}/", ready="#atlas-map .la-scatter[data-ready]",
+                       timeout=180_000) as page:
+            assert "PCA for now" in page.evaluate(title)  # drawn without waiting for UMAP (seconds here)
+            assert "The map is PCA for now" in page.inner_text("#atlas-info")
+            page.fill("#atlas-query textarea", "label=3")
+            page.get_by_role("button", name="Search", exact=True).click()
+            page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('183 items match')",
+                                   timeout=60_000)
+            page.wait_for_function(f"({title})().includes('UMAP (n_neighbors=15')", timeout=300_000)
+            page.wait_for_function("!document.querySelector('#atlas-info').innerText.includes('PCA for now')",
+                                   timeout=30_000)
+            assert "digit-0003" in page.inner_text("#atlas-selection-table")  # the first hit, still listed
+            page.wait_for_function("document.querySelector('#atlas-map .la-plot').data.some("
+                                   "t => t.name === 'selected' && t.x.length === 183)", timeout=30_000)
+    finally:
+        demo.close()

@@ -193,6 +193,22 @@ class AtlasService:
         return {"corpus": key, "xy": self.xy.put(xy), "params": params.__dict__, "axes": ["", ""],
                 "label": label, "highlight": [], "selected": []}
 
+    def map_is_ready(self, key: str, method: str, n_neighbors: int, min_dist: float, metric: str) -> bool:
+        """Whether project() draws at once (PCA, or a UMAP map in the cache) rather than running UMAP
+        (seconds for a small corpus on a fresh cache, minutes for a large one)."""
+        from backends.corpora.projection import is_cached
+
+        if method != "umap":
+            return True
+        corpus = self.b.corpus(key)
+        params = ProjectionParams(method=method, n_neighbors=int(n_neighbors), min_dist=float(min_dist), metric=metric)
+        return is_cached(len(corpus), params, cache=self.b.cache, fingerprint=corpus.fingerprint)
+
+    def preview(self, key: str, progress=None) -> dict:
+        """A PCA map to show while UMAP is computed (seconds even at a million rows); its label says so."""
+        view = self.project(key, "pca", 15, 0.1, "cosine", progress=progress)
+        return {**view, "label": "PCA for now: the UMAP map replaces it when it is computed", "preview": True}
+
     def neighbours(self, key: str, item_id: str, k: int = K_DEFAULT, metric: str = "cosine") -> list[dict]:
         k = int(k)
         if not 1 <= k <= 200:

@@ -25,6 +25,8 @@ from backends.registry import Backends
 
 MAX_TABLE_ROWS = 500
 NO_SELECTION = "Draw a lasso or box on the map to select items."
+PREVIEW_NOTE = ("\n\n**The map is PCA for now**: UMAP is being computed and replaces it when done; what you "
+                "search or select meanwhile stays selected.")
 
 
 def build_atlas(backends: Backends):
@@ -45,16 +47,22 @@ def build_atlas(backends: Backends):
     def color_choices(key: str, current: str | None = None):
         return gr.update(choices=svc.color_columns(key), value=svc.default_color(key, current))
 
-    @guard
-    def open_corpus(key, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
-        progress(0.0, desc=f"loading {key}")
-        view = svc.project(key, method, n_neighbors, min_dist, metric,
-                           progress=lambda f, m: progress(f, desc=m))
+    def opened(key, view, info):
         color = svc.default_color(key)
         # a new corpus starts clean: no selection, no search text, no custom-axes groups, no export file
-        return (view, svc.payload(view, color), svc.corpus_info(key), color_choices(key, color),
+        return (view, svc.payload(view, color), info, color_choices(key, color),
                 [], None, "", [], no_neighbours(key), NO_SELECTION, empty_table(SELECTION_COLUMNS), "",
                 "", "", "", "", "", "", None, gr.update(visible=str(key).startswith("upload:")))
+
+    @guard
+    def open_corpus(key, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
+        """The corpus's map at once: the one asked for when it is cached (or PCA), else a PCA map
+        marked as a preview, which finish_map replaces when UMAP is computed."""
+        progress(0.0, desc=f"loading {key}")
+        if svc.map_is_ready(key, method, n_neighbors, min_dist, metric):
+            view = svc.project(key, method, n_neighbors, min_dist, metric, progress=lambda f, m: progress(f, desc=m))
+            return opened(key, view, svc.corpus_info(key))
+        return opened(key, svc.preview(key), svc.corpus_info(key) + PREVIEW_NOTE)
 
     @guard
     def upload(files, scaling, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
@@ -65,6 +73,27 @@ def build_atlas(backends: Backends):
         key = backends.add_path(paths if len(paths) > 1 else paths[0], scaling=scaling or "auto")
         outs = open_corpus(key, method, n_neighbors, min_dist, metric, progress)
         return (gr.update(choices=backends.corpus_choices(), value=key),) + outs
+
+    @guard
+    def compute_map(view, method, n_neighbors, min_dist, metric, progress=gr.Progress()):
+        """After a preview: UMAP into the cache, its progress shown in the corpus notes, the map
+        left free to use meanwhile."""
+        if not (view and view.get("preview")):
+            return gr.skip()
+        svc.project(view["corpus"], method, n_neighbors, min_dist, metric, progress=lambda f, m: progress(f, desc=m))
+        return svc.corpus_info(view["corpus"]) + "\n\nUMAP is done: drawing it."
+
+    @guard
+    def finish_map(view, method, n_neighbors, min_dist, metric, color_by):
+        """The UMAP map in place of the preview (from the cache), with what was searched or selected on
+        the preview meanwhile (the view as it is now, not as it was when UMAP started)."""
+        if not (view and view.get("preview")) or not svc.map_is_ready(view["corpus"], method, n_neighbors, min_dist,
+                                                                       metric):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # another corpus or map was opened meanwhile
+        new = svc.project(view["corpus"], method, n_neighbors, min_dist, metric)
+        new = {**new, "highlight": view.get("highlight", []), "selected": view.get("selected", [])}
+        return (new, svc.payload(new, color_by), svc.rows(new, new["selected"]).head(MAX_TABLE_ROWS),
+                svc.corpus_info(view["corpus"]))
 
     @guard
     def reproject(view, method, n_neighbors, min_dist, metric, color_by, progress=gr.Progress()):
@@ -216,10 +245,19 @@ def build_atlas(backends: Backends):
     # opening a corpus also clears what was selected in the previous one
     open_outputs = [view, plot, info, color_by, gallery, item_image, item_md, selection, neighbours_table, sel_md,
                     sel_table, item_id, query, text_q, xa, xb, ya, yb, export_file, remove_btn]
-    corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
-                    concurrency_id="atlas-heavy")
-    files.upload(upload, [files, scaling] + proj_inputs, [corpus_dd] + open_outputs, api_visibility="undocumented",
-                 concurrency_id="atlas-upload", concurrency_limit=2)  # never ahead of map and neighbour events
+    def then_finish(event):
+        """After a map opens as a PCA preview: UMAP computed (progress in the notes, the map usable),
+        then swapped in."""
+        return event.then(compute_map, [view] + proj_inputs, info, api_visibility="undocumented",
+                          concurrency_id="atlas-heavy").then(
+            finish_map, [view] + proj_inputs + [color_by], [view, plot, sel_table, info], api_visibility="undocumented",
+            concurrency_id="atlas-heavy")
+
+    then_finish(corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
+                                concurrency_id="atlas-heavy"))
+    then_finish(files.upload(upload, [files, scaling] + proj_inputs, [corpus_dd] + open_outputs,
+                             api_visibility="undocumented", concurrency_id="atlas-upload",
+                             concurrency_limit=2))  # never ahead of map and neighbour events
     project_btn.click(reproject, [view] + proj_inputs + [color_by], [view, plot, sel_table], api_visibility="undocumented",
                       concurrency_id="atlas-heavy")
     color_by.input(recolor, [view, color_by], plot, api_visibility="undocumented")
@@ -249,8 +287,8 @@ def build_atlas(backends: Backends):
         gr.Info(f"removed {key}")
         return gr.update(choices=backends.corpus_choices(), value=first)
 
-    remove_btn.click(remove_upload, corpus_dd, corpus_dd, api_visibility="undocumented").success(
-        open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented")
+    then_finish(remove_btn.click(remove_upload, corpus_dd, corpus_dd, api_visibility="undocumented").success(
+        open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented"))
 
     # Initial map when the page loads (cached after the first visitor); the corpus menu is read
     # again, so uploads made since the server started (or in another tab) are listed.
@@ -260,7 +298,7 @@ def build_atlas(backends: Backends):
     def initial(method_v, nn, md, met):
         return open_corpus(start, method_v, nn, md, met)
 
-    _register_load(plot, initial, proj_inputs, open_outputs)
+    then_finish(_register_load(plot, initial, proj_inputs, open_outputs))
 
     # -- API endpoints (what gradio_client calls; the browser uses the events above) ----
     _register_api(svc, api_guard)
@@ -269,7 +307,7 @@ def build_atlas(backends: Backends):
 
 def _register_load(plot, fn, inputs, outputs):
     demo = gr.context.Context.root_block
-    demo.load(fn, inputs, outputs, api_visibility="undocumented", concurrency_id="atlas-heavy")
+    return demo.load(fn, inputs, outputs, api_visibility="undocumented", concurrency_id="atlas-heavy")
 
 
 def _register_api(svc: AtlasService, guard):

@@ -82,6 +82,16 @@ def _cache_key(n: int, params: ProjectionParams, fingerprint: str) -> str:
     return content_key("projection-v1", fingerprint, key_params)
 
 
+def is_cached(n: int, params: ProjectionParams, *, cache: ArtifactCache, fingerprint: str) -> bool:
+    """Whether project() of an n-row corpus with this fingerprint and params would come from the cache
+    (a map drawn at once) rather than be computed (UMAP: seconds to minutes)."""
+    try:
+        params = params.validated(n)
+    except InputError:  # refused by project() with its message
+        return False
+    return cache.path("projections", _cache_key(n, params, fingerprint)).exists()
+
+
 def seed_projection(cache: ArtifactCache, fingerprint: str, xy: np.ndarray, params: ProjectionParams) -> bool:
     """Put a map computed elsewhere (an ingest's map.parquet, made with `params`) in the cache, where
     `project` finds it for the same corpus and params instead of computing it. False when the cache
