@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 ADMIN = "fuzz-admin-pw"
 SERVER_INTERNALS = re.compile(r"/tmp/|/work/|/home/|site-packages|Traceback| object at 0x|<function ")
 # arguments that size the work of a model endpoint: held small there (the bounds tests cover their limits)
-SIZES = re.compile(r"steps|frames|n_samples|samples|^n$|^k$|batch|n_anchors|iterations|epochs|per_class|max_")
+SIZES = re.compile(r"steps|budget|frames|n_samples|samples|^n$|^k$|batch|n_anchors|iterations|epochs|per_class|max_")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from backends.shapes.generator import WEIGHTS
 # slow endpoint -> its queue (every event of these queues runs one at a time)
 SLOW = {
     "generate": "model-generate",
+    "generate_failure_search": "model-generate",
     "directions_source_prompt": "model-directions",
     "directions_source_image": "model-directions",
     "directions_discover_pca": "model-directions",
@@ -27,6 +28,7 @@ SLOW = {
     "directions_judge": "model-directions",
     "directions_map": "model-directions",
     "directions_disentanglement": "model-directions",
+    "directions_noiseclr": "model-directions",
     "regions_generate": "model-regions",
     "clusters_run": "model-clusters",
     "clusters_estimate_k": "model-clusters",

@@ -27,6 +27,8 @@ MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
 # UI / API names of the pipeline's guidance methods ("" or "default": the model's own)
 METHOD_LABELS = {"autoguidance": "auto", "classifier-free": "cfg"}
 CACHE_SIZE = 64  # recent requests answered without sampling again
+FAILURE_BUDGET_RANGE = (4, 400)  # generated images one failure search may spend
+FAILURE_KINDS = {"latent": "latent", "prompt": "prompt", "random": "random"}
 
 
 class GenerateService:
@@ -145,3 +147,55 @@ class GenerateService:
         label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
         notes = list(out.notes) + [f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s"]
         return to_uint8(out.images)[0], notes
+
+
+    def failure_families(self) -> list[str]:
+        """The prompt families the failure search offers on the active generator (no weights loaded)."""
+        from backends.generative.surrogates import surrogate_for
+
+        return list(surrogate_for(self.b)[0])
+
+    def failure_search(self, family: str = "", budget=60, kind: str = "latent", seed=0, steps=None,
+                       progress=None) -> tuple[dict, list]:
+        """Search the active generator for failures (backends/generative/failure_search.py, after SAGE)
+        and register them as an Atlas corpus "failures: <family>". Returns (summary: family, kind,
+        budget, used, failures, failure_rate, corpus (its key, or None under 2 failures), corpus_name, rows,
+        notes;
+        the failures' images). budget and steps out of range are clamped and noted."""
+        from backends.generative.failure_search import failures_corpus, search_failures
+        from backends.generative.surrogates import PipelineGenerator, surrogate_for
+
+        tell = progress or (lambda fraction, text: None)
+        families, load = surrogate_for(self.b)
+        family = (family or "").strip() or next(iter(families))
+        if family not in families:
+            raise InputError(f"family must be one of {', '.join(repr(f) for f in families)}, but is {family!r}")
+        key = str(kind or "latent").strip().lower()
+        if key not in FAILURE_KINDS:
+            raise InputError(f"search kind must be one of {', '.join(FAILURE_KINDS)}, but is {kind!r}")
+        notes = []
+        budget, n1 = self.clamp("budget", budget, *FAILURE_BUDGET_RANGE, int)
+        seed, n2 = self.clamp("seed", seed, *SEED_RANGE, int)
+        n3 = None
+        if steps is not None:
+            steps, n3 = self.clamp("steps", steps, *STEPS_RANGE, int)
+        notes += [n for n in (n1, n2, n3) if n]
+        tell(0.0, "loading the generator and the judge")
+        gen = PipelineGenerator(self.pipeline(), steps=steps)
+        result = search_failures(gen, load(), families[family], budget=budget, kind=FAILURE_KINDS[key], seed=seed,
+                                 progress=lambda f, text: tell(0.02 + 0.93 * f, text))
+        tell(0.96, "clustering the failures")
+        corpus = failures_corpus(result, seed=seed)
+        corpus_key = self.b.add_corpus(corpus) if corpus is not None else None
+        fails = result.failures
+        clusters = corpus.meta["cluster"].tolist() if corpus is not None else [""] * len(fails)
+        rows = [{"prompt": t.prompt, "asked": " ".join(t.asked.values()), "drawn": t.drawn,
+                 "agreement": round(t.agreement, 3), "cluster": c, "seed": t.seed,
+                 "lineage": ">".join(str(s) for s in t.lineage)} for t, c in zip(fails, clusters)]
+        notes += result.notes
+        notes.append(f"in the Atlas as {corpus.name!r} ({len(corpus)} items)" if corpus is not None
+                     else "fewer than 2 failures: no Atlas corpus")
+        summary = {"family": family, "kind": result.kind, "budget": budget, "used": result.used, "failures": len(fails),
+                   "failure_rate": round(result.failure_rate, 4), "corpus": corpus_key,
+                   "corpus_name": corpus.name if corpus is not None else None, "rows": rows, "notes": notes}
+        return summary, [t.image for t in fails]

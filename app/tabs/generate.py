@@ -11,7 +11,7 @@ from gradio.data_classes import FileData
 from app.components.display import enlarge
 from app.components.errors import api_guard, guard
 from app.components.files import served_dir
-from app.services.generate import GUIDANCE_RANGE, STEPS_RANGE, GenerateService
+from app.services.generate import FAILURE_BUDGET_RANGE, FAILURE_KINDS, GUIDANCE_RANGE, STEPS_RANGE, GenerateService
 from backends.registry import Backends
 
 
@@ -82,4 +82,54 @@ def build_generate(backends: Backends):
         return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)
 
     gr.api(api_guard(generate), api_name="generate", concurrency_id="model-generate", concurrency_limit=1)
+    build_failure_search(svc)
     return svc
+
+
+FAILURE_COLUMNS = ["prompt", "asked", "drawn", "agreement", "cluster", "seed"]
+
+
+def build_failure_search(svc: GenerateService):
+    """The "Find failures" accordion (a failure search after SAGE) and its endpoint."""
+    families = svc.failure_families()
+    with gr.Accordion("Find failures", open=False, elem_id="gen-failures"):
+        with gr.Row():
+            family = gr.Dropdown(families, value=families[0], label="Prompt family", scale=3)
+            budget = gr.Number(label="Budget (images)", value=60, precision=0, minimum=FAILURE_BUDGET_RANGE[0],
+                               maximum=FAILURE_BUDGET_RANGE[1], scale=1)
+            kind = gr.Radio(list(FAILURE_KINDS), value="latent", label="Search", scale=2,
+                            info="latent: evolve the start noise; prompt: reword without changing the asked words; "
+                                 "random: the baseline")
+            seed = gr.Number(label="Seed", value=0, precision=0, scale=1)
+        go = gr.Button("Run", elem_id="gen-failures-go")
+        summary = gr.Markdown(elem_id="gen-failures-summary")
+        table = gr.Dataframe(headers=FAILURE_COLUMNS, label="Failures", interactive=False, wrap=True)
+        gallery = gr.Gallery(label="What was drawn", columns=8, height=240, elem_id="gen-failures-gallery")
+
+    @guard
+    def run_search(family, budget, kind, seed, progress=gr.Progress()):
+        out, images = svc.failure_search(family, budget, kind, seed,
+                                         progress=lambda f, text: progress(f, desc=text))
+        rows = [[r[c] for c in FAILURE_COLUMNS] for r in out["rows"]]
+        where = f"Open it in the **Atlas** tab: corpus *{out['corpus_name']}*." if out["corpus"] else ""
+        text = (f"**{out['failures']} failures in {out['used']} images ({out['failure_rate']:.0%})**, {out['kind']} "
+                f"search on *{out['family']}*. {where}\n\n" + "\n".join(f"- {n}" for n in out["notes"]))
+        shown = [(enlarge(im), f"{r['prompt']} → {r['drawn']}") for im, r in zip(images, out["rows"])]
+        return text, rows, shown
+
+    go.click(run_search, [family, budget, kind, seed], [summary, table, gallery], api_visibility="undocumented",
+             concurrency_id="model-generate", concurrency_limit=1)
+
+    def generate_failure_search(family: str = "", budget: int = 60, kind: str = "latent", seed: int = 0,
+                                steps: int | None = None) -> dict:
+        """Search the generator for failures (after SAGE) with `budget` generated images and register
+        them as the Atlas corpus "failures: <family>". family: one of the generator's prompt families
+        ("" = the first; Shapes: "a {colour} {shape}", its paraphrases, two objects). kind: "latent"
+        (evolve the start noise), "prompt" (reword without changing the asked words) or "random" (the
+        baseline). steps: null = the model's. Returns {family, kind, budget, used, failures,
+        failure_rate, corpus (Atlas key or null), corpus_name, rows [{prompt, asked, drawn, agreement, cluster, seed,
+        lineage}], notes}."""
+        return svc.failure_search(family, budget, kind, seed, steps)[0]
+
+    gr.api(api_guard(generate_failure_search), api_name="generate_failure_search", concurrency_id="model-generate",
+           concurrency_limit=1)
