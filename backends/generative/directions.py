@@ -506,16 +506,18 @@ def text_cond_delta(directions: list[Direction], strengths: list[float]):
 
     def apply(c: Conditioning) -> Conditioning:
         states, pooled = c.cond.states.clone(), c.cond.pooled.clone()
-        mask = c.cond.mask.clone()
+        mask, moved = c.cond.mask.clone(), False
         L, D = states.shape[1], states.shape[2]
         for d, s in pairs:
             v = torch.from_numpy(d.vectors[0].reshape(d.h_shape)).to(states)
             if v.shape[0] - 1 != L or v.shape[1] != D:
                 raise InputError(f"text direction {d.id!r} was made for another text encoder")
             states = states + s * v[:L]
-            pooled = pooled + s * v[L]
+            if pooled.shape[-1] == D and bool(v[L].abs().max() > 0):  # a zero row: the pooled vector is kept
+                pooled, moved = pooled + s * v[L], True
             mask = mask | (v[:L].abs().amax(-1) > 0)
-        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        if moved:  # (SDXL's pooled vector, its own encoder's and of another width, is never moved)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return Conditioning(PromptEmbeds(states, mask, pooled), c.uncond, c.smap, c.guidance_scale)
 
     return apply
@@ -596,9 +598,10 @@ def render(pipe, traj, directions: list[Direction], strengths, *, t_range=(0.0, 
     tdirs = [(d, j) for j, d in enumerate(directions) if d.kind == "text"]
     cond_delta = None
     if tdirs:
-        if len(s2) != 1:
-            raise InputError("text directions edit one frame at a time")
-        cond_delta = text_cond_delta([d for d, _ in tdirs], [float(s2[0, j]) for _, j in tdirs])
+        cols = [j for _, j in tdirs]
+        if len(s2) != 1 and not np.all(s2[:, cols] == s2[:1, cols]):
+            raise InputError("text directions edit all frames with one strength (render one frame at a time)")
+        cond_delta = text_cond_delta([d for d, _ in tdirs], [float(s2[0, j]) for j in cols])
     if deltas is None and cond_delta is None:
         return traj.images if len(s2) == 1 else np.repeat(traj.images[:1], len(s2), 0)
     if deltas is None:
@@ -666,10 +669,8 @@ def judge_direction(pipe, direction: Direction, sources, judge, *, strength: flo
     sides = {}
     for i, sign in enumerate((+1, -1)):
         tell(i / stages, f"editing {m} sources by {'+' if sign > 0 else '−'}{s:g}σ")
-        if direction.kind == "text":
-            imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s)) if m == 1 else None
-            if imgs is None:
-                raise InputError("judging text directions needs one source at a time")
+        if direction.kind == "text":  # the text conditioning of every source, one strength
+            imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s))
         else:
             imgs = render(pipe, sources, [direction], np.full((m, 1), sign * s), t_range=t_range,
                           delta_half=delta_half)
