@@ -275,3 +275,26 @@ def test_disentanglement_of_an_empty_library_says_so():
 
     with pytest.raises(InputError, match="library is empty"):
         DirectionsService(Backends(), pipe=object()).disentanglement()
+
+
+def test_noiseclr_directions_join_the_library(app):
+    """#22 item 1: NoiseCLR learns k text directions from the bank's samples (a bounded run); they are
+    in the library, move the image, make a strip, are judged on several sources and score as a family."""
+    c, _ = app
+    src = c.predict("a blue square", 5, 4, 1.0, -1.0, api_name="/directions_source_prompt")
+    dirs = c.predict(2, 3, 2, 16, 0.5, 0, "", api_name="/directions_noiseclr")
+    assert [d["name"] for d in dirs] == ["NoiseCLR 1", "NoiseCLR 2"]
+    assert all(d["kind"] == "text" and d["method"] == "noiseclr" and d["steps"] == 3 for d in dirs), dirs
+    assert {d["id"] for d in dirs} <= {d["id"] for d in c.predict(api_name="/directions_list")}
+    out = c.predict(src["source"], [dirs[0]["id"]], [1.0], 0.0, 1.0, api_name="/directions_edit")
+    assert np.abs(img(out["image"]).astype(int) - img(src["image"])).mean() > 0.1
+    strip = c.predict(src["source"], dirs[1]["id"], 1.0, 3, api_name="/directions_strip")
+    assert len(strip["images"]) == 3
+    rep = c.predict(dirs[0]["id"], 3, 0.0, api_name="/directions_judge")  # a text direction on 3 sources
+    assert 0 <= rep["disentanglement"] <= 1
+    fams = {r["family"]: r for r in c.predict(-1, 0, api_name="/directions_disentanglement")}
+    assert fams["noiseclr"]["directions"] == 2 and 0 <= fams["noiseclr"]["MIG"] <= 1, list(fams)
+    with pytest.raises(Exception, match="k has to be"):
+        c.predict(1, 3, 2, 16, api_name="/directions_noiseclr")
+    with pytest.raises(Exception, match="batch_size has to be"):
+        c.predict(2, 3, 99, 16, api_name="/directions_noiseclr")

@@ -545,6 +545,37 @@ class DirectionsService:
             d.name = f"{rep['name']} (PC {d.meta.get('component', '?')})"
         return rep
 
+    def noiseclr(self, k=10, steps=150, batch_size=4, n_samples=None, temperature=0.5, seed=0, corpus: str = "",
+                 progress=None) -> list[str]:
+        """NoiseCLR (backends/generative/noiseclr.py): k directions in the text conditioning learned
+        without labels from unlabelled images, the bank's generated samples (n_samples of them) or an
+        Atlas corpus's images (its first n_samples); added to the library as text directions
+        "NoiseCLR 1..k" (ids noiseclr-1.., or noiseclr-s<seed>-.. for another seed)."""
+        from backends.generative import noiseclr as NC
+
+        k, steps, batch_size, temperature, _ = NC.check_settings(k, steps, batch_size, temperature, 0.05)
+        n = self._int(n_samples or self.n_bank, "n_samples", batch_size, 5000)
+        seed = self._int(seed, "seed", 0, 2 ** 31 - 1)
+        tell = progress or (lambda fraction, text: None)
+        corpus = (corpus or "").strip()
+        if corpus:
+            c = self.b.corpus(corpus)
+            if c.images is None:
+                raise InputError(f"corpus {corpus!r} has no images to learn from")
+            images, source = np.asarray(c.images[:n]), f"corpus {corpus}"
+        else:
+            images = self.bank(n, lambda f, m: tell(0.2 * f, m), half=half_defaults(self.b)[0]).images
+            source = "generated samples"
+        if images is None or len(images) < batch_size:
+            raise InputError(f"NoiseCLR needs at least batch_size={batch_size} images, but has "
+                             f"{0 if images is None else len(images)}")
+        res = NC.train_noiseclr(self.pipe, images, k=k, steps=steps, batch_size=batch_size, temperature=temperature,
+                                seed=seed, progress=lambda f, m: tell(0.2 + 0.8 * f, m))
+        dirs = NC.to_directions(self.pipe, res, prefix="noiseclr" if seed == 0 else f"noiseclr-s{seed}")
+        for d in dirs:
+            d.meta["images"] = source
+        return [self.add(d) for d in dirs]
+
     # -- disentanglement of the library's direction families ---------------------------------
     def disentanglement(self, step=None, n_samples=None, layer=None, half=None, progress=None):
         """How disentangled each family (kind) of directions in the library is: MIG, DCI and InfoMEC
@@ -582,7 +613,9 @@ class DirectionsService:
         factors = bank.factors[cols]
         notes, families = [], {}
         for d in dirs:
-            if d.kind == "text":
+            if d.kind == "text" and d.meta.get("method") == "noiseclr" and bank.images is not None:
+                families.setdefault("noiseclr", []).append(d)  # scored through their footprint in h
+            elif d.kind == "text":
                 notes.append(f"{d.id} (a text direction, not in h)")
             elif D.layer_of(d) != layer or d.dim != bank.h.shape[-1]:
                 notes.append(f"{d.id} (made at {D.layer_of(d)}, not {layer})")
@@ -592,6 +625,11 @@ class DirectionsService:
             raise InputError(f"no direction in the library lives in h at {layer}: "
                              + ", ".join(notes[:10]) + " cannot be scored")
         order = sorted(families, key=lambda k: D.KINDS.index(k) if k in D.KINDS else len(D.KINDS))
+        if "noiseclr" in families:
+            note_nc = ("; noiseclr: each direction's footprint in h (the mean change of h it causes on the bank's "
+                       "images noised to that step)")
+        else:
+            note_nc = ""
         rows = []
 
         def row(family: str, count: int, z) -> dict:
@@ -602,7 +640,8 @@ class DirectionsService:
             ds = families[kind]
             if progress is not None:
                 progress(i / (len(order) + 1), f"scoring the {kind} directions")
-            z = np.stack([direction_axis(bank, d, step) for d in ds], 1)
+            z = (np.stack([direction_axis(bank, d, step) for d in ds], 1) if kind != "noiseclr"
+                 else self._noiseclr_axes(bank, ds, step, layer))
             rows.append(row(kind if len(ds) > 1 else f"{kind} (one: {ds[0].name})", len(ds), z))
         sizes = sorted({min(len(v), 50) for v in families.values() if len(v) > 1}) or [10]
         h = bank.h[:, step].astype(np.float64)
@@ -613,6 +652,7 @@ class DirectionsService:
         table = pd.DataFrame(rows, columns=list(DISENTANGLEMENT_COLUMNS))
         note = (f"{len(bank)} samples, h at {layer} from the {half} half at step {step} of {T}; factors asked for: "
                 f"{', '.join(cols)}")
+        note += note_nc
         if bank.judged is not None:
             agree = [f"{c} {np.mean(bank.judged[c].astype(str).to_numpy() == factors[c].astype(str).to_numpy()):.0%}"
                      for c in cols if c in bank.judged.columns]
@@ -622,6 +662,16 @@ class DirectionsService:
             note += ". Left out: " + ", ".join(notes[:10]) + (f" and {len(notes) - 10} more" if len(notes) > 10 else "")
         table.attrs["note"] = note
         return table
+
+    def _noiseclr_axes(self, bank, dirs, step: int, layer: str) -> np.ndarray:
+        """The bank's coordinates (N, K) along the h-space footprints of NoiseCLR (text) directions."""
+        from backends.generative import noiseclr as NC
+
+        v = NC.induced_h_directions(self.pipe, dirs, bank.images, int(bank.timesteps[step]), layer=layer)
+        h = bank.h[:, step].astype(np.float64)
+        z = (h - h.mean(0)) @ v.T.astype(np.float64)
+        sd = z.std(0, ddof=1)
+        return (z / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
     # -- the h-space map ------------------------------------------------------------------
     def _axis(self, name: str):

@@ -112,6 +112,15 @@ def build_directions(backends: Backends):
         return [f"Found {len(ids)} PCA directions over {int(n)} samples."] + lib_outputs(ids)
 
     @guard
+    def ui_noiseclr(k, steps, n, progress=gr.Progress()):
+        t = time.perf_counter()
+        ids = svc.noiseclr(k, steps, n_samples=n, progress=lambda f, m: progress(f, desc=m))
+        d = svc.get(ids[0])
+        return [f"Learned {len(ids)} NoiseCLR directions from {d.meta.get('n_images')} generated samples in "
+                f"{time.perf_counter() - t:.0f} s (loss {d.meta.get('first_loss')} → {d.meta.get('final_loss')}); "
+                "text directions: strength 1 adds the learned token."] + lib_outputs(ids)
+
+    @guard
     def ui_supervised(factor, value, from_value, ortho, labels, layer, rhalf, progress=gr.Progress()):
         did = svc.supervised(factor, value, from_value or "", ortho or [], labels, layer=layer, half=rhalf,
                              progress=lambda f, m: progress(f, desc=m))
@@ -168,8 +177,6 @@ def build_directions(backends: Backends):
         if not did:
             raise InputError("choose a direction to judge")
         note = ""
-        if svc.get(did).kind == "text" and n != 1:  # the library says "run Judge" for these too
-            n, note = 1, " (a text direction is judged on one source)"
         rep = svc.judge_direction(did, n, progress=lambda f, m: progress(f, desc=m))
         ch = ", ".join(f"{k} {v:.0%}" for k, v in rep["changes"].items())
         istd = rep.get("istd", float("nan"))
@@ -272,6 +279,13 @@ def build_directions(backends: Backends):
                     pca_n = gr.Number(value=svc.n_bank, precision=0, label="Samples")
                     pca_k = gr.Number(value=10, precision=0, label="Directions (k)")
                 pca_btn = gr.Button("Discover", elem_id="dir-pca")
+            with gr.Accordion("Discover: NoiseCLR (unsupervised, learned)", open=False):
+                gr.Markdown("Directions in the text conditioning, learned by contrasting the noise predictions "
+                            "they cause on the samples above (Dalva & Yanardag 2024); about 30 s per 150 steps.")
+                with gr.Row():
+                    nc_k = gr.Number(value=10, precision=0, label="Directions (k)", minimum=2, maximum=32)
+                    nc_steps = gr.Number(value=150, precision=0, label="Steps", minimum=1, maximum=2000)
+                nc_btn = gr.Button("Learn", elem_id="dir-noiseclr")
             with gr.Accordion("Supervised (Shapes factors)", open=False):
                 factor = gr.Dropdown(["colour", "shape", "size", "position"], value="colour", label="Factor")
                 value = gr.Textbox(value="blue", label="Towards value")
@@ -347,6 +361,8 @@ def build_directions(backends: Backends):
     lib_outs_x = lib_outs + [export_dd]
     pca_btn.click(with_export(ui_pca), [pca_n, pca_k, layer, rhalf], lib_outs_x,
                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    nc_btn.click(with_export(ui_noiseclr), [nc_k, nc_steps, pca_n], lib_outs_x,
+                 concurrency_id="model-directions", concurrency_limit=1, **hidden)
     sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer, rhalf], lib_outs_x,
                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
     grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer, rhalf], lib_outs_x,
@@ -475,6 +491,15 @@ def _register_api(svc: DirectionsService, guard):
         ss, imgs, ist = svc.strip(source, direction_id, strength or None, frames, delta_half=delta_half)
         return {"strengths": [float(s) for s in ss], "images": [to_data_url(i) for i in imgs], "istd": ist}
 
+    def directions_noiseclr(k: int = 10, steps: int = 150, batch_size: int = 4, n_samples: int = 0,
+                            temperature: float = 0.5, seed: int = 0, corpus: str = "") -> list[dict]:
+        """Unsupervised, learned: NoiseCLR's k directions in the text conditioning, trained for `steps`
+        steps of `batch_size` images (the bank's n_samples generated samples, 0: its size; or the images of
+        the Atlas corpus `corpus`) by a contrastive loss (temperature) on the noise predictions they
+        cause; added to the library as text directions "NoiseCLR 1..k"."""
+        return [svc.get(i).summary() for i in svc.noiseclr(k, steps, batch_size, n_samples or None, temperature,
+                                                           seed, corpus)]
+
     def directions_judge(direction_id: str, n_sources: int = 12, strength: float = 0.0) -> dict:
         """What the judge sees change (per factor), the disentanglement score, a name, ISTD."""
         return svc.judge_direction(direction_id, n_sources, strength or None)
@@ -512,7 +537,8 @@ def _register_api(svc: DirectionsService, guard):
     for fn in (directions_layers, directions_source_prompt, directions_source_image, directions_source_item, directions_list,
                directions_discover_pca, directions_supervised, directions_groups, directions_prompt_pair,
                directions_text, directions_image_specific, directions_strip, directions_judge, directions_export,
-               directions_import, directions_to_atlas, directions_map, directions_disentanglement):
+               directions_import, directions_to_atlas, directions_map, directions_disentanglement,
+               directions_noiseclr):
         gr.api(guard(fn), api_name=fn.__name__,
                concurrency_id=(cid := "dir-api" if fn in (directions_layers, directions_list, directions_text,
                                                             directions_export, directions_import)
