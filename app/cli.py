@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
     backends = Backends(settings)
     for path in settings.data:
         try:
-            key = backends.add_path(path)
+            key = backends.add_path(path, operator=True)  # the operator's file: the memory budget decides its size
             print(f"loaded {path} as {key}", flush=True)
         except Exception as exc:  # a bad --data file is reported (here and on the page), the app still starts
             print(f"could not load --data {path}: {exc}", file=sys.stderr, flush=True)

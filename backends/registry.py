@@ -416,15 +416,17 @@ class Backends:
         use 16×16 downsampled pixels). Its encoder's text tower gives those corpora search by meaning."""
         return _LazyImageEmbedder(self)
 
-    def add_path(self, path: str | list[str], scaling: str = "auto") -> str:
+    def add_path(self, path: str | list[str], scaling: str = "auto", *, operator: bool = False) -> str:
         """Load a user corpus from a file, folder or several files (vectors.tsv + metadata.tsv).
         scaling: how a table's numeric columns are scaled ("auto", "z-score", "robust", "none"; see
-        backends.corpora.loaders.load_path)."""
+        backends.corpora.loaders.load_path). operator: a file the person running the server named
+        (--data): no upload size limit, the memory budget decides (settings.operator_limits)."""
         from backends.corpora import loaders as datasets
 
         paths = [path] if isinstance(path, str) else list(path)
-        kwargs = dict(max_bytes=self.settings.max_upload_bytes, image_embedder=self.image_embedder(),
-                      limits=self.settings.upload_limits, scaling=scaling)
+        s = self.settings
+        kwargs = dict(max_bytes=2 ** 62 if operator else s.max_upload_bytes, image_embedder=self.image_embedder(),
+                      limits=s.operator_limits if operator else s.upload_limits, scaling=scaling)
         corpus = datasets.load_paths(paths, **kwargs) if len(paths) > 1 else datasets.load_path(paths[0], **kwargs)
         from pathlib import Path as _P
 

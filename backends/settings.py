@@ -137,6 +137,18 @@ class Settings:
         )
 
     @property
+    def operator_limits(self) -> _upload.UploadLimits:
+        """The limits for files the person running the server names (`--data`, FILE arguments): the
+        upload limits, except that size (values, parse memory, parse time) is left to the memory
+        budget, which add_path checks for every corpus: a million 384-dimensional rows open."""
+        import dataclasses
+
+        budget = self.memory_budget_bytes
+        return dataclasses.replace(self.upload_limits, max_cells=max(budget // 4, int(self.max_upload_cells)),
+                                   max_parse_memory=max(budget, int(self.upload_memory_mb) * 2**20),
+                                   max_parse_seconds=max(3600.0, float(self.upload_timeout_s)))
+
+    @property
     def annotations_url(self) -> str:
         if self.annotations_db:
             if "://" in self.annotations_db:

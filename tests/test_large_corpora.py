@@ -59,6 +59,23 @@ def test_more_rows_than_the_old_300k_cap_load_when_they_fit(tmp_path):
     assert len(b.corpus(key)) == 300_001
 
 
+def test_the_operators_data_file_is_limited_by_the_memory_budget_not_the_upload_limits(tmp_path):
+    """`--data big.npy`: the person running the server named it, so the upload limits (200 MB, a cell
+    count) do not refuse it; the memory budget still does. An upload of the same file is refused."""
+    x = np.random.default_rng(2).normal(size=(4_000, 32)).astype(np.float32)  # 128,000 values, 512 kB
+    np.save(tmp_path / "data.npy", x)
+    settings = Settings.from_env(cache_dir=str(tmp_path / "cache"), max_upload_cells=100_000, max_upload_mb=1,
+                                 memory_budget_gb=1.0)
+    b = Backends(settings)
+    with pytest.raises(InputError, match="over the limit of 100,000 values"):
+        b.add_path(str(tmp_path / "data.npy"))
+    key = b.add_path(str(tmp_path / "data.npy"), operator=True)
+    assert np.array_equal(b.corpus(key).vectors, x)
+    tight = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache2"), memory_budget_gb=0.0001))
+    with pytest.raises(InputError, match="over this server's budget"):
+        tight.add_path(str(tmp_path / "data.npy"), operator=True)
+
+
 def test_the_budget_comes_from_the_environment_or_the_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_ATLAS_MEMORY_BUDGET_GB", "2.5")
     assert Settings.from_env(cache_dir=str(tmp_path)).memory_budget_bytes == int(2.5 * 1024**3)
