@@ -553,7 +553,7 @@ class DirectionsService:
         "NoiseCLR 1..k" (ids noiseclr-1.., or noiseclr-s<seed>-.. for another seed)."""
         from backends.generative import noiseclr as NC
 
-        k, steps, batch_size, temperature, _ = NC.check_settings(k, steps, batch_size, temperature, 0.05)
+        k, steps, batch_size, temperature, _ = NC.check_settings(k, steps, batch_size, temperature, 0.2)
         n = self._int(n_samples or self.n_bank, "n_samples", batch_size, 5000)
         seed = self._int(seed, "seed", 0, 2 ** 31 - 1)
         tell = progress or (lambda fraction, text: None)

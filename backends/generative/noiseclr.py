@@ -210,7 +210,7 @@ def init_tokens(null, k: int, seed: int = 0):
 
 
 def train_noiseclr(pipe, images, *, k: int = 10, steps: int = 150, batch_size: int = 4,
-                   temperature: float = DEFAULT_TEMPERATURE, lr: float = 0.05, t_range=(0.0, 1.0),
+                   temperature: float = DEFAULT_TEMPERATURE, lr: float = 0.2, t_range=(0.0, 1.0),
                    seed: int = 0, max_seconds: float | None = None, progress=None) -> NoiseCLRResult:
     """Learn k direction tokens from unlabelled ``images`` (uint8 (N, H, W, 3), N ≥ batch_size).
 
