@@ -56,3 +56,25 @@ def test_same_projection_requested_at_once_is_computed_once(digits, tmp_path):
 def test_bad_parameters_are_named(digits, params, msg):
     with pytest.raises(InputError, match=msg):
         project(digits[:50], params)
+
+
+def test_pca_of_a_large_corpus_matches_a_full_pca_without_a_centred_copy(monkeypatch):
+    """Above 20,000 rows the PCA map comes from a covariance pass over blocks (and, above PCA_SAMPLE
+    rows, axes from a sample): the same map as scikit-learn's PCA of all rows, up to each axis's sign."""
+    from sklearn.decomposition import PCA
+
+    from backends.corpora import projection as P
+
+    rng = np.random.default_rng(0)
+    scales = np.r_[8.0, 4.0, np.linspace(1.5, 0.1, 38)]  # two clear axes, then the rest
+    x = (rng.standard_normal((30_000, 40)) * scales + 5).astype(np.float32)  # off-centre
+    full = PCA(2).fit_transform(x.astype(np.float64))
+    for sample in (P.PCA_SAMPLE, 10_000):  # all rows; axes from a third of them
+        monkeypatch.setattr(P, "PCA_SAMPLE", sample)
+        monkeypatch.setattr(P, "PCA_CHUNK", 4_096)  # several blocks
+        ours = P.pca_2d(x)
+        assert ours.dtype == np.float32 and ours.shape == (30_000, 2)
+        for j in range(2):
+            assert abs(np.corrcoef(ours[:, j], full[:, j])[0, 1]) > 0.999, (sample, j)
+            scale = np.abs(full[:, j]).max()
+            assert np.abs(np.abs(ours[:, j]) - np.abs(full[:, j])).max() < (1e-3 if sample > 30_000 else 0.05) * scale

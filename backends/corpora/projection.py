@@ -190,18 +190,47 @@ def umap_from_knn(x: np.ndarray, idx: np.ndarray, dist: np.ndarray, p: Projectio
         return reducer.fit_transform(x).astype(np.float32)
 
 
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    xc = x - x.mean(0, keepdims=True)
-    if len(xc) > 20_000:
-        from sklearn.decomposition import PCA
+PCA_CHUNK = 65_536  # rows per block of the covariance pass and the projection
+PCA_SAMPLE = 200_000  # rows the axes are computed from (all of them below this)
 
-        return PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(xc).astype(np.float32)
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components' coordinates, (N, 2) float32. Above 20,000 rows the axes
+    come from the covariance matrix, accumulated over blocks of rows (no centred copy of x), of at most
+    PCA_SAMPLE rows (a fixed random sample above that), and every row is projected on them in blocks:
+    a million 384-d rows in seconds, where a randomized SVD of the centred copy took 30 s and 1.5 GB more."""
+    if len(x) > 20_000:
+        return _pca_2d_covariance(x)
+    xc = x - x.mean(0, keepdims=True)
     _, _, vt = np.linalg.svd(xc, full_matrices=False)
     comps = vt[:2]
     out = xc @ comps.T
     if out.shape[1] < 2:
         out = np.concatenate([out, np.zeros((len(out), 2 - out.shape[1]), np.float32)], 1)
     return out.astype(np.float32)
+
+
+def _pca_2d_covariance(x: np.ndarray) -> np.ndarray:
+    n, d = x.shape
+    rows = np.arange(n) if n <= PCA_SAMPLE else np.sort(np.random.default_rng(0).choice(n, PCA_SAMPLE, replace=False))
+    shift = x[rows[:PCA_CHUNK]].mean(0, dtype=np.float64)  # a rough centre first: float32 products stay small
+    total = np.zeros(d, np.float64)
+    cov = np.zeros((d, d), np.float64)
+    for a in range(0, len(rows), PCA_CHUNK):
+        block = (x[rows[a:a + PCA_CHUNK]] - shift).astype(np.float32)
+        total += block.sum(0, dtype=np.float64)
+        cov += (block.T @ block).astype(np.float64)
+    mean = total / len(rows)
+    cov = cov / len(rows) - np.outer(mean, mean)
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    comps = vecs[:, ::-1][:, :2]
+    comps *= np.where(comps[np.abs(comps).argmax(0), range(comps.shape[1])] < 0, -1.0, 1.0)  # a fixed sign
+    centre = (shift + mean).astype(np.float32)
+    comps = comps.astype(np.float32)
+    out = np.empty((n, 2), np.float32)
+    for a in range(0, n, PCA_CHUNK):
+        out[a:a + PCA_CHUNK] = (x[a:a + PCA_CHUNK] - centre) @ comps
+    return out
 
 
 def normalize_xy(xy: np.ndarray) -> np.ndarray:
