@@ -457,14 +457,17 @@ class Backends:
 
     # -- warming the cache ---------------------------------------------------------------
     def warm_up(self, names: list[str] | None = None, *, log=None, params=None, spaces: bool = True):
-        """In a background thread (low priority), open the bundled corpora the tabs start on and
-        compute their default maps, thumbnails and indexes, then (with `spaces`) embed the
-        Stitching tab's spaces, so the first visitor after a start does not wait for them (all
-        cached on disk: later starts only read them). Returns the thread."""
+        """In a background thread (low priority), open the corpora the tabs start on (the --data
+        files first, then the bundled ones) and compute their PCA maps (the Atlas's preview while UMAP
+        runs: seconds even for a million rows), default UMAP maps, thumbnails and indexes, then (with
+        `spaces`) embed the Stitching tab's spaces, so the first visitor after a start does not wait for
+        them (all cached on disk: later starts only read them). Returns the thread."""
         import logging
 
         log = log or logging.getLogger("latent_atlas").info
-        names = [n for n in (names or ["digits", "shapes", "hspace"]) if n in self.corpus_names()]
+        loaded = self.loaded_upload_keys()
+        names = [n for n in (loaded + ["digits", "shapes", "hspace"] if names is None else names)
+                 if n in loaded or n in self.corpus_names()]
 
         def run():
             import time
@@ -478,6 +481,7 @@ class Backends:
             for name in names:
                 t0 = time.perf_counter()
                 try:
+                    self.projection(name, ProjectionParams(method="pca"))  # shown while UMAP runs
                     self.projection(name, params or ProjectionParams())  # the Atlas's default map
                     self.thumbnail_dir(name)
                     self.index(name)

@@ -20,6 +20,31 @@ def test_warm_up_caches_the_default_map_and_index(tmp_path):
     assert (fresh.thumbnail_dir("digits") / ".complete").exists()
 
 
+def test_the_data_files_are_warmed_first_with_the_pca_preview_the_atlas_shows_while_umap_runs(tmp_path):
+    import numpy as np
+
+    from backends.corpora.projection import is_cached
+
+    b = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))
+    np.save(tmp_path / "mine.npy", np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32))
+    key = b.add_path(str(tmp_path / "mine.npy"), operator=True)
+    corpus = b.corpus(key)
+    pca = ProjectionParams(method="pca")
+    assert not is_cached(len(corpus), pca, cache=b.cache, fingerprint=corpus.fingerprint)
+    lines = []
+    b.warm_up(["no-such-corpus", key], log=lines.append, params=ProjectionParams(n_neighbors=5),
+              spaces=False).join(timeout=300)
+    assert [x.split(" in ")[0] for x in lines] == [f"warmed {key}"]
+    for params in (pca, ProjectionParams(n_neighbors=5)):
+        assert is_cached(len(corpus), params, cache=b.cache, fingerprint=corpus.fingerprint), params
+    order = []
+    b2 = Backends(Settings.from_env(cache_dir=str(tmp_path / "cache")))
+    b2.add_path(str(tmp_path / "mine.npy"), operator=True)
+    b2.corpus_names = lambda: ["digits"]  # the bundled corpora, less the slow-to-build h-space one
+    b2.warm_up(log=order.append, params=pca, spaces=False).join(timeout=300)
+    assert order[0].startswith(f"warmed {key}") and order[1].startswith("warmed digits")  # --data first
+
+
 def test_the_flag_turns_it_off():
     from app.cli import parse_args
 
