@@ -17,15 +17,24 @@ ANNOTATE_POINT_PIXELS = """() => {
 }"""
 
 
+# the Atlas map's title while it is the PCA preview that the UMAP map replaces (app/tabs/atlas.py)
+ATLAS_PREVIEW = "() => (document.querySelector('#atlas-map') || {innerText: ''}).innerText.includes('PCA for now')"
+
+
 @contextlib.contextmanager
 def open_page(browser, url: str, *, tab: str | None = None, ready: str | None = None, width: int = 1500,
-              height: int = 1000, timeout: int = 60_000):
+              height: int = 1000, timeout: int = 60_000, final_map: bool = False):
     """A page at `url` in its own context; `tab`: click that tab; `ready`: wait until this selector
-    is visible. The context is closed afterwards."""
+    is visible; `final_map`: and until the Atlas map is no longer the PCA preview shown while UMAP
+    runs on a fresh cache (a lasso drawn as the map is replaced is lost). The context is closed
+    afterwards."""
     ctx = browser.new_context(viewport={"width": width, "height": height})
     try:
         page = ctx.new_page()
         page.goto(url)
+        if final_map:
+            page.wait_for_selector("#atlas-map .la-scatter", state="attached", timeout=max(timeout, 180_000))
+            page.wait_for_function(f"!({ATLAS_PREVIEW})()", timeout=max(timeout, 300_000), polling=500)
         if tab:
             page.get_by_role("tab", name=tab).click()
         if ready:

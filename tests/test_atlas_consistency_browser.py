@@ -11,7 +11,7 @@ MAP = "document.querySelector('#atlas-map .la-plot')"
 
 
 def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browser):
-    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", width=1400, height=1000,
+    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", final_map=True, width=1400, height=1000,
                    timeout=180_000) as page:
         # the map is the tab: most of a 1400-px screen
         assert page.locator("#atlas-map .la-plot").bounding_box()["width"] >= 800

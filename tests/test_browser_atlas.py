@@ -14,7 +14,7 @@ POINT_POSITION = """(i) => { const d = document.querySelector('#atlas-map .la-pl
 
 @pytest.fixture
 def page(atlas_app, browser):
-    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", timeout=180_000) as p:
+    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", timeout=180_000, final_map=True) as p:
         yield p
 
 
@@ -77,14 +77,27 @@ def test_screen_readers_hear_words_not_translation_keys(page):
     assert not [t for t in said if "common." in t], said
 
 
-def test_a_first_visitor_on_a_fresh_cache_sees_a_pca_map_then_umap_keeping_the_search(browser, tmp_path):
+def test_a_first_visitor_on_a_fresh_cache_sees_a_pca_map_then_umap_keeping_the_search(browser, tmp_path,
+                                                                                         monkeypatch):
     """A server with an empty cache: the page shows a PCA map at once, titled as such, usable while
-    UMAP runs (a search on it works); UMAP then replaces it and the search's hits stay selected."""
+    UMAP runs (a search on it works); UMAP then replaces it and the search's hits stay selected.
+    UMAP is held until the search is done, so a slow page load cannot miss the preview."""
+    import threading
+
     from app.main import APP_CSS, create_app
+    from backends.corpora import projection
     from backends.registry import Backends
     from backends.settings import Settings
     from conftest import free_port
 
+    searched = threading.Event()
+    real_umap = projection.umap_from_knn
+
+    def held_umap(*args, **kwargs):
+        searched.wait(timeout=240)
+        return real_umap(*args, **kwargs)
+
+    monkeypatch.setattr(projection, "umap_from_knn", held_umap)
     settings = Settings.from_env(cache_dir=str(tmp_path / "cache"), port=free_port())
     demo = create_app(settings, Backends(settings))
     demo.launch(server_name="127.0.0.1", server_port=settings.port, prevent_thread_lock=True, quiet=True, css=APP_CSS)
@@ -92,12 +105,14 @@ def test_a_first_visitor_on_a_fresh_cache_sees_a_pca_map_then_umap_keeping_the_s
     try:
         with open_page(browser, f"http://127.0.0.1:{settings.port}/", ready="#atlas-map .la-scatter[data-ready]",
                        timeout=180_000) as page:
-            assert "PCA for now" in page.evaluate(title)  # drawn without waiting for UMAP (seconds here)
+            assert "PCA for now" in page.evaluate(title)  # drawn without waiting for UMAP
             assert "The map is PCA for now" in page.inner_text("#atlas-info")
             page.fill("#atlas-query textarea", "label=3")
             page.get_by_role("button", name="Search", exact=True).click()
             page.wait_for_function("document.querySelector('#atlas-selection').innerText.includes('183 items match')",
                                    timeout=60_000)
+            assert "PCA for now" in page.evaluate(title)
+            searched.set()  # UMAP may finish now
             page.wait_for_function(f"({title})().includes('UMAP (n_neighbors=15')", timeout=300_000)
             page.wait_for_function("!document.querySelector('#atlas-info').innerText.includes('PCA for now')",
                                    timeout=30_000)
@@ -105,4 +120,5 @@ def test_a_first_visitor_on_a_fresh_cache_sees_a_pca_map_then_umap_keeping_the_s
             page.wait_for_function("document.querySelector('#atlas-map .la-plot').data.some("
                                    "t => t.name === 'selected' && t.x.length === 183)", timeout=30_000)
     finally:
+        searched.set()
         demo.close()

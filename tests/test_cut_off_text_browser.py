@@ -123,7 +123,7 @@ def shots(tmp_path) -> Path:
 
 @pytest.fixture
 def page(atlas_app, browser):
-    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", width=WIDTH, height=HEIGHT,
+    with open_page(browser, atlas_app[0], ready="#atlas-map .la-scatter[data-ready]", final_map=True, width=WIDTH, height=HEIGHT,
                    timeout=TIMEOUT) as p:
         yield p
 

@@ -121,7 +121,8 @@ def test_main_opens_positional_files_like_data(monkeypatch, tmp_path):
         def __init__(self, settings):
             self.settings = settings
 
-        def add_path(self, path):
+        def add_path(self, path, *, operator=False):
+            assert operator  # the operator's files: the memory budget decides, not the upload limits
             opened.append(path)
             return "upload:" + Path(path).stem
 

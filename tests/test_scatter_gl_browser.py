@@ -200,7 +200,7 @@ def test_the_atlas_draws_large_corpora_with_regl_and_its_events_fill_the_tables(
 
     monkeypatch.setattr(scatter_gl, "GL_THRESHOLD", 0)
     root = "#atlas-map .la-scatter"
-    with open_page(browser, atlas_app[0], ready=f"{root}[data-gl-ready]", timeout=180_000) as page:
+    with open_page(browser, atlas_app[0], ready=f"{root}[data-gl-ready]", timeout=180_000, final_map=True) as page:
         assert page.get_attribute(root, "data-points") == "1797"
         assert not page.locator("#atlas-map .la-plot").is_visible()
         # a point far from the others, so the click lands on it

@@ -153,7 +153,7 @@ def test_a_screenshot_of_each_tab(atlas_app, browser, shots_dir, shapes_regions)
         store.register_annotator(ANNOTATOR, TOKEN)
     except AuthError:  # already registered in this cache
         pass
-    with open_page(browser, url, width=WIDTH, height=HEIGHT) as page:
+    with open_page(browser, url, width=WIDTH, height=HEIGHT, final_map=True) as page:
         for tab, show in TABS.items():
             page.get_by_role("tab", name=tab).click()
             show(page)

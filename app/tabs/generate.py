@@ -104,7 +104,8 @@ def build_failure_search(svc: GenerateService):
         go = gr.Button("Run", elem_id="gen-failures-go")
         summary = gr.Markdown(elem_id="gen-failures-summary")
         table = gr.Dataframe(headers=FAILURE_COLUMNS, label="Failures", interactive=False, wrap=True)
-        gallery = gr.Gallery(label="What was drawn", columns=8, height=240, elem_id="gen-failures-gallery")
+        gallery = gr.Gallery(label="What was drawn", columns=8, height=240, object_fit="contain", fit_columns=False,
+                             elem_id="gen-failures-gallery")
 
     @guard
     def run_search(family, budget, kind, seed, progress=gr.Progress()):
