@@ -17,8 +17,10 @@ ANNOTATE_POINT_PIXELS = """() => {
 }"""
 
 
-# the Atlas map's title while it is the PCA preview that the UMAP map replaces (app/tabs/atlas.py)
-ATLAS_PREVIEW = "() => (document.querySelector('#atlas-map') || {innerText: ''}).innerText.includes('PCA for now')"
+# the Atlas map is drawn (its title "<corpus> · N items · <projection>" shows) and is not the PCA preview
+# that the UMAP map replaces on a fresh cache (app/tabs/atlas.py)
+ATLAS_FINAL_MAP = ("() => { const t = (document.querySelector('#atlas-map') || {innerText: ''}).innerText; "
+                   "return t.includes(' items · ') && !t.includes('PCA for now'); }")
 
 
 @contextlib.contextmanager
@@ -32,13 +34,12 @@ def open_page(browser, url: str, *, tab: str | None = None, ready: str | None = 
     try:
         page = ctx.new_page()
         page.goto(url)
-        if final_map:
-            page.wait_for_selector("#atlas-map .la-scatter", state="attached", timeout=max(timeout, 180_000))
-            page.wait_for_function(f"!({ATLAS_PREVIEW})()", timeout=max(timeout, 300_000), polling=500)
         if tab:
             page.get_by_role("tab", name=tab).click()
         if ready:
             page.wait_for_selector(ready, state="visible", timeout=timeout)
+        if final_map:
+            page.wait_for_function(ATLAS_FINAL_MAP, timeout=max(timeout, 300_000), polling=500)
         yield page
     finally:
         ctx.close()
