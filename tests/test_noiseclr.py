@@ -163,3 +163,7 @@ def test_stable_diffusion_code_path(tmp_path):
         assert NC._pools_states(NC.null_embeds(sd)) is (not xl)  # SDXL's pooled vector is its encoder's own
         out = D.render(sd, src, dirs[:1], np.full((2, 1), 1.0))
         assert out.shape == src.images.shape
+        # a prompt-pair text direction too (SDXL's pooled vector has another width: it is kept)
+        td = D.text_direction(sd, "a cat", "a dog")
+        assert td.h_shape[1] == NC.null_embeds(sd).states.shape[-1]
+        assert D.render(sd, src, [td], np.full((2, 1), 1.0)).shape == src.images.shape

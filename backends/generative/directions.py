@@ -487,6 +487,8 @@ def text_direction(pipe, prompt_a: str, prompt_b: str) -> Direction:
         cond, _ = pipe.encode_prompt([prompt_a, prompt_b], do_classifier_free_guidance=False)
     ds = (cond.states[1] - cond.states[0]).float().cpu()  # (L, D)
     dp = (cond.pooled[1] - cond.pooled[0]).float().cpu()[None]  # (1, D)
+    if dp.shape[-1] != ds.shape[-1]:  # SDXL: a pooled vector of its own encoder and width is kept (a zero row)
+        dp = torch.zeros(1, ds.shape[-1])
     v = torch.cat([ds, dp]).numpy()
     return Direction(_slug(f"text-{prompt_a}-to-{prompt_b}"), f"text: {prompt_a} → {prompt_b}", "text",
                      v.reshape(1, -1), np.array([-1]), np.ones(1), v.shape, 1.0,
