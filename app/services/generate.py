@@ -155,6 +155,17 @@ class GenerateService:
 
         return list(surrogate_for(self.b)[0])
 
+    @gpu_task(duration=120)
+    def _search(self, family, load_surrogate, budget: int, kind: str, seed: int, steps, tell):
+        """The generator calls of a failure search (on a ZeroGPU Space, inside its GPU allocation)."""
+        from backends.generative.failure_search import search_failures
+        from backends.generative.surrogates import PipelineGenerator
+
+        tell(0.0, "loading the generator and the judge")
+        gen = PipelineGenerator(self.pipeline(), steps=steps)
+        return search_failures(gen, load_surrogate(), family, budget=budget, kind=kind, seed=seed,
+                               progress=lambda f, text: tell(0.02 + 0.93 * f, text))
+
     def failure_search(self, family: str = "", budget=60, kind: str = "latent", seed=0, steps=None,
                        progress=None) -> tuple[dict, list]:
         """Search the active generator for failures (backends/generative/failure_search.py, after SAGE)
@@ -162,8 +173,8 @@ class GenerateService:
         budget, used, failures, failure_rate, corpus (its key, or None under 2 failures), corpus_name, rows,
         notes;
         the failures' images). budget and steps out of range are clamped and noted."""
-        from backends.generative.failure_search import failures_corpus, search_failures
-        from backends.generative.surrogates import PipelineGenerator, surrogate_for
+        from backends.generative.failure_search import failures_corpus
+        from backends.generative.surrogates import surrogate_for
 
         tell = progress or (lambda fraction, text: None)
         families, load = surrogate_for(self.b)
@@ -180,10 +191,7 @@ class GenerateService:
         if steps is not None:
             steps, n3 = self.clamp("steps", steps, *STEPS_RANGE, int)
         notes += [n for n in (n1, n2, n3) if n]
-        tell(0.0, "loading the generator and the judge")
-        gen = PipelineGenerator(self.pipeline(), steps=steps)
-        result = search_failures(gen, load(), families[family], budget=budget, kind=FAILURE_KINDS[key], seed=seed,
-                                 progress=lambda f, text: tell(0.02 + 0.93 * f, text))
+        result = self._search(families[family], load, budget, FAILURE_KINDS[key], seed, steps, tell)
         tell(0.96, "clustering the failures")
         corpus = failures_corpus(result, seed=seed)
         corpus_key = self.b.add_corpus(corpus) if corpus is not None else None
