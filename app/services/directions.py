@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from backends.errors import InputError
+from backends.errors import InputError, number_between, whole_number
 from backends.gpu import gpu_task
 from backends.registry import Backends
 
@@ -251,25 +251,8 @@ class DirectionsService:
                 return self._sources[key]
         raise InputError(f"unknown source {key!r}: start from a prompt, an Atlas item or an image first")
 
-    @staticmethod
-    def _int(v, name: str, lo: int, hi: int) -> int:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} has to be a whole number, but is {v!r}") from None
-        if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-            raise InputError(f"{name} has to be a whole number between {lo} and {hi}, but is {v!r}")
-        return int(f)
-
-    @staticmethod
-    def _float(v, name: str, lo: float, hi: float) -> float:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} has to be a number, but is {v!r}") from None
-        if not math.isfinite(f) or not lo <= f <= hi:
-            raise InputError(f"{name} has to be between {lo:g} and {hi:g}, but is {v!r}")
-        return f
+    _int = staticmethod(whole_number)
+    _float = staticmethod(number_between)
 
     def _guidance(self, g) -> float | None:
         if g is None or (isinstance(g, (int, float)) and g < 0):

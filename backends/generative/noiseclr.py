@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.errors import InputError
+from backends.errors import InputError, number_between, whole_number
 
 DEFAULT_TEMPERATURE = 0.5  # the paper's configs/base_config.py
 MAX_K = 32
@@ -162,24 +162,7 @@ def loss_at(pipe, tokens, x0, t: int, noise, null, slot: int, *, temperature: fl
 # ---------------------------------------------------------------------------------------
 # 3. Training
 
-def _int(v, name: str, lo: int, hi: int) -> int:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} has to be a whole number, but is {v!r}") from None
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise InputError(f"{name} has to be a whole number between {lo} and {hi}, but is {v!r}")
-    return int(f)
-
-
-def _float(v, name: str, lo: float, hi: float) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} has to be a number, but is {v!r}") from None
-    if not math.isfinite(f) or not lo <= f <= hi:
-        raise InputError(f"{name} has to be between {lo:g} and {hi:g}, but is {v!r}")
-    return f
+_int, _float = whole_number, number_between  # the bounds checks every service uses
 
 
 def check_settings(k, steps, batch_size, temperature, lr) -> tuple[int, int, int, float, float]:
