@@ -267,9 +267,16 @@ class ServeOnce:
         if timer:
             timer.cancel()
         p = Path(key)
-        p.unlink(missing_ok=True)
         if p.parent.parent.name == EXPORTS_DIRNAME:  # the file's own folder from new_export_dir
-            shutil.rmtree(p.parent, ignore_errors=True)
+            # renamed first, so the file and its folder vanish together (one atomic step), then removed
+            gone = p.parent.with_name(f".gone-{p.parent.name}")
+            try:
+                os.rename(p.parent, gone)
+            except OSError:
+                gone = p.parent
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
     def discard_all(self) -> None:
         with self._lock:
@@ -294,7 +301,7 @@ def new_export_dir(block=None) -> Path:
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(parent, 0o700)
     cutoff = time.time() - export_ttl_s()
-    for old in parent.glob("export-*"):
+    for old in [*parent.glob("export-*"), *parent.glob(".gone-export-*")]:
         try:
             if old.stat().st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
