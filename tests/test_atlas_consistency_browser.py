@@ -1,7 +1,10 @@
 """The Atlas never contradicts itself (issue #19 items 2 and 7), in Chromium at 1400x1000."""
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from browser_pages import lasso_everything, open_page
 
@@ -27,6 +30,19 @@ def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browse
                                timeout=60_000)
         n_hits = int(page.inner_text("#atlas-selection").split()[0].replace(",", ""))
         assert page.evaluate(f"{MAP}.data.find(t => t.name === 'selected').x.length") == n_hits
+
+        # coloured by label, the 183 hits (one dense cluster) stay visible in their own colour on top
+        # of the faded rest, not as a black blob of overlapping rings
+        page.locator("#atlas-color input").click()
+        page.get_by_role("option", name="label", exact=True).click()
+        page.wait_for_function(f"{MAP}.data.length > 2 && {MAP}.data.some(t => t.name === '3')", timeout=60_000)
+        traces = page.evaluate(f"{MAP}.data.map(t => ({{name: t.name, opacity: t.marker.opacity, color: t.marker.color, n: t.x.length}}))")
+        hits = next(t for t in traces if t["name"] == "selected")
+        three = next(t for t in traces if t["name"] == "3")
+        assert hits["n"] == n_hits and hits["color"] == [three["color"]] * n_hits, hits
+        assert all(t["opacity"] < 0.5 for t in traces if t["name"] not in ("selected", "highlight"))
+        shot = np.asarray(Image.open(io.BytesIO(page.locator("#atlas-map").screenshot())).convert("RGB"))
+        assert (shot.max(axis=-1) < 60).mean() < 0.002  # near-black pixels: 0.0033 with the rings, 0.0010 now
 
         def table_x():
             return page.inner_text("#atlas-selection-table")

@@ -179,12 +179,29 @@ function traces(d) {
       marker.colorbar = {title: {text: d.color_name || ''}, thickness: 12}; }
     out.push({...base, name: 'items', x: d.x, y: d.y, customdata: idx, marker, showlegend: false});
   }
-  for (const [key, style] of [['selected', {color: 'rgba(0,0,0,0)', size: d.size + 5, line: {color: '#111', width: 1.5}}],
-                              ['highlight', {color: 'rgba(0,0,0,0)', size: d.size + 9, line: {color: '#e4002b', width: 2.5}}]]) {
-    const idx = d[key] || [];
-    if (!idx.length) continue;
-    out.push({...base, name: key, showlegend: false, x: idx.map(i => d.x[i]), y: idx.map(i => d.y[i]),
-      customdata: idx, marker: {...style, symbol: 'circle'}});
+  // Search hits / the selection: drawn again on top in their own colour with a dark edge, while the
+  // rest fade. (Open rings, as before, merged into one black blob over a dense cluster of hits.)
+  const sel = d.selected || [];
+  if (sel.length) {
+    for (const t of out) t.marker.opacity = 0.18;
+    let color = '#4c78a8';
+    const marker = {size: d.size + 2, opacity: 1, symbol: 'circle', line: {color: '#111', width: 1}};
+    if (d.color_cat) color = sel.map(i => d.colors[d.color_cat[i]]);
+    else if (d.color_num) {
+      color = sel.map(i => d.color_num[i]);
+      let lo = Infinity, hi = -Infinity;
+      for (const v of d.color_num) { if (v < lo) lo = v; if (v > hi) hi = v; }
+      Object.assign(marker, {colorscale: 'Viridis', cmin: lo, cmax: hi});
+    }
+    marker.color = color;
+    out.push({...base, name: 'selected', showlegend: false, x: sel.map(i => d.x[i]), y: sel.map(i => d.y[i]),
+      customdata: sel, marker});
+  }
+  const hl = d.highlight || [];  // the clicked item and its neighbours: red rings, few of them
+  if (hl.length) {
+    out.push({...base, name: 'highlight', showlegend: false, x: hl.map(i => d.x[i]), y: hl.map(i => d.y[i]),
+      customdata: hl, marker: {color: 'rgba(0,0,0,0)', size: d.size + 9, symbol: 'circle',
+                                line: {color: '#e4002b', width: 2.5}}});
   }
   return out;
 }
