@@ -257,7 +257,8 @@ def test_backoff_for_everyone_after_many_clients_fail():
 def test_auth_attempt_logs_one_line_and_no_traceback(caplog):
     import gradio as gr
 
-    from app.components.security import FailureLimiter, auth_attempt
+    from app.components.errors import guard
+    from app.components.security import AuthRefused, FailureLimiter, auth_attempt
 
     lim = FailureLimiter(max_failures=2, base_delay_s=30, clock=Clock())
 
@@ -269,10 +270,9 @@ def test_auth_attempt_logs_one_line_and_no_traceback(caplog):
     with caplog.at_level(logging.WARNING, logger="latent_atlas.auth"):
         assert auth_attempt("admin password", check, "right", failures=(AuthError,), limiter=lim) == "ok"
         for _ in range(2):
-            with pytest.raises(gr.Error) as err:
+            with pytest.raises(AuthRefused, match="^wrong admin password$"):  # plain Python: the services call it
                 auth_attempt("admin password", check, "guess", failures=(AuthError,), limiter=lim)
-            assert err.value.message == "wrong admin password" and err.value.print_exception is False
-        with pytest.raises(gr.Error, match="too many attempts, try again in 30 s"):
+        with pytest.raises(AuthRefused, match="too many attempts, try again in 30 s"):
             auth_attempt("admin password", check, "right", failures=(AuthError,), limiter=lim)
     lines = [r.getMessage() for r in caplog.records if r.name == "latent_atlas.auth"]
     assert len(lines) == 3 and all("\n" not in line for line in lines)
@@ -280,6 +280,11 @@ def test_auth_attempt_logs_one_line_and_no_traceback(caplog):
     assert lines[2].startswith("refused admin password from local")
     assert "guess" not in " ".join(lines)  # the secret tried is never logged
     assert all(r.exc_info is None for r in caplog.records)
+    # in a tab's handler it reaches the page as a message, without a traceback in the log
+    fresh = FailureLimiter(max_failures=2, base_delay_s=30, clock=Clock())
+    with pytest.raises(gr.Error) as err:
+        guard(auth_attempt)("admin password", check, "guess", failures=(AuthError,), limiter=fresh)
+    assert err.value.message == "wrong admin password" and err.value.print_exception is False
 
 
 def test_private_temp_dir_is_0700_under_the_cache_dir_and_cleans_up(tmp_path, monkeypatch):

@@ -4,11 +4,13 @@ first plot, an answer is stored once and the next plot follows, undo takes back 
 wrong tokens and passwords are refused with a message, and the export has one row per point per answer.
 
 (Refused tokens and passwords go through the failure limiter of app/components/security.py, which
-raises them as gr.Error; gradio is imported then, but nothing of the UI is built.)"""
+raises AuthRefused, an InputError; gradio is never imported here.)"""
 import json
 
 import pandas as pd
 import pytest
+
+from app.components.security import AuthRefused
 
 ADMIN = "admin-pw"
 
@@ -84,9 +86,9 @@ def test_submit_needs_a_plot_and_a_known_token(svc):
     svc.sign_in("ann", "token-ann", "pilot")
     with pytest.raises(InputError, match="no plot is shown: sign in first"):
         svc.submit("token-ann", " ", '{"cluster 1": [1]}')
-    with pytest.raises(Exception, match="unknown token: sign in again"):
+    with pytest.raises(AuthRefused, match="unknown token: sign in again"):
         svc.submit("token-nobody", str(_plots(svc)[0].id), '{"cluster 1": [1]}')
-    with pytest.raises(Exception, match="unknown name or wrong token"):
+    with pytest.raises(AuthRefused, match="unknown name or wrong token"):
         svc.sign_in("ann", "token-not-ann", "pilot")
 
 
@@ -110,7 +112,7 @@ def test_selections_replay_and_undo_removes_the_last(svc):
 def test_admin_needs_the_password(svc, tmp_path):
     for call in (lambda: svc.admin_sets("token-ann"), lambda: svc.admin_progress("", "pilot"),
                  lambda: svc.admin_export("not-it", "pilot", "csv", tmp_path)):
-        with pytest.raises(Exception, match="wrong admin password"):
+        with pytest.raises(AuthRefused, match="wrong admin password"):
             call()
     assert not list(tmp_path.glob("annotations-*"))
 
@@ -165,7 +167,7 @@ def test_admin_creates_task_sets_and_annotators(svc):
     assert list(tokens.columns) == list(TOKEN_COLUMNS) and tokens.name.tolist() == ["zoe", "yan"]
     zoe = tokens.set_index("name").loc["zoe", "token"]
     assert "Signed in as **zoe**" in svc.sign_in("zoe", zoe, "syn-small")[0]
-    with pytest.raises(Exception, match="unknown name or wrong token"):  # sign-up is closed by default
+    with pytest.raises(AuthRefused, match="unknown name or wrong token"):  # sign-up is closed by default
         svc.sign_in("stranger", "token-stranger", "syn-small")
     assert "**open**" in svc.admin_signup(ADMIN, "syn-small", True)
     assert "Signed in as **stranger**" in svc.sign_in("stranger", "token-stranger", "syn-small")[0]

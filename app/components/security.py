@@ -74,9 +74,10 @@ class FailureLimiter:
                  clock=time.monotonic):
         self.clock = clock
         self._lock = threading.Lock()
-        self.configure(max_failures=max_failures, window_s=window_s, base_delay_s=base_delay_s,
-                       max_delay_s=max_delay_s, global_max_failures=global_max_failures,
-                       global_max_delay_s=global_max_delay_s)
+        self._initial = dict(max_failures=max_failures, window_s=window_s, base_delay_s=base_delay_s,
+                             max_delay_s=max_delay_s, global_max_failures=global_max_failures,
+                             global_max_delay_s=global_max_delay_s)
+        self.configure(**self._initial)
 
     @classmethod
     def from_env(cls) -> FailureLimiter:
@@ -97,7 +98,8 @@ class FailureLimiter:
             self._everyone = _Count()
 
     def reset(self) -> None:
-        self.configure()
+        """Forget all counts and go back to the settings it was made with."""
+        self.configure(**self._initial)
 
     def retry_after(self, client: str) -> float:
         """Seconds until this client may try again (0: now)."""
@@ -154,29 +156,32 @@ def client_of(request=None) -> str:
     return str(host) if host else "local"
 
 
+class AuthRefused(InputError):
+    """A secret (password, token) refused, or the client locked out for a while."""
+
+
 def auth_attempt(what: str, fn, *args, failures: tuple = (InputError,), limiter: FailureLimiter | None = None,
                  **kwargs):
     """fn(*args, **kwargs), a check of a secret (password, token), under the failure limiter.
 
-    While the client (or everyone) is locked out the check is not run: gr.Error "too many attempts,
-    try again in N s". An exception in `failures` counts as a failed attempt, is logged as one line
-    and becomes a gr.Error with its message and without a traceback in the server log."""
-    import gradio as gr
-
+    While the client (or everyone) is locked out the check is not run: AuthRefused "too many
+    attempts, try again in N s". An exception in `failures` counts as a failed attempt, is logged as
+    one line and becomes AuthRefused with its message (an InputError: the tabs' `guard` shows it
+    without a traceback in the server log). No gradio here: the services call this."""
     limiter = limiter or LIMITER
     client = client_of()
     try:
         limiter.check(client)
     except TooManyAttempts as exc:
         log.warning("refused %s from %s: %s", what, client, exc)
-        raise gr.Error(str(exc), print_exception=False) from None
+        raise AuthRefused(str(exc)) from None
     try:
         return fn(*args, **kwargs)
     except failures as exc:
         mine, everyone = limiter.failure(client)
         log.warning("failed %s from %s: %s (%d in a row from this client, %d from all)", what, client,
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__, mine, everyone)
-        raise gr.Error(str(exc), print_exception=False) from None
+        raise AuthRefused(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------

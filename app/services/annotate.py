@@ -15,7 +15,7 @@ subsampled from a corpus's 2-D map), annotators and their tokens, sign-up, progr
 algorithm leaderboard, export; each admin method takes the admin password first.
 
 Wrong passwords and tokens are checked under the failure limiter of app/components/security.py
-(which raises them as gr.Error, importing gradio only then). Where a handler has nothing to change
+(which raises AuthRefused, an InputError that the tab's `guard` shows as a message). Where a handler has nothing to change
 (a selection event without points, an undo without a plot) the service returns None for that value.
 """
 from __future__ import annotations
