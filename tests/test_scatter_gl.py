@@ -130,3 +130,23 @@ def test_the_clusters_map_switches_to_regl_above_the_threshold_too(atlas, monkey
     monkeypatch.setattr(scatter_gl, "GL_THRESHOLD", 299)
     gl = json.loads(clusters.map_payload(view["corpus"], labels, "cluster", "t"))
     assert gl["gl"] == 1 and gl["categories"] == ["0", "1", "2", "noise"] and gl["n"] == 300
+
+
+def test_the_stitching_maps_switch_to_regl_above_the_threshold_too(tmp_path, monkeypatch):
+    """A `corpus:` space can be as large as any Atlas corpus: both linked maps then go as GL maps,
+    with the linked selection and highlight."""
+    from app.services.stitching import StitchingService
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    svc = StitchingService(Backends(Settings.from_env(cache_dir=str(tmp_path))))
+    p = svc.params("blobs", "blobs-rotated", n_anchors=30)
+    svc.compare(p)
+    a, b = (json.loads(v) for v in svc.payloads(p, "relative", "pca", None))
+    n = len(a["x"])
+    assert "gl" not in a and "gl" not in b
+    monkeypatch.setattr(scatter_gl, "GL_THRESHOLD", n - 1)
+    a, b = (json.loads(v) for v in svc.payloads(p, "relative", "pca", None, selected=[3, 4], highlight=[9]))
+    assert a["gl"] == b["gl"] == 1 and a["n"] == b["n"] == n
+    assert a["selected"] == b["selected"] == [3, 4] and a["highlight"] == b["highlight"] == [9]
+    assert a["title"].startswith("A: ") and b["title"].startswith("B: ") and a["points"] != b["points"]

@@ -196,6 +196,42 @@ def test_browser_click_and_lasso_in_one_map_mark_the_same_items_in_the_other(atl
         ctx.close()
 
 
+@pytest.mark.browser
+def test_browser_large_spaces_are_drawn_with_regl_and_a_lasso_links_them(atlas_app, browser, monkeypatch):
+    """With GL_THRESHOLD at 0 the digits pair (1,797 items) is drawn as a large `corpus:` space would be:
+    both maps are regl maps, and a lasso over all of B (sent as a bitmask) selects the same items in A."""
+    from app.components import scatter_gl
+
+    monkeypatch.setattr(scatter_gl, "GL_THRESHOLD", 0)
+    url, _ = atlas_app
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
+    page = ctx.new_page()
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Stitching").click()
+        page.wait_for_function("document.querySelector('#st-info') && "
+                               "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
+        for sel, name in (("#st-space-a", "digits-map-a"), ("#st-space-b", "digits-map-b")):
+            box = page.locator(f"{sel} input")
+            box.click()
+            box.fill(name)
+            box.press("Enter")
+        page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: digits-map-b')",
+                               timeout=120_000)
+        page.click("#st-compare")
+        for sel in ("#st-map-a", "#st-map-b"):
+            page.wait_for_selector(f"{sel} .la-scatter[data-gl-ready]", timeout=120_000)
+            assert page.get_attribute(f"{sel} .la-scatter", "data-points") == "1797"
+        page.evaluate("""() => document.querySelector('#st-map-b .la-scatter').__laGl.plot.lassoSelect(
+            [[-2, -2], [2, -2], [2, 2], [-2, 2]], {isGl: true})""")
+        page.wait_for_function("document.querySelector('#st-link').innerText.includes('1,797 items selected')",
+                               timeout=60_000)
+        page.wait_for_function("document.querySelector('#st-map-a .la-scatter').__laGl.plot"
+                               ".get('selectedPoints').length === 1797", timeout=60_000)
+    finally:
+        ctx.close()
+
+
 def test_picking_another_pair_redoes_the_comparison_and_clears_the_table(tmp_path):
     """After Compare, choosing other spaces must not leave the previous pair's numbers on the page."""
     from app.main import create_app

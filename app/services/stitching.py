@@ -267,20 +267,26 @@ class StitchingService:
 
     def payloads(self, p: dict, representation: str, method: str, color_by: str | None,
                  selected: list[int] | None = None, highlight: list[int] | None = None) -> tuple[str, str]:
+        from app.components import scatter_gl
         from app.components.scatter import scatter_payload
+        from app.services.atlas import map_files_dir
 
         pair = self.pair(p["space_a"], p["space_b"])
         xy_a, xy_b = self.coordinates(p, representation, method)
         color = pair.meta[color_by].to_numpy() if color_by and color_by in pair.meta.columns else None
         hover = (pair.meta["id"].astype(str) + " · " + (pair.meta[color_by].astype(str) if color is not None else "")).tolist()
         thumb = self.thumb_url(pair)
+        gl = scatter_gl.use_gl(len(xy_a))  # a large `corpus:` space: the Atlas's WebGL map, points as a file
         out = []
         for which, xy in (("A", xy_a), ("B", xy_b)):
-            out.append(scatter_payload(
-                xy, ids=pair.ids(), color=color, color_name=color_by or "", hover=hover, thumb_url=thumb,
-                selected=selected or [], highlight=highlight or [],
-                title=f"{which}: {pair.name(which)} · {representation}",
-                uirevision=f"{which}:{pair.name(which)}:{representation}:{method}:{p['n_anchors']}:{p['strategy']}"))
+            common = dict(color=color, color_name=color_by or "", hover=hover, thumb_url=thumb,
+                          selected=selected or [], highlight=highlight or [],
+                          title=f"{which}: {pair.name(which)} · {representation}",
+                          uirevision=f"{which}:{pair.name(which)}:{representation}:{method}:{p['n_anchors']}:{p['strategy']}")
+            if gl:
+                out.append(scatter_gl.scatter_gl_payload(xy, files=scatter_gl.MapFiles(map_files_dir(self.b)), **common))
+            else:
+                out.append(scatter_payload(xy, ids=pair.ids(), **common))
         return out[0], out[1]
 
 

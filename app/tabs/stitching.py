@@ -12,6 +12,7 @@ from gradio.data_classes import FileData
 from app.components.display import enlarge
 from app.components.errors import api_guard
 from app.components.errors import guard as _guard
+from app.components.scatter_gl import indices_from_event
 from app.components.tables import empty_table
 from app.services.stitching import (
     DEFAULTS,
@@ -119,8 +120,7 @@ def build_stitching(backends: Backends):
 
     @_guard
     def on_select(p, representation, method, color_by, evt: gr.EventData):
-        data = getattr(evt, "_data", None) or {}
-        idx = [int(i) for i in data.get("indices", [])]
+        idx = indices_from_event(getattr(evt, "_data", None))  # a list, or a bitmask from a large GL map
         if not p:
             raise InputError("press Compare first")
         a, b = _linked(p, representation, method, color_by, idx, [])
