@@ -229,7 +229,12 @@ class Backends:
         if pre is None or not pre.index_path or metric != pre.index_metric:
             return None
         try:
-            return VectorIndex.read(pre.index_path, rows=len(corpus), dim=corpus.dim, metric=metric)
+            index = VectorIndex.read(pre.index_path, rows=len(corpus), dim=corpus.dim, metric=metric,
+                                     vectors=corpus.vectors)
+            if index.recall_estimate is not None:
+                _log().info(f"{corpus.name}: {pre.index_path}: nprobe {index.nprobe}, recall@10 "
+                            f"{index.recall_estimate:.3f} on 256 sample rows")
+            return index
         except (InputError, MemoryError) as exc:
             _log().warning(f"{corpus.name}: {pre.index_path} not used ({exc}); building an index instead")
             return None

@@ -266,3 +266,62 @@ def test_the_running_app_opens_the_folder_as_a_corpus(atlas_app, tmp_path):
     assert len(near) == 3 and ids[5] not in [r["id"] for r in near]
     assert backends.index(key).file == str(tmp_path / "ingested" / "index.faiss")
     assert backends.corpus(key).images is not None
+
+
+def test_after_a_restart_the_stored_folder_keeps_its_map_and_index(out, tmp_path, monkeypatch):
+    """The upload store keeps OUT's map and a copy of index.faiss with the corpus: after a restart (and
+    with OUT gone) neighbours still come from that index, not from one built again."""
+    from backends.corpora import index as index_module
+
+    folder, vectors, _, _, xy = out
+    key = _backends(tmp_path).add_path(str(folder))
+    shutil.rmtree(folder)
+    b = _backends(tmp_path)  # the next run of the server, on the same cache dir
+    assert key in b.uploads.keys()
+    c = b.corpus(key)
+    assert np.array_equal(c.precomputed.xy, xy) and c.precomputed.map_params
+    built = []
+    real_init = index_module.VectorIndex.__init__
+    monkeypatch.setattr(index_module.VectorIndex, "__init__",
+                        lambda self, *a, **k: (built.append(1), real_init(self, *a, **k))[1])
+    index = b.index(key, "cosine")
+    assert not built and index.file and index.file.startswith(str(b.uploads.root)) and index.n == N
+    d, i = b.neighbours(key, 17, k=5)
+    sims = vectors @ vectors[17] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[17])
+    assert i.tolist() == [j for j in np.argsort(-sims) if j != 17][:5]
+
+
+def test_an_ivf_index_file_is_probed_until_recall_at_10_reaches_the_target(tmp_path):
+    """An ingest's IndexIVFFlat is exact within the lists it probes: read with the corpus's vectors, its
+    stored nprobe (1 here) is raised until recall@10 on sample rows is ≥ 0.95."""
+    from backends.corpora.index import VectorIndex, brute_force_knn, normalize_rows
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(40, 16))[rng.integers(0, 40, 4000)] + 0.6 * rng.normal(size=(4000, 16))).astype(np.float32)
+    quantizer = faiss.IndexFlatIP(16)
+    ivf = faiss.IndexIVFFlat(quantizer, 16, 64, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(normalize_rows(x))
+    ivf.add(normalize_rows(x))
+    ivf.nprobe = 1
+    faiss.write_index(ivf, str(tmp_path / "index.faiss"))
+    stored = VectorIndex.read(tmp_path / "index.faiss", rows=4000, dim=16)
+    assert stored.kind == "ivf" and stored.nprobe == 1 and stored.recall_estimate is None
+    tuned = VectorIndex.read(tmp_path / "index.faiss", rows=4000, dim=16, vectors=x)
+    assert tuned.nprobe > 1 and tuned.recall_estimate >= 0.95
+    _, truth = brute_force_knn(x, x[:300], 11, "cosine")
+    hits = [len(set(g[1:]) & set(t[1:])) / 10 for g, t in zip(tuned.search(x[:300], 11)[1], truth)]
+    assert np.mean(hits) >= 0.9  # on other rows too (the sample was 256 random rows)
+    with pytest.raises(Exception, match="vectors given"):
+        VectorIndex.read(tmp_path / "index.faiss", rows=4000, dim=16, vectors=x[:10])
+
+
+def test_the_memory_estimate_counts_the_folders_own_index_and_no_umap_fit(out):
+    from backends.corpora.loaders import load_path
+    from backends.corpora.memory import estimate_corpus, estimate_serving_bytes
+
+    folder, *_ = out
+    c = load_path(folder, max_bytes=MAX_BYTES)
+    est = estimate_corpus(c)
+    plain = estimate_serving_bytes(N, D)
+    assert est.index == (folder / "index.faiss").stat().st_size and est.index_kind == "flat"
+    assert est.projection == 0 < plain.projection

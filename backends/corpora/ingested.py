@@ -51,7 +51,7 @@ def load_ingest(out, *, name: str | None = None) -> Corpus:
     try:
         meta_cols, has_thumbs = _check_shards(out, opened, manifest)
         # 2. will it fit? (before any value is read)
-        _check_memory(out, opened, rows, dim, meta_cols, has_thumbs)
+        _check_memory(out, opened, rows, dim, meta_cols, has_thumbs, manifest)
         # 3. vectors, ids and metadata, thumbnails
         vectors = np.empty((rows, dim), np.float32)
         images = np.empty((rows, 64, 64, 3), np.uint8) if has_thumbs else None
@@ -161,11 +161,13 @@ def _check_shards(out: Path, opened, manifest: dict) -> tuple[list[str], bool]:
 # -- 2. memory -------------------------------------------------------------------------------
 
 
-def _check_memory(out: Path, opened, rows: int, dim: int, meta_cols: list[str], has_thumbs: bool) -> None:
+def _check_memory(out: Path, opened, rows: int, dim: int, meta_cols: list[str], has_thumbs: bool,
+                  manifest: dict) -> None:
     """Refuse, before reading, a corpus whose estimate once served is over the budget (as Backends.check_memory
-    does after a load): the ids' and metadata's uncompressed size from the footers, 64×64 RGB thumbnails."""
+    does after a load): the ids' and metadata's uncompressed size from the footers, 64×64 RGB thumbnails,
+    OUT's own index file (not the one the app would build) and no UMAP fit when OUT has its map."""
     from backends.corpora.loaders import _limits
-    from backends.corpora.memory import budget_bytes, estimate_serving_bytes, over_budget
+    from backends.corpora.memory import budget_bytes, estimate_serving_bytes, index_file_kind, over_budget
 
     wanted = {"id", *meta_cols}
     meta_bytes = 0
@@ -177,8 +179,11 @@ def _check_memory(out: Path, opened, rows: int, dim: int, meta_cols: list[str], 
                 c = rg.column(j)
                 if c.path_in_schema.split(".")[0] in wanted:
                     meta_bytes += c.total_uncompressed_size + 50 * c.num_values  # pandas' objects cost more
+    index = out / INDEX
+    index_file = (index_file_kind(index), index.stat().st_size) if manifest.get("index") and index.is_file() else None
     est = estimate_serving_bytes(rows, dim, meta_bytes=meta_bytes,
-                                 image_bytes=rows * THUMBNAIL_BYTES if has_thumbs else 0)
+                                 image_bytes=rows * THUMBNAIL_BYTES if has_thumbs else 0, index_file=index_file,
+                                 has_map=bool(manifest.get("map")) and (out / MAP).is_file())
     budget = _limits().memory_budget or budget_bytes()
     refusal = over_budget(est, budget, out.name)
     if refusal:

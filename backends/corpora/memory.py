@@ -104,18 +104,24 @@ class MemoryEstimate:
 
 def estimate_serving_bytes(n: int, d: int, *, exact_below: int = 20_000, ivf_above: int = 1_000_000,
                            hnsw_m: int = 32, meta_bytes: int = 0, image_bytes: int = 0,
-                           sample: int = MAP_SAMPLE) -> MemoryEstimate:
+                           sample: int = MAP_SAMPLE, index_file: tuple[str, int] | None = None,
+                           has_map: bool = False) -> MemoryEstimate:
     """What serving n × d float32 vectors costs (see the module docstring). meta_bytes and
-    image_bytes: the metadata table's and thumbnails' own size, as loaded."""
+    image_bytes: the metadata table's and thumbnails' own size, as loaded. An ingest's corpus
+    brings its own index and map: index_file (kind "flat" or "ivf", its size in bytes: FAISS reads
+    it whole) replaces the index the app would build, and has_map means no UMAP is fitted."""
     from backends.corpora.index import index_bytes, index_kind_for
 
     n, d = int(n), int(d)
     kind = index_kind_for(n, exact_below=exact_below, ivf_above=ivf_above)
-    fit = min(n, sample) if sample else n
+    index = index_bytes(n, d, kind, hnsw_m=hnsw_m)
+    if index_file is not None:
+        kind, index = index_file[0], int(index_file[1])
+    fit = 0 if has_map else (min(n, sample) if sample else n)
     return MemoryEstimate(
         rows=n, dims=d, index_kind=kind,
         vectors=n * d * 4,
-        index=index_bytes(n, d, kind, hnsw_m=hnsw_m),
+        index=index,
         norms=n * 4,  # row norms: a first neighbours click scans with them while the index builds
         map=n * 2 * 4 * 2,  # float32 (x, y), and the copy read back from the cache
         projection=fit * (d * 4 + UMAP_BYTES_PER_ROW),
@@ -132,7 +138,25 @@ def estimate_corpus(corpus, *, exact_below: int = 20_000, ivf_above: int = 1_000
     texts = sum(len(t) + 50 for t in corpus.texts) if corpus.texts is not None else 0
     images = int(corpus.images.nbytes) if corpus.images is not None else 0
     return estimate_serving_bytes(len(corpus), corpus.dim, exact_below=exact_below, ivf_above=ivf_above,
-                                  meta_bytes=meta + texts, image_bytes=images)
+                                  meta_bytes=meta + texts, image_bytes=images, **precomputed_parts(corpus.precomputed))
+
+
+def precomputed_parts(pre) -> dict:
+    """estimate_serving_bytes's index_file / has_map for an ingest's Precomputed (or None)."""
+    if pre is None:
+        return {}
+    out: dict = {"has_map": pre.xy is not None}
+    if pre.index_path and os.path.isfile(pre.index_path):
+        out["index_file"] = (index_file_kind(pre.index_path), os.path.getsize(pre.index_path))
+    return out
+
+
+def index_file_kind(path) -> str:
+    """"ivf" or "flat" for an ingest's index file, from FAISS's fourcc at its start (IndexIDMap: "IxM…",
+    IndexIVFFlat: "IwFl"), without reading the rest."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return "ivf" if head.startswith(b"Iw") else "flat"
 
 
 def over_budget(est: MemoryEstimate, budget: int, source: str) -> str | None:

@@ -2,6 +2,7 @@
 
     store = UploadStore(cache_root / "uploads")
     store.save(key, corpus, source="wine.csv")   # vectors.npy, meta.parquet, images.npy, info.json
+                                                   # (an ingest's map.npy and index.faiss too)
     store.keys()                                   # newest first
     store.load(key)                                # a Corpus again (no pickles: allow_pickle=False)
     store.remove(key)
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.corpora.corpus import Corpus
+from backends.corpora.corpus import Corpus, Precomputed
 from backends.errors import InputError
 
 
@@ -58,6 +59,15 @@ class UploadStore:
                 "saved_at": time.time()}
         if corpus.texts is not None:
             (tmp / "texts.json").write_text(json.dumps(list(corpus.texts)))
+        pre = corpus.precomputed
+        if pre is not None:  # an ingest's map and index (backends/corpora/ingested.py): kept with it
+            info["precomputed"] = {"map_params": pre.map_params, "index_metric": pre.index_metric,
+                                   "map": pre.xy is not None, "index": False}
+            if pre.xy is not None:
+                np.save(tmp / "map.npy", np.asarray(pre.xy, np.float32), allow_pickle=False)
+            if pre.index_path and Path(pre.index_path).is_file():
+                shutil.copyfile(pre.index_path, tmp / "index.faiss")  # a copy: a later ingest may rewrite OUT's file
+                info["precomputed"]["index"] = True
         (tmp / "info.json").write_text(json.dumps(info))
         with self._lock:
             if d.exists():
@@ -94,8 +104,16 @@ class UploadStore:
         # memory-mapped: this copy is the app's own (written once, then renamed into place), so its pages
         # are read on use and the kernel may drop them again, rather than a second copy in memory
         vectors = np.load(d / "vectors.npy", allow_pickle=False, mmap_mode="r")
+        pre = None
+        if info.get("precomputed"):
+            p = info["precomputed"]
+            xy = np.load(d / "map.npy", allow_pickle=False) if p.get("map") and (d / "map.npy").exists() else None
+            index = str(d / "index.faiss") if p.get("index") and (d / "index.faiss").exists() else None
+            pre = Precomputed(xy=xy, map_params=p.get("map_params") if xy is not None else None, index_path=index,
+                              index_metric=p.get("index_metric", "cosine"))
         c = Corpus(info["name"], vectors, pd.read_parquet(d / "meta.parquet"),
-                   images=images, texts=texts, description=info.get("description", ""), notes=list(info.get("notes", [])))
+                   images=images, texts=texts, description=info.get("description", ""), notes=list(info.get("notes", [])),
+                   precomputed=pre)
         return c
 
     def remove(self, key: str) -> bool:
