@@ -105,3 +105,30 @@ def test_dragging_a_slider_changes_the_image(directions_url, browser):
                                timeout=30_000)  # 16 samples + 10 trajectory steps
     finally:
         ctx.close()
+
+
+def test_a_text_directions_slider_spans_its_own_range(directions_url, browser):
+    """A text direction adds a shift of the conditioning (1 = all of it): its slot's slider spans ±2, not
+    the ±10σ of h-space directions, and a strength set beyond that is brought within it."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = ctx.new_page()
+    try:
+        start(page, directions_url)
+        assert page.get_attribute("#dir-strength-0 input[type=range]", "max") == "10"
+        drag_slider(page, "#dir-strength-0", 0.5, 0.95)
+        assert float(page.input_value("#dir-strength-0 input[type=number]")) > 3.0
+        page.get_by_text("Prompt pair / text").click()
+        page.get_by_role("button", name="Text: E(B) − E(A)").click()
+        page.wait_for_function("document.querySelector('#dir-slot-0') !== null", timeout=10_000)
+        page.locator("#dir-slot-0 input").click()
+        page.get_by_role("option", name="text: a red circle → a blue circle").first.click()
+        page.wait_for_function("document.querySelector('#dir-strength-0 input[type=range]').max === '2'",
+                               timeout=60_000)
+        assert float(page.input_value("#dir-strength-0 input[type=number]")) == 2.0
+        assert "text shift" in page.inner_text("#dir-strength-0")
+        page.locator("#dir-slot-0 input").click()
+        page.get_by_role("option").filter(has_text="PC").first.click()
+        page.wait_for_function("document.querySelector('#dir-strength-0 input[type=range]').max === '10'",
+                               timeout=60_000)
+    finally:
+        ctx.close()

@@ -97,6 +97,10 @@ def test_directions_layers_sources_and_the_library(directions):
     assert table["disentanglement"].tolist() == ["", ""]  # not judged
     np.testing.assert_array_equal(directions.edit(key, [did], [0.0]), base)  # strength 0: the source itself
     assert np.abs(directions.edit(key, [did], [3.0]).astype(int) - base).mean() > 0.5
+    # an h-space direction's slider spans ±10σ; a text shift's ±2 (1 is the whole shift; ±10 wrecks the image)
+    assert directions.slider(did) == {"range": 10.0, "step": 0.1, "label": "strength (σ)"}
+    assert directions.slider(text)["range"] == 2.0 and "text shift" in directions.slider(text)["label"]
+    assert directions.slider(None)["range"] == 10.0
 
 
 def test_directions_errors_are_input_errors(directions):

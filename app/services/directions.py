@@ -30,6 +30,7 @@ MAX_PIXELS = 40_000_000
 MAX_SOURCES = 32
 MAX_DIRECTIONS = 256
 # the direction library table (judge results, when known, fill the last three)
+SLIDER_RANGE = 10.0  # ± σ on an h-space direction's slider (the API accepts up to directions.MAX_STRENGTH)
 LIBRARY_COLUMNS = ("id", "name", "kind", "default_strength", "disentanglement", "dominant", "istd")
 JUDGE_COLUMNS = ("disentanglement", "dominant", "istd")  # filled by judge_direction
 JUDGE_PENDING = "run Judge"  # what those cells say until the direction is judged
@@ -362,6 +363,18 @@ class DirectionsService:
                 return self._dirs[did]
             known = ", ".join(list(self._dirs)[:20]) or "(none yet: discover or import some)"
         raise InputError(f"Unknown direction: {did!r}. Must be one of: {known}")
+
+    def slider(self, did: str | None) -> dict:
+        """The strength slider for a direction: h-space ones move h by σ (±SLIDER_RANGE σ); a text
+        direction (prompt pair, text, NoiseCLR) adds its shift of the conditioning, where 1 is the whole
+        shift and ±10 wrecks the image, so its slider spans ± twice its default strength."""
+        if not did:
+            return {"range": SLIDER_RANGE, "step": 0.1, "label": "strength (σ)"}
+        d = self.get(did)
+        if d.kind != "text":
+            return {"range": SLIDER_RANGE, "step": 0.1, "label": "strength (σ)"}
+        return {"range": round(2.0 * max(float(d.default_strength), 0.05), 2), "step": 0.02,
+                "label": "strength (× its text shift)"}
 
     def list(self) -> list[dict]:
         with self._lock:

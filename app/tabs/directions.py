@@ -19,6 +19,7 @@ from app.components.tables import empty_table
 from app.services.directions import (
     DISENTANGLEMENT_COLUMNS,
     LIBRARY_COLUMNS,
+    SLIDER_RANGE,
     DirectionsService,
     half_defaults,
     parse_sample_ids,
@@ -28,7 +29,6 @@ from backends.errors import InputError
 from backends.registry import Backends
 
 N_SLOTS = 4  # direction sliders shown at once
-SLIDER_RANGE = 10.0  # ± σ on the sliders (the API accepts up to directions.MAX_STRENGTH)
 
 
 # The library table's headers on the page: words that can wrap ("default_strength" could only break
@@ -345,9 +345,20 @@ def build_directions(backends: Backends):
     for s in slot_s + [t0, t1, asym, half]:
         s.input(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
                 concurrency_id="model-directions", concurrency_limit=1, **hidden)
-    for dd in slot_dd:
-        dd.change(ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
-                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    def slot_slider(did, value):
+        """The slot's slider fits its direction (a text direction's is narrower); the value is kept within it."""
+        try:
+            sl = svc.slider(did)
+        except InputError:
+            sl = svc.slider(None)
+        r = sl["range"]
+        return gr.update(minimum=-r, maximum=r, step=sl["step"], label=sl["label"],
+                         value=min(max(float(value or 0), -r), r))
+
+    for dd, s in zip(slot_dd, slot_s):
+        dd.change(slot_slider, [dd, s], s, queue=False, show_progress="hidden", **hidden).then(
+            ui_edit, edit_inputs, out_img, trigger_mode="always_last", show_progress="hidden",
+            concurrency_id="model-directions", concurrency_limit=1, **hidden)
     lib_outs = [msg, lib, strip_dd, judge_dd, ortho] + slot_dd
 
     def with_export(fn):
