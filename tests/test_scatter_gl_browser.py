@@ -67,9 +67,22 @@ def gl_page(tmp_path_factory):
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         urls.append(f"http://127.0.0.1:{port}/")
     yield {"url": urls[0], "small_url": urls[1], "big": json.loads(big), "small": json.loads(small),
-           "big_xy": big_xy, "small_xy": small_xy, "root": str(files.root)}
+           "big_xy": big_xy, "big_labels": big_labels, "small_xy": small_xy, "root": str(files.root)}
     big_demo.close()
     small_demo.close()
+
+
+# Counts the frames regl-scatterplot draws from now on (its 'draw' event comes after each).
+COUNT_DRAWS = """(() => { window.__draws = 0; if (!window.__drawsHooked) { window.__drawsHooked = true;
+  document.querySelector('#big .la-scatter').__laGl.plot.subscribe('draw', () => { window.__draws++; }); } })()"""
+
+
+def settle(page, sel: str, quiet_ms: int = 1000) -> None:
+    """Wait until the map has drawn no frame for quiet_ms (a resize or a reset may still be drawing)."""
+    page.evaluate("""([sel, quiet]) => new Promise(done => { const sp = document.querySelector(sel + ' .la-scatter').__laGl.plot;
+      let last = performance.now(); sp.subscribe('draw', () => { last = performance.now(); });
+      const check = () => performance.now() - last > quiet ? done() : setTimeout(check, 100); check(); })""",
+                  [sel, quiet_ms])
 
 
 def painted(page, sel: str) -> int:
@@ -109,17 +122,47 @@ def test_a_million_points_draw_from_at_most_12_bytes_a_point_and_a_lasso_reaches
         legend = page.locator("#big .la-gl-legend .la-gl-key").all_inner_texts()
         assert legend == [str(i) for i in range(10)], legend
 
+        # hover: the tooltip of a point whose chunk of texts is not in the page yet, with no frame drawn in
+        # between or after (a frame of a million points takes 1-2 s in software GL; the map used to redraw
+        # for its hover highlight, and the fetched chunk waited for that frame)
+        settle(page, "#big")
+        page.evaluate(COUNT_DRAWS)
+        target = 123_457
+        pos = page.evaluate(f"document.querySelector('#big .la-scatter').__laGl.plot.getScreenPosition({target})")
+        area = page.locator("#big .la-gl-area").bounding_box()
+        page.mouse.move(area["x"] + pos[0], area["y"] + pos[1])
+        page.wait_for_function("document.querySelector('#big .la-scatter').dataset.hovered", timeout=30_000)
+        hovered = int(page.get_attribute("#big .la-scatter", "data-hovered"))
+        near = page.evaluate(f"document.querySelector('#big .la-scatter').__laGl.plot.getScreenPosition({hovered})")
+        assert np.hypot(near[0] - pos[0], near[1] - pos[1]) < 7, (target, hovered, pos, near)
+        labels = gl_page["big_labels"]
+        assert page.locator("#big .la-tip").inner_text() == f"big-{hovered} · label={labels[hovered]}"
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__draws") == 0
+        page.mouse.move(area["x"] + area["width"] + 30, area["y"] + 10)  # off the map: the tooltip goes
+        page.wait_for_selector("#big .la-tip", state="hidden", timeout=10_000)
+
+        # the lasso below: its frame is held until Python has answered (however long that takes here), then drawn
+        page.evaluate("document.querySelector('#big .la-scatter').__laGl.tune.holdMs = 600_000;"
+                      "document.querySelector('#big .la-scatter').__laGl.tune.slowFrameMs = 0;")
+        settle(page, "#big")
+        page.evaluate(COUNT_DRAWS)
+
         # a lasso (programmatic, in the map's normalised coordinates): the same indices in Python
         page.evaluate("""() => document.querySelector('#big .la-scatter').__laGl.plot.lassoSelect(
             [[-0.3, -0.3], [0.3, -0.3], [0.3, 0.3], [-0.3, 0.3]], {isGl: true})""")
         page.wait_for_function("document.querySelector('#big-sel textarea').value.includes('count')", timeout=60_000)
         got = json.loads(page.locator("#big-sel textarea").input_value())
+        assert page.evaluate("window.__draws") == 0  # Python answered before the map redrew
         from app.components.scatter_gl import normalise
 
         norm = normalise(gl_page["big_xy"])
         inside = np.flatnonzero((np.abs(norm[:, 0]) < 0.3) & (np.abs(norm[:, 1]) < 0.3))
         assert got["count"] == len(inside) > 1_000, (got, len(inside))
         assert got["sum"] == int(inside.sum()) and got["head"] == inside[:3].tolist()
+        assert page.get_attribute("#big .la-scatter", "data-held-frames") == "1"
+        page.evaluate("document.querySelector('#big .la-scatter').__laGl.release()")
+        page.wait_for_function("window.__draws > 0", timeout=60_000)  # and then the selection is drawn
 
     finally:
         ctx.close()

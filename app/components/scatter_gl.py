@@ -12,11 +12,16 @@ regl-scatterplot instead (app/static/regl-scatterplot.min.js, bundled once, see 
   a Gradio static path, like the thumbnails) and draws it.
 - Hover: the tooltip text comes on demand from chunks of `TIP_CHUNK` items (JSON lists of strings,
   `<root>/tips-<key>/<c>.json`, written once per corpus; maps of at most 50,000 points fetch every chunk
-  once drawn); the thumbnail from the same URL template as the Plotly map. No Python round trip.
+  once drawn); the thumbnail from the same URL template as the Plotly map. No Python round trip. The page
+  picks the point under the mouse itself (a grid over the float32 x, y it already has) and draws no frame
+  for a hover: a frame of a million points takes 1-2 s of the main thread in software WebGL, and the
+  fetched chunk used to wait for it.
 - Lasso, box (mode buttons above the map; shift-drag lassos in pan mode) and a click trigger the same
   events as the Plotly map: `points_selected` with the indices (a list, or for selections larger than
   n/32 a base64 bitmask, see `indices_from_event`) and `point_click` with {"index"}. A double click or
-  Escape clears the selection.
+  Escape clears the selection. The indices are regl-scatterplot's own (its events are synchronous: they
+  go out before any frame); when frames are slow (software WebGL) the frame that shows the selection is
+  held back up to a second so that Python's answer reaches the tables first.
 - Search hits / the selection are regl-scatterplot's selected points (dark); the clicked item and its
   neighbours (`highlight`) are red rings on a 2-D canvas above the points, redrawn as the view moves.
 - Categories get the app's colours (app/components/colours.py) and a legend; numbers a Viridis ramp
@@ -345,10 +350,22 @@ const laGl = (() => {
   const tip = root.querySelector('.la-tip');
   let sp = null;           // the regl scatterplot
   let cur = null;          // the value drawn
+  let pts = null;          // its float32 x, y (the file's views) and the grid for picking
+  let grid = null;
   let selected = [];       // what the map shows selected (the tables' selection)
   let highlight = [];      // the clicked item and its neighbours: red rings
-  let seq = 0, lassoSeq = -1, lassoEndAt = -1e9, hoverIdx = -1, loading = null;
+  let seq = 0, lassoSeq = -1, lassoEndAt = -1e9, hoverIdx = -1, loading = null, downAt = null;
   const chunks = new Map();
+  // Frames. A frame of a million points takes 1-2 s of the page's main thread on a software renderer
+  // (SwiftShader: regl-scatterplot copies its WebGL canvas into a 2-D one, which waits for the drawing), and
+  // nothing else on the page runs meanwhile: not a fetched tooltip chunk, not Gradio's answer to a selection.
+  // So hovering draws nothing (the picking is done here, the hovered point is a ring on the marks canvas), and
+  // after a lasso, when the last frame took over tune.slowFrameMs, the frame that shows the selection is held
+  // back for up to tune.holdMs (or until the map gets a new value, or the next mouse down / wheel on it), so
+  // the request goes out and Python's answer is put in the tables first. On a GPU (frames of milliseconds)
+  // nothing is held.
+  const tune = {holdMs: 1000, slowFrameMs: 150};
+  const frames = {count: 0, lastMs: 0, heldUntil: 0};
 
   function loadLib() {
     if (window.createScatterplot) return Promise.resolve();
@@ -386,7 +403,7 @@ const laGl = (() => {
   }
 
   function emitSelection(points) {
-    selected = Array.from(points).sort((a, b) => a - b);
+    selected = Array.from(Uint32Array.from(points).sort());
     root.dataset.selectedCount = String(selected.length);
     trigger('points_selected', {...encode(selected, cur.n), ts: Date.now()});
   }
@@ -427,13 +444,124 @@ const laGl = (() => {
     root.dataset.hoverMs = (root.__laHover.shown - t0).toFixed(1);
   }
 
-  function showTip(i) {
+  function showTip(i, t0 = performance.now()) {
     hoverIdx = i;
-    const t0 = performance.now();
     if (!cur.tips) { putTip(i, String(i), t0); return; }
     const entry = loadChunk(chunkUrl(i)), k = i % cur.tip_chunk;
     if (entry.data) { putTip(i, entry.data[k] ?? String(i), t0); return; }
     entry.promise.then(a => { if (hoverIdx === i && sp && cur) putTip(i, a[k] ?? String(i), t0); });
+  }
+
+  // Picking (hover, click) from the float32 x, y the page has: a uniform grid of about 4 points a cell, built
+  // once per map (~30 ms at a million points), and the view's screen transform, taken from regl-scatterplot's
+  // own getScreenPosition of the points with the smallest and largest x and y (no rotation: x on screen depends
+  // on x alone). regl-scatterplot's picking is off (pointSizeMouseDetection < 0 gives its search an empty box):
+  // its hover highlight redraws every point.
+  function buildGrid() {
+    if (grid || !pts) return grid;
+    const {x, y} = pts, n = x.length;
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity, ix0 = 0, ix1 = 0, iy0 = 0, iy1 = 0;
+    for (let i = 0; i < n; i++) {
+      const a = x[i], b = y[i];
+      if (a < x0) { x0 = a; ix0 = i; } if (a > x1) { x1 = a; ix1 = i; }
+      if (b < y0) { y0 = b; iy0 = i; } if (b > y1) { y1 = b; iy1 = i; }
+    }
+    const g = Math.max(1, Math.min(2048, Math.ceil(Math.sqrt(n / 4))));
+    const sx = g / Math.max(x1 - x0, 1e-12), sy = g / Math.max(y1 - y0, 1e-12);
+    const cell = new Uint32Array(n), start = new Uint32Array(g * g + 1), order = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = Math.min(g - 1, Math.floor((x[i] - x0) * sx)) + g * Math.min(g - 1, Math.floor((y[i] - y0) * sy));
+      cell[i] = c; start[c + 1]++;
+    }
+    for (let c = 0; c < g * g; c++) start[c + 1] += start[c];
+    const fill = start.slice(0, g * g);
+    for (let i = 0; i < n; i++) order[fill[cell[i]]++] = i;
+    grid = {g, x0, y0, sx, sy, start, order, ix0, ix1, iy0, iy1};
+    return grid;
+  }
+
+  function pick(mx, my) {  // the nearest point within a point's radius + 4 px of (mx, my) in the area, or -1
+    const gr = buildGrid();
+    if (!gr || !sp || !sp.get('isPointsDrawn')) return -1;
+    const {x, y} = pts;
+    const px0 = sp.getScreenPosition(gr.ix0), px1 = sp.getScreenPosition(gr.ix1);
+    const py0 = sp.getScreenPosition(gr.iy0), py1 = sp.getScreenPosition(gr.iy1);
+    if (!px0 || !px1 || !py0 || !py1) return -1;
+    let ax = x[gr.ix1] > x[gr.ix0] ? (px1[0] - px0[0]) / (x[gr.ix1] - x[gr.ix0]) : 0;
+    let ay = y[gr.iy1] > y[gr.iy0] ? (py1[1] - py0[1]) / (y[gr.iy1] - y[gr.iy0]) : 0;
+    if (!ax) ax = Math.abs(ay) || 1;
+    if (!ay) ay = -Math.abs(ax);
+    const bx = px0[0] - ax * x[gr.ix0], by = py0[1] - ay * y[gr.iy0];
+    const s = 1 / (sp.get('cameraDistance') || 1), size = sp.get('pointSize');
+    const ps = Array.isArray(size) ? Math.max(...size) : Number(size) || 1;
+    const r = ps * (s > 1 ? Math.asinh(s) / Math.asinh(1) : Math.max(1 / ps, s)) + 4;
+    const dx = (mx - bx) / ax, dy = (my - by) / ay, rx = r / Math.abs(ax), ry = r / Math.abs(ay);
+    const c0 = Math.max(0, Math.floor((dx - rx - gr.x0) * gr.sx)), c1 = Math.min(gr.g - 1, Math.floor((dx + rx - gr.x0) * gr.sx));
+    const r0 = Math.max(0, Math.floor((dy - ry - gr.y0) * gr.sy)), r1 = Math.min(gr.g - 1, Math.floor((dy + ry - gr.y0) * gr.sy));
+    let best = -1, bestD = r * r;
+    for (let row = r0; row <= r1; row++) {
+      for (let k = gr.start[row * gr.g + c0], end = gr.start[row * gr.g + c1 + 1]; k < end; k++) {
+        const i = gr.order[k], ex = (x[i] - dx) * ax, ey = (y[i] - dy) * ay, d = ex * ex + ey * ey;
+        if (d < bestD || (d === bestD && best >= 0 && i < best)) { bestD = d; best = i; }
+      }
+    }
+    return best;
+  }
+
+  function mousePos(e) { const a = area.getBoundingClientRect(); return [e.clientX - a.left, e.clientY - a.top]; }
+
+  function hoverAt(e) {
+    if (!cur || !sp || e.buttons) return;  // a lasso or a pan in progress: no tooltip
+    const t0 = performance.now();
+    const i = pick(...mousePos(e));
+    if (i === hoverIdx) return;
+    if (i < 0) { hideTip(); return; }
+    showTip(i, t0);
+    drawMarks();
+  }
+
+  function hideTip() {
+    const had = hoverIdx >= 0;
+    hoverIdx = -1;
+    tip.style.display = 'none';
+    if (had) drawMarks();
+  }
+
+  // A click on a point (the mouse moved less than 3 px since it went down): point_click. A lasso closed where
+  // it began ends with a click there too: not the user's click.
+  function clickAt(e) {
+    if (!cur || !downAt || performance.now() - lassoEndAt < 300) return;
+    const [mx, my] = mousePos(e);
+    if (Math.hypot(mx - downAt[0], my - downAt[1]) >= 3) return;
+    const i = pick(mx, my);
+    if (i >= 0) trigger('point_click', {index: i, ts: Date.now()});
+  }
+
+  // Frames held back while Python answers (see tune above)
+  function holdFrames() {
+    if (frames.lastMs >= tune.slowFrameMs) {
+      frames.heldUntil = performance.now() + tune.holdMs;
+      root.dataset.heldFrames = '1';
+    }
+  }
+  function releaseFrames() { frames.heldUntil = 0; delete root.dataset.heldFrames; }
+  function makeRenderer() {
+    const renderer = window.createScatterplotRenderer();
+    const onFrame = renderer.onFrame, render = renderer.render;
+    renderer.onFrame = (fn) => onFrame(() => {
+      if (frames.heldUntil) {
+        if (performance.now() < frames.heldUntil) return;  // the frame waits: regl-scatterplot keeps its redraw flag
+        releaseFrames();
+      }
+      fn();
+    });
+    renderer.render = (...args) => {
+      const t = performance.now();
+      render(...args);
+      frames.lastMs = performance.now() - t;
+      root.dataset.renders = String(++frames.count);
+    };
+    return renderer;
   }
 
   function prefetchTips(v) {  // small maps: every chunk now (at most PREFETCH_TIPS points' texts)
@@ -451,6 +579,10 @@ const laGl = (() => {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, r.width, r.height);
     if (!sp || !cur || !sp.get('isPointsDrawn')) return;
+    if (hoverIdx >= 0 && hoverIdx < cur.n) {
+      const p = sp.getScreenPosition(hoverIdx);
+      if (p) { ctx.beginPath(); ctx.arc(p[0], p[1], 5, 0, 2 * Math.PI); ctx.strokeStyle = '#111'; ctx.lineWidth = 1.5; ctx.stroke(); }
+    }
     highlight.forEach((i, k) => {
       const p = (i >= 0 && i < cur.n) ? sp.getScreenPosition(i) : null;
       if (!p) return;
@@ -473,37 +605,32 @@ const laGl = (() => {
     if (sp) return sp;
     const r = area.getBoundingClientRect();
     sp = window.createScatterplot({
-      canvas, width: Math.max(50, Math.round(r.width)), height: Math.max(50, Math.round(r.height)),
+      canvas, renderer: makeRenderer(), pointSizeMouseDetection: -1e9, width: Math.max(50, Math.round(r.width)), height: Math.max(50, Math.round(r.height)),
       pointSize: 3, backgroundColor: '#fafafa', pointColor: '#4c78a8', pointColorActive: '#111111',
       pointColorHover: '#e4002b', pointSizeSelected: 2, pointOutlineWidth: 1, lassoColor: '#4c78a8',
       lassoMinDelay: 10, lassoMinDist: 3, mouseMode: 'lasso', deselectOnDblClick: true, deselectOnEscape: true,
       syncEvents: true,
     });
-    // A click selects its point in regl-scatterplot; a lasso selects and then publishes lassoEnd. Events are
-    // published synchronously (the lasso's points are still the selection when lassoEnd comes), and a
-    // select is acted on a moment later, so a select not followed by lassoEnd was a click.
-    sp.subscribe('select', ({points}) => {
-      const s = ++seq;
-      setTimeout(() => {
-        if (lassoSeq >= s || !cur) return;
-        // a lasso closed where it began ends with a click there too (regl-scatterplot selects the nearest
-        // point): not the user's click
-        if (performance.now() - lassoEndAt < 300) { showSelected(); return; }
-        if (points.length === 1) trigger('point_click', {index: points[0], ts: Date.now()});
-        showSelected();  // the map keeps showing the tables' selection
-      }, 0);
-    });
+    // Events are published synchronously: when lassoEnd comes the lasso's points are the selection (select came
+    // just before) and no frame has been drawn yet. A lasso that selects nothing deselects first: a deselect is
+    // acted on a moment later, unless a lassoEnd came meanwhile (double click, Escape).
     sp.subscribe('deselect', () => {
       const s = ++seq;
-      setTimeout(() => { if (lassoSeq >= s || !cur) return; emitSelection([]); }, 0);
+      setTimeout(() => { if (lassoSeq >= s || !cur) return; emitSelection([]); holdFrames(); }, 0);
     });
     sp.subscribe('lassoEnd', () => {
       lassoSeq = seq; lassoEndAt = performance.now();
-      if (cur) emitSelection(sp.get('selectedPoints'));
+      if (cur) { emitSelection(sp.get('selectedPoints')); holdFrames(); }
     });
-    sp.subscribe('pointOver', showTip);
-    sp.subscribe('pointOut', () => { hoverIdx = -1; tip.style.display = 'none'; });
     sp.subscribe('view', drawMarks);
+    area.addEventListener('mousemove', hoverAt);
+    area.addEventListener('mouseleave', hideTip);
+    // regl-scatterplot's own mouseleave only redraws (to drop its hover highlight, unused here): a frame of every
+    // point for nothing, so it does not get the event
+    area.addEventListener('mouseleave', e => { if (e.target === canvas) e.stopPropagation(); }, true);
+    area.addEventListener('mousedown', e => { downAt = mousePos(e); releaseFrames(); }, true);
+    area.addEventListener('wheel', releaseFrames, {capture: true, passive: true});
+    canvas.addEventListener('click', clickAt);
     box.querySelectorAll('.la-gl-modes button').forEach(b => b.addEventListener('click', () => {
       if (b.dataset.act === 'reset') sp.reset();
       else setMode(b.dataset.mode);
@@ -529,6 +656,12 @@ const laGl = (() => {
     }
   }
 
+  function setPoints(xy) {
+    pts = xy; grid = null;
+    const later = window.requestIdleCallback || (f => setTimeout(f, 50));
+    later(() => { if (pts === xy) buildGrid(); });
+  }
+
   async function draw(v) {
     const t0 = performance.now();
     loading = v.points;
@@ -538,24 +671,27 @@ const laGl = (() => {
     if (loading !== v.points) return false;  // a newer map came meanwhile
     const t1 = performance.now();
     const n = v.n;
-    const pts = {x: new Float32Array(buf, 0, n), y: new Float32Array(buf, 4 * n, n)};
+    const xy = {x: new Float32Array(buf, 0, n), y: new Float32Array(buf, 4 * n, n)};
+    const data = {...xy};
     let zDataType;
     if (v.color) {
       const q = new Uint16Array(buf, 8 * n, n);
-      if (v.color === 'num') { const z = new Float32Array(n); for (let i = 0; i < n; i++) z[i] = q[i] / 65535; pts.z = z; zDataType = 'continuous'; }
-      else { pts.z = q; zDataType = 'categorical'; }
+      if (v.color === 'num') { const z = new Float32Array(n); for (let i = 0; i < n; i++) z[i] = q[i] / 65535; data.z = z; zDataType = 'continuous'; }
+      else { data.z = q; zDataType = 'categorical'; }
     }
     const sameView = cur && cur.view === v.view;  // new colours on the same coordinates keep the zoom
     sp.set({colorBy: v.color ? 'valueA' : null, pointColor: v.color ? v.colors : '#4c78a8', pointSize: v.size,
             opacity: n > 200000 ? 0.7 : 0.9});
-    await sp.draw(pts, {zDataType});
+    await sp.draw(data, {zDataType});
     if (!sameView) sp.reset();
+    setPoints(xy);
     root.__laGlTimes = {fetch_ms: t1 - t0, draw_ms: performance.now() - t1, bytes: buf.byteLength};
     return true;
   }
 
   async function render(parsed) {
     box.style.display = '';
+    releaseFrames();  // a new value from Python: its answer is in
     if (parsed.patch) {
       if (!cur || cur.uirevision !== parsed.uirevision) return;
       if (parsed.highlight) highlight = parsed.highlight;
@@ -589,8 +725,13 @@ const laGl = (() => {
 
   const api = {
     render(parsed) { render(parsed).catch(e => { root.dataset.glError = String(e); console.error(e); }); },
-    hide() { box.style.display = 'none'; tip.style.display = 'none'; cur = null; loading = null; },
+    hide() { box.style.display = 'none'; tip.style.display = 'none'; cur = null; loading = null; pts = null; grid = null; },
     active() { return cur !== null || loading !== null; },
+    hover(i) { if (cur && i >= 0 && i < cur.n) { showTip(i); drawMarks(); } else hideTip(); },  // as the mouse would
+    release: releaseFrames,
+    pick,
+    tune,
+    frames,
     get plot() { return sp; },
   };
   root.__laGl = api;  // for tests and the bench: __laGl.plot is the regl scatterplot
