@@ -70,14 +70,17 @@ def test_a_first_visitor_sees_a_pca_map_at_once_then_the_umap_map(tmp_path):
     assert view["label"].startswith("PCA for now") and "PCA for now" in payload and "**The map is PCA for now**" in info
     # a search on the preview while UMAP runs
     view, _, _, _, hits = handler(app, "do_search").fn(view, "label=3", False, "label", "digits")
-    assert handler(app, "finish_map").fn(view, *params, "label")[0] == gr.skip()  # UMAP not computed yet
-    assert "UMAP is done" in handler(app, "compute_map").fn(view, *params, **quiet)
-    new, new_payload, table, new_info = handler(app, "finish_map").fn(view, *params, "label")
-    assert new["label"].startswith("UMAP") and new["xy"] != view["xy"]
+    assert handler(app, "finish_map").fn(view, None, "label")[0] == gr.skip()  # UMAP not computed yet
+    done_info, computed = handler(app, "compute_map").fn(view, *params, **quiet)
+    assert "UMAP is done" in done_info
+    # the map drawn is the one computed, even when the controls were moved while UMAP ran
+    new, new_payload, table, new_info = handler(app, "finish_map").fn(view, computed, "label")
+    assert new["label"].startswith("UMAP") and new["xy"] != view["xy"] and "n_neighbors=15" in new["label"]
     assert new["selected"] == hits and len(table) == len(hits)  # the search's hits stay selected
     assert "PCA for now" not in new_payload and "PCA for now" not in new_info
     # nothing left to do for a map that is not a preview
-    assert handler(app, "compute_map").fn(new, *params, **quiet) == gr.skip()
+    assert handler(app, "compute_map").fn(new, *params, **quiet)[0] == gr.skip()
+    assert handler(app, "finish_map").fn(new, computed, "label")[0] == gr.skip()
     again = handler(app, "open_corpus").fn("digits", *params, **quiet)[0]
     assert again["xy"] == new["xy"] and not again.get("preview")  # cached: drawn directly
     assert handler(app, "open_corpus").fn("digits", "umap", 16, 0.1, "cosine", **quiet)[0].get("preview")

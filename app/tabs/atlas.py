@@ -79,17 +79,19 @@ def build_atlas(backends: Backends):
         """After a preview: UMAP into the cache, its progress shown in the corpus notes, the map
         left free to use meanwhile."""
         if not (view and view.get("preview")):
-            return gr.skip()
+            return gr.skip(), None
         svc.project(view["corpus"], method, n_neighbors, min_dist, metric, progress=lambda f, m: progress(f, desc=m))
-        return svc.corpus_info(view["corpus"]) + "\n\nUMAP is done: drawing it."
+        return (svc.corpus_info(view["corpus"]) + "\n\nUMAP is done: drawing it.",
+                {"corpus": view["corpus"], "params": [method, n_neighbors, min_dist, metric]})
 
     @guard
-    def finish_map(view, method, n_neighbors, min_dist, metric, color_by):
+    def finish_map(view, computed, color_by):
         """The UMAP map in place of the preview (from the cache), with what was searched or selected on
-        the preview meanwhile (the view as it is now, not as it was when UMAP started)."""
-        if not (view and view.get("preview")) or not svc.map_is_ready(view["corpus"], method, n_neighbors, min_dist,
-                                                                       metric):
+        the preview meanwhile (the view as it is now, not as it was when UMAP started). The map is the
+        one compute_map made (`computed`), even if the projection controls were changed meanwhile."""
+        if not (view and view.get("preview") and computed and computed.get("corpus") == view["corpus"]):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # another corpus or map was opened meanwhile
+        method, n_neighbors, min_dist, metric = computed["params"]
         new = svc.project(view["corpus"], method, n_neighbors, min_dist, metric)
         new = {**new, "highlight": view.get("highlight", []), "selected": view.get("selected", [])}
         return (new, svc.payload(new, color_by), svc.rows(new, new["selected"]).head(MAX_TABLE_ROWS),
@@ -248,9 +250,10 @@ def build_atlas(backends: Backends):
     def then_finish(event):
         """After a map opens as a PCA preview: UMAP computed (progress in the notes, the map usable),
         then swapped in."""
-        return event.then(compute_map, [view] + proj_inputs, info, api_visibility="undocumented",
+        computed = gr.State(None)  # the corpus and params compute_map drew, for finish_map
+        return event.then(compute_map, [view] + proj_inputs, [info, computed], api_visibility="undocumented",
                           concurrency_id="atlas-heavy").then(
-            finish_map, [view] + proj_inputs + [color_by], [view, plot, sel_table, info], api_visibility="undocumented",
+            finish_map, [view, computed, color_by], [view, plot, sel_table, info], api_visibility="undocumented",
             concurrency_id="atlas-heavy")
 
     then_finish(corpus_dd.input(open_corpus, [corpus_dd] + proj_inputs, open_outputs, api_visibility="undocumented",
