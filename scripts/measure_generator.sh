@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-measure every README number that depends on the Shapes generator in assets/shapes/ (after a
-# new model is shipped). Run with nothing else on the CPU; about 15 minutes on 2 cores.
+# new model is shipped). Run with nothing else on the CPU; about 20 minutes on 2 cores.
 #   bash scripts/measure_generator.sh [OUT_DIR]      (default runs/measure-<date>)
 # Each step writes its output to OUT_DIR; the log says when each finished.
 set -uo pipefail
@@ -29,4 +29,6 @@ step regions_eval_g4 $PY -m backends.shapes.regions_eval --regions mask --n 200 
 step directions_bars $PY -m pytest -q -s -rxX -p no:cacheprovider tests/test_directions.py -k "top10_pca or supervised_colour"
 step inversion env OMP_NUM_THREADS=1 $PY -m pytest -q -s -p no:cacheprovider tests/test_hspace.py -k inversion_psnr
 step bench_directions $PY bench/bench_directions.py
+# issue 22: PCA, Jacobian and NoiseCLR directions judged, and the disentanglement table, on this model
+step eval_directions $PY scripts/eval_directions.py --threads 2 --json "$O/eval_directions.json"
 echo "done $(date)" | tee -a "$O/measure.log"
