@@ -469,3 +469,15 @@ def test_text_encoder_setting_picks_the_goal_encoder(tmp_path):
     assert Backends(Settings(cache_dir=tmp_path / "c")).goal_text_encoder() is None  # Shapes: MiniLM
     with pytest.raises(ValueError, match="text encoder must be auto or minilm"):
         Settings.from_env(text_encoder="bert")
+
+
+def test_the_differentiable_image_tower_matches_encode_images_and_passes_gradients(enc, scenes_batch):
+    """encode_images_tensor (the gradient failure search's path) gives encode_images' vectors, with a graph."""
+    import torch
+
+    imgs = scenes_batch.images[:4]
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255).requires_grad_(True)
+    z = torch.nn.functional.normalize(enc.encode_images_tensor(x), dim=-1)
+    assert (z.detach().numpy() * enc.encode_images(imgs)).sum(1).min() > 0.98
+    (g,) = torch.autograd.grad(z[:, 0].sum(), [x])
+    assert g.abs().sum() > 0 and not any(p.grad is not None for p in enc.model.parameters())

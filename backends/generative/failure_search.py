@@ -22,6 +22,11 @@ N(0, I): the constraint that keeps latents natural, not outliers), parents the l
 trials so far. "prompt" is its prompt search over natural rewordings: a template of the family, a
 prefix, a filler adjective and a suffix, each from a vocabulary that never names a factor, so the
 asked words never change and the meaning stays the same for a person; each candidate gets fresh noise.
+"token-gradient" and "latent-gradient" are SAGE's gradient searches (backends/generative/failure_gradient.py):
+learnable tokens appended to the prompt's token states, or the initial noise within a norm ball,
+stepped down the surrogate's differentiable score through the whole sampler; they need
+generator.sample_differentiable / token_space and surrogate.log_agreement, and also spend exactly
+`budget` images (plus at most `grad_steps` backward passes).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import numpy as np
 
 from backends.errors import InputError
 
-KINDS = ("random", "latent", "prompt")
+KINDS = ("random", "latent", "prompt", "token-gradient", "latent-gradient")
 MAX_BUDGET = 2000
 # wording vocabularies of the prompt search: none names a shape, colour, size, position or object
 PREFIXES = ("", "a picture of", "an image of", "there is", "please draw", "here is", "a drawing of")
@@ -122,8 +127,9 @@ class Trial:
     asked: dict[str, str]
     lineage: tuple[int, ...]  # noise seeds: the first draws z, each later one mutates it (see latent_for)
     wording: tuple[int, int, int, int]
-    origin: str  # "random" | "mutant"
+    origin: str  # "random" | "mutant" | "start" (a token search's first image) | "gradient"
     synonyms: dict[str, int] = field(default_factory=dict)  # which word of each slot (paraphrase families)
+    steps: int = 0  # gradient steps taken before this image (gradient searches)
     agreement: float = float("nan")
     drawn: str = ""
     failed: bool = False
@@ -142,6 +148,7 @@ class SearchResult:
     budget: int
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)
+    gradient_steps: int = 0  # backward passes spent (gradient searches)
 
     @property
     def used(self) -> int:
@@ -177,16 +184,28 @@ def check_search_args(kind: str, budget, batch) -> tuple[str, int, int]:
 
 
 def search_failures(generator, surrogate, family: PromptFamily, *, budget: int = 60, kind: str = "latent",
-                    seed: int = 0, batch: int = 16, strength: float = 0.5, explore: float = 0.25,
-                    elite: int = 8, temperature: float = 0.1, progress: Callable[[float, str], None] | None = None) -> SearchResult:
+                    seed: int = 0, batch: int | None = None, strength: float = 0.5, explore: float = 0.25,
+                    elite: int = 8, temperature: float = 0.1, progress: Callable[[float, str], None] | None = None,
+                    **gradient) -> SearchResult:
     """Spend exactly `budget` generated images looking for failures (see the module's docstring).
 
     The first quarter of the budget (at least one batch) is random sampling; then each batch holds
     children of the `elite` lowest-agreement trials so far (a parent's share of the children falls as
-    exp(-(its agreement - the lowest) / temperature)) and a share `explore` of fresh random trials. strength: the latent mutation's noise share s (0 < s < 1)."""
+    exp(-(its agreement - the lowest) / temperature)) and a share `explore` of fresh random trials. strength: the latent mutation's noise share s (0 < s < 1).
+    The gradient kinds take their own settings as keywords (grad_steps, steps_per_start, n_tokens,
+    token_radius, latent_radius, step_size: failure_gradient.gradient_search); the others take none."""
+    from backends.generative.failure_gradient import GRADIENT_KINDS, gradient_search
+
+    if batch is None:  # a gradient search steps each start once a batch: smaller batches, more steps
+        batch = 8 if kind in GRADIENT_KINDS else 16
     kind, budget, batch = check_search_args(kind, budget, batch)
     if not 0.0 < strength < 1.0:
         raise InputError(f"strength must be between 0 and 1, but is {strength!r}")
+    if kind in GRADIENT_KINDS:
+        return gradient_search(generator, surrogate, family, budget=budget, kind=kind, seed=seed, batch=batch,
+                               strength=strength, progress=progress, **gradient)
+    if gradient:
+        raise InputError(f"{', '.join(sorted(gradient))}: settings of the gradient searches, not of a {kind} search")
     rng = np.random.default_rng(seed)
     tell = progress or (lambda f, text: None)
     shape = tuple(generator.latent_shape)
@@ -285,6 +304,7 @@ def failures_corpus(result: SearchResult, *, name: str | None = None, seed: int 
         "seed": [t.seed for t in fails],
         "lineage": [">".join(str(s) for s in t.lineage) for t in fails],
         "agreement": [round(t.agreement, 3) for t in fails],
+        "gradient_steps": [t.steps for t in fails],
         "search": result.kind,
     })
     return Corpus(name or f"failures: {result.family}", x.astype(np.float32), meta,

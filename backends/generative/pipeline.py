@@ -248,12 +248,26 @@ class LatentDiffusionPipeline:
     # ---------------------------------------------------------------------------------
     # 2. Encode the prompt
     def encode_prompt(self, prompt, *, num_images_per_prompt: int = 1, do_classifier_free_guidance: bool = True,
-                      negative_prompt=None, notes: list[str] | None = None):
-        """Returns (cond PromptEmbeds, uncond PromptEmbeds or None)."""
+                      negative_prompt=None, notes: list[str] | None = None, extra_tokens=None):
+        """Returns (cond PromptEmbeds, uncond PromptEmbeds or None).
 
+        extra_tokens: (N, K, D) token states appended to each prompt's own (one row per prompt, in
+        the conditioning space the UNet reads; the failure search's learnable tokens): they join the
+        mask and the mean-pooled vector (a text encoder's own pooled vector, SDXL's, is kept); the
+        unconditional side gets K masked-out zero tokens so both sides have the same length."""
+        import torch
 
         prompts = [p[:MAX_PROMPT_CHARS] for p in _as_list(prompt, "prompt")]
         states, mask, pooled = self._encode(prompts)
+        k = 0
+        if extra_tokens is not None:
+            extra = torch.as_tensor(extra_tokens)
+            if extra.ndim != 3 or extra.shape[0] != len(prompts) or extra.shape[2] != states.shape[2]:
+                raise ValueError(f"`extra_tokens` has to have shape ({len(prompts)}, K, {states.shape[2]}), "
+                                 f"but has {tuple(extra.shape)}")
+            k = extra.shape[1]
+            states = torch.cat([states.to(extra.device, extra.dtype), extra], 1)
+            mask = torch.cat([mask.to(extra.device), torch.ones(len(prompts), k, dtype=torch.bool, device=extra.device)], 1)
         if notes is not None:
             try:  # report prompts the text encoder cut
                 full = [len(self.text_encoder.tokenize(p, max_len=512)) for p in prompts]
@@ -269,6 +283,9 @@ class LatentDiffusionPipeline:
                 neg = neg * len(prompts)
             neg = [p[:MAX_PROMPT_CHARS] for p in neg]
             ns, nm, npooled = self._encode(neg)
+            if k:
+                ns = torch.cat([ns, ns.new_zeros(ns.shape[0], k, ns.shape[2])], 1)
+                nm = torch.cat([nm, torch.zeros(nm.shape[0], k, dtype=torch.bool, device=nm.device)], 1)
             uncond = self._embeds(ns, nm, num_images_per_prompt, npooled)
         return cond, uncond
 

@@ -123,14 +123,14 @@ class VaeCodec:
         self.config = self._Cfg(vae)
         self.offload_device = offload_device  # when set, the VAE lives there between calls
 
-    def _run(self, fn, x):
+    def _run(self, fn, x, grad: bool = False):
         import torch
 
         dev = x.device
         if self.offload_device is not None:
             self.vae.to(dev)
         try:
-            with torch.no_grad():
+            with torch.enable_grad() if grad else torch.no_grad():
                 return fn(x.to(dev, torch.float32))
         finally:
             if self.offload_device is not None:
@@ -142,6 +142,10 @@ class VaeCodec:
 
     def decode(self, latents):
         return self._run(lambda z: self.vae.decode(z).sample, latents).to(latents.dtype)
+
+    def decode_differentiable(self, latents):
+        """``decode`` with the autograd graph kept (the gradient failure search backpropagates through it)."""
+        return self._run(lambda z: self.vae.decode(z).sample, latents, grad=True).to(latents.dtype)
 
 
 class HFPromptEncoder:

@@ -469,6 +469,24 @@ class OpenCLIPEncoder:
                 out[s:s + len(z)] = torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy()
         return out
 
+    def encode_images_tensor(self, images):
+        """Differentiable image tower (the gradient failure search's surrogate): a float tensor
+        (N, 3, H, W) in [0, 1] -> (N, D) tensor, not normalised, with the autograd graph kept. Resized
+        to the model's input side (bilinear, antialiased; for square images what its transform's resize
+        and centre crop do, up to the interpolation) and normalised by its mean and std."""
+        import torch
+
+        size = self.preprocess_cfg.get("size", 224)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        side = min(images.shape[-2:])
+        top, left = (images.shape[-2] - side) // 2, (images.shape[-1] - side) // 2
+        x = images[..., top:top + side, left:left + side].float()
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(self.preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), dtype=x.dtype)
+        std = torch.tensor(self.preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), dtype=x.dtype)
+        x = (x - mean.view(1, 3, 1, 1).to(x.device)) / std.view(1, 3, 1, 1).to(x.device)
+        return self.model.encode_image(x.to(self.device))
+
     def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
         """Free text (a string or a list of N strings) -> float32 (N, D), unit length."""
         import torch

@@ -8,6 +8,12 @@ The surrogate is the factor judge (backends/shapes/judge.py), which reads render
 - two-object families: the two largest foreground components (pixels far from the border colour),
   each read by the object net; agreement = for the worse-served asked object, the best
   p(shape) * p(colour) among the detected objects; failed = an asked object is not among them.
+
+``log_agreement`` is the differentiable score of the gradient searches (the judge's log-probability
+of what was asked, i.e. minus its cross-entropy): single objects, the sum of log p(asked shape) and
+log p(asked colour) from the scene net; two objects, per asked object a soft maximum (logsumexp) over
+the detected objects of log p(shape) + log p(colour), summed (the objects are found on the detached
+image, the crops around them stay differentiable).
 """
 from __future__ import annotations
 
@@ -69,6 +75,38 @@ class JudgeSurrogate:
             onehot = [np.eye(len(lab[k]))[lab[k].index(a[k])] for k in ("shape", "colour")]
             feats.append(np.concatenate([p[k][i] for k in ("shape", "colour", "size", "position")] + onehot))
         return Scores(np.asarray(agree), drawn, np.asarray(failed), np.asarray(feats, np.float32))
+
+    def log_agreement(self, images, asked: list[dict]):
+        """Differentiable: images float tensor (N, 3, H, W) in [0, 1] -> (N,) log-probability of what was
+        asked (see the module's docstring); the gradient searches lower it."""
+        import torch
+
+        lab = self.judge.labels
+        if asked and "shape2" in asked[0]:
+            return torch.stack([self._two_log(images[i:i + 1], a) for i, a in enumerate(asked)])
+        lg = self.judge.scene_logits(images)
+        out = images.new_zeros(len(asked))
+        for k in ("shape", "colour", "size", "position"):
+            rows = [i for i, a in enumerate(asked) if k in a]
+            if rows:
+                logp = torch.log_softmax(lg[k].float(), -1)
+                out = out.index_add(0, torch.tensor(rows), logp[rows, [lab[k].index(asked[i][k]) for i in rows]])
+        return out
+
+    def _two_log(self, image, a: dict):
+        import torch
+
+        from backends.shapes.judge import mask_centres
+
+        lab = self.judge.labels
+        u8 = (image[0].detach().permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        objs = _objects(u8)
+        cen = mask_centres(np.stack(objs))[0] if objs else np.full((1, 2), 0.5, np.float32)
+        lg = self.judge.object_logits(image.expand(len(cen), -1, -1, -1), cen, grad=True)
+        ls, lc = torch.log_softmax(lg["shape"].float(), -1), torch.log_softmax(lg["colour"].float(), -1)
+        per = [torch.logsumexp(ls[:, lab["shape"].index(sh)] + lc[:, lab["colour"].index(co)], 0)
+               for sh, co in ((a["shape"], a["colour"]), (a["shape2"], a["colour2"]))]
+        return per[0] + per[1]
 
     def _two(self, images, asked) -> Scores:
         lab = self.judge.labels

@@ -211,12 +211,20 @@ class Judge:
             out[f"{k}_conf"] = p[np.arange(len(idx)), idx].astype(np.float32)
         return pd.DataFrame(out)
 
-    def object_logits(self, images, centres):
-        """Object-net logits for windows centred at `centres` (N, 2) in images (N, H, W, 3)."""
+    def scene_logits(self, images) -> dict:
+        """Scene-net logits {factor: (N, n_classes)} with the autograd graph kept: images a float tensor
+        (N, 3, H, W) in [0, 1] (the failure search's differentiable score backpropagates through it)."""
+        return self.scene_net(resize(to_tensor(images), self.cfg.scene_res))
+
+    def object_logits(self, images, centres, *, grad: bool = False):
+        """Object-net logits for windows centred at `centres` (N, 2) in images (N, H, W, 3), or in a
+        float tensor (N, 3, H, W) in [0, 1]; grad: keep the autograd graph (else inference mode)."""
+        import contextlib
+
         import torch
 
         x = to_tensor(images)
-        with torch.inference_mode():
+        with contextlib.nullcontext() if grad else torch.inference_mode():
             crops = crop_windows(x, centres, self.cfg.crop_window, self.cfg.crop_res)
             return self.object_net(crops)
 
