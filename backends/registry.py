@@ -127,6 +127,20 @@ class Backends:
         self._seed_map(corpus)
         return key
 
+    def keep_corpus(self, corpus: Corpus, source: str) -> tuple[str, str | None]:
+        """Register a corpus the app made (the failure search's) and store it with the uploads under
+        the cache dir, so it is listed again after a restart and can be removed like an upload.
+        source: its label in the menus. Returns (key, None), or (key, why it was not stored: a full
+        disk keeps it for this run only)."""
+        key = self.add_corpus(corpus)
+        with self._lock:
+            self._labels[key] = _label(source, len(corpus), corpus.dim)
+        try:
+            self.uploads.save(key, corpus, source=source)
+        except OSError as exc:
+            return key, f"not kept for the next start: {exc}"
+        return key, None
+
     def _seed_map(self, corpus: Corpus) -> None:
         """An ingest's map (Corpus.precomputed) goes into the projection cache under the params it was made
         with, so the Atlas's map of those params is it (no UMAP run); other params are computed as usual."""

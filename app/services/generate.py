@@ -28,7 +28,9 @@ MAX_PROMPT_CHARS = 10_000  # longer requests are refused before any work
 METHOD_LABELS = {"autoguidance": "auto", "classifier-free": "cfg"}
 CACHE_SIZE = 64  # recent requests answered without sampling again
 FAILURE_BUDGET_RANGE = (4, 400)  # generated images one failure search may spend
-FAILURE_KINDS = {"latent": "latent", "prompt": "prompt", "random": "random"}
+FAILURE_KINDS = {"latent": "latent", "prompt": "prompt", "token-gradient": "token-gradient",
+                 "latent-gradient": "latent-gradient", "random": "random"}
+GRADIENT_STEPS_RANGE = (0, 400)  # backward passes one gradient failure search may spend
 
 
 class GenerateService:
@@ -155,24 +157,27 @@ class GenerateService:
 
         return list(surrogate_for(self.b)[0])
 
-    @gpu_task(duration=120)
-    def _search(self, family, load_surrogate, budget: int, kind: str, seed: int, steps, tell):
+    @gpu_task(duration=180)
+    def _search(self, family, load_surrogate, budget: int, kind: str, seed: int, steps, tell, gradient_steps=None):
         """The generator calls of a failure search (on a ZeroGPU Space, inside its GPU allocation)."""
+        from backends.generative.failure_gradient import GRADIENT_KINDS
         from backends.generative.failure_search import search_failures
         from backends.generative.surrogates import PipelineGenerator
 
         tell(0.0, "loading the generator and the judge")
         gen = PipelineGenerator(self.pipeline(), steps=steps)
+        extra = {"grad_steps": gradient_steps} if kind in GRADIENT_KINDS else {}
         return search_failures(gen, load_surrogate(), family, budget=budget, kind=kind, seed=seed,
-                               progress=lambda f, text: tell(0.02 + 0.93 * f, text))
+                               progress=lambda f, text: tell(0.02 + 0.93 * f, text), **extra)
 
     def failure_search(self, family: str = "", budget=60, kind: str = "latent", seed=0, steps=None,
-                       progress=None) -> tuple[dict, list]:
+                       progress=None, gradient_steps=None) -> tuple[dict, list]:
         """Search the active generator for failures (backends/generative/failure_search.py, after SAGE)
-        and register them as an Atlas corpus "failures: <family>". Returns (summary: family, kind,
-        budget, used, failures, failure_rate, corpus (its key, or None under 2 failures), corpus_name, rows,
-        notes;
-        the failures' images). budget and steps out of range are clamped and noted."""
+        and register them as an Atlas corpus "failures: <family>", stored under the cache dir with the
+        uploads (listed again after a restart, removable). Returns (summary: family, kind, budget, used,
+        gradient_steps, failures, failure_rate, corpus (its key, or None under 2 failures), corpus_name,
+        rows, notes; the failures' images). budget, steps and gradient_steps (the gradient searches'
+        backward passes; None: as many as the budget allows) out of range are clamped and noted."""
         from backends.generative.failure_search import failures_corpus
         from backends.generative.surrogates import surrogate_for
 
@@ -190,11 +195,18 @@ class GenerateService:
         n3 = None
         if steps is not None:
             steps, n3 = self.clamp("steps", steps, *STEPS_RANGE, int)
-        notes += [n for n in (n1, n2, n3) if n]
-        result = self._search(families[family], load, budget, FAILURE_KINDS[key], seed, steps, tell)
+        n4 = None
+        if gradient_steps is not None:
+            gradient_steps, n4 = self.clamp("gradient_steps", gradient_steps, *GRADIENT_STEPS_RANGE, int)
+        notes += [n for n in (n1, n2, n3, n4) if n]
+        result = self._search(families[family], load, budget, FAILURE_KINDS[key], seed, steps, tell, gradient_steps)
         tell(0.96, "clustering the failures")
         corpus = failures_corpus(result, seed=seed)
-        corpus_key = self.b.add_corpus(corpus) if corpus is not None else None
+        corpus_key = None
+        if corpus is not None:
+            corpus_key, why = self.b.keep_corpus(corpus, f"{corpus.name} ({result.kind} search, seed {seed})")
+            if why:
+                notes.append(why)
         fails = result.failures
         clusters = corpus.meta["cluster"].tolist() if corpus is not None else [""] * len(fails)
         rows = [{"prompt": t.prompt, "asked": " ".join(t.asked.values()), "drawn": t.drawn,
@@ -203,7 +215,8 @@ class GenerateService:
         notes += result.notes
         notes.append(f"in the Atlas as {corpus.name!r} ({len(corpus)} items)" if corpus is not None
                      else "fewer than 2 failures: no Atlas corpus")
-        summary = {"family": family, "kind": result.kind, "budget": budget, "used": result.used, "failures": len(fails),
+        summary = {"family": family, "kind": result.kind, "budget": budget, "used": result.used,
+                   "gradient_steps": result.gradient_steps, "failures": len(fails),
                    "failure_rate": round(result.failure_rate, 4), "corpus": corpus_key,
                    "corpus_name": corpus.name if corpus is not None else None, "rows": rows, "notes": notes}
         return summary, [t.image for t in fails]

@@ -99,7 +99,8 @@ def build_failure_search(svc: GenerateService):
                                maximum=FAILURE_BUDGET_RANGE[1], scale=1)
             kind = gr.Radio(list(FAILURE_KINDS), value="latent", label="Search", scale=2,
                             info="latent: evolve the start noise; prompt: reword without changing the asked words; "
-                                 "random: the baseline")
+                                 "token-gradient: learn two tokens appended to the prompt, by gradients through "
+                                 "the sampler; latent-gradient: the start noise by gradients; random: the baseline")
             seed = gr.Number(label="Seed", value=0, precision=0, scale=1)
         go = gr.Button("Run", elem_id="gen-failures-go")
         summary = gr.Markdown(elem_id="gen-failures-summary")
@@ -122,15 +123,19 @@ def build_failure_search(svc: GenerateService):
              concurrency_id="model-generate", concurrency_limit=1)
 
     def generate_failure_search(family: str = "", budget: int = 60, kind: str = "latent", seed: int = 0,
-                                steps: int | None = None) -> dict:
+                                steps: int | None = None, gradient_steps: int | None = None) -> dict:
         """Search the generator for failures (after SAGE) with `budget` generated images and register
-        them as the Atlas corpus "failures: <family>". family: one of the generator's prompt families
+        them as the Atlas corpus "failures: <family>" (kept under the cache dir: listed after a restart,
+        removable with atlas_remove_upload). family: one of the generator's prompt families
         ("" = the first; Shapes: "a {colour} {shape}", its paraphrases, two objects). kind: "latent"
-        (evolve the start noise), "prompt" (reword without changing the asked words) or "random" (the
-        baseline). steps: null = the model's. Returns {family, kind, budget, used, failures,
-        failure_rate, corpus (Atlas key or null), corpus_name, rows [{prompt, asked, drawn, agreement, cluster, seed,
-        lineage}], notes}."""
-        return svc.failure_search(family, budget, kind, seed, steps)[0]
+        (evolve the start noise), "prompt" (reword without changing the asked words), "token-gradient"
+        (tokens appended to the prompt's token states, learned by gradients through the sampler),
+        "latent-gradient" (the start noise, by gradients, within a norm ball) or "random" (the baseline).
+        steps: null = the model's. gradient_steps: at most this many backward passes (0-400; null: as
+        many as the budget allows). Returns {family, kind, budget, used, gradient_steps, failures,
+        failure_rate, corpus (Atlas key or null), corpus_name, rows [{prompt, asked, drawn, agreement,
+        cluster, seed, lineage}], notes}."""
+        return svc.failure_search(family, budget, kind, seed, steps, gradient_steps=gradient_steps)[0]
 
     gr.api(api_guard(generate_failure_search), api_name="generate_failure_search", concurrency_id="model-generate",
            concurrency_limit=1)
