@@ -142,18 +142,20 @@ def test_a_million_points_draw_from_at_most_12_bytes_a_point_and_a_lasso_reaches
         page.mouse.move(area["x"] + area["width"] + 30, area["y"] + 10)  # off the map: the tooltip goes
         page.wait_for_selector("#big .la-tip", state="hidden", timeout=10_000)
 
-        # the lasso below: its frame is held until Python has answered (however long that takes here), then drawn
-        page.evaluate("document.querySelector('#big .la-scatter').__laGl.tune.holdMs = 600_000;"
-                      "document.querySelector('#big .la-scatter').__laGl.tune.slowFrameMs = 0;")
+        # the lasso below: its frame is held until Python has answered (however long that takes here), then
+        # drawn (released by the test, not by the time limit or by the page going quiet)
+        page.evaluate("Object.assign(document.querySelector('#big .la-scatter').__laGl.tune,"
+                      " {holdMs: 600_000, quietMs: 600_000, slowFrameMs: 0})")
         settle(page, "#big")
         page.evaluate(COUNT_DRAWS)
 
         # a lasso (programmatic, in the map's normalised coordinates): the same indices in Python
         page.evaluate("""() => document.querySelector('#big .la-scatter').__laGl.plot.lassoSelect(
             [[-0.3, -0.3], [0.3, -0.3], [0.3, 0.3], [-0.3, 0.3]], {isGl: true})""")
-        page.wait_for_function("document.querySelector('#big-sel textarea').value.includes('count')", timeout=60_000)
+        answered = page.wait_for_function("""() => document.querySelector('#big-sel textarea').value.includes('count')
+            && {draws: window.__draws}""", timeout=60_000).json_value()
+        assert answered["draws"] == 0  # Python's answer was in before the map redrew
         got = json.loads(page.locator("#big-sel textarea").input_value())
-        assert page.evaluate("window.__draws") == 0  # Python answered before the map redrew
         from app.components.scatter_gl import normalise
 
         norm = normalise(gl_page["big_xy"])

@@ -361,11 +361,14 @@ const laGl = (() => {
   // nothing else on the page runs meanwhile: not a fetched tooltip chunk, not Gradio's answer to a selection.
   // So hovering draws nothing (the picking is done here, the hovered point is a ring on the marks canvas), and
   // after a lasso, when the last frame took over tune.slowFrameMs, the frame that shows the selection is held
-  // back for up to tune.holdMs (or until the map gets a new value, or the next mouse down / wheel on it), so
-  // the request goes out and Python's answer is put in the tables first. On a GPU (frames of milliseconds)
-  // nothing is held.
-  const tune = {holdMs: 1000, slowFrameMs: 150};
-  const frames = {count: 0, lastMs: 0, heldUntil: 0};
+  // back so the request goes out and Python's answer is put in the tables first: until the page outside the
+  // map has had no DOM change for tune.quietMs and tune.quietTicks animation frames (Gradio animates its
+  // progress display on the outputs every frame until the answer is in, then puts it in; counting frames too
+  // keeps a page starved of CPU, whose frames come late, from looking quiet), at most tune.holdMs, or until
+  // the map gets a new value or the next mouse down / wheel on it. On a GPU (frames of milliseconds) nothing
+  // is held. frames.released says what ended the last hold.
+  const tune = {holdMs: 1000, slowFrameMs: 150, quietMs: 150, quietTicks: 4};
+  const frames = {count: 0, lastMs: 0, heldUntil: 0, quietSince: 0, quietTicks: 0, watch: null, released: ''};
 
   function loadLib() {
     if (window.createScatterplot) return Promise.resolve();
@@ -539,19 +542,34 @@ const laGl = (() => {
 
   // Frames held back while Python answers (see tune above)
   function holdFrames() {
-    if (frames.lastMs >= tune.slowFrameMs) {
-      frames.heldUntil = performance.now() + tune.holdMs;
-      root.dataset.heldFrames = '1';
+    if (frames.lastMs < tune.slowFrameMs) return;
+    const now = performance.now();
+    frames.heldUntil = now + tune.holdMs;
+    frames.quietSince = now;
+    frames.quietTicks = 0;
+    root.dataset.heldFrames = '1';
+    if (!frames.watch) {
+      frames.watch = new MutationObserver(records => {
+        if (records.some(r => !root.contains(r.target))) { frames.quietSince = performance.now(); frames.quietTicks = 0; }
+      });
+      frames.watch.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
     }
   }
-  function releaseFrames() { frames.heldUntil = 0; delete root.dataset.heldFrames; }
+  function releaseFrames(why) {
+    if (frames.heldUntil) frames.released = typeof why === 'string' ? why : 'input';
+    frames.heldUntil = 0;
+    if (frames.watch) { frames.watch.disconnect(); frames.watch = null; }
+    delete root.dataset.heldFrames;
+  }
   function makeRenderer() {
     const renderer = window.createScatterplotRenderer();
     const onFrame = renderer.onFrame, render = renderer.render;
     renderer.onFrame = (fn) => onFrame(() => {
       if (frames.heldUntil) {
-        if (performance.now() < frames.heldUntil) return;  // the frame waits: regl-scatterplot keeps its redraw flag
-        releaseFrames();
+        const now = performance.now();
+        const quiet = ++frames.quietTicks > tune.quietTicks && now - frames.quietSince >= tune.quietMs;
+        if (now < frames.heldUntil && !quiet) return;  // the frame waits: regl-scatterplot keeps its redraw flag
+        releaseFrames(quiet ? 'quiet' : 'time');
       }
       fn();
     });
@@ -691,7 +709,7 @@ const laGl = (() => {
 
   async function render(parsed) {
     box.style.display = '';
-    releaseFrames();  // a new value from Python: its answer is in
+    releaseFrames('value');  // a new value from Python: its answer is in
     if (parsed.patch) {
       if (!cur || cur.uirevision !== parsed.uirevision) return;
       if (parsed.highlight) highlight = parsed.highlight;
