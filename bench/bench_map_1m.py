@@ -13,14 +13,16 @@ For each map, a standalone gr.Blocks page with the map and a textbox its `points
 - lasso → Python: until Python's handler has written the selection's count into the textbox (p50 of
   --repeats). Target ≤ 2 s. GL: scatterplot.lassoSelect (the lasso's polygon given, the same path from
   the selection on) and one mouse lasso timed from the mouse-up; Plotly: mouse lassos from the mouse-up.
-  In SwiftShader every frame of a million points takes 1–1.7 s of the page's main thread, and the frame
-  that draws the selection comes before Python's answer is shown (not measured with a GPU).
+  In SwiftShader every frame of a million points takes 1–2 s of the page's main thread; the map holds
+  the frame that draws the selection back (up to 1 s) so that Python's answer comes first. GL also:
+  "lasso → drawn", until that frame has been drawn (the 'draw' event after the lasso), and the frames
+  drawn before Python's answer was in the textbox (0 when the hold worked).
 - hover → tooltip: the mouse moved onto a random point i (from off the map) until the tooltip shows
-  (p50 of 2 × --repeats, timed in the page from the mousemove event). Target ≤ 200 ms. GL: i's chunk of
-  TIP_CHUNK texts is fetched then, and the answer waits for the frame regl-scatterplot draws for the hover
-  (SwiftShader: ~0.2 s at 100k points, ~1 s at 1M). "cached": then the point next to the one shown, in
-  the chunk already fetched, hovered with scatterplot.hover(k): the text is put in the tooltip inside the
-  hover event, before that frame. Plotly's tooltips are all in the page: both columns are the same.
+  (p50 of 2 × --repeats, timed in the page from the mousemove event). Target ≤ 200 ms. GL: the page
+  picks the point itself and draws no frame; i's chunk of TIP_CHUNK texts is fetched then ("frames" counts
+  the frames drawn from the mousemove to 300 ms after the tooltip: 0). "cached": then the point next to the
+  one shown, in the chunk already fetched, hovered with the component's hover(k) (what a mousemove does once
+  it has picked k). Plotly's tooltips are all in the page: both columns are the same.
 
     python bench/bench_map_1m.py [--n 1000000] [--plotly-n 100000] [--repeats 5] [--json FILE]
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -112,25 +115,40 @@ def measure(browser, url: str, value: str, n: int, kind: str, repeats: int) -> d
 
         area = "#map .la-gl-area" if kind == "gl" else "#map .nsewdrag"
         wait = "(b) => { const v = document.querySelector('#sel textarea').value; return v && v !== b; }"
-        lasso, counts = [], []
+        lasso, counts, drawn, early, released = [], [], [], [], []
+        if kind == "gl":
+            page.evaluate(FRAME_LOG)
         for r in range(repeats):
             before = page.locator("#sel textarea").input_value()
-            if kind == "gl":  # the selection's path without the mouse (each frame of 1M points takes ~1 s in SwiftShader)
+            if kind == "gl":  # the selection's path without the mouse (each frame of 1M points takes 1-2 s in SwiftShader)
                 h = 0.2 + 0.05 * r
                 t0 = time.perf_counter()
-                page.evaluate("(h) => document.querySelector('#map .la-scatter').__laGl.plot.lassoSelect("
-                              "[[-h, -h], [h, -h], [h, h], [-h, h]], {isGl: true})", h)
+                page.evaluate("(h) => { window.__frames.lasso = performance.now(); window.__frames.drawn = null;"
+                              " window.__frames.before = window.__frames.count;"
+                              " document.querySelector('#map .la-scatter').__laGl.plot.lassoSelect("
+                              "[[-h, -h], [h, -h], [h, h], [-h, h]], {isGl: true}); }", h)
             else:
                 t0 = mouse_lasso(page, area, 0.12 + 0.03 * r)
             page.wait_for_function(wait, arg=before, timeout=300_000)
             lasso.append(time.perf_counter() - t0)
-            log(f"  lasso {r}: {lasso[-1]:.2f} s")
             counts.append(json.loads(page.locator("#sel textarea").input_value())["count"])
+            if kind == "gl":
+                early.append(page.evaluate("window.__frames.count - window.__frames.before"))
+                page.wait_for_function("window.__frames.drawn", timeout=300_000)
+                released.append(page.evaluate("document.querySelector('#map .la-scatter').__laGl.frames.released"))
+                drawn.append(page.evaluate("window.__frames.drawn - window.__frames.lasso") / 1000)
+                log(f"  lasso {r}: {lasso[-1]:.2f} s to Python's answer ({early[-1]} frames before it),"
+                    f" {drawn[-1]:.2f} s to the selection drawn (frame held until: {released[-1] or '-'})")
+            else:
+                log(f"  lasso {r}: {lasso[-1]:.2f} s")
             if kind != "gl":  # Plotly: clear the lasso (a double click: Python hears an empty selection) first
                 page.mouse.dblclick(*_centre(page, area))
                 page.wait_for_function("() => { const v = document.querySelector('#sel textarea').value;"
                                        " return v && JSON.parse(v).count === 0; }", timeout=120_000)
         out["lasso_s"], out["lasso_counts"] = lasso, counts
+        if kind == "gl":
+            out["lasso_drawn_s"], out["lasso_frames_before_answer"] = drawn, early
+            out["lasso_frame_released_by"] = released
         if kind == "gl":  # and one drawn with the mouse, timed from the mouse-up
             before = page.locator("#sel textarea").input_value()
             t0 = mouse_lasso(page, area, 0.12)
@@ -139,7 +157,7 @@ def measure(browser, url: str, value: str, n: int, kind: str, repeats: int) -> d
             out["mouse_lasso_count"] = json.loads(page.locator("#sel textarea").input_value())["count"]
 
         rng = np.random.default_rng(7)
-        hover, hover_cached = [], []
+        hover, hover_cached, hover_frames = [], [], []
         far = page.locator("#sel").bounding_box()  # off the map: the tooltip hides between samples
         for i in rng.choice(n, size=repeats * 2, replace=False).tolist():
             page.mouse.move(far["x"] + 5, far["y"] + 5)
@@ -151,11 +169,15 @@ def measure(browser, url: str, value: str, n: int, kind: str, repeats: int) -> d
             else:
                 pos = page.evaluate(PLOTLY_POSITION, i)
             page.evaluate(HOVER_TIMER)
+            if kind == "gl":
+                frames0 = page.evaluate("window.__frames.count")
             page.mouse.move(*pos)
             if kind == "gl":  # the component notes when it put the text in the tooltip
                 shown = "(document.querySelector('#map .la-scatter').__laHover || {}).shown"
                 page.wait_for_function(f"window.__hov.move && {shown} > window.__hov.move", timeout=60_000)
                 hover.append(page.evaluate(f"{shown} - window.__hov.move"))
+                page.wait_for_timeout(300)
+                hover_frames.append(page.evaluate("window.__frames.count") - frames0)
                 # the point next to the one shown (in its chunk, already in the page), hovered programmatically
                 hover_cached.append(page.evaluate(CACHED_HOVER))
             else:
@@ -163,6 +185,8 @@ def measure(browser, url: str, value: str, n: int, kind: str, repeats: int) -> d
                 hover.append(page.evaluate("window.__hov.shown - window.__hov.move"))
                 hover_cached.append(hover[-1])
         out["hover_cached_ms"] = hover_cached
+        if kind == "gl":
+            out["hover_frames"] = hover_frames
         out["hover_ms"] = hover
     finally:
         ctx.close()
@@ -185,8 +209,14 @@ HOVER_TIMER = """() => { window.__hov = {}; const tip = document.querySelector('
 
 
 CACHED_HOVER = """() => { const root = document.querySelector('#map .la-scatter'); const h = Number(root.dataset.hovered);
-  const k = h ^ 1; const t0 = performance.now(); root.__laGl.plot.hover(k);
+  const k = h ^ 1; const t0 = performance.now(); root.__laGl.hover(k);
   return root.__laHover.index === k ? root.__laHover.shown - t0 : null; }"""
+
+# The frames regl-scatterplot draws (its 'draw' event comes after each): a count, and the time of the first
+# one after a lasso.
+FRAME_LOG = """() => { const f = window.__frames = {count: 0, drawn: null, lasso: 0, before: 0};
+  document.querySelector('#map .la-scatter').__laGl.plot.subscribe('draw', () => {
+    f.count++; if (f.drawn === null && f.lasso) f.drawn = performance.now(); }); }"""
 
 
 def log(msg: str) -> None:
@@ -215,6 +245,7 @@ def main(argv=None):
     from conftest import CHROMIUM, CHROMIUM_ARGS
 
     results = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         files = MapFiles(Path(tmp) / "maps")
@@ -247,10 +278,19 @@ def main(argv=None):
         print(f"{r['kind']:>8} {r['n']:>10,} {r['python_s']:>9.2f} {r['first_paint_s']:>13.2f} "
               f"{r['coords_to_paint_s']:>15.2f} {r['bytes_per_point']:>8.2f} {med(r['lasso_s']):>11.3f} "
               f"{med(r['hover_ms']):>9.1f} {med(r['hover_cached_ms']):>9.1f}")
+        if "lasso_drawn_s" in r:
+            print(f"{'':>8} lasso → Python {min(r['lasso_s']):.2f}–{max(r['lasso_s']):.2f} s (frames drawn before the"
+                  f" answer: {r['lasso_frames_before_answer']}, held frame released by"
+                  f" {r['lasso_frame_released_by']}); lasso → selection drawn p50"
+                  f" {med(r['lasso_drawn_s']):.2f} s ({min(r['lasso_drawn_s']):.2f}–{max(r['lasso_drawn_s']):.2f});"
+                  f" hover → tooltip {min(r['hover_ms']):.0f}–{max(r['hover_ms']):.0f} ms, frames drawn for a"
+                  f" hover: {r['hover_frames']}")
         if "mouse_lasso_s" in r:
             print(f"{'':>8} mouse lasso (mouse-up → Python): {r['mouse_lasso_s']:.2f} s, {r['mouse_lasso_count']:,} points;"
                   f" in the page: {r.get('browser_times')}")
     print("(medians; lasso→py and hover p50 over --repeats; times on this machine's software WebGL)")
+    print(f"load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in load_before)}; after: "
+          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; {os.cpu_count()} CPUs")
     if len(results) == 2:
         gl, pl = results
         print(f"ratios GL@{gl['n']:,} / Plotly@{pl['n']:,}: points {gl['n'] / pl['n']:.0f}x, coords→paint "
