@@ -360,7 +360,7 @@ const laGl = (() => {
   // (SwiftShader: regl-scatterplot copies its WebGL canvas into a 2-D one, which waits for the drawing), and
   // nothing else on the page runs meanwhile: not a fetched tooltip chunk, not Gradio's answer to a selection.
   // So hovering draws nothing (the picking is done here, the hovered point is a ring on the marks canvas), and
-  // after a lasso, when the last frame took over tune.slowFrameMs, the frame that shows the selection is held
+  // after a lasso, when the last 3 frames each took over tune.slowFrameMs, the frame that shows the selection is held
   // back so the request goes out and Python's answer is put in the tables first: until the page outside the
   // map has had no DOM change for tune.quietMs and tune.quietTicks animation frames (Gradio animates its
   // progress display on the outputs every frame until the answer is in, then puts it in; counting frames too
@@ -368,7 +368,7 @@ const laGl = (() => {
   // the map gets a new value or the next mouse down / wheel on it. On a GPU (frames of milliseconds) nothing
   // is held. frames.released says what ended the last hold.
   const tune = {holdMs: 1000, slowFrameMs: 150, quietMs: 150, quietTicks: 4};
-  const frames = {count: 0, lastMs: 0, heldUntil: 0, quietSince: 0, quietTicks: 0, watch: null, released: ''};
+  const frames = {count: 0, lastMs: 0, recentMs: [], heldUntil: 0, quietSince: 0, quietTicks: 0, watch: null, released: ''};
 
   function loadLib() {
     if (window.createScatterplot) return Promise.resolve();
@@ -542,7 +542,7 @@ const laGl = (() => {
 
   // Frames held back while Python answers (see tune above)
   function holdFrames() {
-    if (frames.lastMs < tune.slowFrameMs) return;
+    if (!frames.recentMs.length || Math.min(...frames.recentMs) < tune.slowFrameMs) return;  // e.g. a GPU
     const now = performance.now();
     frames.heldUntil = now + tune.holdMs;
     frames.quietSince = now;
@@ -577,6 +577,7 @@ const laGl = (() => {
       const t = performance.now();
       render(...args);
       frames.lastMs = performance.now() - t;
+      frames.recentMs = [...frames.recentMs.slice(-2), frames.lastMs];  // one slow frame (shaders compiled) is not enough
       root.dataset.renders = String(++frames.count);
     };
     return renderer;
