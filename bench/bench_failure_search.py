@@ -3,9 +3,11 @@ on the active (shipped) Shapes generator and its judge (backends/generative/fail
 
     .venv/bin/python bench/bench_failure_search.py [--budget 60] [--seeds 0,1,2] [--threads 1] [--json OUT]
 
-For each family and seed: a random, a latent and a prompt search of `budget` images each (the model's
-default sampling: autoguidance 3.5, 20 DDIM steps, eta 1). Prints the failure rate of each, the search
-/ random ratio, and how many distinct asked prompts the failures cover.
+For each family and seed: a random, a latent, a prompt, a token-gradient and a latent-gradient search
+of `budget` images each (the model's default sampling: autoguidance 3.5, 20 DDIM steps, eta 1; the
+gradient searches backpropagate through all 20 steps, with their default settings). Prints the failure
+rate of each, the search / random ratio, how many distinct asked prompts the failures cover, and the
+gradient steps spent. --kinds picks some.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
+    p.add_argument("--kinds", default="random,latent,prompt,token-gradient,latent-gradient")
+    p.add_argument("--families", default="", help="comma-separated family names (default: all)")
     args = p.parse_args(argv)
     import numpy as np
     import torch
@@ -38,9 +42,13 @@ def main(argv=None) -> int:
     surrogate, gen = load(), PipelineGenerator(b.generator_pipeline())
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {}
+    kinds = args.kinds.split(",")
+    pick = [f for f in args.families.split(",") if f]
     for name, fam in families.items():
+        if pick and name not in pick:
+            continue
         rates = {}
-        for kind in ("random", "latent", "prompt"):
+        for kind in kinds:
             t0 = time.perf_counter()
             runs = [search_failures(gen, surrogate, fam, budget=args.budget, kind=kind, seed=s) for s in seeds]
             rates[kind] = {"rate": float(np.mean([r.failure_rate for r in runs])),
@@ -48,8 +56,9 @@ def main(argv=None) -> int:
                            "distinct_prompts": float(np.mean([len({f.prompt for f in r.failures}) for r in runs])),
                            "distinct_asked": float(np.mean([len({tuple(f.asked.values()) for f in r.failures})
                                                             for r in runs])),
+                           "gradient_steps": float(np.mean([r.gradient_steps for r in runs])),
                            "seconds": round((time.perf_counter() - t0) / len(seeds), 1)}
-        for kind in ("latent", "prompt"):
+        for kind in [k for k in kinds if k != "random" and "random" in rates]:
             rates[kind]["vs_random"] = round(rates[kind]["rate"] / max(rates["random"]["rate"], 1e-9), 2)
         out[name] = rates
         print(json.dumps({"family": name, "budget": args.budget, "seeds": seeds, **rates}), flush=True)
