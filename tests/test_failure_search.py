@@ -304,6 +304,19 @@ def test_a_search_without_a_differentiable_path_is_refused_by_name():
         search_failures(FakeDiffGenerator(), FakeSurrogate(), FAMILY, budget=4, kind="latent-gradient")
     with pytest.raises(InputError, match="settings of the gradient searches"):
         search_failures(FakeGenerator(), FakeSurrogate(), FAMILY, budget=4, kind="latent", grad_steps=2)
+    from backends.generative.surrogates import EncoderSurrogate
+
+    class NumpyOnly:  # an encoder without a differentiable image tower: refused before any image is made
+        def encode_images(self, images):
+            return np.ones((len(images), 4))
+
+        def encode_texts(self, texts):
+            return np.ones((len(texts), 4))
+
+    gen = FakeDiffGenerator()
+    with pytest.raises(InputError, match="differentiable image tower"):
+        search_failures(gen, EncoderSurrogate(NumpyOnly()), FAMILY, budget=4, kind="token-gradient")
+    assert gen.images == 0
     with pytest.raises(InputError, match="token_radius"):
         search_failures(FakeDiffGenerator(), FakeDiffSurrogate(), FAMILY, budget=4, kind="token-gradient",
                         token_radius=-1)
@@ -409,7 +422,7 @@ def test_the_shapes_judge_has_a_differentiable_score():
     asked = [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]
     la = sur.log_agreement(x, asked)
     assert la[0] > -0.2 > -5 > la[1]
-    assert float(la[0]) <= np.log(sur.score(np.stack([img, img]), asked).agreement[0]) + 1e-4  # sum of logs <= log min
+    assert float(la[0].detach()) <= np.log(sur.score(np.stack([img, img]), asked).agreement[0]) + 1e-4  # sum of logs <= log min
     (g,) = torch.autograd.grad(la.sum(), [x])
     assert g.abs().sum() > 0
     two = scenes.render(scenes.SceneSpec([scenes.ObjectSpec("circle", "red", "medium", 0.25, 0.25, 0.0),

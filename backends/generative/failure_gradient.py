@@ -15,7 +15,8 @@ What is needed: generator.sample_differentiable(prompts, latents tensor, seeds, 
 images (N, 3, H, W) in [0, 1] with the graph kept, generator.token_space(prompts) -> (mean token
 state (N, D), RMS token norm (N,)) (``PipelineGenerator`` has both), and surrogate.log_agreement(
 images, asked) -> (N,) tensor (the log-probability of what was asked; ``Scores`` still decide what
-failed, from the uint8 images, exactly as for the other searches).
+failed, from the uint8 images, exactly as for the other searches); a surrogate whose score is
+differentiable only with some parts may say why not up front (``not_differentiable() -> str | None``).
 
 Budget: every image the sampler makes is judged and counts, so a search makes exactly `budget`
 images, as the sampled searches do; `grad_steps` caps the backward passes (one per batch). The
@@ -80,6 +81,9 @@ def gradient_search(generator, surrogate, family, *, budget: int, kind: str, see
         if not callable(getattr(who, need, None)):
             raise InputError(f"the {kind} search needs a {what} with a differentiable path ({need}); "
                              f"this {type(who).__name__} has none")
+    why = getattr(surrogate, "not_differentiable", lambda: None)()
+    if why:  # refused before any image is made
+        raise InputError(why)
     rng = np.random.default_rng(seed)
     tgen = torch.Generator().manual_seed(int(seed))
     tell = progress or (lambda f, text: None)

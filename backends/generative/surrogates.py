@@ -156,6 +156,13 @@ class EncoderSurrogate:
                     failed[i] |= best != a[factor]
         return Scores(agree, [" ".join(d) for d in drawn], failed, np.concatenate(feats, 1).astype(np.float32))
 
+    def not_differentiable(self) -> str | None:
+        """Why log_agreement cannot run with this encoder, or None."""
+        if getattr(self.encoder, "encode_images_tensor", None) is None:
+            return ("the gradient failure searches need an image encoder with a differentiable image tower "
+                    "(encode_images_tensor; OpenCLIP's has one)")
+        return None
+
     def log_agreement(self, images, asked: list[dict]):
         """The differentiable score of the gradient searches: per image, the sum over asked factors of
         the log-softmax share of the asked value (images: float tensor (N, 3, H, W) in [0, 1]); the
@@ -164,10 +171,10 @@ class EncoderSurrogate:
 
         from backends.errors import InputError
 
-        enc = getattr(self.encoder, "encode_images_tensor", None)
-        if enc is None:
-            raise InputError("the gradient failure search needs an image encoder with a differentiable image "
-                             "tower (encode_images_tensor; OpenCLIP's has one)")
+        why = self.not_differentiable()
+        if why:
+            raise InputError(why)
+        enc = self.encoder.encode_images_tensor
         x = torch.nn.functional.normalize(enc(images).float(), dim=-1)
         total = x.new_zeros(len(x))
         for factor, values in self.vocabulary.items():
