@@ -280,3 +280,16 @@ def test_the_atlas_draws_large_corpora_with_regl_and_its_events_fill_the_tables(
         page.wait_for_function(f"document.querySelector('{root}').__laGl.plot.get('selectedPoints').length === {hits}",
                                timeout=30_000)
         assert 100 < hits < 300
+        # the hits stand out: while something is selected the other points fade (they were drawn as before)
+        assert page.evaluate(f"document.querySelector('{root}').__laGl.plot.get('opacityInactiveScale')") < 0.5
+        # a tooltip near the bottom edge opens above its point, inside the map (it was cut off below)
+        box = page.locator("#atlas-map .la-gl-area").bounding_box()  # the page may have scrolled to the search box
+        inside = np.flatnonzero(xy[:, 1] < box["height"] - 10)
+        low = int(inside[np.argmax(xy[inside, 1])])
+        assert xy[low, 1] > box["height"] - 120, (xy[low], box)  # too low for a tooltip below it
+        page.mouse.move(box["x"] + xy[low, 0] - 15, box["y"] + xy[low, 1] - 15)
+        page.mouse.move(box["x"] + xy[low, 0], box["y"] + xy[low, 1], steps=3)
+        page.wait_for_selector("#atlas-map .la-tip img", state="visible", timeout=10_000)
+        page.wait_for_function("document.querySelector('#atlas-map .la-tip img').complete", timeout=10_000)
+        tip, area = page.locator("#atlas-map .la-tip").bounding_box(), page.locator("#atlas-map .la-scatter").bounding_box()
+        assert tip["y"] >= area["y"] - 1 and tip["y"] + tip["height"] <= area["y"] + area["height"] + 1, (tip, area)

@@ -287,9 +287,12 @@ function bind(Plotly) {
     tip.innerHTML = html;
     const box = root.getBoundingClientRect();
     const e = ev.event || {};
-    tip.style.left = Math.min((e.clientX || 0) - box.left + 14, box.width - 150) + 'px';
-    tip.style.top = ((e.clientY || 0) - box.top + 14) + 'px';
     tip.style.display = 'block';
+    // below-right of the pointer, or above / left of it where it would leave the map (it was cut off there)
+    const x = (e.clientX || 0) - box.left, y = (e.clientY || 0) - box.top;
+    const w = tip.offsetWidth, h = tip.offsetHeight;
+    tip.style.left = Math.max(0, x + 14 + w > box.width ? x - 14 - w : x + 14) + 'px';
+    tip.style.top = Math.max(0, y + 14 + h > box.height ? y - 14 - h : y + 14) + 'px';
   });
   plotDiv.on('plotly_unhover', () => { tip.style.display = 'none'; });
 }

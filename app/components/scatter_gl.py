@@ -432,6 +432,15 @@ const laGl = (() => {
     return chunks.get(url);
   }
 
+  function placeTip(el, x, y, box) {
+    // below-right of the point, or above / left of it where it would leave the map (it was cut off there)
+    const w = el.offsetWidth, h = el.offsetHeight;
+    const left = x + 14 + w > box.width ? x - 14 - w : x + 14;
+    const top = y + 14 + h > box.height ? y - 14 - h : y + 14;
+    el.style.left = Math.max(0, left) + 'px';
+    el.style.top = Math.max(0, top) + 'px';
+  }
+
   function putTip(i, text, t0) {
     let html = '';
     if (cur.thumb) html += `<img src="${esc(cur.thumb.replace('{i}', i))}" alt="">`;
@@ -439,9 +448,8 @@ const laGl = (() => {
     tip.innerHTML = html;
     const pos = sp.getScreenPosition(i) || [0, 0];
     const a = area.getBoundingClientRect(), r = root.getBoundingClientRect();
-    tip.style.left = Math.min(a.left - r.left + pos[0] + 14, r.width - 190) + 'px';
-    tip.style.top = (a.top - r.top + pos[1] + 14) + 'px';
     tip.style.display = 'block';
+    placeTip(tip, a.left - r.left + pos[0], a.top - r.top + pos[1], r);
     root.dataset.hovered = String(i);
     root.__laHover = {index: i, over: t0, shown: performance.now()};
     root.dataset.hoverMs = (root.__laHover.shown - t0).toFixed(1);
@@ -627,6 +635,7 @@ const laGl = (() => {
       canvas, renderer: makeRenderer(), pointSizeMouseDetection: -1e9, width: Math.max(50, Math.round(r.width)), height: Math.max(50, Math.round(r.height)),
       pointSize: 3, backgroundColor: '#fafafa', pointColor: '#4c78a8', pointColorActive: '#111111',
       pointColorHover: '#e4002b', pointSizeSelected: 2, pointOutlineWidth: 1, lassoColor: '#4c78a8',
+      opacityInactiveScale: 0.12,  // while something is selected the rest fade, as on the Plotly map
       lassoMinDelay: 10, lassoMinDist: 3, mouseMode: 'lasso', deselectOnDblClick: true, deselectOnEscape: true,
       syncEvents: true,
     });
