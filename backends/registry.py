@@ -279,7 +279,9 @@ class Backends:
         with self._lock:
             n = self._row_norms.get(key)
         if n is None:
-            n = np.linalg.norm(corpus.vectors, axis=1)
+            from backends.corpora.index import row_norms
+
+            n = row_norms(corpus.vectors)
             with self._lock:
                 self._row_norms[key] = n
         return n

@@ -44,8 +44,18 @@ def _as_f32(x: np.ndarray) -> np.ndarray:
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     x = _as_f32(x)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms = row_norms(x)[:, None]
     return x / np.maximum(norms, 1e-12)
+
+
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """float32 L2 norms of the rows, a block at a time with einsum: no squared copy of x (np.linalg.norm
+    made one: 1.5 GB and 0.5-4 s for 1M × 384, which the first neighbours click waited for)."""
+    out = np.empty(len(x), np.float32)
+    for s, b in _row_blocks(x, starts=True):
+        b = np.asarray(b, dtype=np.float32)
+        out[s:s + len(b)] = np.sqrt(np.einsum("ij,ij->i", b, b))
+    return out
 
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -163,7 +173,7 @@ class VectorIndex:
         self._lock = threading.Lock()  # faiss search on one index is thread-safe, efSearch setting is not
         if self.kind == "ivf":
             self._vectors = x  # the rows themselves, for re-ranking (a reference, not a copy)
-            self._norms = np.concatenate([np.linalg.norm(b, axis=1) for b in _row_blocks(x)]).astype(np.float32)
+            self._norms = row_norms(x)
             self._rerank = max(1, int(rerank))
             if ivf_nprobe is not None:
                 self.nprobe = max(1, min(int(ivf_nprobe), index.nlist))
@@ -428,10 +438,10 @@ def exact_neighbours(vectors: np.ndarray, query: np.ndarray, k: int, metric: str
     k = min(int(k), len(x))
     dots = x @ q
     if metric == "cosine":
-        n = np.linalg.norm(x, axis=1) if norms is None else norms
+        n = row_norms(x) if norms is None else norms
         d = 1.0 - dots / (np.maximum(n, 1e-12) * max(float(np.linalg.norm(q)), 1e-12))
     else:
-        n2 = (np.linalg.norm(x, axis=1) if norms is None else norms) ** 2
+        n2 = (row_norms(x) if norms is None else norms) ** 2
         d = np.sqrt(np.maximum(n2 - 2 * dots + float(q @ q), 0.0))
     idx = np.argpartition(d, k - 1)[:k] if k < len(d) else np.arange(len(d))
     idx = idx[np.argsort(d[idx], kind="stable")]
