@@ -152,24 +152,29 @@ TRACE_INDICES = """([sel, name]) => { const d = document.querySelector(sel + ' .
   const t = (d.data || []).find(t => t.name === name); return t ? t.customdata : []; }"""
 
 
+def compare_digits_pair(page, url: str) -> None:
+    """Open the Stitching tab, pick the digits-map-a / digits-map-b pair and press Compare."""
+    page.goto(url)
+    page.get_by_role("tab", name="Stitching").click()
+    page.wait_for_function("document.querySelector('#st-info') && "
+                           "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
+    for sel, name in (("#st-space-a", "digits-map-a"), ("#st-space-b", "digits-map-b")):
+        box = page.locator(f"{sel} input")
+        box.click()
+        box.fill(name)
+        box.press("Enter")
+    page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: digits-map-b')",
+                           timeout=120_000)
+    page.click("#st-compare")
+
+
 @pytest.mark.browser
 def test_browser_click_and_lasso_in_one_map_mark_the_same_items_in_the_other(atlas_app, browser):
     url, _ = atlas_app
     ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
     page = ctx.new_page()
     try:
-        page.goto(url)
-        page.get_by_role("tab", name="Stitching").click()
-        page.wait_for_function("document.querySelector('#st-info') && "
-                               "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
-        for sel, name in (("#st-space-a", "digits-map-a"), ("#st-space-b", "digits-map-b")):  # heads cached above
-            box = page.locator(f"{sel} input")
-            box.click()
-            box.fill(name)
-            box.press("Enter")
-        page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: digits-map-b')",
-                               timeout=120_000)
-        page.click("#st-compare")
+        compare_digits_pair(page, url)  # heads cached above
         for sel in ("#st-map-a", "#st-map-b"):
             page.wait_for_selector(f"{sel} .la-scatter[data-ready]", timeout=120_000)
         assert page.get_attribute("#st-map-a .la-scatter", "data-points") == \
@@ -207,18 +212,7 @@ def test_browser_large_spaces_are_drawn_with_regl_and_a_lasso_links_them(atlas_a
     ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
     page = ctx.new_page()
     try:
-        page.goto(url)
-        page.get_by_role("tab", name="Stitching").click()
-        page.wait_for_function("document.querySelector('#st-info') && "
-                               "document.querySelector('#st-info').innerText.includes('items')", timeout=120_000)
-        for sel, name in (("#st-space-a", "digits-map-a"), ("#st-space-b", "digits-map-b")):
-            box = page.locator(f"{sel} input")
-            box.click()
-            box.fill(name)
-            box.press("Enter")
-        page.wait_for_function("document.querySelector('#st-info').innerText.includes('B: digits-map-b')",
-                               timeout=120_000)
-        page.click("#st-compare")
+        compare_digits_pair(page, url)
         for sel in ("#st-map-a", "#st-map-b"):
             page.wait_for_selector(f"{sel} .la-scatter[data-gl-ready]", timeout=120_000)
             assert page.get_attribute(f"{sel} .la-scatter", "data-points") == "1797"
