@@ -1,5 +1,7 @@
 """The Generate tab in a real browser: the guidance method radio starts at the model's default,
 and switching it re-generates with the other method (reported in the notes, a different image)."""
+import re
+
 import pytest
 
 from backends.shapes.generator import WEIGHTS
@@ -43,3 +45,19 @@ def test_guidance_method_radio_switches_the_method(page):
     page.wait_for_function("src => document.querySelector('#gen-image img').getAttribute('src') !== src", arg=first,
                            timeout=60_000)
     assert _image_src(page) != first
+
+
+def test_find_failures_runs_a_token_gradient_search_from_the_page(page):
+    """The "Find failures" accordion: a small token-gradient search with one backward pass reports its
+    failures and their count, shows what was drawn and names the Atlas corpus they went to."""
+    page.get_by_text("Find failures").click()
+    page.get_by_label("Budget (images)").fill("8")
+    page.get_by_label("token-gradient").check()
+    page.fill("#gen-failures-grad-steps input", "1")
+    page.click("#gen-failures-go")
+    page.wait_for_function("document.querySelector('#gen-failures-summary').innerText.includes('in 8 images')",
+                           timeout=180_000)
+    summary = page.inner_text("#gen-failures-summary")
+    assert "token-gradient search" in summary and "Atlas" in summary, summary
+    used = re.search(r"(\d+) gradient steps?", summary)
+    assert used and int(used.group(1)) <= 1, summary  # the page's limit of one backward pass

@@ -102,6 +102,9 @@ def build_failure_search(svc: GenerateService):
                                  "token-gradient: learn two tokens appended to the prompt, by gradients through "
                                  "the sampler; latent-gradient: the start noise by gradients; random: the baseline")
             seed = gr.Number(label="Seed", value=0, precision=0, scale=1)
+            grad_steps = gr.Number(label="Backward passes (gradient searches; empty: as the budget allows)",
+                                   value=None, precision=0, minimum=0, maximum=400, scale=2,
+                                   elem_id="gen-failures-grad-steps")
         go = gr.Button("Run", elem_id="gen-failures-go")
         summary = gr.Markdown(elem_id="gen-failures-summary")
         table = gr.Dataframe(headers=FAILURE_COLUMNS, label="Failures", interactive=False, wrap=True)
@@ -109,8 +112,8 @@ def build_failure_search(svc: GenerateService):
                              elem_id="gen-failures-gallery")
 
     @guard
-    def run_search(family, budget, kind, seed, progress=gr.Progress()):
-        out, images = svc.failure_search(family, budget, kind, seed,
+    def run_search(family, budget, kind, seed, grad_steps=None, progress=gr.Progress()):
+        out, images = svc.failure_search(family, budget, kind, seed, gradient_steps=grad_steps,
                                          progress=lambda f, text: progress(f, desc=text))
         rows = [[r[c] for c in FAILURE_COLUMNS] for r in out["rows"]]
         where = f"Open it in the **Atlas** tab: corpus *{out['corpus_name']}*." if out["corpus"] else ""
@@ -119,7 +122,7 @@ def build_failure_search(svc: GenerateService):
         shown = [(enlarge(im), f"{r['prompt']} → {r['drawn']}") for im, r in zip(images, out["rows"])]
         return text, rows, shown
 
-    go.click(run_search, [family, budget, kind, seed], [summary, table, gallery], api_visibility="undocumented",
+    go.click(run_search, [family, budget, kind, seed, grad_steps], [summary, table, gallery], api_visibility="undocumented",
              concurrency_id="model-generate", concurrency_limit=1)
 
     def generate_failure_search(family: str = "", budget: int = 60, kind: str = "latent", seed: int = 0,
