@@ -94,6 +94,7 @@ def test_directions_layers_sources_and_the_library(directions):
     table = directions.library_table()
     assert table["id"].tolist() == [did, text]
     assert table["kind"].tolist() == ["prompt-pair", "text"]
+    assert table["default_strength"].tolist()[1] == "1.0 (× text shift)"  # not σ: the header says "strength (σ)"
     assert table["disentanglement"].tolist() == ["", ""]  # not judged
     np.testing.assert_array_equal(directions.edit(key, [did], [0.0]), base)  # strength 0: the source itself
     assert np.abs(directions.edit(key, [did], [3.0]).astype(int) - base).mean() > 0.5

@@ -397,6 +397,8 @@ class DirectionsService:
         out = []
         for r in rows:
             row = {c: r.get(c, "") for c in cols}
+            if r.get("kind") == "text":  # its strength is in units of its text shift, not of σ in h
+                row["default_strength"] = f"{r.get('default_strength', 1)} (× text shift)"
             judged = "dominant" in r
             for c in JUDGE_COLUMNS:
                 if not judged:
