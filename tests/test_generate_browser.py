@@ -51,13 +51,19 @@ def test_find_failures_runs_a_token_gradient_search_from_the_page(page):
     """The "Find failures" accordion: a small token-gradient search with one backward pass reports its
     failures and their count, shows what was drawn and names the Atlas corpus they went to."""
     page.get_by_text("Find failures").click()
-    page.get_by_label("Budget (images)").fill("8")
+    budget = page.get_by_label("Budget (images)")
+    budget.fill("8")
+    budget.press("Tab")  # the number is committed when the field is left
     page.get_by_label("token-gradient").check()
     page.fill("#gen-failures-grad-steps input", "1")
+    page.press("#gen-failures-grad-steps input", "Tab")
     page.click("#gen-failures-go")
-    page.wait_for_function("document.querySelector('#gen-failures-summary').innerText.includes('in 8 images')",
-                           timeout=180_000)
+    page.wait_for_function("document.querySelector('#gen-failures-summary').innerText.includes(' images (') || "
+                           "document.querySelector('.toast-body')", timeout=300_000)
+    errors = page.locator(".toast-body").all_inner_texts()
+    assert not errors, errors
     summary = page.inner_text("#gen-failures-summary")
+    assert "in 8 images" in summary, summary
     assert "token-gradient search" in summary and "Atlas" in summary, summary
     used = re.search(r"(\d+) gradient steps?", summary)
     assert used and int(used.group(1)) <= 1, summary  # the page's limit of one backward pass
