@@ -56,3 +56,17 @@ def lasso_everything(page, plot: str = "#atlas-map", *, wait_for: str | None = "
     if wait_for:
         page.wait_for_function(f"document.querySelector('{wait_for}').innerText.includes('selected')",
                                timeout=60_000)
+
+
+def fill_settled(field, value: str, *, tries: int = 5, settle_ms: int = 500) -> None:
+    """Type `value` into the input `field` (a Playwright locator) and leave it with Tab, so that Gradio
+    commits it; then check that it is still there a moment later, and type it again if not. An
+    accordion mounts its content when first opened, and a value typed while that happens is replaced
+    by the component's default (CI saw a budget of 8 run as 60, and "x axis A is empty")."""
+    for _ in range(tries):
+        field.fill(value)
+        field.press("Tab")
+        field.page.wait_for_timeout(settle_ms)
+        if field.input_value() == value:
+            return
+    raise AssertionError(f"the field kept {field.input_value()!r} instead of {value!r}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_pages import lasso_everything, open_page
+from browser_pages import fill_settled, lasso_everything, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -38,12 +38,9 @@ def test_search_after_a_lasso_custom_axes_and_switching_corpus(atlas_app, browse
         assert before and not re.search(r"\d\.\d{6,}", before), before  # rounded coordinates
 
         page.get_by_text("Custom axes").click()
-        # the accordion mounts its content when first opened; a value typed while that happens was lost
-        # ("x axis A is empty" in a full run), so the fields are filled once it has settled
-        page.get_by_label("x: A").wait_for(state="visible")
-        page.wait_for_timeout(1000)
-        page.get_by_label("x: A").fill("label=0")
-        page.get_by_label("x: B").fill("label=1")
+        fill_settled(page.get_by_label("x: A"), "label=0")
+        fill_settled(page.get_by_label("x: B"), "label=1")
+        assert page.get_by_label("x: A").input_value() == "label=0"
         page.get_by_role("button", name="Apply axes").click()
         page.wait_for_function(f"({MAP}.layout.title && {MAP}.layout.title.text.includes('custom axes')) || "
                                "document.querySelector('.toast-body')", timeout=180_000)

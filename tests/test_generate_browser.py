@@ -5,7 +5,7 @@ import re
 import pytest
 
 from backends.shapes.generator import WEIGHTS
-from browser_pages import open_page
+from browser_pages import fill_settled, open_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes generator weights in assets/ yet")]
@@ -51,12 +51,10 @@ def test_find_failures_runs_a_token_gradient_search_from_the_page(page):
     """The "Find failures" accordion: a small token-gradient search with one backward pass reports its
     failures and their count, shows what was drawn and names the Atlas corpus they went to."""
     page.get_by_text("Find failures").click()
-    budget = page.get_by_label("Budget (images)")
-    budget.fill("8")
-    budget.press("Tab")  # the number is committed when the field is left
+    fill_settled(page.get_by_label("Budget (images)"), "8")
     page.get_by_label("token-gradient").check()
-    page.fill("#gen-failures-grad-steps input", "1")
-    page.press("#gen-failures-grad-steps input", "Tab")
+    fill_settled(page.locator("#gen-failures-grad-steps input"), "1")
+    assert page.get_by_label("Budget (images)").input_value() == "8"
     page.click("#gen-failures-go")
     page.wait_for_function("document.querySelector('#gen-failures-summary').innerText.includes(' images (') || "
                            "document.querySelector('.toast-body')", timeout=300_000)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backends.shapes.generator import WEIGHTS
-from browser_pages import ANNOTATE_POINT_PIXELS, open_page
+from browser_pages import ANNOTATE_POINT_PIXELS, fill_settled, open_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not WEIGHTS.exists(), reason="no Shapes weights in assets/ yet")]
@@ -221,10 +221,10 @@ def test_annotate_menu_counts_and_plot_stay_true(atlas_app, browser, annotate_ad
         if task_set not in [t["name"] for t in store.task_sets()]:
             # the admin creates the task set in this page: the sign-in menu has it without a reload
             page.get_by_text("Admin", exact=True).click()
-            page.fill("#ann-admin-password input", ADMIN)
+            fill_settled(page.locator("#ann-admin-password input"), ADMIN)
             admin = page.locator("#ann-admin")
-            admin.get_by_label("Name").first.fill(task_set)
-            admin.get_by_label("Plots").first.fill("3")
+            fill_settled(admin.get_by_label("Name").first, task_set)
+            fill_settled(admin.get_by_label("Plots").first, "3")
             page.get_by_role("button", name="Create synthetic task set").click()
             page.wait_for_function("document.querySelector('#ann-admin').innerText.includes('Created task set')")
             page.wait_for_timeout(500)
