@@ -348,3 +348,20 @@ def test_without_coarse_skips_the_decoder_reads_the_coarsest_level_only_from_h()
         assert all(float(r.abs().max()) == 0 for r in seen[0])  # the 4x4 skips carry nothing
         assert not torch.allclose(out, full.unet(x, t, states).sample)  # same weights, skips cut
     assert torch.equal(mid_in[0], mid_in[1])  # the down path into the mid block is untouched
+
+
+def test_shape_weight_draws_scenes_naming_that_shape_more_often():
+    """--shape-weight square=2: scenes whose caption names a square by any of its words are drawn twice
+    as often as the rest; other scenes keep equal chances; a bad item is refused by name."""
+    from backends.shapes.train_generator import parse_shape_weights, shape_draw_weights
+
+    caps = np.array(["a red square", "a blue circle", "two boxes and a star", "a large green block",
+                     "a star and a circle", "a boxing ring"])
+    p = shape_draw_weights(caps, parse_shape_weights(["square=2"]))
+    assert p.sum() == pytest.approx(1.0)
+    assert p[0] == p[2] == p[3] == pytest.approx(2 * p[1])
+    assert p[1] == p[4] == p[5]  # "boxing" is not a box
+    assert shape_draw_weights(caps, {}) is None
+    for bad, says in [("squre=2", "one of"), ("square=big", "a number"), ("square=0", "above 0")]:
+        with pytest.raises(SystemExit, match=says):
+            parse_shape_weights([bad])

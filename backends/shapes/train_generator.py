@@ -199,9 +199,47 @@ def concat_chunks(chunks: list[dict]) -> dict:
         rids.append(r)
         offset += len(c["pemb"])
     out["rids"] = np.concatenate(rids)
-    for k in ("images", "rmasks", "states", "tmask", "pemb", "bboxes", "bgs"):
+    for k in ("images", "rmasks", "states", "tmask", "pemb", "bboxes", "bgs", "captions"):
         if all(k in c for c in chunks):
             out[k] = np.concatenate([c[k] for c in chunks])
+    return out
+
+
+def shape_draw_weights(captions, weights: dict[str, float]) -> np.ndarray | None:
+    """Draw probabilities over scenes that give a scene whose caption names a shape in `weights`
+    (by any of its words or its plural) that weight instead of 1 (the largest, where several are
+    named): a shape the model draws worst is seen more often. None: draw uniformly."""
+    import re
+
+    from backends.shapes import scenes
+
+    if not weights:
+        return None
+    w = np.ones(len(captions))
+    for shape, f in weights.items():
+        words = [*scenes.SHAPE_WORDS[shape], scenes.SHAPE_PLURALS[shape]]
+        words += [x + "es" if x.endswith("x") else x + "s" for x in scenes.SHAPE_WORDS[shape]]
+        pat = re.compile(r"\b(" + "|".join(sorted(map(re.escape, set(words)), key=len, reverse=True)) + r")\b")
+        named = np.fromiter((bool(pat.search(str(c).lower())) for c in captions), bool, len(captions))
+        w = np.where(named, np.maximum(w, f), w)
+    return w / w.sum()
+
+
+def parse_shape_weights(items) -> dict[str, float]:
+    """`--shape-weight square=2` (repeatable) → {"square": 2.0}, with a clear message for a bad item."""
+    from backends.shapes import scenes
+
+    out = {}
+    for item in items or []:
+        shape, _, val = item.partition("=")
+        if shape not in scenes.SHAPES:
+            raise SystemExit(f"--shape-weight {item!r}: the shape has to be one of {', '.join(scenes.SHAPES)}")
+        try:
+            out[shape] = float(val)
+        except ValueError:
+            raise SystemExit(f"--shape-weight {item!r}: the weight has to be a number, as in square=2") from None
+        if not out[shape] > 0:
+            raise SystemExit(f"--shape-weight {item!r}: the weight has to be above 0")
     return out
 
 
@@ -439,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-share", type=float, default=None,
                    help="draw single-object scenes with this probability (default: uniformly from the pool, "
                         "where half the scenes have one object)")
+    p.add_argument("--shape-weight", action="append", default=None, metavar="SHAPE=W",
+                   help="draw scenes whose caption names SHAPE W times as often (repeatable; e.g. square=2 for a "
+                        "shape the model draws worst)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--guide-step", type=int, default=25000,
                    help="save the EMA weights of this step as the autoguidance guide model (generator_guide.*, "
@@ -722,6 +763,21 @@ def main(argv: list[str] | None = None) -> int:
         single = (data["rids"] >= 0).sum(1) == 1
         draw_p = np.where(single, args.single_share / max(1, single.sum()), (1 - args.single_share) / max(1, (~single).sum()))
         draw_p /= draw_p.sum()  # a pool with only one kind of scene is drawn uniformly
+    shape_weights = parse_shape_weights(args.shape_weight)
+    if shape_weights and draw_p is not None:
+        raise SystemExit("--shape-weight and --single-share cannot be combined")
+
+    def reweight():
+        if "captions" not in data:
+            raise SystemExit("--shape-weight needs the scenes' captions in the data cache")
+        p = shape_draw_weights(data["captions"], shape_weights)
+        if p is not None:
+            run.log(step, event="draw", weights=shape_weights,
+                    share=round(float(p[p > p.min()].sum()) if p.max() > p.min() else 1.0, 4))
+        return p
+
+    if shape_weights:
+        draw_p = reweight()
     while step < args.steps:
         lr = learning_rate(step, args)
         for gparam in opt.param_groups:
@@ -730,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             pool.load([pool.next_chunk])
             data, N = pool.data, len(pool.data["images"])
             run.log(step, event="chunk", chunks=sorted(pool.chunks), n_scenes=N)
+            if shape_weights:
+                draw_p = reweight()
         idx = rng.integers(0, N, size=args.batch) if draw_p is None else rng.choice(N, size=args.batch, p=draw_p)
         batch = get_batch(data, idx)
         if args.p_rough > 0:
