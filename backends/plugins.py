@@ -116,6 +116,7 @@ EVALUATORS = Registry("evaluator")
 VOCABULARIES = Registry("vocabulary")
 PROMPT_SETS = Registry("prompt set")
 SURROGATES = Registry("failure-search surrogate")
+REGION_PLANNERS = Registry("region planner")
 
 
 def register_generator(plugin: GeneratorPlugin) -> GeneratorPlugin:
@@ -193,10 +194,21 @@ def get_surrogate(name: str = DEFAULT_WORLD) -> SurrogatePlugin | None:
     return SURROGATES.get(name, None)
 
 
+def register_region_planner(name: str, planner: Callable[..., Any]) -> None:
+    """planner(masks (R, H, W), prompts, model_size=...) -> (float maps (R, H, W), notes): a world's
+    object planner for painted regions (each area turned into what its prompt names, fitted inside)."""
+    REGION_PLANNERS.register(name, planner)
+
+
+def get_region_planner(name: str = DEFAULT_WORLD) -> Callable[..., Any] | None:
+    """The named world's region planner, or None (the painted areas are used as they are)."""
+    return REGION_PLANNERS.get(name, None)
+
+
 __all__ = [
     "BUILTIN_PLUGINS", "DEFAULT_WORLD", "EncoderFamily", "GeneratorPlugin", "Registry", "get_encoder_family",
     "SurrogatePlugin", "get_evaluator", "get_generator", "get_prompt_set", "get_surrogate", "get_text_encoder",
-    "get_vocabulary", "load_builtin_plugins",
+    "get_vocabulary", "load_builtin_plugins", "get_region_planner", "register_region_planner",
     "register_encoder_family", "register_evaluator", "register_generator", "register_prompt_set",
     "register_surrogate", "register_text_encoder", "register_vocabulary",
 ]

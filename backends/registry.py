@@ -369,6 +369,16 @@ class Backends:
                 "guidance_methods": guidance_methods(spec), "directions_record_half": "uncond",
                 "directions_delta_half": "both", "region_methods": {}}
 
+    def region_planner(self, model: str | None = None):
+        """The object planner of the Regions model `model` (default: the active generator's world), or
+        None: the Shapes world has one (backends/shapes/region_planner.py); --generator models do not."""
+        from backends.plugins import DEFAULT_WORLD, get_region_planner
+
+        name = model or DEFAULT_WORLD
+        if name == DEFAULT_WORLD and self.generator_spec().kind != "shapes":
+            return None
+        return get_region_planner(name)
+
     def world_pipeline(self, world: str | None = None):
         """The generator a world ships (default: the embedded one), whatever --generator says."""
         from backends.plugins import DEFAULT_WORLD, get_generator

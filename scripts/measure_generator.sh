@@ -22,7 +22,10 @@ step bench_generator $PY bench/bench_generator.py --regions
 step bench_regions $PY bench/bench_regions.py
 # issue 17: painted areas as people paint them (recorded in generator.json, where the Regions tab reads them),
 # then the silhouette protocol
-step regions_user $PY -m backends.shapes.regions_eval --regions user --record --n 200 --guidance 2.5 --threads 2 --json "$O/regions_user.json"
+step regions_user $PY -m backends.shapes.regions_eval --regions user --record --n 200 --guidance 3.5 --threads 2 \
+  --methods spatext,spatext+plan,multidiffusion,multidiffusion+plan,paint_with_words,paint_with_words+plan,text --json "$O/regions_user.json"
+# the same with the planner on a second suite of layouts (seed 1: not the one its settings were chosen on)
+step regions_user_seed1 $PY -m backends.shapes.regions_eval --regions user --n 200 --seed 1 --guidance 3.5 --threads 2 --methods spatext,spatext+plan --json "$O/regions_user_seed1.json"
 step regions_eval $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 2.5 --threads 2 --json "$O/regions_eval.json"
 step regions_eval_g4 $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 4 --methods spatext --threads 2 --json "$O/regions_eval_g4.json"
 # issue 4: the Directions bars (non-strict xfails that print their numbers), inversion, speed

@@ -126,6 +126,23 @@ def test_inside_is_read_off_whole_objects():
     assert not E.inside_region(E.object_components(blank, masks)[0], masks[0])
 
 
+def test_touching_objects_of_different_colours_are_two_objects():
+    """Two objects in abutting areas that touch across the border: each is inside its own area (as one
+    foreground component, the red one would have taken the blue one and neither would count)."""
+    from backends.shapes import regions_eval as E
+
+    img = np.full((32, 32, 3), 18, np.uint8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 4:28, 2:16] = True
+    masks[1, 4:28, 16:30] = True
+    img[10:20, 6:16] = (225, 35, 35)  # red, up to the border
+    img[12:22, 16:26] = (35, 70, 225)  # blue, from the border on: the two touch
+    comp = E.object_components(img, masks)
+    assert E.inside_region(comp[0], masks[0]) and E.inside_region(comp[1], masks[1])
+    merged = E.assign_components(np.linalg.norm(img.astype(float) - 18, axis=-1) > 60, masks)
+    assert not merged[1].any()  # without colours, the blue object went to the red one's area
+
+
 def test_contact_sheet_marks_what_the_judge_read_otherwise():
     from backends.shapes.contact_sheet import render_sheet
 

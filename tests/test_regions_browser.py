@@ -92,3 +92,27 @@ def test_upload_a_painted_layout_onto_the_canvas(page, tmp_path):
                           " return Array.from(c.getContext('2d').getImageData(Math.round(w * 0.25),"
                           " Math.round(w * 0.25), 1, 1).data); })()")
     assert still[0] > 200 and still[2] < 120  # the canvas kept the layout
+
+
+def test_the_object_planner_checkbox_decides_whether_areas_become_shapes(page, monkeypatch):
+    """The Regions tab's "Object planner" box starts checked (the model's world has a planner): the
+    notes then say which shape went into each area; unchecked, the areas are used as painted and
+    the method note switches to the numbers measured without it."""
+    from backends import plugins
+
+    monkeypatch.setitem(plugins.REGION_PLANNERS._d, "tiny", plugins.get_region_planner("shapes"))
+    box = page.get_by_label("Object planner: draw the shape each prompt names inside its area")
+    assert box.is_checked()
+    assert "with the object planner" in page.inner_text("#regions-method-note")
+    page.click("#regions-example")
+    page.wait_for_function("document.querySelector('#regions-notes').innerText.includes('blue')", timeout=30_000)
+    page.click("#regions-generate")
+    page.wait_for_function("document.querySelector('#regions-notes').innerText.includes('Time')", timeout=90_000)
+    notes = page.inner_text("#regions-notes")
+    assert "object planner" in notes and "a circle" in notes and "a star" in notes, notes
+    box.uncheck()
+    page.wait_for_function("!document.querySelector('#regions-method-note').innerText.includes('object planner')",
+                           timeout=30_000)
+    page.click("#regions-generate")
+    page.wait_for_function("(() => { const t = document.querySelector('#regions-notes').innerText;"
+                           " return t.includes('Time') && !t.includes('object planner'); })()", timeout=90_000)

@@ -76,20 +76,22 @@ def default_guidance(backends, method: str) -> float:
     return float(d["region_guidance_scale"] if method == "spatext" else d["guidance_scale"])
 
 
-def method_note(backends, method: str) -> str:
+def method_note(backends, method: str, planned: bool = False) -> str:
     """What a region method does on the active generator, measured on user-like painted layouts
-    (regions_eval --record): a method that does not follow painted areas here says so."""
+    (regions_eval --record), with the object planner when `planned` (scores recorded as
+    "<method>+plan"): a method that does not follow painted areas here says so."""
     scores = backends.generator_defaults().get("region_methods") or {}
     names = [m for m in ("spatext", "multidiffusion", "paint_with_words") if method in (m, "compare")]
     lines = []
     for m in names:
-        r = scores.get(m)
+        r = scores.get(m + "+plan") if planned else scores.get(m)
         if not r:
             continue
-        line = (f"{METHOD_LABELS[m]} on this model (user-like painted areas, measured): the object lands inside "
-                f"its area {r['inside']:.0%} of the time, its shape and colour right {r['both']:.0%}.")
+        how = " with the object planner" if planned else ""
+        line = (f"{METHOD_LABELS[m]}{how} on this model (user-like painted areas, measured): the object lands "
+                f"inside its area {r['inside']:.0%} of the time, its shape and colour right {r['both']:.0%}.")
         if r["inside"] < 0.5:
-            line = f"**{METHOD_LABELS[m]} does not follow painted areas on this model.** " + line
+            line = f"**{METHOD_LABELS[m]}{how} does not follow painted areas on this model.** " + line
         lines.append(line)
     return "\n\n".join(lines)
 
@@ -125,9 +127,11 @@ class RegionsService:
     @gpu_task(duration=90)
     def generate(self, canvas: np.ndarray | None, prompts: dict, global_prompt: str = "", method: str = "spatext",
                  seed: int = 0, steps: int = 20, guidance: float | None = None, bootstrap_steps: int | None = None,
-                 pww_weight: float = 0.4, model: str | None = None) -> tuple[R.RegionResult, R.ParsedCanvas]:
+                 pww_weight: float = 0.4, model: str | None = None,
+                 plan_objects: bool = True) -> tuple[R.RegionResult, R.ParsedCanvas]:
         """guidance None (or < 0): the model's default (for the Shapes model with a SpaText map, its
-        measured region-map guidance)."""
+        measured region-map guidance). plan_objects: where the model's world has an object planner,
+        each painted area is first turned into the shape its prompt names, fitted inside it."""
         steps = int(steps)
         if not 1 <= steps <= MAX_STEPS:
             raise InputError(f"steps must be between 1 and {MAX_STEPS}, but is {steps}")
@@ -137,6 +141,8 @@ class RegionsService:
             raise InputError(f"bootstrap_steps must be between 0 and steps ({steps}), but is {bootstrap_steps}")
         if not isinstance(global_prompt, str):
             raise InputError(f"global_prompt must be text, but is {type(global_prompt).__name__}")
+        if not isinstance(plan_objects, (bool, np.bool_)):
+            raise InputError(f"plan_objects must be true or false, but is {plan_objects!r}")
         parsed = self.parse(canvas)
         R.match_prompts(parsed, prompts or {})  # validate before loading a model
         pipe = self.pipeline(model)
@@ -144,8 +150,12 @@ class RegionsService:
         res = R.generate(pipe, spec, global_prompt, method=method, seed=int(seed), num_inference_steps=steps,
                          guidance_scale=None if guidance is None or float(guidance) < 0 else float(guidance),
                          bootstrap_steps=None if bootstrap_steps is None else int(bootstrap_steps),
-                         pww_weight=float(pww_weight))
+                         pww_weight=float(pww_weight), planner=self.planner(model) if plan_objects else None)
         return res, parsed
+
+    def planner(self, model: str | None = None):
+        """The object planner for `model` (None: the model has none, and areas are used as painted)."""
+        return self.b.region_planner(model or self.model)
 
 
 def _image_per_latent(pipe) -> int:

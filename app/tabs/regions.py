@@ -164,15 +164,18 @@ def build_regions(backends: Backends):
         return parsed.preview(DISPLAY_SIZE), _notes_md(parsed)
 
     @_guard
-    def on_generate(data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, *prompt_values,
+    def on_generate(data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, plan, *prompt_values,
                     progress=gr.Progress()):
         prompts = {c: p for c, p in zip(colours, prompt_values) if p and p.strip()}
         progress(0.0, desc="generating")
         res, parsed = svc.generate(decode_data_url(data), prompts, global_prompt, method, int(seed), int(steps),
-                                   float(guidance), int(bootstrap), float(pww_weight))
+                                   float(guidance), int(bootstrap), float(pww_weight), plan_objects=bool(plan))
         gallery = [(enlarge(img), f"{METHOD_LABELS[m]} · {res.seconds[m]:.2f} s") for m, img in res.images.items()]
         times = " · ".join(f"{METHOD_LABELS[m]} {s:.2f} s" for m, s in res.seconds.items())
-        return gallery, parsed.preview(DISPLAY_SIZE), _notes_md(parsed, res.notes) + f"\n\n**Time:** {times}"
+        preview = parsed.preview(DISPLAY_SIZE) if res.plan is None else res.plan
+        shown = [] if res.plan is None else ["the preview shows each planned object in full colour inside its "
+                                             "painted area (pale)"]
+        return gallery, preview, _notes_md(parsed, res.notes + shown) + f"\n\n**Time:** {times}"
 
     def load_example():
         img = example_canvas()
@@ -215,7 +218,11 @@ def build_regions(backends: Backends):
             first = "spatext" if spec is None or spec().kind == "shapes" else "multidiffusion"  # SD has no SpaText map
             method = gr.Radio([(v, k) for k, v in METHOD_LABELS.items()], value=first, label="Method",
                               elem_id="regions-method")
-            method_info = gr.Markdown(method_note(backends, first), elem_id="regions-method-note")
+            has_planner = svc.planner() is not None
+            plan = gr.Checkbox(has_planner, visible=has_planner, elem_id="regions-plan",
+                               label="Object planner: draw the shape each prompt names inside its area",
+                               info="off: the model gets the painted areas as they are, and tends to fill their outline")
+            method_info = gr.Markdown(method_note(backends, first, has_planner), elem_id="regions-method-note")
             with gr.Accordion("Settings", open=False):
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
@@ -226,7 +233,7 @@ def build_regions(backends: Backends):
                 pww_weight = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Paint-with-words weight")
             gen_btn = gr.Button("Generate", variant="primary", elem_id="regions-generate")
         with gr.Column(scale=2, min_width=280):
-            preview = gr.Image(label="Parsed regions (as the model sees them)", interactive=False, height=260,
+            preview = gr.Image(label="Regions as the model gets them", interactive=False, height=260,
                                elem_id="regions-preview")
             notes = gr.Markdown(_notes_md(None), elem_id="regions-notes")
             gallery = gr.Gallery(label="Result", columns=3, height="auto", object_fit="contain",  # one image: full width
@@ -235,11 +242,13 @@ def build_regions(backends: Backends):
     # -- wiring ------------------------------------------------------------------------
     canvas.stroke(on_stroke, None, [preview, notes], api_visibility="undocumented", queue=False,
                   trigger_mode="always_last")
-    gen_btn.click(on_generate, [canvas_data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight]
+    gen_btn.click(on_generate, [canvas_data, global_prompt, method, seed, steps, guidance, bootstrap, pww_weight, plan]
                   + prompt_boxes, [gallery, preview, notes], js=READ_CANVAS_JS, api_visibility="undocumented",
                   concurrency_id="model-regions", concurrency_limit=1)
-    method.change(lambda m: method_note(backends, m), method, method_info, api_visibility="undocumented",
-                  queue=False)
+    method.change(lambda m, p: method_note(backends, m, p), [method, plan], method_info,
+                  api_visibility="undocumented", queue=False)
+    plan.change(lambda m, p: method_note(backends, m, p), [method, plan], method_info,
+                api_visibility="undocumented", queue=False)
     example_btn.click(load_example, None, [canvas, global_prompt, preview, notes] + prompt_boxes,
                       api_visibility="undocumented", queue=False)
     upload_btn.upload(load_upload, upload_btn, [canvas, preview, notes], api_visibility="undocumented")
@@ -264,15 +273,17 @@ def _register_api(svc: RegionsService):
 
     def regions_generate(canvas: FileData, prompts: dict, global_prompt: str = "", method: str = "spatext",
                          seed: int = 0, steps: int = 20, guidance: float = -1.0, bootstrap_steps: int = -1,
-                         pww_weight: float = 0.4, model: str = "") -> tuple[list[FileData], dict]:
+                         pww_weight: float = 0.4, model: str = "", plan_objects: bool = True) -> tuple[list[FileData], dict]:
         """Generate from a painted canvas (the masks as an image) and {colour: prompt}.
 
         method: spatext | multidiffusion | paint_with_words | compare (all, same seed).
         guidance < 0: the model's default (Shapes with a SpaText map: its region-map guidance, 2.5).
+        plan_objects: where the model has an object planner (Shapes), each area becomes the shape its
+        prompt names, fitted inside it, before generating (the notes say what was planned).
         Returns one PNG per method (the generator's size) and {"methods", "seconds", "regions", "notes"}.
         """
         res, parsed = svc.generate(_read_image(canvas), prompts, global_prompt, method, seed, steps, guidance,
-                                   bootstrap_steps, pww_weight, model or None)
+                                   bootstrap_steps, pww_weight, model or None, plan_objects)
         files = [FileData(path=_save_png(img)) for img in res.images.values()]
         info = svc.summary(parsed)
         info.update(methods=list(res.images), seconds={k: round(v, 4) for k, v in res.seconds.items()},

@@ -358,6 +358,23 @@ class RegionResult:
     images: dict[str, np.ndarray]  # method -> uint8 (H, W, 3)
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    plan: np.ndarray | None = None  # with a planner: uint8 (H, W, 3) preview of the planned objects in their areas
+
+
+def plan_preview(painted, planned, colours: list[str], size: int = 256) -> np.ndarray:
+    """What the model got after an object planner: each painted area in a pale tint of its palette
+    colour, the planned object (>= half coverage) in the full colour, on light grey. uint8 (size, size, 3),
+    enlarged with nearest neighbour."""
+    painted, planned = np.asarray(painted, np.float32) >= 0.5, np.asarray(planned, np.float32) >= 0.5
+    grey = np.array((236, 236, 236), np.float32)
+    img = np.tile(grey, painted.shape[1:] + (1,))
+    for area, obj, c in zip(painted, planned, colours):
+        col = np.asarray(PALETTE[c], np.float32)
+        img[area] = 0.7 * grey + 0.3 * col
+        img[obj] = col
+    img = img.astype(np.uint8)
+    rep = max(1, size // img.shape[0])
+    return np.repeat(np.repeat(img, rep, 0), rep, 1)
 
 
 def _check_region_inputs(pipe, region_masks, region_prompts):
@@ -652,9 +669,12 @@ def paint_with_words(pipe, prompt: str, region_masks, region_prompts, *, weight:
 
 def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext", seed: int = 0,
              num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             bootstrap_steps: int | None = None, pww_weight: float = 0.4, negative_prompt=None) -> RegionResult:
+             bootstrap_steps: int | None = None, pww_weight: float = 0.4, negative_prompt=None,
+             planner=None) -> RegionResult:
     """Generate with one method, or with all of them ("compare") from the same seed.
 
+    planner: a world's object planner (backends.plugins.get_region_planner), applied to the areas
+    before every method: planner(masks, prompts, model_size=...) -> (maps, notes).
     Returns uint8 images per method, the seconds each took, and notes.
     """
     import time
@@ -676,6 +696,11 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
     if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 32:
         raise InputError(f"seed must be an integer in 0..{2 ** 32 - 1}, but is {seed!r}")
     images, seconds, notes = {}, {}, list(spec.notes)
+    masks = spec.masks
+    if planner is not None:
+        # the areas come at the model's image size (match_prompts(size=...)), and so does the plan
+        masks, planned = planner(spec.masks, spec.prompts, model_size=int(np.shape(spec.masks)[-1]))
+        notes += list(planned)
     for mth in methods:
         g = torch.Generator().manual_seed(int(seed))
         kw = dict(negative_prompt=negative_prompt or None, guidance_scale=guidance_scale,
@@ -683,11 +708,11 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
         t0 = time.perf_counter()
         try:
             if mth == "spatext":
-                out = spatext(pipe, prompt, spec.masks, spec.prompts, **kw)
+                out = spatext(pipe, prompt, masks, spec.prompts, **kw)
             elif mth == "multidiffusion":
-                out = multidiffusion(pipe, prompt, spec.masks, spec.prompts, bootstrap_steps=bootstrap_steps, **kw)
+                out = multidiffusion(pipe, prompt, masks, spec.prompts, bootstrap_steps=bootstrap_steps, **kw)
             else:
-                out = paint_with_words(pipe, prompt, spec.masks, spec.prompts, weight=pww_weight, **kw)
+                out = paint_with_words(pipe, prompt, masks, spec.prompts, weight=pww_weight, **kw)
         except ValueError as exc:
             if isinstance(exc, InputError):
                 raise
@@ -695,7 +720,8 @@ def generate(pipe, spec: RegionSpec, prompt: str = "", *, method: str = "spatext
         seconds[mth] = time.perf_counter() - t0
         images[mth] = to_uint8(out.images[0])
         notes += [f"{mth}: {n}" for n in out.notes]
-    return RegionResult(images, seconds, notes)
+    plan = plan_preview(spec.masks, masks, spec.colours) if planner is not None else None
+    return RegionResult(images, seconds, notes, plan)
 
 
 def _has_spatext(pipe) -> bool:
@@ -705,7 +731,7 @@ def _has_spatext(pipe) -> bool:
 __all__ = [
     "PALETTE", "METHODS", "CANVAS_SIZE", "ParsedCanvas", "RegionSpec", "RegionResult", "parse_canvas",
     "snap_to_palette", "drop_specks", "resolve_overlaps", "resize_masks", "masks_to_canvas", "match_prompts",
-    "multidiffusion", "spatext", "paint_with_words", "word_spans", "generate", "hex_colour",
+    "multidiffusion", "spatext", "paint_with_words", "word_spans", "generate", "hex_colour", "plan_preview",
 ]
 
 

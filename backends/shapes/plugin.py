@@ -190,6 +190,15 @@ def _failure_families() -> dict:
 plugins.register_surrogate(plugins.SurrogatePlugin("shapes", load=_surrogate, families=_failure_families))
 
 
+def _plan_regions(masks, prompts, *, model_size: int = 32):
+    from backends.shapes.region_planner import plan_objects
+
+    return plan_objects(masks, prompts, model_size=model_size)
+
+
+plugins.register_region_planner("shapes", _plan_regions)
+
+
 # -- corpus and stitching spaces (registered by importing their modules) ---------------------
 from backends.shapes import corpus as _corpus  # noqa: E402,F401  registers the "shapes" corpus
 from backends.shapes import spaces as _spaces  # noqa: E402,F401  registers the Shapes world's spaces

@@ -122,8 +122,9 @@ def detect_objects(image: np.ndarray, masks: np.ndarray, *, margin: int | None =
 def object_components(image: np.ndarray, masks: np.ndarray, *, threshold: float = DIFF_THRESHOLD) -> np.ndarray:
     """Per region, the whole foreground objects it holds: the connected components of the pixels that
     differ from the background (the median colour outside every grown region, as in detect_objects),
-    each given to the region it overlaps most. bool (R, H, W); unlike detect_objects, an object is not
-    cut at the region's edge, so whether it lies inside its region can be read off."""
+    each given to the region it overlaps most; objects of different colours that touch stay apart
+    (colour_classes). bool (R, H, W); unlike detect_objects, an object is not cut at the region's
+    edge, so whether it lies inside its region can be read off."""
 
     img = np.asarray(image, np.float32)
     margin = max(1, img.shape[0] // 16)
@@ -132,21 +133,38 @@ def object_components(image: np.ndarray, masks: np.ndarray, *, threshold: float 
         outside = np.zeros_like(outside)
         outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
     bg = np.median(img[outside], axis=0)
-    return assign_components(np.linalg.norm(img - bg, axis=-1) > threshold, masks)
+    return assign_components(np.linalg.norm(img - bg, axis=-1) > threshold, masks, colours=colour_classes(img))
 
 
-def assign_components(foreground: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def colour_classes(image: np.ndarray) -> np.ndarray:
+    """Each pixel's nearest object colour of the Shapes world (index into scenes.COLOURS): int (H, W).
+    Two objects of different colours that touch are then still two objects."""
+    from backends.shapes import scenes
+
+    pal = np.asarray(list(scenes.COLOURS.values()), np.float32)
+    img = np.asarray(image, np.float32)
+    return np.argmin(((img[..., None, :] - pal) ** 2).sum(-1), axis=-1)
+
+
+def assign_components(foreground: np.ndarray, masks: np.ndarray, colours: np.ndarray | None = None) -> np.ndarray:
     """Each connected component of `foreground` (H, W) given whole to the region (R, H, W) it overlaps
-    most (components touching no region are dropped): bool (R, H, W)."""
+    most (components touching no region are dropped): bool (R, H, W). With `colours` (a class per
+    pixel, colour_classes), a component is connected pixels of one class: touching objects of
+    different colours are told apart."""
     from scipy import ndimage
 
-    lab, n = ndimage.label(foreground)
+    if colours is None:
+        groups = [foreground]
+    else:
+        groups = [foreground & (colours == c) for c in np.unique(colours[foreground])]
     out = np.zeros(masks.shape, bool)
-    for c in range(1, n + 1):
-        comp = lab == c
-        ov = (masks & comp[None]).reshape(len(masks), -1).sum(1)
-        if ov.max() > 0:
-            out[int(np.argmax(ov))] |= comp
+    for fg in groups:
+        lab, n = ndimage.label(fg)
+        for c in range(1, n + 1):
+            comp = lab == c
+            ov = (masks & comp[None]).reshape(len(masks), -1).sum(1)
+            if ov.max() > 0:
+                out[int(np.argmax(ov))] |= comp
     return out
 
 
@@ -188,6 +206,11 @@ def generate_one(pipe, lay: Layout, method: str, *, steps: int, guidance: float)
     g = torch.Generator().manual_seed(lay.seed)
     kw = dict(num_inference_steps=steps, guidance_scale=guidance, generator=g)
     masks = lay.masks.astype(np.float32)
+    if method.endswith("+plan"):  # the object planner first: each area becomes its prompt's shape, fitted inside
+        from backends.shapes.region_planner import plan_objects
+
+        masks, _ = plan_objects(lay.masks, lay.prompts, model_size=lay.masks.shape[-1])
+        method = method[:-len("+plan")]
     if method == "spatext":
         out = R.spatext(pipe, lay.global_prompt, masks, lay.prompts, **kw)
     elif method.split(":")[0] == "multidiffusion":  # "multidiffusion:12" = 12 bootstrapping steps
@@ -198,7 +221,8 @@ def generate_one(pipe, lay: Layout, method: str, *, steps: int, guidance: float)
     elif method == "text":
         out = pipe(lay.caption, **kw)
     else:
-        raise ValueError(f"Unknown method: {method!r}. Must be one of: {', '.join(ALL_METHODS)}")
+        raise ValueError(f"Unknown method: {method!r}. Must be one of: {', '.join(ALL_METHODS)} "
+                         "(each but text also with '+plan': the object planner first)")
     return to_uint8(out.images[0])
 
 
@@ -280,9 +304,13 @@ def main(argv: list[str] | None = None) -> int:
                         "which methods follow painted areas on this model")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m.split(":")[0] not in ALL_METHODS or (":" in m and not m.split(":")[1].isdigit())]
+    def known(m: str) -> bool:
+        base = m[:-len("+plan")] if m.endswith("+plan") and not m.startswith("text") else m
+        return base.split(":")[0] in ALL_METHODS and (":" not in base or base.split(":")[1].isdigit())
+
+    bad = [m for m in methods if not known(m)]
     if bad:
-        p.error(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)}")
+        p.error(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)} (each but text also with '+plan')")
     if args.n < 1:
         p.error(f"--n must be at least 1, but is {args.n}")
     import torch
