@@ -277,7 +277,7 @@ def _register_api(svc: RegionsService):
         """Generate from a painted canvas (the masks as an image) and {colour: prompt}.
 
         method: spatext | multidiffusion | paint_with_words | compare (all, same seed).
-        guidance < 0: the model's default (Shapes with a SpaText map: its region-map guidance, 2.5).
+        guidance < 0: the model's default (Shapes with a SpaText map: its region-map guidance, 3.5).
         plan_objects: where the model has an object planner (Shapes), each area becomes the shape its
         prompt names, fitted inside it, before generating (the notes say what was planned).
         Returns one PNG per method (the generator's size) and {"methods", "seconds", "regions", "notes"}.
