@@ -117,6 +117,7 @@ VOCABULARIES = Registry("vocabulary")
 PROMPT_SETS = Registry("prompt set")
 SURROGATES = Registry("failure-search surrogate")
 REGION_PLANNERS = Registry("region planner")
+PROMPT_LAYOUTS = Registry("prompt layout")
 
 
 def register_generator(plugin: GeneratorPlugin) -> GeneratorPlugin:
@@ -205,10 +206,23 @@ def get_region_planner(name: str = DEFAULT_WORLD) -> Callable[..., Any] | None:
     return REGION_PLANNERS.get(name, None)
 
 
+def register_prompt_layout(name: str, layout: Callable[..., Any]) -> None:
+    """layout(prompt, size) -> an object with maps (R, size, size), phrases, global_prompt and notes, or
+    None when the prompt names fewer than two objects: a world's way to draw several objects from one
+    prompt through its region map."""
+    PROMPT_LAYOUTS.register(name, layout)
+
+
+def get_prompt_layout(name: str = DEFAULT_WORLD) -> Callable[..., Any] | None:
+    """The named world's prompt layout, or None."""
+    return PROMPT_LAYOUTS.get(name, None)
+
+
 __all__ = [
     "BUILTIN_PLUGINS", "DEFAULT_WORLD", "EncoderFamily", "GeneratorPlugin", "Registry", "get_encoder_family",
     "SurrogatePlugin", "get_evaluator", "get_generator", "get_prompt_set", "get_surrogate", "get_text_encoder",
     "get_vocabulary", "load_builtin_plugins", "get_region_planner", "register_region_planner",
+    "get_prompt_layout", "register_prompt_layout",
     "register_encoder_family", "register_evaluator", "register_generator", "register_prompt_set",
     "register_surrogate", "register_text_encoder", "register_vocabulary",
 ]

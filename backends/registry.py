@@ -379,6 +379,13 @@ class Backends:
             return None
         return get_region_planner(name)
 
+    def prompt_layout(self):
+        """The active generator's way to lay out a prompt that names several objects (the Shapes
+        world's, backends/shapes/prompt_layout.py), or None (--generator models)."""
+        from backends.plugins import DEFAULT_WORLD, get_prompt_layout
+
+        return get_prompt_layout(DEFAULT_WORLD) if self.generator_spec().kind == "shapes" else None
+
     def world_pipeline(self, world: str | None = None):
         """The generator a world ships (default: the embedded one), whatever --generator says."""
         from backends.plugins import DEFAULT_WORLD, get_generator

@@ -28,6 +28,8 @@ step regions_user $PY -m backends.shapes.regions_eval --regions user --record --
 step regions_user_seed1 $PY -m backends.shapes.regions_eval --regions user --n 200 --seed 1 --guidance 3.5 --threads 2 --methods spatext,spatext+plan --json "$O/regions_user_seed1.json"
 step regions_eval $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 2.5 --threads 2 --json "$O/regions_eval.json"
 step regions_eval_g4 $PY -m backends.shapes.regions_eval --regions mask --n 200 --guidance 4 --methods spatext --threads 2 --json "$O/regions_eval_g4.json"
+# issue 17: two objects from one prompt, from the words alone and laid out first (the Generate tab's default)
+step two_objects $PY -m backends.shapes.two_objects_eval --n 200 --threads 2 --json "$O/two_objects.json"
 # issue 4: the Directions bars (non-strict xfails that print their numbers), inversion, speed
 step directions_bars $PY -m pytest -q -s -rxX -p no:cacheprovider tests/test_directions.py -k "top10_pca or supervised_colour"
 step inversion env OMP_NUM_THREADS=1 $PY -m pytest -q -s -p no:cacheprovider tests/test_hspace.py -k inversion_psnr

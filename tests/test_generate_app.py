@@ -100,6 +100,6 @@ def test_opening_the_tab_shows_an_image(tmp_path):
     demo = create_app(settings, Backends(settings))
     (f,) = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "first_look"]
     assert [t[1] for t in f.targets] == ["select"]
-    shown, notes = f.fn(None, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance")
+    shown, notes = f.fn(None, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance", True)
     assert shown.shape == (256, 256, 3) and "DDIM steps" in notes
-    assert f.fn(shown, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance") == gr.skip()
+    assert f.fn(shown, "a large red circle in the center", "", 0, 4, 3.5, "autoguidance", True) == gr.skip()

@@ -85,11 +85,14 @@ class GenerateService:
                          f"default), but is {label!r}")
 
     def generate(self, prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, method: str = "", progress=None) -> tuple[np.ndarray, list[str]]:
+                 guidance: float | None = None, method: str = "", progress=None,
+                 layout: bool = True) -> tuple[np.ndarray, list[str]]:
         """One image (uint8 H×W×3) and the notes about what was clamped or cut. steps / guidance
         None: what the active generator is meant to be sampled with (Shapes: 20 / 3.5). The same
         request (after clamping) is answered from a small cache: sampling is seeded, so it would
-        give the same image. progress(fraction, text): told while the model loads and at each step."""
+        give the same image. progress(fraction, text): told while the model loads and at each step.
+        layout: a prompt that names several objects is laid out first where the generator's world
+        can (Shapes: each object in its own area of the region map; the notes say where)."""
         if steps is None or guidance is None:
             d = self.b.generator_defaults()
             d_steps, d_guidance = d["steps"], d["guidance_scale"]
@@ -106,14 +109,16 @@ class GenerateService:
         seed, n3 = self.clamp("seed", seed, *SEED_RANGE, int)
         notes += [n for n in (n1, n2, n3) if n]
         method = self.method(method)
-        key = (self.b.generator_label, prompt, negative_prompt or "", seed, steps, guidance, method)
+        if not isinstance(layout, (bool, np.bool_)):
+            raise InputError(f"layout must be true or false, but is {layout!r}")
+        key = (self.b.generator_label, prompt, negative_prompt or "", seed, steps, guidance, method, bool(layout))
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
         fresh = hit is None
         if fresh:
-            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method, progress)
+            hit = self._sample(prompt, negative_prompt, seed, steps, guidance, method, progress, bool(layout))
             with self._lock:
                 self._cache[key] = hit
                 while len(self._cache) > CACHE_SIZE:
@@ -124,7 +129,7 @@ class GenerateService:
         return image.copy(), notes + list(sample_notes)
 
     @gpu_task(duration=60)
-    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method, progress=None):
+    def _sample(self, prompt, negative_prompt, seed, steps, guidance, method, progress=None, layout=True):
         import torch
 
         from backends.generative.pipeline import to_uint8
@@ -139,17 +144,34 @@ class GenerateService:
             return {}
 
         t0 = time.perf_counter()
+        plan = self._layout(prompt, pipe) if layout else None
+        regions = {} if plan is None else dict(region_masks=plan.maps, region_prompts=plan.phrases)
+        switched = plan is not None and method == "auto"
+        if plan is not None and method in (None, "auto"):
+            method = "cfg"  # the pipeline's autoguidance is for prompt-only generation
         try:
-            out = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance,
-                       num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                       guidance_method=method, callback_on_step_end=on_step)
+            out = pipe(prompt if plan is None else plan.global_prompt, negative_prompt=negative_prompt or None,
+                       guidance_scale=guidance, num_inference_steps=steps,
+                       generator=torch.Generator().manual_seed(seed), guidance_method=method,
+                       callback_on_step_end=on_step, **regions)
         except ValueError as exc:  # the pipeline's check_inputs names the argument
             raise InputError(str(exc)) from None
         seconds = time.perf_counter() - t0
         label = {v: k for k, v in METHOD_LABELS.items()}[out.guidance_method]
-        notes = list(out.notes) + [f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s"]
+        notes = ([] if plan is None else list(plan.notes)) + list(out.notes)
+        if switched:
+            notes.append("autoguidance is for prompt-only generation: the laid-out objects used classifier-free guidance")
+        notes.append(f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s")
         return to_uint8(out.images)[0], notes
 
+
+    def _layout(self, prompt: str, pipe):
+        """The prompt laid out on the generator's region map (several objects named and the world can),
+        else None: drawn from the words alone."""
+        lay = self.b.prompt_layout()
+        if lay is None or getattr(pipe, "spatext", None) is None:
+            return None
+        return lay(prompt, int(pipe.latent_size * pipe.codec.patch))
 
     def failure_families(self) -> list[str]:
         """The prompt families the failure search offers on the active generator (no weights loaded)."""

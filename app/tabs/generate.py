@@ -19,9 +19,9 @@ def build_generate(backends: Backends):
     svc = GenerateService(backends)
 
     @guard
-    def run(prompt, negative, seed, steps, guidance, method, progress=gr.Progress()):
+    def run(prompt, negative, seed, steps, guidance, method, layout, progress=gr.Progress()):
         image, notes = svc.generate(prompt, negative, seed, steps, guidance, method,
-                                    progress=lambda f, text: progress(f, desc=text))
+                                    progress=lambda f, text: progress(f, desc=text), layout=bool(layout))
         shown = enlarge(image)
         if shown.shape != image.shape:
             notes.append(f"{image.shape[1]}×{image.shape[0]} image, shown enlarged to {shown.shape[1]}×{shown.shape[0]} "
@@ -43,11 +43,16 @@ def build_generate(backends: Backends):
             method = gr.Radio(choices, value=choices[0], label="Guidance method", elem_id="gen-method",
                               info="autoguidance: guided away from an earlier, weaker checkpoint of the model "
                                    "(no negative prompt); classifier-free: away from the empty prompt")
+            can_layout = backends.prompt_layout() is not None
+            layout = gr.Checkbox(can_layout, visible=can_layout, elem_id="gen-layout",
+                                 label="Lay out several objects: a prompt naming two or three gets each its own area",
+                                 info="e.g. 'a red circle and a blue square on a black background'; "
+                                      "off: drawn from the words alone (mostly one object)")
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
         with gr.Column(scale=1):
             image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
             notes = gr.Markdown(elem_id="gen-notes")
-    inputs = [prompt, negative, seed, steps, guidance, method]
+    inputs = [prompt, negative, seed, steps, guidance, method, layout]
     # always_last: a click while an image is still being made (the tab's first image, say) is kept
     # and runs next, instead of being dropped as Gradio's default "once" does
     go.click(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="model-generate",
@@ -55,12 +60,12 @@ def build_generate(backends: Backends):
     prompt.submit(run, inputs, [image, notes], api_visibility="undocumented", concurrency_id="model-generate",
                   concurrency_limit=1, trigger_mode="always_last")
 
-    def first_look(shown, prompt, negative, seed, steps, guidance, method, progress=gr.Progress()):
+    def first_look(shown, prompt, negative, seed, steps, guidance, method, layout, progress=gr.Progress()):
         """Opening the tab shows the example prompt's image (once computed, from the cache) rather
         than an empty box; an image already there stays."""
         if shown is not None:
             return gr.skip()
-        return run(prompt, negative, seed, steps, guidance, method, progress=progress)
+        return run(prompt, negative, seed, steps, guidance, method, layout, progress=progress)
 
     tab = gr.context.Context.block  # the gr.Tab this tab's layout is built in
     if isinstance(tab, gr.Tab):
@@ -70,13 +75,14 @@ def build_generate(backends: Backends):
     # The API endpoint takes plain numbers (the sliders would refuse out-of-range values with a
     # message that does not name the argument); out-of-range values are clamped and reported.
     def generate(prompt: str, negative_prompt: str = "", seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, method: str = "") -> tuple[FileData, str]:
+                 guidance: float | None = None, method: str = "", layout: bool = True) -> tuple[FileData, str]:
         """Generate one image; returns (PNG file, notes about clamps, cuts, guidance and timing).
         steps, guidance: null = the model's defaults (Shapes: 20 DDIM steps, 3.5).
-        method: "autoguidance", "classifier-free" or "" (the model's default)."""
+        method: "autoguidance", "classifier-free" or "" (the model's default).
+        layout: a prompt naming several objects gets each its own area first (Shapes; the notes say where)."""
         from PIL import Image
 
-        img, notes_list = svc.generate(prompt, negative_prompt, seed, steps, guidance, method)
+        img, notes_list = svc.generate(prompt, negative_prompt, seed, steps, guidance, method, layout=layout)
         out = served_dir("generate-") / "image.png"
         Image.fromarray(img).save(out)
         return FileData(path=str(out)), "\n".join(f"- {n}" for n in notes_list)

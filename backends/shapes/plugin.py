@@ -199,6 +199,15 @@ def _plan_regions(masks, prompts, *, model_size: int = 32):
 plugins.register_region_planner("shapes", _plan_regions)
 
 
+def _layout_prompt(prompt: str, size: int = 32):
+    from backends.shapes.prompt_layout import layout_from_prompt
+
+    return layout_from_prompt(prompt, size)
+
+
+plugins.register_prompt_layout("shapes", _layout_prompt)
+
+
 # -- corpus and stitching spaces (registered by importing their modules) ---------------------
 from backends.shapes import corpus as _corpus  # noqa: E402,F401  registers the "shapes" corpus
 from backends.shapes import spaces as _spaces  # noqa: E402,F401  registers the Shapes world's spaces

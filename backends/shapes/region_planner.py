@@ -11,7 +11,9 @@ from words before drawing it):
 - centre: the point of the area farthest from its edge, nearest the area's centroid among near-ties
   (so the object sits in the middle of a long stroke, not at one end);
 - size: the largest radius (up to the Shapes world's "large" size) at which at least 80% of the
-  silhouette lies in the area and clear of the other areas by a pixel at the model's size;
+  silhouette lies in the area and (almost) none of it within a pixel, at the model's size, of
+  another area;
+- a size word ("small", "tiny", "big", …) caps the radius at that size of the world;
 - shape: the first shape word in the prompt (any of the captions' words or plurals, longest first);
   an area whose prompt names no shape is kept as painted, and the notes say so.
 
@@ -43,6 +45,16 @@ def _shape_pattern() -> re.Pattern:
 _PATTERN, _WORD_SHAPE = _shape_pattern()
 
 
+_SIZE_OF = {w: size for size, ws in scenes.SIZE_WORDS.items() for w in ws}
+_SIZE_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SIZE_OF), key=len, reverse=True)) + r")\b")
+
+
+def size_in_prompt(prompt: str) -> str | None:
+    """The size a prompt names ("a tiny red disc" -> "small"), or None."""
+    m = _SIZE_PATTERN.search(str(prompt).lower())
+    return _SIZE_OF[m.group(1)] if m else None
+
+
 def shape_in_prompt(prompt: str) -> str | None:
     """The shape a prompt names first ("a crimson five-pointed star" -> "star"), or None."""
     m = _PATTERN.search(str(prompt).lower())
@@ -66,10 +78,11 @@ def draw_silhouette(shape: str, cx: float, cy: float, r: float, size: int, super
 
 
 def fit_silhouette(shape: str, area: np.ndarray, others: np.ndarray | None = None, *, model_size: int = 32,
-                   supersample: int = SUPERSAMPLE) -> tuple[np.ndarray, float]:
+                   supersample: int = SUPERSAMPLE, max_radius: float = MAX_RADIUS,
+                   clearance: int = 1) -> tuple[np.ndarray, float]:
     """The silhouette of `shape` fitted inside the bool mask `area` (H, W), kept a pixel (at the
-    model's size) away from `others` (bool (H, W), the other areas). Returns (coverage float32 (H, W),
-    radius in pixels of the mask)."""
+    model's size; `clearance` pixels) away from `others` (bool (H, W), the other areas), at most
+    `max_radius` of the side. Returns (coverage float32 (H, W), radius in pixels of the mask)."""
     from scipy import ndimage
 
     area = np.asarray(area, bool)
@@ -79,23 +92,24 @@ def fit_silhouette(shape: str, area: np.ndarray, others: np.ndarray | None = Non
     if not area.any():
         raise ValueError("an empty area cannot hold an object")
     d = ndimage.distance_transform_edt(np.pad(area, 1))[1:-1, 1:-1]
-    gap = max(1, round(size / model_size))
+    gap = max(1, round(clearance * size / model_size))
     ys, xs = np.nonzero(d >= d.max() - 0.75 * gap)
     my, mx = np.argwhere(area).mean(0)
     j = int(np.argmin((ys - my) ** 2 + (xs - mx) ** 2))
     cy, cx, r0 = int(ys[j]), int(xs[j]), float(d[ys[j], xs[j]])
-    room = area if others is None or not np.any(others) else area & ~ndimage.binary_dilation(others, iterations=gap)
+    near = None if others is None or not np.any(others) else ndimage.binary_dilation(others, iterations=gap)
+    room = area if near is None else area & ~near
     ss = supersample if size <= 128 else 1
-    r = min(r0 * 0.6, MAX_RADIUS * size)
+    r = min(r0 * 0.6, max_radius * size)
     for f in np.linspace(1.6, 0.6, 21):
-        r = min(r0 * f, MAX_RADIUS * size)
+        r = min(r0 * f, max_radius * size)
         sil = draw_silhouette(shape, cx, cy, r, size, ss)
-        if (sil * room).sum() >= MIN_INSIDE * sil.sum():
+        if (sil * room).sum() >= MIN_INSIDE * sil.sum() and (near is None or (sil * near).sum() <= 0.02 * sil.sum()):
             return sil, r
     return draw_silhouette(shape, cx, cy, r, size, ss), r
 
 
-def plan_objects(masks, prompts: list[str], *, model_size: int = 32) -> tuple[np.ndarray, list[str]]:
+def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: int = 1) -> tuple[np.ndarray, list[str]]:
     """Painted areas (R, H, W) and their prompts -> (float32 (R, H, W) maps: each area whose prompt
     names a shape replaced by that shape's silhouette fitted inside it, notes in words)."""
     m = np.asarray(masks) > 0.5
@@ -108,8 +122,10 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32) -> tuple[np
         if shape is None or not m[k].any():
             kept.append(repr(p))
             continue
+        size = size_in_prompt(p)  # "a small red star": no larger than the world's small objects
         out[k], r = fit_silhouette(shape, m[k], np.delete(m, k, 0).any(0) if len(m) > 1 else None,
-                                   model_size=model_size)
+                                   model_size=model_size,
+                                   max_radius=scenes.SIZE_RADIUS[size] if size else MAX_RADIUS, clearance=clearance)
         notes.append(f"{p!r}: a {shape} of radius {r / m.shape[1]:.0%} of the canvas inside its area")
     if notes:
         notes = ["object planner: " + "; ".join(notes)]
@@ -118,4 +134,4 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32) -> tuple[np
     return out, notes
 
 
-__all__ = ["plan_objects", "fit_silhouette", "draw_silhouette", "shape_in_prompt"]
+__all__ = ["plan_objects", "fit_silhouette", "draw_silhouette", "shape_in_prompt", "size_in_prompt"]
