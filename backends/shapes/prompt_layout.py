@@ -116,7 +116,8 @@ def layout_from_prompt(prompt: str, size: int = 32) -> PromptLayout | None:
             if not areas[k].any():  # every spot named: share the strip anyway
                 areas[k] = strip
             taken |= areas[k]
-    maps, planned = plan_objects(areas, [p for _, p in placed], model_size=size, clearance=CLEARANCE)
+    maps, planned = plan_objects(areas, [p for _, p in placed], model_size=size, clearance=CLEARANCE,
+                                 strict=True)
     where = [f"'{p}' " + (scenes.POSITION_WORDS[pos][0][0] if pos else _side(free.index(k), len(free)))
              for k, (pos, p) in enumerate(placed)]
     notes.insert(0, "laid out before drawing (several objects named): " + "; ".join(where)

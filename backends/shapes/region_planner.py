@@ -11,8 +11,9 @@ from words before drawing it):
 - centre: the point of the area farthest from its edge, nearest the area's centroid among near-ties
   (so the object sits in the middle of a long stroke, not at one end);
 - size: the largest radius (up to the Shapes world's "large" size) at which at least 80% of the
-  silhouette lies in the area and (almost) none of it within a pixel, at the model's size, of
-  another area;
+  silhouette lies in the area, clear of the other areas by a pixel at the model's size (with
+  `strict`, as the prompt layout asks: none of the silhouette near another area; the painted
+  regions measured better without it, 0.852 / 0.914 against 0.800 / 0.898);
 - a size word ("small", "tiny", "big", …) caps the radius at that size of the world;
 - shape: the first shape word in the prompt (any of the captions' words or plurals, longest first);
   an area whose prompt names no shape is kept as painted, and the notes say so.
@@ -79,10 +80,11 @@ def draw_silhouette(shape: str, cx: float, cy: float, r: float, size: int, super
 
 def fit_silhouette(shape: str, area: np.ndarray, others: np.ndarray | None = None, *, model_size: int = 32,
                    supersample: int = SUPERSAMPLE, max_radius: float = MAX_RADIUS,
-                   clearance: int = 1) -> tuple[np.ndarray, float]:
+                   clearance: int = 1, strict: bool = False) -> tuple[np.ndarray, float]:
     """The silhouette of `shape` fitted inside the bool mask `area` (H, W), kept a pixel (at the
     model's size; `clearance` pixels) away from `others` (bool (H, W), the other areas), at most
-    `max_radius` of the side. Returns (coverage float32 (H, W), radius in pixels of the mask)."""
+    `max_radius` of the side; `strict`: (almost) none of it within that clearance of the other areas
+    (else only the 80% that has to lie in the area is kept clear). Returns (coverage float32 (H, W), radius in pixels of the mask)."""
     from scipy import ndimage
 
     area = np.asarray(area, bool)
@@ -104,12 +106,14 @@ def fit_silhouette(shape: str, area: np.ndarray, others: np.ndarray | None = Non
     for f in np.linspace(1.6, 0.6, 21):
         r = min(r0 * f, max_radius * size)
         sil = draw_silhouette(shape, cx, cy, r, size, ss)
-        if (sil * room).sum() >= MIN_INSIDE * sil.sum() and (near is None or (sil * near).sum() <= 0.02 * sil.sum()):
+        if (sil * room).sum() >= MIN_INSIDE * sil.sum() and (
+                not strict or near is None or (sil * near).sum() <= 0.02 * sil.sum()):
             return sil, r
     return draw_silhouette(shape, cx, cy, r, size, ss), r
 
 
-def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: int = 1) -> tuple[np.ndarray, list[str]]:
+def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: int = 1,
+                 strict: bool = False) -> tuple[np.ndarray, list[str]]:
     """Painted areas (R, H, W) and their prompts -> (float32 (R, H, W) maps: each area whose prompt
     names a shape replaced by that shape's silhouette fitted inside it, notes in words)."""
     m = np.asarray(masks) > 0.5
@@ -125,7 +129,8 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: 
         size = size_in_prompt(p)  # "a small red star": no larger than the world's small objects
         out[k], r = fit_silhouette(shape, m[k], np.delete(m, k, 0).any(0) if len(m) > 1 else None,
                                    model_size=model_size,
-                                   max_radius=scenes.SIZE_RADIUS[size] if size else MAX_RADIUS, clearance=clearance)
+                                   max_radius=scenes.SIZE_RADIUS[size] if size else MAX_RADIUS, clearance=clearance,
+                                   strict=strict)
         notes.append(f"{p!r}: a {shape} of radius {r / m.shape[1]:.0%} of the canvas inside its area")
     if notes:
         notes = ["object planner: " + "; ".join(notes)]
