@@ -62,6 +62,11 @@ def shape_in_prompt(prompt: str) -> str | None:
     return _WORD_SHAPE[m.group(1)] if m else None
 
 
+def shapes_in_prompt(prompt: str) -> set[str]:
+    """Every shape a prompt names ("two boxes and a star" -> {"square", "star"})."""
+    return {_WORD_SHAPE[w] for w in _PATTERN.findall(str(prompt).lower())}
+
+
 def draw_silhouette(shape: str, cx: float, cy: float, r: float, size: int, supersample: int = SUPERSAMPLE) -> np.ndarray:
     """A shape of nominal radius r (pixels) centred at pixel (cx, cy) of a size × size canvas, upright,
     as coverage in [0, 1] (float32)."""
@@ -139,4 +144,4 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: 
     return out, notes
 
 
-__all__ = ["plan_objects", "fit_silhouette", "draw_silhouette", "shape_in_prompt", "size_in_prompt"]
+__all__ = ["plan_objects", "fit_silhouette", "draw_silhouette", "shape_in_prompt", "shapes_in_prompt", "size_in_prompt"]

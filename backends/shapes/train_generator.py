@@ -209,19 +209,12 @@ def shape_draw_weights(captions, weights: dict[str, float]) -> np.ndarray | None
     """Draw probabilities over scenes that give a scene whose caption names a shape in `weights`
     (by any of its words or its plural) that weight instead of 1 (the largest, where several are
     named): a shape the model draws worst is seen more often. None: draw uniformly."""
-    import re
-
-    from backends.shapes import scenes
+    from backends.shapes.region_planner import shapes_in_prompt
 
     if not weights:
         return None
-    w = np.ones(len(captions))
-    for shape, f in weights.items():
-        words = [*scenes.SHAPE_WORDS[shape], scenes.SHAPE_PLURALS[shape]]
-        words += [x + "es" if x.endswith("x") else x + "s" for x in scenes.SHAPE_WORDS[shape]]
-        pat = re.compile(r"\b(" + "|".join(sorted(map(re.escape, set(words)), key=len, reverse=True)) + r")\b")
-        named = np.fromiter((bool(pat.search(str(c).lower())) for c in captions), bool, len(captions))
-        w = np.where(named, np.maximum(w, f), w)
+    named = [shapes_in_prompt(c) for c in captions]
+    w = np.asarray([max([weights[s] for s in n if s in weights], default=1.0) for n in named], np.float64)
     return w / w.sum()
 
 
