@@ -19,7 +19,7 @@ def build_generate(backends: Backends):
     svc = GenerateService(backends)
 
     @guard
-    def run(prompt, negative, seed, steps, guidance, method, layout, progress=gr.Progress()):
+    def run(prompt, negative, seed, steps, guidance, method, layout=True, progress=gr.Progress()):
         image, notes = svc.generate(prompt, negative, seed, steps, guidance, method,
                                     progress=lambda f, text: progress(f, desc=text), layout=bool(layout))
         shown = enlarge(image)
