@@ -164,7 +164,6 @@ class GenerateService:
         notes.append(f"{steps} DDIM steps, {label} guidance {guidance:g}, in {seconds:.2f} s")
         return to_uint8(out.images)[0], notes
 
-
     def _layout(self, prompt: str, pipe):
         """The prompt laid out on the generator's region map (several objects named and the world can),
         else None: drawn from the words alone."""
