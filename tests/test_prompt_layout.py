@@ -42,6 +42,8 @@ def test_objects_without_positions_go_side_by_side_in_the_order_named():
     for a in range(3):
         for b in range(a + 1, 3):
             assert not (ndimage.binary_dilation(lay.maps[a] > 0.05) & (lay.maps[b] > 0.05)).any()
+    same = L.layout_from_prompt("a red circle on the left and a blue square on the left", 32)
+    assert all((m > 0.5).sum() > 10 for m in same.maps)  # one spot named twice: both objects still drawn
     many = L.layout_from_prompt("a red circle and a blue square and a green star and a pink cross", 32)
     assert len(many.phrases) == 3 and any("the first 3 are drawn" in n for n in many.notes)
 

@@ -49,6 +49,11 @@ def test_an_area_whose_prompt_names_no_shape_is_kept_as_painted():
     assert "no shape named in 'something red'" in notes[-1]
     with pytest.raises(ValueError, match="one prompt per area"):
         P.plan_objects(area[None], ["a", "b"])
+    speck = np.zeros((1, 32, 32), np.float32)
+    speck[0, 5, 5] = 0.3  # under half a pixel at the model's size
+    maps, notes = P.plan_objects(speck, ["a red star"])
+    np.testing.assert_array_equal(maps, speck)
+    assert "too small to hold an object" in notes[0]
 
 
 def test_the_planner_is_reached_through_the_registry_and_feeds_every_method():

@@ -82,11 +82,6 @@ def _position(phrase: str) -> tuple[str | None, str]:
     return None, phrase
 
 
-def _area(cx: float, cy: float, half: float, size: int) -> np.ndarray:
-    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
-    return (np.abs(x - cx) <= half) & (np.abs(y - cy) <= half)
-
-
 def layout_from_prompt(prompt: str, size: int = 32) -> PromptLayout | None:
     """The prompt laid out on a size × size canvas, or None when it names fewer than two objects."""
     phrases, background = split_objects(prompt)
@@ -98,24 +93,23 @@ def layout_from_prompt(prompt: str, size: int = 32) -> PromptLayout | None:
                      f"{MAX_OBJECTS})")
         phrases = phrases[:MAX_OBJECTS]
     placed = [_position(p) for p in phrases]
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
+    free = [k for k, (pos, _) in enumerate(placed) if pos is None]
+    wanted = []  # each object's area before the ones placed earlier are taken out of it
+    for k, (pos, _) in enumerate(placed):
+        if pos is not None:  # its grid cell, grown to half the canvas
+            col, row = _CELL[pos]
+            wanted.append((np.abs(x - (col + 0.5) / 3) <= 0.25) & (np.abs(y - (row + 0.5) / 3) <= 0.25))
+        else:  # side by side across the canvas, in the order named
+            j, n = free.index(k), len(free)
+            wanted.append((x >= j / n) & (x < (j + 1) / n) & (np.abs(y - 0.5) <= min(0.3, 0.5 / n + 0.05)))
     areas = np.zeros((len(phrases), size, size), bool)
     taken = np.zeros((size, size), bool)
-    for k, (pos, _) in enumerate(placed):
-        if pos is not None:
-            col, row = _CELL[pos]
-            areas[k] = _area((col + 0.5) / 3, (row + 0.5) / 3, 0.25, size) & ~taken
-            taken |= areas[k]
-    free = [k for k, (pos, _) in enumerate(placed) if pos is None]
-    if free:  # side by side across the canvas, each in its own column of what the named ones left
-        n = len(free)
-        for j, k in enumerate(free):
-            x0, x1 = j / n, (j + 1) / n
-            y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
-            strip = (x >= x0) & (x < x1) & (np.abs(y - 0.5) <= min(0.3, 0.5 * (x1 - x0) + 0.05))
-            areas[k] = strip & ~taken
-            if not areas[k].any():  # every spot named: share the strip anyway
-                areas[k] = strip
-            taken |= areas[k]
+    for k in sorted(range(len(placed)), key=lambda k: placed[k][0] is None):  # named positions first
+        areas[k] = wanted[k] & ~taken
+        if not areas[k].any():  # the same spot named twice, or every spot taken: share it
+            areas[k] = wanted[k]
+        taken |= areas[k]
     maps, planned = plan_objects(areas, [p for _, p in placed], model_size=size, clearance=CLEARANCE,
                                  strict=True)
     where = [f"'{p}' " + (scenes.POSITION_WORDS[pos][0][0] if pos else _side(free.index(k), len(free)))

@@ -124,11 +124,14 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: 
     m = np.asarray(masks) > 0.5
     if m.ndim != 3 or len(m) != len(prompts):
         raise ValueError(f"expected one prompt per area, but got {len(prompts)} prompts for masks of shape {m.shape}")
-    out = m.astype(np.float32)
-    notes, kept = [], []
+    out = np.array(masks, np.float32)  # a copy: the caller's areas stay as they are
+    notes, kept, small = [], [], []
     for k, p in enumerate(prompts):
         shape = shape_in_prompt(p)
-        if shape is None or not m[k].any():
+        if not m[k].any():  # under half a pixel at the model's size: kept as painted
+            small.append(repr(p))
+            continue
+        if shape is None:
             kept.append(repr(p))
             continue
         size = size_in_prompt(p)  # "a small red star": no larger than the world's small objects
@@ -139,6 +142,9 @@ def plan_objects(masks, prompts: list[str], *, model_size: int = 32, clearance: 
         notes.append(f"{p!r}: a {shape} of radius {r / m.shape[1]:.0%} of the canvas inside its area")
     if notes:
         notes = ["object planner: " + "; ".join(notes)]
+    if small:
+        notes.append("object planner: the area for " + ", ".join(small) + " is too small to hold an object at the "
+                     "model's size, so it is used as painted")
     if kept:
         notes.append("object planner: no shape named in " + ", ".join(kept) + ", so the painted area is used as it is")
     return out, notes
