@@ -118,6 +118,7 @@ PROMPT_SETS = Registry("prompt set")
 SURROGATES = Registry("failure-search surrogate")
 REGION_PLANNERS = Registry("region planner")
 PROMPT_LAYOUTS = Registry("prompt layout")
+EDIT_CHECKS = Registry("edit check")
 
 
 def register_generator(plugin: GeneratorPlugin) -> GeneratorPlugin:
@@ -218,11 +219,22 @@ def get_prompt_layout(name: str = DEFAULT_WORLD) -> Callable[..., Any] | None:
     return PROMPT_LAYOUTS.get(name, None)
 
 
+def register_edit_check(name: str, check: Callable[..., Any]) -> None:
+    """check(source (H, W, 3), frames (K, H, W, 3)) -> bool (K,): which edited frames no longer show a
+    proper scene of the world (the Directions strip keeps its default range below them)."""
+    EDIT_CHECKS.register(name, check)
+
+
+def get_edit_check(name: str = DEFAULT_WORLD) -> Callable[..., Any] | None:
+    """The named world's check for broken edited frames, or None (no frame counts as broken)."""
+    return EDIT_CHECKS.get(name, None)
+
+
 __all__ = [
     "BUILTIN_PLUGINS", "DEFAULT_WORLD", "EncoderFamily", "GeneratorPlugin", "Registry", "get_encoder_family",
     "SurrogatePlugin", "get_evaluator", "get_generator", "get_prompt_set", "get_surrogate", "get_text_encoder",
     "get_vocabulary", "load_builtin_plugins", "get_region_planner", "register_region_planner",
-    "get_prompt_layout", "register_prompt_layout",
+    "get_prompt_layout", "register_prompt_layout", "get_edit_check", "register_edit_check",
     "register_encoder_family", "register_evaluator", "register_generator", "register_prompt_set",
     "register_surrogate", "register_text_encoder", "register_vocabulary",
 ]

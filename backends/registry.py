@@ -386,6 +386,13 @@ class Backends:
 
         return get_prompt_layout(DEFAULT_WORLD) if self.generator_spec().kind == "shapes" else None
 
+    def edit_check(self):
+        """The active generator's check for broken edited frames (the Shapes world's,
+        backends/shapes/edit_checks.py), or None (--generator models: no frame counts as broken)."""
+        from backends.plugins import DEFAULT_WORLD, get_edit_check
+
+        return get_edit_check(DEFAULT_WORLD) if self.generator_spec().kind == "shapes" else None
+
     def world_pipeline(self, world: str | None = None):
         """The generator a world ships (default: the embedded one), whatever --generator says."""
         from backends.plugins import DEFAULT_WORLD, get_generator

@@ -61,6 +61,14 @@ def test_generate_discover_edit_strip_judge(app):
     assert cond["image"] != out["image"]  # Δh in the conditional half only: amplified by the guidance
     strip = c.predict(src["source"], ids[0], 3.0, 5, api_name="/directions_strip")
     assert len(strip["images"]) == 5 and strip["strengths"][0] == -3.0 and strip["istd"] >= 0
+    assert strip["range"] is None  # a given strength is used as it is
+    auto = c.predict(src["source"], ids[0], 0.0, 5, api_name="/directions_strip")  # 0: read off the change curve
+    rng = auto["range"]
+    assert rng["reason"] and auto["strengths"][-1] == pytest.approx(rng["range"]) and auto["strengths"][0] == pytest.approx(-rng["range"])
+    grid = [p["strength"] for p in rng["curve"]]
+    assert rng["range"] in grid and grid == sorted(grid) and all(0 <= p["change"] <= 1 for p in rng["curve"])
+    # the default Shapes world checks for broken frames: none at or below the chosen range
+    assert not any(p["broken"] for p in rng["curve"] if p["strength"] <= rng["range"])
     rep = c.predict(ids[0], 2, 10.0, api_name="/directions_judge")
     assert set(rep["changes"]) == {"shape", "colour", "size", "position"} and 0 <= rep["disentanglement"] <= 1
     sup = c.predict("colour", "blue", "", [ids[0]], "truth", api_name="/directions_supervised")

@@ -505,20 +505,34 @@ class DirectionsService:
         return D.render(self.pipe, traj, [d for d, _ in keep], [s for _, s in keep], t_range=(t0, t1),
                         asymmetric=bool(asymmetric), delta_half=_edit_half(delta_half))[0]
 
+    def edit_check(self):
+        """The generator's world's check for broken edited frames, or None."""
+        get = getattr(self.b, "edit_check", None)
+        return get() if callable(get) else None
+
     @gpu_task(duration=60)
     def strip(self, source: str, did: str, strength=None, frames=11, t_start=0.0, t_end=1.0, delta_half: str = "both"):
+        """Frames from −s to +s along a direction, their ISTD, and how s was chosen: without a strength,
+        s is read off this image's change curve (backends.generative.change_curve: the first clear
+        change, kept below the first broken frame), returned as a dict (None when s was given)."""
         from backends.generative import directions as D
+        from backends.generative.change_curve import change_curve
 
         traj = self.source(source)
         d = self.get(did)
-        s = d.default_strength if strength in (None, "") else D.check_strength(strength)
         frames = self._int(frames, "frames", 3, 21)
         t0, t1 = self._float(t_start, "t_start", 0, 1), self._float(t_end, "t_end", 0, 1)
         if t0 >= t1:
             raise InputError(f"t_start ({t0:g}) has to be below t_end ({t1:g})")
-        ss, imgs = D.traversal(self.pipe, traj, d, strength=s, frames=frames, t_range=(t0, t1),
-                               delta_half=_edit_half(delta_half))
-        return ss, imgs, D.istd(imgs)
+        half = _edit_half(delta_half)
+        chosen = None
+        if strength in (None, "", 0):
+            curve = change_curve(self.pipe, traj, d, broken=self.edit_check(), t_range=(t0, t1), delta_half=half)
+            s, chosen = curve.range, curve.summary()
+        else:
+            s = D.check_strength(strength)
+        ss, imgs = D.traversal(self.pipe, traj, d, strength=s, frames=frames, t_range=(t0, t1), delta_half=half)
+        return ss, imgs, D.istd(imgs), chosen
 
     def judge_direction(self, did: str, n_sources=12, strength=None, progress=None) -> dict:
         from backends.generative import directions as D

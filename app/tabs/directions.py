@@ -169,8 +169,12 @@ def build_directions(backends: Backends):
             raise InputError("start from a prompt, an Atlas item or an image first")
         if not did:
             raise InputError("choose a direction for the strip")
-        ss, imgs, ist = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1, half)
-        return [(enlarge(im, 128), f"{s:+.1f}σ") for s, im in zip(ss, imgs)], f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
+        ss, imgs, ist, chosen = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1, half)
+        unit = "" if svc.get(did).kind == "text" else "σ"
+        md = f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
+        if chosen:
+            md = f"Range **±{chosen['range']:g}{unit}**, read off this image's change curve: {chosen['reason']}. " + md
+        return [(enlarge(im, 128), f"{s:+.1f}{unit}") for s, im in zip(ss, imgs)], md
 
     @guard
     def ui_judge(did, n, progress=gr.Progress()):
@@ -253,7 +257,7 @@ def build_directions(backends: Backends):
             with gr.Accordion("Strip of frames along one direction", open=False):
                 with gr.Row():
                     strip_dd = gr.Dropdown(choices=[], label="Direction")
-                    strip_s = gr.Number(value=0, label="± strength (0: its default)")
+                    strip_s = gr.Number(value=0, label="± strength (0: read off this image's change curve)")
                     strip_n = gr.Slider(3, 21, value=11, step=1, label="Frames")
                 strip_btn = gr.Button("Make strip")
                 strip = gr.Gallery(label="Strip", columns=11, height=140, object_fit="contain", fit_columns=False,
@@ -498,9 +502,12 @@ def _register_api(svc: DirectionsService, guard):
 
     def directions_strip(source: str, direction_id: str, strength: float = 0.0, frames: int = 11,
                          delta_half: str = "both") -> dict:
-        """Frames from −strength to +strength (0: the direction's default) and the traversal's ISTD."""
-        ss, imgs, ist = svc.strip(source, direction_id, strength or None, frames, delta_half=delta_half)
-        return {"strengths": [float(s) for s in ss], "images": [to_data_url(i) for i in imgs], "istd": ist}
+        """Frames from −strength to +strength and the traversal's ISTD. strength 0: the range is read off
+        this image's change curve (the smallest strength that changes it clearly, kept below the first
+        broken frame), and "range" says how: {"strength", "reason", "curve": [{strength, change, broken}]}."""
+        ss, imgs, ist, chosen = svc.strip(source, direction_id, strength or None, frames, delta_half=delta_half)
+        return {"strengths": [float(s) for s in ss], "images": [to_data_url(i) for i in imgs], "istd": ist,
+                "range": chosen}
 
     def directions_noiseclr(k: int = 10, steps: int = 150, batch_size: int = 4, n_samples: int = 0,
                             temperature: float = 0.5, seed: int = 0, corpus: str = "") -> list[dict]:

@@ -211,3 +211,12 @@ plugins.register_prompt_layout("shapes", _layout_prompt)
 # -- corpus and stitching spaces (registered by importing their modules) ---------------------
 from backends.shapes import corpus as _corpus  # noqa: E402,F401  registers the "shapes" corpus
 from backends.shapes import spaces as _spaces  # noqa: E402,F401  registers the Shapes world's spaces
+
+
+def _broken_frames(source, frames):
+    from backends.shapes.edit_checks import broken_frames
+
+    return broken_frames(source, frames)
+
+
+plugins.register_edit_check("shapes", _broken_frames)
