@@ -132,3 +132,27 @@ def test_a_text_directions_slider_spans_its_own_range(directions_url, browser):
                                timeout=60_000)
     finally:
         ctx.close()
+
+
+def test_a_strip_without_a_strength_says_how_its_range_was_read(directions_url, browser):
+    """#17: "Make strip" at strength 0 measures this image's change curve first; the strip spans the
+    range read off it and its caption says why (the first clear change, or the break it stays below)."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = ctx.new_page()
+    try:
+        start(page, directions_url)
+        page.get_by_text("Strip of frames along one direction").click()
+        page.wait_for_function("document.querySelector('#dir-strip-make') !== null", timeout=10_000)
+        page.wait_for_timeout(500)  # the accordion mounts its content, the direction menu is filled
+        page.click("#dir-strip-make")
+        page.wait_for_function("document.querySelector('#dir-strip-note').innerText.includes('Range')",
+                               timeout=120_000)
+        note = page.inner_text("#dir-strip-note")
+        assert "change curve" in note and "ISTD" in note, note
+        rng = float(note.split("Range ±")[1].split("σ")[0])
+        assert 0.5 <= rng <= 10
+        captions = page.locator("#dir-strip .caption-label, #dir-strip figcaption").all_inner_texts()
+        assert len(captions) == 11 and captions[-1].startswith(f"+{rng:.1f}"), captions
+    finally:
+        ctx.close()
+

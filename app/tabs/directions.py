@@ -259,10 +259,10 @@ def build_directions(backends: Backends):
                     strip_dd = gr.Dropdown(choices=[], label="Direction")
                     strip_s = gr.Number(value=0, label="± strength (0: read off this image's change curve)")
                     strip_n = gr.Slider(3, 21, value=11, step=1, label="Frames")
-                strip_btn = gr.Button("Make strip")
+                strip_btn = gr.Button("Make strip", elem_id="dir-strip-make")
                 strip = gr.Gallery(label="Strip", columns=11, height=140, object_fit="contain", fit_columns=False,
                                    elem_id="dir-strip")
-                strip_md = gr.Markdown()
+                strip_md = gr.Markdown(elem_id="dir-strip-note")
             with gr.Accordion("h-space map (click a sample to start from it)", open=False):
                 with gr.Row():
                     map_step = gr.Slider(0, 9, value=5, step=1, label="Step")
