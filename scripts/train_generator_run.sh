@@ -12,6 +12,9 @@
 # they are rebuilt from their seeds), the EMA exports go to runs/generator-out/ (copy them to
 # assets/shapes/ to ship one, then re-measure with scripts/measure_generator.sh). From step 77,000
 # scenes naming a square are drawn twice as often: squares were the one shape under 80% (66% at 76k).
+# From step ~108,000 one-object scenes of a small square are drawn 2.5 times as often again: at 102k-106k
+# large and medium squares were drawn right (96-97% by the geometric scorer), small ones mostly as
+# blobs (38-41%; backends/shapes/geometric_scorer.py, scripts/compare_shape_scorers.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh app
@@ -24,4 +27,4 @@ exec nice -n 5 .venv/bin/python -m backends.shapes.train generator --resume \
   --steps 160000 --lr 2e-4 --warmup 500 --decay-start 20000 --lr-min-frac 0.1 --t-focus 50,600,0.5 \
   --stream-chunks 12 --chunk-size 10000 --new-chunk-every 2000 --p-map 0.5 --p-rough 0.9 \
   --guide-step 0 --eval-every 2000 --eval-n 200 --eval-method model --eval-regions 60 --ckpt-every 1000 \
-  --shape-weight square=2 --threads 1 --no-progress "$@"
+  --shape-weight square=2 --small-weight square=2.5 --threads 1 --no-progress "$@"

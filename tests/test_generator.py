@@ -365,3 +365,25 @@ def test_shape_weight_draws_scenes_naming_that_shape_more_often():
     for bad, says in [("squre=2", "one of"), ("square=big", "a number"), ("square=0", "above 0")]:
         with pytest.raises(SystemExit, match=says):
             parse_shape_weights([bad])
+
+
+def test_small_weight_draws_small_one_object_scenes_of_that_shape_more_often():
+    """--small-weight square=3 on top of --shape-weight square=2: a one-object scene of a small square
+    (area under the small/medium midpoint, measured on rendered scenes) is drawn 3 x 2 times as often
+    as an unweighted scene; a medium square or a small square among other objects only twice."""
+    from backends.shapes import scenes
+    from backends.shapes.train_generator import shape_draw_weights, small_area
+
+    def area(shape, size):
+        img, masks = scenes.render(scenes.SceneSpec([scenes.ObjectSpec(shape, "red", size, 0.5, 0.5, 20.0)]), 128)
+        return float(masks[0].mean())
+
+    for shape in scenes.SHAPES:  # the threshold lies between the two sizes as rendered
+        assert area(shape, "small") < small_area(shape) < area(shape, "medium"), shape
+    caps = np.array(["a small red square", "a medium red square", "a small red square and a star", "a small circle"])
+    areas = np.array([area("square", "small"), area("square", "medium"), area("square", "small"), area("circle", "small")])
+    single = np.array([True, True, False, True])
+    p = shape_draw_weights(caps, {"square": 2.0}, small={"square": 3.0}, areas=areas, single=single)
+    assert p[0] == pytest.approx(6 * p[3]) and p[1] == pytest.approx(2 * p[3]) and p[2] == pytest.approx(2 * p[3])
+    with pytest.raises(ValueError, match="areas"):
+        shape_draw_weights(caps, {}, small={"square": 3.0})

@@ -205,20 +205,44 @@ def concat_chunks(chunks: list[dict]) -> dict:
     return out
 
 
-def shape_draw_weights(captions, weights: dict[str, float]) -> np.ndarray | None:
+def shape_draw_weights(captions, weights: dict[str, float], *, small: dict[str, float] | None = None,
+                       areas=None, single=None) -> np.ndarray | None:
     """Draw probabilities over scenes that give a scene whose caption names a shape in `weights`
     (by any of its words or its plural) that weight instead of 1 (the largest, where several are
-    named): a shape the model draws worst is seen more often. None: draw uniformly."""
+    named): a shape the model draws worst is seen more often. `small` ({shape: w}) multiplies the
+    weight of one-object scenes (`single`, bool (N,)) whose object is that shape and small: its area
+    (`areas`, share of the image, (N,)) under the middle of the small and medium sizes' areas.
+    None: draw uniformly."""
     from backends.shapes.region_planner import shapes_in_prompt
 
-    if not weights:
+    if not weights and not small:
         return None
     named = [shapes_in_prompt(c) for c in captions]
-    w = np.asarray([max([weights[s] for s in n if s in weights], default=1.0) for n in named], np.float64)
+    w = np.asarray([max([(weights or {})[s] for s in n if s in (weights or {})], default=1.0) for n in named], np.float64)
+    for shape, k in (small or {}).items():
+        if areas is None or single is None:
+            raise ValueError("weighting small objects needs the scenes' object areas and which have one object")
+        hit = np.asarray(single, bool) & (np.asarray(areas) < small_area(shape)) & np.asarray([shape in n for n in named])
+        w[hit] *= k
     return w / w.sum()
 
 
-def parse_shape_weights(items) -> dict[str, float]:
+def small_area(shape: str) -> float:
+    """Share of the image below which an object of this shape counts as small: the area at the radius
+    half-way between the small and the medium size."""
+    import math
+
+    from backends.shapes import scenes
+
+    r = (scenes.SIZE_RADIUS["small"] + scenes.SIZE_RADIUS["medium"]) / 2
+    if shape == "circle":
+        return math.pi * r * r
+    pts = np.asarray(scenes._polygon(shape, 0.0, 0.0, r, 0.0))
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def parse_shape_weights(items, flag: str = "--shape-weight") -> dict[str, float]:
     """`--shape-weight square=2` (repeatable) → {"square": 2.0}, with a clear message for a bad item."""
     from backends.shapes import scenes
 
@@ -226,13 +250,13 @@ def parse_shape_weights(items) -> dict[str, float]:
     for item in items or []:
         shape, _, val = item.partition("=")
         if shape not in scenes.SHAPES:
-            raise SystemExit(f"--shape-weight {item!r}: the shape has to be one of {', '.join(scenes.SHAPES)}")
+            raise SystemExit(f"{flag} {item!r}: the shape has to be one of {', '.join(scenes.SHAPES)}")
         try:
             out[shape] = float(val)
         except ValueError:
-            raise SystemExit(f"--shape-weight {item!r}: the weight has to be a number, as in square=2") from None
+            raise SystemExit(f"{flag} {item!r}: the weight has to be a number, as in square=2") from None
         if not out[shape] > 0:
-            raise SystemExit(f"--shape-weight {item!r}: the weight has to be above 0")
+            raise SystemExit(f"{flag} {item!r}: the weight has to be above 0")
     return out
 
 
@@ -473,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape-weight", action="append", default=None, metavar="SHAPE=W",
                    help="draw scenes whose caption names SHAPE W times as often (repeatable; e.g. square=2 for a "
                         "shape the model draws worst)")
+    p.add_argument("--small-weight", action="append", default=None, metavar="SHAPE=W",
+                   help="on top of --shape-weight, draw one-object scenes of a small SHAPE W times as often "
+                        "(repeatable; e.g. square=3: small squares were the ones drawn as blobs)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--guide-step", type=int, default=25000,
                    help="save the EMA weights of this step as the autoguidance guide model (generator_guide.*, "
@@ -757,18 +784,22 @@ def main(argv: list[str] | None = None) -> int:
         draw_p = np.where(single, args.single_share / max(1, single.sum()), (1 - args.single_share) / max(1, (~single).sum()))
         draw_p /= draw_p.sum()  # a pool with only one kind of scene is drawn uniformly
     shape_weights = parse_shape_weights(args.shape_weight)
-    if shape_weights and draw_p is not None:
-        raise SystemExit("--shape-weight and --single-share cannot be combined")
+    small_weights = parse_shape_weights(args.small_weight, flag="--small-weight")
+    if (shape_weights or small_weights) and draw_p is not None:
+        raise SystemExit("--shape-weight / --small-weight and --single-share cannot be combined")
 
     def reweight():
         if "captions" not in data:
             raise SystemExit("--shape-weight needs the scenes' captions in the data cache")
-        p = shape_draw_weights(data["captions"], shape_weights)
+        single = (data["rids"] >= 0).sum(1) == 1
+        areas = data["rmasks"][:, 0].astype(np.float32).reshape(len(single), -1).mean(1)
+        p = shape_draw_weights(data["captions"], shape_weights, small=small_weights, areas=areas, single=single)
         if p is not None:
-            run.log(step, event="draw", weights=shape_weights,
+            run.log(step, event="draw", weights=shape_weights, small=small_weights,
                     share=round(float(p[p > p.min()].sum()) if p.max() > p.min() else 1.0, 4))
         return p
 
+    shape_weights = shape_weights or small_weights  # either one reweights the draws
     if shape_weights:
         draw_p = reweight()
     while step < args.steps:
