@@ -55,7 +55,7 @@ def disagreement_grid(images, labels, scale: int = 3, cols: int = 10):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/compare_shape_scorers.py")
-    p.add_argument("--weights", required=True, help="generator .safetensors (load_shapes_pipeline(path=...))")
+    p.add_argument("--weights", default=None, help="generator .safetensors (default: the shipped one in assets/shapes/)")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -17,6 +17,8 @@ step() {  # step NAME COMMAND...: run, keep its output, note the time
 echo "start $(date)" | tee "$O/measure.log"
 # issue 3: text prompts (the model's guidance method and classifier-free), region maps
 step eval_generator $PY -m backends.shapes.eval generator --json "$O/eval_generator.json"
+# the same prompts read by the non-learned geometric scorer beside the judge (per shape and size)
+step shape_scorers $PY scripts/compare_shape_scorers.py --n 500 --out-png "$O/square_disagreements.png"
 step eval_generator_cfg $PY -m backends.shapes.eval_generator --regions 0 --guidance-method cfg --json "$O/eval_generator_cfg.json"
 step bench_generator $PY bench/bench_generator.py --regions
 step bench_regions $PY bench/bench_regions.py

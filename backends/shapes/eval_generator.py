@@ -12,6 +12,9 @@ Prints, on test-split seeds:
 
 Scoring uses ``backends.shapes.judge`` when its weights exist; otherwise a colour-only heuristic
 (nearest named colour of the pixels that differ from the border colour), labelled as such.
+Single-object samples are also read by the non-learned geometric scorer
+(``backends.shapes.geometric_scorer``; "geometric" in the results): the judge reads four-pointed
+stars as stars and misreads some rotated squares, the geometric scorer does neither.
 """
 from __future__ import annotations
 
@@ -71,9 +74,21 @@ def score_single(images, specs, judge=None) -> dict:
         col_ok = pred["colour"].to_numpy() == want_col
         per_shape = {str(sh): float((shape_ok & col_ok)[want_shape == sh].mean()) for sh in sorted(set(want_shape))}
         return {"scorer": "judge", "n": len(specs), "shape": float(shape_ok.mean()), "colour": float(col_ok.mean()),
-                "joint": float((shape_ok & col_ok).mean()), "per_shape": per_shape}
+                "joint": float((shape_ok & col_ok).mean()), "per_shape": per_shape,
+                "geometric": geometric_check(imgs, want_shape, col_ok)}
     col = np.asarray([heuristic_colour(im) for im in imgs])
     return {"scorer": "colour-heuristic", "n": len(specs), "colour": float((col == want_col).mean())}
+
+
+def geometric_check(images, want_shape, colour_ok) -> dict:
+    """The same samples read by the non-learned geometric scorer (backends.shapes.geometric_scorer), a
+    second opinion on the judge's shapes (colour from the judge): shape, shape+colour and per shape."""
+    from backends.shapes.geometric_scorer import classify_shapes
+
+    geo = np.asarray(classify_shapes(images))
+    ok = geo == np.asarray(want_shape)
+    return {"shape": float(ok.mean()), "joint": float((ok & colour_ok).mean()),
+            "per_shape": {str(sh): float((ok & colour_ok)[want_shape == sh].mean()) for sh in sorted(set(want_shape))}}
 
 
 def detected_objects(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
