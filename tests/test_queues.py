@@ -175,3 +175,15 @@ def test_the_load_bench_client_gets_the_same_answers_as_gradio_client(atlas_app)
         nb, hits = pool.submit(asyncio.run, calls()).result(timeout=300)
     assert nb == [expected]
     assert len(hits) == 1 and len(hits[0]) > 100 and all(h.startswith("digit-") for h in hits[0])
+
+
+def test_no_output_image_offers_to_share_to_the_hub(demo):
+    """An image the app shows (not one the user uploads) has download and fullscreen buttons but no
+    "share to Hugging Face" button: the results are the visitor's, and a hosted demo should not invite
+    posting them to the Space's discussions by default."""
+    import gradio as gr
+
+    shown = [b for b in demo.blocks.values() if isinstance(b, gr.Image) and b.interactive is False]
+    assert len(shown) >= 6
+    sharing = [b.elem_id or b.label for b in shown if "share" in (b.buttons or [])]
+    assert not sharing, sharing

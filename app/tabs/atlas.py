@@ -224,7 +224,7 @@ def build_atlas(backends: Backends):
             plot = scatter_map(height=620, elem_id="atlas-map")
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    item_image = gr.Image(label="Selected item", height=160, interactive=False, elem_id="atlas-item-image")
+                    item_image = gr.Image(label="Selected item", height=160, interactive=False, elem_id="atlas-item-image", buttons=["download", "fullscreen"])
                     item_md = gr.Markdown(elem_id="atlas-item")
                     item_id = gr.Textbox(label="Selected id", interactive=False, elem_id="atlas-item-id")
                     k = gr.Slider(1, 50, value=K_DEFAULT, step=1, label="Neighbours (k, original space)")

@@ -233,9 +233,9 @@ def build_directions(backends: Backends):
                                  info="for PCA, supervised directions, the h-space map and the Atlas: uncond sees the "
                                       "emerging image; cond also sees the prompt", elem_id="dir-record-half")
             src_info = gr.Markdown(elem_id="dir-source-info")
-            src_img = gr.Image(label="Source", height=160, interactive=False, elem_id="dir-source")
+            src_img = gr.Image(label="Source", height=160, interactive=False, elem_id="dir-source", buttons=["download", "fullscreen"])
         with gr.Column(scale=2, min_width=360):
-            out_img = gr.Image(label="Edited", height=320, interactive=False, elem_id="dir-image")
+            out_img = gr.Image(label="Edited", height=320, interactive=False, elem_id="dir-image", buttons=["download", "fullscreen"])
             slot_dd, slot_s = [], []
             for i in range(N_SLOTS):
                 with gr.Row():

@@ -50,7 +50,8 @@ def build_generate(backends: Backends):
                                       "off: drawn from the words alone (mostly one object)")
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image")
+            image = gr.Image(label="Image", height=320, interactive=False, elem_id="gen-image",
+                             buttons=["download", "fullscreen"])  # no share-to-Hub button
             notes = gr.Markdown(elem_id="gen-notes")
     inputs = [prompt, negative, seed, steps, guidance, method, layout]
     # always_last: a click while an image is still being made (the tab's first image, say) is kept

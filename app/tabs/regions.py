@@ -200,7 +200,9 @@ def build_regions(backends: Backends):
     gr.Markdown("Paint regions with the palette colours, give each colour a prompt, and generate. "
                 "**SpaText** uses the model's trained region channels; **MultiDiffusion** works with any model "
                 "(one denoising pass per region, blended by the masks); **paint-with-words** boosts each region's "
-                "words in the cross-attention inside its region.")
+                "words in the cross-attention inside its region. Where the model's world has one (Shapes), the "
+                "**object planner** turns each painted area whose prompt names a shape into that shape, fitted "
+                "inside the area: the area says where, the prompt says what.")
     with gr.Row():
         with gr.Column(scale=3, min_width=360):
             canvas = region_canvas()
@@ -234,7 +236,7 @@ def build_regions(backends: Backends):
             gen_btn = gr.Button("Generate", variant="primary", elem_id="regions-generate")
         with gr.Column(scale=2, min_width=280):
             preview = gr.Image(label="Regions as the model gets them", interactive=False, height=260,
-                               elem_id="regions-preview")
+                               elem_id="regions-preview", buttons=["download", "fullscreen"])  # no share-to-Hub
             notes = gr.Markdown(_notes_md(None), elem_id="regions-notes")
             gallery = gr.Gallery(label="Result", columns=3, height="auto", object_fit="contain",  # one image: full width
                                  elem_id="regions-result")

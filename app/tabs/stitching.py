@@ -218,12 +218,12 @@ def build_stitching(backends: Backends):
                 kind = gr.Radio(list(KINDS), value="relative", label="Through")
             demo_item = gr.Dropdown(choices=[], label="Pick a test item", elem_id="st-demo-item")
             with gr.Row():
-                demo_img = gr.Image(label="Item", height=140, interactive=False, elem_id="st-demo-image")
+                demo_img = gr.Image(label="Item", height=140, interactive=False, elem_id="st-demo-image", buttons=["download", "fullscreen"])
                 upload = gr.Image(label="…or upload an image", height=140, type="numpy", sources=["upload"])
             with gr.Row():
                 demo_label = gr.Label(num_top_classes=5, label="Prediction", elem_id="st-demo-label")
                 demo_dec = gr.Image(label="Rendered by the head-side decoder", height=140, interactive=False,
-                                    elem_id="st-demo-decoded")
+                                    elem_id="st-demo-decoded", buttons=["download", "fullscreen"])
             demo_md = gr.Markdown(elem_id="st-demo-md")
 
     # -- wiring ------------------------------------------------------------------------
