@@ -171,10 +171,11 @@ def build_directions(backends: Backends):
             raise InputError("choose a direction for the strip")
         ss, imgs, ist, chosen = svc.strip(state["source"], did, strength if strength else None, frames, t0, t1, half)
         unit = "" if svc.get(did).kind == "text" else "σ"
-        md = f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
+        md = f"Frames at the strengths under them{' (in σ)' if unit else ' (shares of the text shift)'}. " \
+             f"ISTD (smoothness; lower is smoother): **{ist:.4f}**"
         if chosen:
             md = f"Range **±{chosen['range']:g}{unit}**, read off this image's change curve: {chosen['reason']}. " + md
-        return [(enlarge(im, 128), f"{s:+.1f}{unit}") for s, im in zip(ss, imgs)], md
+        return [(enlarge(im, 128), f"{s:+.1f}") for s, im in zip(ss, imgs)], md
 
     @guard
     def ui_judge(did, n, progress=gr.Progress()):
@@ -260,7 +261,8 @@ def build_directions(backends: Backends):
                     strip_s = gr.Number(value=0, label="± strength (0: read off this image's change curve)")
                     strip_n = gr.Slider(3, 21, value=11, step=1, label="Frames")
                 strip_btn = gr.Button("Make strip", elem_id="dir-strip-make")
-                strip = gr.Gallery(label="Strip", columns=11, height=140, object_fit="contain", fit_columns=False,
+                # two rows of 6: in one row of 11 the frames were 30 px wide in this column
+                strip = gr.Gallery(label="Strip", columns=6, height=250, object_fit="contain", fit_columns=False,
                                    elem_id="dir-strip")
                 strip_md = gr.Markdown(elem_id="dir-strip-note")
             with gr.Accordion("h-space map (click a sample to start from it)", open=False):
