@@ -14,7 +14,10 @@
 # scenes naming a square are drawn twice as often: squares were the one shape under 80% (66% at 76k).
 # From step ~108,000 one-object scenes of a small square are drawn 2.5 times as often again: at 102k-106k
 # large and medium squares were drawn right (96-97% by the geometric scorer), small ones mostly as
-# blobs (38-41%; backends/shapes/geometric_scorer.py, scripts/compare_shape_scorers.py).
+# blobs (38-41%; backends/shapes/geometric_scorer.py, scripts/compare_shape_scorers.py); at 114k: 57%.
+# From step ~118,000 stars too: scenes naming a star 1.5 times as often, one-object small stars 2.5 times
+# again, as the geometric scorer reads 5% of small and 61% of medium stars as five-pointed at 114k
+# (the generator draws four-pointed ones, which the judge counts as stars).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh app
@@ -27,4 +30,4 @@ exec nice -n 5 .venv/bin/python -m backends.shapes.train generator --resume \
   --steps 160000 --lr 2e-4 --warmup 500 --decay-start 20000 --lr-min-frac 0.1 --t-focus 50,600,0.5 \
   --stream-chunks 12 --chunk-size 10000 --new-chunk-every 2000 --p-map 0.5 --p-rough 0.9 \
   --guide-step 0 --eval-every 2000 --eval-n 200 --eval-method model --eval-regions 60 --ckpt-every 1000 \
-  --shape-weight square=2 --small-weight square=2.5 --threads 1 --no-progress "$@"
+  --shape-weight square=2 --shape-weight star=1.5 --small-weight square=2.5 --small-weight star=2.5 --threads 1 --no-progress "$@"
