@@ -81,3 +81,20 @@ def test_the_two_object_report_asks_for_two_different_shapes_and_scores_both():
         pytest.skip("no Shapes generator weights in assets/ yet")
     res = run(2, seed=0)
     assert set(res) == {"text", "layout"} and all(0 <= r["both_right"] <= 1 and r["n"] == 2 for r in res.values())
+    assert 0 <= res["layout"]["geometric_shapes_right"] <= 1
+
+
+def test_area_shapes_reads_each_laid_out_object_on_its_own():
+    """The geometric check of the two-object report: each layout area read alone, the other object
+    painted over with the background, so a rendered "circle and square" reads as exactly those two."""
+    from backends.shapes import scenes
+    from backends.shapes.prompt_layout import layout_from_prompt
+    from backends.shapes.two_objects_eval import area_shapes
+
+    lay = layout_from_prompt("a red circle and a blue square", 32)
+    centres = [np.argwhere(np.asarray(m) > 0.5).mean(0) / 32 for m in lay.maps]  # (row, col) of each area
+    objs = [scenes.ObjectSpec(shape, colour, "small", float(c[1]), float(c[0]))
+            for (shape, colour), c in zip([("circle", "red"), ("square", "blue")], centres)]
+    image = scenes.render(scenes.SceneSpec(objs, "black"), 32)[0]
+    assert area_shapes(image, lay.maps) == ["circle", "square"]
+    assert sorted(area_shapes(image, lay.maps[::-1])) == ["circle", "square"]

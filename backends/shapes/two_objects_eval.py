@@ -8,7 +8,9 @@ every second one ends "on a black background"), one seed each, the model's defau
 guidance 3.5; the text-only row with the model's own guidance method, the laid-out row with
 classifier-free guidance, as the Generate tab does). Scored by the failure search's surrogate
 (backends/shapes/failures.py): the two largest foreground objects, each read by the judge's object
-net; a prompt counts when both asked (shape, colour) pairs are among them.
+net; a prompt counts when both asked (shape, colour) pairs are among them. The laid-out row also
+reports the geometric scorer's reading of the shape in each layout area (``area_shapes``), as a check
+on the judge's object net, which misreads squares drawn with bent sides.
 """
 from __future__ import annotations
 
@@ -64,7 +66,24 @@ def run(n: int = 200, seed: int = 0, pipe=None, surrogate=None) -> dict:
         sc = surrogate.score(np.stack(images), asked)
         out[mode] = {"both_right": float(1 - sc.failed.mean()), "n": n,
                      "seconds_per_image": (time.perf_counter() - t0) / n}
+        if mode == "layout":  # a second opinion on the shapes: each area read by the geometric scorer
+            out[mode]["geometric_shapes_right"] = float(np.mean([
+                sorted(area_shapes(im, layout_from_prompt(p, size).maps)) == sorted([a["shape"], a["shape2"]])
+                for im, p, a in zip(images, prompts, asked)]))
     return out
+
+
+def area_shapes(image: np.ndarray, maps) -> list[str]:
+    """The geometric scorer's shape in each layout area (grown by 2 pixels, the rest painted with the
+    border colour): a reading of laid-out objects that does not go through the judge."""
+    from scipy import ndimage
+
+    from backends.shapes.geometric_scorer import classify_shapes
+
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    bg = np.median(border, 0).astype(np.uint8)
+    alone = [np.where(ndimage.binary_dilation(np.asarray(m) > 0.5, iterations=2)[..., None], image, bg) for m in maps]
+    return classify_shapes(np.stack(alone))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     res = run(args.n, args.seed)
     for mode, r in res.items():
-        print(f"{mode}: both objects right {r['both_right']:.3f} of {r['n']} prompts, {r['seconds_per_image']:.2f} s / image")
+        geo = f"; geometric scorer: both shapes right {r['geometric_shapes_right']:.3f}" if "geometric_shapes_right" in r else ""
+        print(f"{mode}: both objects right {r['both_right']:.3f} of {r['n']} prompts, {r['seconds_per_image']:.2f} s / image{geo}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": res}, f, indent=1)
