@@ -387,3 +387,22 @@ def test_small_weight_draws_small_one_object_scenes_of_that_shape_more_often():
     assert p[0] == pytest.approx(6 * p[3]) and p[1] == pytest.approx(2 * p[3]) and p[2] == pytest.approx(2 * p[3])
     with pytest.raises(ValueError, match="areas"):
         shape_draw_weights(caps, {}, small={"square": 3.0})
+
+
+def test_the_accuracy_curve_keeps_each_evaluation_and_its_geometric_reading(tmp_path):
+    """eval_curve reads the run's JSONL log: one point per successful eval event, in order, with the
+    judge's and the geometric scorer's readings; training lines, failed evals and torn lines are skipped."""
+    import json
+
+    from backends.shapes.train_generator import eval_curve
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"step": 1000, "loss": 0.1},
+             {"step": 2000, "event": "eval", "joint": 0.5, "per_shape": {"square": 0.4}, "geometric": {"joint": 0.45}},
+             {"step": 4000, "event": "eval", "eval_error": "out of memory"},
+             {"step": 6000, "event": "eval", "joint": 0.7, "per_shape": {"square": 0.6}}]
+    log.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 7000, "ev')
+    curve = eval_curve(log)
+    assert [c["step"] for c in curve] == [2000, 6000]
+    assert curve[0]["geometric"] == {"joint": 0.45} and "geometric" not in curve[1] and curve[1]["joint"] == 0.7
+    assert eval_curve(tmp_path / "missing.jsonl") == []

@@ -453,7 +453,7 @@ def eval_curve(log_path: Path) -> list[dict]:
                 continue
             if r.get("event") == "eval" and "eval_error" not in r:
                 out.append({k: r[k] for k in ("step", "time_s", "joint", "shape", "colour", "n", "scorer", "method",
-                                              "per_shape", "user_regions") if k in r})
+                                              "per_shape", "user_regions", "geometric") if k in r})
     return out
 
 
