@@ -119,3 +119,13 @@ def test_shipped_generator_strips_change_clearly_and_do_not_break():
             n += 1
     print(f"strips at the read-off range: clear change at an end {clear}/{n}, no broken frame {whole}/{n}")
     assert clear >= 0.75 * n and whole >= 0.9 * n
+
+
+def test_large_models_try_fewer_strengths():
+    """A change curve costs two frames per strength: Shapes (32 px) tries 9 strengths, a model with
+    512-pixel images (Stable Diffusion, each frame a full denoising pass) 4, for either kind of direction."""
+    from backends.generative.change_curve import H_GRID_SHORT, TEXT_GRID, TEXT_GRID_SHORT, default_grid
+
+    assert default_grid(False, 32) == H_GRID and default_grid(True, 32) == TEXT_GRID
+    assert default_grid(False, 512) == H_GRID_SHORT and default_grid(True, 512) == TEXT_GRID_SHORT
+    assert len(H_GRID_SHORT) == 4 and max(H_GRID_SHORT) <= max(H_GRID)
