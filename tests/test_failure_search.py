@@ -161,6 +161,27 @@ def test_the_shapes_judge_surrogate_reads_rendered_scenes():
     assert not ok.failed[0] and bad.failed[0] and "red circle" in ok.drawn[0]
 
 
+def test_a_doubtful_verdict_shows_the_outline_reading():
+    """Where the judge and the geometric scorer read a single object's shape differently, "drawn" says
+    both (the verdict stays the judge's): a person sees which failures are doubtful."""
+    from backends.shapes import scenes
+    from backends.shapes.failures import JudgeSurrogate
+
+    class TriangleJudge:  # reads every image as a red triangle
+        labels = {"shape": ["circle", "square", "triangle", "star", "cross"], "colour": ["red", "blue"],
+                  "size": ["small", "medium", "large"], "position": ["center", "top"]}
+
+        def predict_proba(self, images):
+            n = len(images)
+            return {k: np.tile(np.eye(len(v))[2 if k == "shape" else 0], (n, 1)) for k, v in self.labels.items()}
+
+    square = scenes.render(scenes.SceneSpec([scenes.ObjectSpec("square", "red", "large", 0.5, 0.5, 10.0)], "black"), 32)[0]
+    triangle = scenes.render(scenes.SceneSpec([scenes.ObjectSpec("triangle", "red", "large", 0.5, 0.5, 0.0)], "black"), 32)[0]
+    s = JudgeSurrogate(TriangleJudge()).score(np.stack([square, triangle]), [{"colour": "red", "shape": "square"}] * 2)
+    assert list(s.failed) == [True, True]
+    assert s.drawn == ["red triangle (outline reads square)", "red triangle"]
+
+
 def test_tiny_sd_code_path_with_a_stub_encoder(tmp_path):
     pytest.importorskip("diffusers")
     import torch

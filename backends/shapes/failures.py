@@ -4,7 +4,10 @@ The surrogate is the factor judge (backends/shapes/judge.py), which reads render
 - single-object families: the scene net's probabilities; agreement = the lowest probability of an
   asked value; failed = the judged shape or colour is not the asked one (the protocol of
   eval_generator's shape+colour score); features = the probabilities of every factor plus the asked
-  shape and colour (one-hot), so failures cluster by what was asked and what was drawn;
+  shape and colour (one-hot), so failures cluster by what was asked and what was drawn; "drawn" adds
+  the geometric scorer's reading of the outline where it differs from the judge's ("green triangle
+  (outline reads square)"): the judge misreads some bent-sided squares and calls four-pointed stars
+  stars, so a person sees where its verdict is doubtful;
 - two-object families: the two largest foreground components (pixels far from the border colour),
   each read by the object net; agreement = for the worse-served asked object, the best
   p(shape) * p(colour) among the detected objects; failed = an asked object is not among them.
@@ -63,15 +66,19 @@ class JudgeSurrogate:
         images = np.asarray(images)
         if asked and "shape2" in asked[0]:
             return self._two(images, asked)
+        from backends.shapes.geometric_scorer import classify_shapes
+
         p = self.judge.predict_proba(images)
         lab = self.judge.labels
+        outline = classify_shapes(images)  # a second opinion on the shape, shown where it differs
         agree, failed, drawn, feats = [], [], [], []
         for i, a in enumerate(asked):
             keys = [k for k in ("shape", "colour", "size", "position") if k in a]
             agree.append(min(float(p[k][i, lab[k].index(a[k])]) for k in keys))
             read = {k: lab[k][int(p[k][i].argmax())] for k in p}
             failed.append(any(read[k] != a[k] for k in keys))
-            drawn.append(f"{read['colour']} {read['shape']}")
+            note = f" (outline reads {outline[i]})" if outline[i] not in (read["shape"], "none") else ""
+            drawn.append(f"{read['colour']} {read['shape']}{note}")
             onehot = [np.eye(len(lab[k]))[lab[k].index(a[k])] for k in ("shape", "colour")]
             feats.append(np.concatenate([p[k][i] for k in ("shape", "colour", "size", "position")] + onehot))
         return Scores(np.asarray(agree), drawn, np.asarray(failed), np.asarray(feats, np.float32))
