@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from backends.generative.change_curve import CLEAR_CHANGE, H_GRID, choose_range, visible_change
+from backends.generative.change_curve import CLEAR_CHANGE, H_GRID, TEXT_GRID, choose_range, visible_change
 from backends.shapes import scenes
 from backends.shapes.edit_checks import broken_frames, count_objects
 
@@ -129,3 +129,16 @@ def test_large_models_try_fewer_strengths():
     assert default_grid(False, 32) == H_GRID and default_grid(True, 32) == TEXT_GRID
     assert default_grid(False, 512) == H_GRID_SHORT and default_grid(True, 512) == TEXT_GRID_SHORT
     assert len(H_GRID_SHORT) == 4 and max(H_GRID_SHORT) <= max(H_GRID)
+
+
+def test_a_text_directions_curve_looks_at_the_side_its_strip_shows():
+    """A text direction's strip runs from 0 to +s, so its curve renders +s only (one frame a strength)."""
+    from backends.generative import directions as D
+    from backends.generative import hspace
+    from backends.generative.change_curve import change_curve
+    from test_hspace import tiny_pipe
+
+    pipe = tiny_pipe(image_size=32)
+    src = hspace.generate(pipe, "a red circle", seeds=0, steps=3)
+    c = change_curve(pipe, src, D.text_direction(pipe, "a red circle", "a blue circle"), keep_images=True)
+    assert len(c.images) == len(TEXT_GRID) == len(c.change) and c.range in TEXT_GRID

@@ -9,7 +9,8 @@ the object turns purple), and some break the image a little further out (two blo
 strip's default range is therefore measured on the image being stripped:
 
 - the image is edited by ±s for each s of a grid (one batched pass of 2 × len(grid) frames);
-- change(s) = the larger of the two sides' visible change: the pixels whose colour moved by more than
+- change(s) = the larger of the two sides' visible change (a text direction's strip runs from 0 to +s,
+  so only that side): the pixels whose colour moved by more than
   ``PIXEL_THRESHOLD`` (RGB distance), as a share of the scene's foreground (the pixels off the border
   colour in the unedited or the edited image, whichever is larger; at least 2% of the image), capped
   at 1. A small object that turns another colour or moves counts as fully changed, as it does for a
@@ -53,7 +54,8 @@ class ChangeCurve:
     broken: np.ndarray  # (S,) bool: a frame at +s or −s is broken
     range: float
     reason: str
-    images: np.ndarray | None = field(default=None, repr=False)  # (2S, H, W, 3): −s (descending), then +s
+    # (2S, H, W, 3): −s (descending), then +s; a text direction's (S, H, W, 3): +s only (its strip runs from 0)
+    images: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         return {"range": self.range, "reason": self.reason, "clear_change": CLEAR_CHANGE,
@@ -121,16 +123,18 @@ def change_curve(pipe, traj, direction, *, grid=None, broken: Callable | None = 
     if s.ndim != 1 or not len(s) or np.any(s <= 0) or np.any(np.diff(s) <= 0):
         raise ValueError("the grid has to be increasing positive strengths")
     src = D._row(traj, 0) if traj.batch > 1 else traj
-    ss = np.concatenate([-s[::-1], s])
-    if text:  # text directions edit all frames with one strength: one render per strength
-        imgs = np.concatenate([D.render(pipe, src, [direction], [v]) for v in ss])
-    else:
-        imgs = D.render(pipe, src, [direction], ss[:, None], t_range=t_range, delta_half=delta_half)
     base = src.images[0]
-    ch = visible_change(imgs, base)
-    bad = np.zeros(len(ss), bool) if broken is None else np.asarray(broken(base, imgs), bool)
-    n = len(s)
-    change = np.maximum(ch[:n][::-1], ch[n:])
-    brk = bad[:n][::-1] | bad[n:]
+    if text:  # a text direction's strip runs from 0 to +s, and it edits with one strength a render
+        imgs = np.concatenate([D.render(pipe, src, [direction], [v]) for v in s])
+        change = visible_change(imgs, base)
+        brk = np.zeros(len(s), bool) if broken is None else np.asarray(broken(base, imgs), bool)
+    else:
+        ss = np.concatenate([-s[::-1], s])
+        imgs = D.render(pipe, src, [direction], ss[:, None], t_range=t_range, delta_half=delta_half)
+        ch = visible_change(imgs, base)
+        bad = np.zeros(len(ss), bool) if broken is None else np.asarray(broken(base, imgs), bool)
+        n = len(s)
+        change = np.maximum(ch[:n][::-1], ch[n:])
+        brk = bad[:n][::-1] | bad[n:]
     r, why = choose_range(s, change, brk)
     return ChangeCurve(s, change, brk, r, why, imgs if keep_images else None)
