@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         if half == "cond":
             curve("mean(h+) - mean(h-), asymmetric, first half of the steps", d, src, base, dh, asymmetric=True,
                   t_range=(0.0, 0.5))
-    # the oracle: each source gets the exact h of its own blue-prompt twin (same seed) at every step
+    # the oracle: each source gets its own per-step Δh to its blue-prompt twin (same seed), h_twin - h_source
+    # read off the two unedited runs (the twin's exact h at the first step; after it, added to the edited run's h)
     cols = src_factors["colour"].astype(str).to_numpy()
     idx = [i for i in range(len(src_prompts)) if cols[i] != "blue" and re.search(rf"\b{cols[i]}\b", src_prompts[i])]
     seeds = [1000 + i for i in idx]
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
             delta[max(1, int(np.ceil(frac * len(delta)))):] = 0
             c, k = score(src, base, hspace.edit(pipe, src, delta, delta_half="cond"))
             out.append(f"{m}x {c:.0%}/{k:.0%}")
-        print(f"{f'oracle: the blue twin exact h, first {frac:.0%} of the steps (cond / cond)':58s} {'  '.join(out)}"
+        print(f"{f'oracle: per-step Δh to the blue twin, first {frac:.0%} of the steps (cond / cond)':58s} {'  '.join(out)}"
               f"   ({len(idx)} sources; the twins themselves are judged blue: "
               f"{np.mean(judge.predict(twin.images)['colour'] == 'blue'):.0%})", flush=True)
     return 0

@@ -276,7 +276,7 @@ def test_top10_pca_directions_have_dominant_factors(shapes_bank):
                                         "changes the colour on 0% (shape kept 100%) at the default 1.59 sigma, as the "
                                         "step-86000 one (0%, 96%), the step-76000 one (0%, 92%) and the step-54000 one "
                                         "(0%, 96%) did; no layer, half, strength or recipe reaches 80% colour with 90% "
-                                        "shape kept, and even the exact h of each source's blue twin turns only 78% "
+                                        "shape kept, and even each source's own per-step Δh to its blue twin turns only 78% "
                                         "blue (scripts/colour_direction_recipes.py, docs/directions.md)")
 def test_supervised_colour_direction_changes_colour_and_keeps_shape(shapes_bank):
     pipe, judge, bank = shapes_bank
