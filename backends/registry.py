@@ -367,7 +367,8 @@ class Backends:
         steps, g = sampling_defaults(spec)
         return {"steps": steps, "guidance_scale": g, "region_guidance_scale": g,
                 "guidance_methods": guidance_methods(spec), "directions_record_half": "uncond",
-                "directions_delta_half": "both", "region_methods": {}}
+                "directions_delta_half": "both", "region_methods": {},
+                "supervised_directions": {}}
 
     def region_planner(self, model: str | None = None):
         """The object planner of the Regions model `model` (default: the active generator's world), or

@@ -38,4 +38,6 @@ step inversion env OMP_NUM_THREADS=1 $PY -m pytest -q -s -p no:cacheprovider tes
 step bench_directions $PY bench/bench_directions.py
 # issue 22: PCA, Jacobian and NoiseCLR directions judged, and the disentanglement table, on this model
 step eval_directions $PY scripts/eval_directions.py --threads 2 --json "$O/eval_directions.json"
+# issue 17: what the tab's supervised directions do (recorded in generator.json, where the Directions tab reads it)
+step supervised_directions $PY -m backends.shapes.supervised_eval --record --json "$O/supervised_directions.json"
 echo "done $(date)" | tee -a "$O/measure.log"

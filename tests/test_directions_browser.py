@@ -156,3 +156,29 @@ def test_a_strip_without_a_strength_says_how_its_range_was_read(directions_url, 
     finally:
         ctx.close()
 
+
+
+def test_the_supervised_section_says_what_each_factors_direction_does_here(directions_url, browser):
+    """Beside the Supervised section: the shipped generator's measured note for the chosen factor, updated
+    when the factor changes (what supervised_eval --record wrote into generator.json)."""
+    from app.services.directions import supervised_note
+    from backends.registry import Backends
+
+    notes = {f: supervised_note(Backends(), f) for f in ("colour", "size")}
+    if not all(notes.values()):
+        pytest.skip("the shipped generator.json has no supervised-direction measurements")
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = ctx.new_page()
+    try:
+        page.goto(directions_url)
+        page.get_by_text("Supervised (Shapes factors)").click()
+        note = page.locator("#dir-supervised-note")
+        note.wait_for(state="visible", timeout=30_000)
+        assert "colour → blue" in note.inner_text() and "size" not in note.inner_text()
+        page.get_by_label("Factor").click()
+        page.get_by_role("option", name="size", exact=True).click()
+        page.wait_for_function("document.querySelector('#dir-supervised-note').innerText.includes('size → large')",
+                               timeout=30_000)
+        assert "colour →" not in note.inner_text()
+    finally:
+        ctx.close()

@@ -74,6 +74,24 @@ def half_defaults(backends: Backends) -> tuple[str, str]:
     return record, delta
 
 
+def supervised_note(backends: Backends, factor: str) -> str:
+    """What the Supervised section's direction for `factor` did on the active generator, measured with the
+    tab's defaults (backends/shapes/supervised_eval.py --record); a factor whose direction rarely reaches
+    its target says so. Empty where nothing was measured."""
+    scores = backends.generator_defaults().get("supervised_directions") or {}
+    lines = []
+    for name, r in scores.items():
+        if name.split(" → ")[0] != factor:
+            continue
+        line = (f"Measured on this model with the tab's defaults: **{name}** at its default strength "
+                f"({r['strength']:g}σ) brings {r['reached']:.0%} of the sources there and keeps their other "
+                f"factors on {r['others_kept']:.0%}.")
+        if r["reached"] < 0.5:
+            line = f"**A {factor} direction in h rarely changes the {factor} on this model**: change it in the prompt. " + line
+        lines.append(line)
+    return "\n\n".join(lines)
+
+
 def to_data_url(img: np.ndarray) -> str:
     from PIL import Image
 

@@ -23,6 +23,7 @@ from app.services.directions import (
     DirectionsService,
     half_defaults,
     parse_sample_ids,
+    supervised_note,
     to_data_url,
 )
 from backends.errors import InputError
@@ -294,6 +295,7 @@ def build_directions(backends: Backends):
                 nc_btn = gr.Button("Learn", elem_id="dir-noiseclr")
             with gr.Accordion("Supervised (Shapes factors)", open=False):
                 factor = gr.Dropdown(["colour", "shape", "size", "position"], value="colour", label="Factor")
+                sup_note = gr.Markdown(supervised_note(backends, "colour"), elem_id="dir-supervised-note")
                 value = gr.Textbox(value="blue", label="Towards value")
                 from_value = gr.Textbox(label="From value (optional; default: all others)")
                 labels = gr.Radio(["truth", "judge"], value="truth", label="Labels")
@@ -380,6 +382,7 @@ def build_directions(backends: Backends):
                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
     nc_btn.click(with_export(ui_noiseclr), [nc_k, nc_steps, pca_n], lib_outs_x,
                  concurrency_id="model-directions", concurrency_limit=1, **hidden)
+    factor.change(lambda f: supervised_note(backends, f), factor, sup_note, queue=False, show_progress="hidden", **hidden)
     sup_btn.click(with_export(ui_supervised), [factor, value, from_value, ortho, labels, layer, rhalf], lib_outs_x,
                   concurrency_id="model-directions", concurrency_limit=1, **hidden)
     grp_btn.click(with_export(ui_groups), [grp_a, grp_b, layer, rhalf], lib_outs_x,

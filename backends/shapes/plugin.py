@@ -46,7 +46,9 @@ def _defaults() -> dict:
             "directions_record_half": c.directions_record_half, "directions_delta_half": c.directions_delta_half,
             "eta": c.eta,
             # how each region method did on user-like painted layouts (regions_eval --record), per method
-            "region_methods": dict((c.metrics or {}).get("regions_user", {}).get("methods", {}))}
+            "region_methods": dict((c.metrics or {}).get("regions_user", {}).get("methods", {})),
+            # what the Directions tab's supervised directions did on this model (supervised_eval --record)
+            "supervised_directions": dict((c.metrics or {}).get("supervised_directions", {}).get("directions", {}))}
 
 
 def _fingerprint() -> str:

@@ -1,0 +1,108 @@
+"""What the Directions tab's supervised directions do on the shipped Shapes generator, as a user runs them.
+
+    python -m backends.shapes.supervised_eval [--sources 24] [--record] [--json OUT]
+
+For one target per factor (colour → blue, shape → circle, size → large, position → center) the tab's
+"Supervised" direction is built with the tab's defaults (prompt labels, its sample bank, the guidance
+halves the model's config names), every source is edited by + its default strength, and the judge
+reads the result: `reached` is the share of the sources not already at the target that end there,
+`others_kept` the share of all sources whose other three factors stay as they were. The sources are
+those of the quality bar in tests/test_directions.py (test prompts, seeds from 1000).
+
+--record writes the scores into assets/shapes/generator.json (metrics.supervised_directions), where the
+Directions tab reads them to tell a user, beside the Supervised section, what a factor's direction does
+on this model (app/services/directions.py, ``supervised_note``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TARGETS = (("colour", "blue"), ("shape", "circle"), ("size", "large"), ("position", "center"))
+FACTORS = ("shape", "colour", "size", "position")
+
+
+def score(base, after, factor: str, value: str) -> dict:
+    """reached / others_kept from the judge's tables before and after (+ n, the sources not at the target)."""
+    b = base[factor].astype(str).to_numpy()
+    a = after[factor].astype(str).to_numpy()
+    todo = b != value
+    others = [f for f in FACTORS if f != factor and f in base.columns and f in after.columns]
+    kept = np.all(base[others].astype(str).to_numpy() == after[others].astype(str).to_numpy(), axis=1)
+    return {"reached": float(np.mean(a[todo] == value)) if todo.any() else float("nan"),
+            "others_kept": float(np.mean(kept)), "n": int(todo.sum())}
+
+
+def measure(svc, n_sources: int = 24, targets=TARGETS) -> dict:
+    """{name: {reached, others_kept, strength, n}} for each target, with the tab's defaults in `svc`."""
+    from app.services.directions import half_defaults
+    from backends.generative import directions as D
+    from backends.generative import hspace
+
+    pipe, judge = svc.pipe, svc.judge
+    record, delta = half_defaults(svc.b)
+    prompts, _ = D.shapes_prompts(n_sources, seed=7)
+    sources = hspace.generate(pipe, prompts, seeds=1000, steps=10)
+    base = judge.predict(sources.images)
+    out = {}
+    for factor, value in targets:
+        d = svc.get(svc.supervised(factor, value, half=record))
+        imgs = D.render(pipe, sources, [d], np.full((sources.batch, 1), d.default_strength), delta_half=delta)
+        r = score(base, judge.predict(imgs), factor, value)
+        out[f"{factor} → {value}"] = {**r, "strength": round(float(d.default_strength), 2)}
+        print(json.dumps({"direction": f"{factor} → {value}", **out[f"{factor} → {value}"]}), flush=True)
+    return out
+
+
+def record(results: dict, *, n_sources: int, config_path=None) -> None:
+    """Write the scores into the generator's JSON config (metrics.supervised_directions)."""
+    from backends.shapes.generator import CONFIG
+
+    path = config_path or CONFIG
+    d = json.loads(path.read_text())
+    d.setdefault("metrics", {})["supervised_directions"] = {
+        "n_sources": n_sources, "labels": "truth",
+        "directions": {k: {"reached": round(float(v["reached"]), 3), "others_kept": round(float(v["others_kept"]), 3),
+                           "strength": float(v["strength"])} for k, v in results.items()}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(d, indent=1))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m backends.shapes.supervised_eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sources", type=int, default=24)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--record", action="store_true", help="write the scores into assets/shapes/generator.json")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from app.services.directions import DirectionsService
+    from backends.registry import Backends
+    from backends.settings import Settings
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="supervised-eval-") as cache:
+        svc = DirectionsService(Backends(Settings.from_env(cache_dir=cache)))
+        if svc.judge is None:
+            p.error("no judge: assets/shapes/judge.safetensors is missing")
+        results = measure(svc, args.sources)
+    print(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.record:
+        record(results, n_sources=args.sources)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
