@@ -129,6 +129,10 @@ def test_one_training_step_runs_and_resumes(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA GPU"):
             train_generator.main(args[:2] + ["5"] + args[3:] + ["--resume", "--device", "cuda"])
+    # the h-swap loss on colour twins (backends/shapes/colour_twins.py) joins the step and is logged
+    assert train_generator.main(args[:2] + ["5"] + args[3:] + ["--resume", "--swap-pairs", "2", "--device", "cpu"]) == 0
+    last = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line][-1]
+    assert last["step"] == 5 and last["mse_swap"] > 0
 
 
 def test_shipped_weights_load_and_generate():

@@ -466,6 +466,20 @@ TEXT_AT = {  # --text-at: (down_block_types, up_block_types or None for the mirr
 }
 
 
+def swap_step(gen, alphas, data: dict, rng: np.random.Generator, k: int, **kw):
+    """The h-swap loss (backends/shapes/colour_twins.py) on k one-object scenes of the pool and their twins."""
+    from backends.shapes.colour_twins import colour_twins, swap_h_loss
+    from backends.shapes.text import _clean, get_text_encoder
+
+    single = np.nonzero((data["rids"] >= 0).sum(1) == 1)[0]
+    idx = rng.choice(single, size=k, replace=False)
+    twins, caps, ok = colour_twins(data["images"][idx], data["captions"][idx], data["bgs"][idx], rng)
+    idx, twins, caps = idx[ok], twins[ok], [c for c, o in zip(caps, ok) if o]
+    b_states, b_mask = _encode_sorted(get_text_encoder(), [_clean(c) for c in caps], data["states"].shape[1])
+    return swap_h_loss(gen, alphas, data["images"][idx], twins, data["states"][idx], data["tmask"][idx],
+                       b_states, b_mask, rng, **kw)
+
+
 def learning_rate(step: int, args) -> float:
     """Linear warm-up, constant, then (with --decay-start) a linear fall to lr_min_frac * lr at --steps."""
     lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
@@ -522,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of region-map samples whose regions are rough painted areas (boxes, ellipses, brush "
                         "blobs, dilated masks) instead of silhouettes, with the caption swapped for a background-only "
                         "or empty prompt half the time (default 0: silhouettes, the full caption)")
+    p.add_argument("--swap-pairs", type=int, default=0, metavar="K",
+                   help="each step, also K one-object scenes and their colour twins with their h swapped, each asked "
+                        "for its twin's image (backends/shapes/colour_twins.py): trains the decoder to take colour "
+                        "from h, so a colour direction in h can change it (default 0: off)")
+    p.add_argument("--swap-weight", type=float, default=1.0, help="weight of the h-swap loss (default 1)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new run from these generator weights (a shipped generator.safetensors) instead of "
                         "random ones; its config must match the flags")
@@ -819,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
                                   bg_prompts=bg_prompts, empty=empty)
         loss, info = training_loss(gen, alphas, batch, rng, empty=empty, snr_clip=(1.0, args.snr_max),
                                    p_map=args.p_map, t_focus=t_focus, bf16=args.bf16)
+        if args.swap_pairs > 0:
+            sloss, sinfo = swap_step(gen, alphas, data, rng, args.swap_pairs, snr_clip=(1.0, args.snr_max),
+                                     t_focus=t_focus)
+            loss = loss + args.swap_weight * sloss
+            info.update(sinfo)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:  # average gradients over workers (one flat all-reduce)
