@@ -1,6 +1,6 @@
 """What the Directions tab's supervised directions do on the shipped Shapes generator, as a user runs them.
 
-    python -m backends.shapes.supervised_eval [--sources 24] [--record] [--json OUT]
+    python -m backends.shapes.supervised_eval [--sources 24] [--weights W] [--record] [--json OUT]
 
 For one target per factor (colour → blue, shape → circle, size → large, position → center) the tab's
 "Supervised" direction is built with the tab's defaults (prompt labels, its sample bank, the guidance
@@ -55,7 +55,7 @@ def measure(svc, n_sources: int = 24, targets=TARGETS) -> dict:
         imgs = D.render(pipe, sources, [d], np.full((sources.batch, 1), d.default_strength), delta_half=delta)
         r = score(base, judge.predict(imgs), factor, value)
         out[f"{factor} → {value}"] = {**r, "strength": round(float(d.default_strength), 2)}
-        print(json.dumps({"direction": f"{factor} → {value}", **out[f"{factor} → {value}"]}), flush=True)
+        print(json.dumps({"direction": f"{factor} → {value}", **out[f"{factor} → {value}"]}, ensure_ascii=False), flush=True)
     return out
 
 
@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m backends.shapes.supervised_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", default=None, help="a generator.safetensors to measure (default: the shipped one)")
     p.add_argument("--record", action="store_true", help="write the scores into assets/shapes/generator.json")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.record and args.weights:
+        p.error("--record writes the shipped generator's config: measure it without --weights")
 
     import torch
 
@@ -91,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="supervised-eval-") as cache:
-        svc = DirectionsService(Backends(Settings.from_env(cache_dir=cache)))
+        pipe = None
+        if args.weights:
+            from backends.shapes.pipeline import load_shapes_pipeline
+
+            pipe = load_shapes_pipeline(path=args.weights)
+        svc = DirectionsService(Backends(Settings.from_env(cache_dir=cache)), pipe=pipe)
         if svc.judge is None:
             p.error("no judge: assets/shapes/judge.safetensors is missing")
         results = measure(svc, args.sources)
