@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -38,24 +37,25 @@ def score(base, after, factor: str, value: str) -> dict:
             "others_kept": float(np.mean(kept)), "n": int(todo.sum())}
 
 
-def measure(svc, n_sources: int = 24, targets=TARGETS) -> dict:
-    """{name: {reached, others_kept, strength, n}} for each target, with the tab's defaults in `svc`."""
-    from app.services.directions import half_defaults
+def measure(pipe, judge, *, record_half: str, delta_half: str, n_bank: int | None = None, n_sources: int = 24,
+            targets=TARGETS, cache=None) -> dict:
+    """{name: {reached, others_kept, strength, n}} for each target: the direction the tab's Supervised section
+    builds (its bank, prompt labels, h from `record_half`), applied to the sources with Δh in `delta_half`."""
     from backends.generative import directions as D
     from backends.generative import hspace
+    from backends.generative.hspace_corpus import DEFAULT_SAMPLES, shapes_bank
 
-    pipe, judge = svc.pipe, svc.judge
-    record, delta = half_defaults(svc.b)
+    bank = shapes_bank(pipe, n_bank or DEFAULT_SAMPLES, cache=cache, judge=judge, record_half=record_half)
     prompts, _ = D.shapes_prompts(n_sources, seed=7)
     sources = hspace.generate(pipe, prompts, seeds=1000, steps=10)
     base = judge.predict(sources.images)
     out = {}
     for factor, value in targets:
-        d = svc.get(svc.supervised(factor, value, half=record))
-        imgs = D.render(pipe, sources, [d], np.full((sources.batch, 1), d.default_strength), delta_half=delta)
-        r = score(base, judge.predict(imgs), factor, value)
-        out[f"{factor} → {value}"] = {**r, "strength": round(float(d.default_strength), 2)}
-        print(json.dumps({"direction": f"{factor} → {value}", **out[f"{factor} → {value}"]}, ensure_ascii=False), flush=True)
+        d = D.factor_direction(bank, factor, value, labels="truth")
+        imgs = D.render(pipe, sources, [d], np.full((sources.batch, 1), d.default_strength), delta_half=delta_half)
+        name = f"{factor} → {value}"
+        out[name] = {**score(base, judge.predict(imgs), factor, value), "strength": round(float(d.default_strength), 2)}
+        print(json.dumps({"direction": name, **out[name]}, ensure_ascii=False), flush=True)
     return out
 
 
@@ -87,22 +87,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from app.services.directions import DirectionsService
-    from backends.registry import Backends
-    from backends.settings import Settings
+    from backends.shapes.generator import shipped_config
+    from backends.shapes.judge import WEIGHTS as JUDGE
+    from backends.shapes.judge import load_judge
+    from backends.shapes.pipeline import load_shapes_pipeline
 
+    if not JUDGE.exists():
+        p.error("no judge: assets/shapes/judge.safetensors is missing")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="supervised-eval-") as cache:
-        pipe = None
-        if args.weights:
-            from backends.shapes.pipeline import load_shapes_pipeline
-
-            pipe = load_shapes_pipeline(path=args.weights)
-        svc = DirectionsService(Backends(Settings.from_env(cache_dir=cache)), pipe=pipe)
-        if svc.judge is None:
-            p.error("no judge: assets/shapes/judge.safetensors is missing")
-        results = measure(svc, args.sources)
+    cfg = shipped_config()  # the halves the Directions tab starts with for Shapes
+    pipe = load_shapes_pipeline(path=args.weights)
+    results = measure(pipe, load_judge(), record_half=cfg.directions_record_half, delta_half=cfg.directions_delta_half,
+                      n_sources=args.sources)
     print(json.dumps({"seconds": round(time.time() - t0, 1)}))
     if args.json:
         with open(args.json, "w") as f:
