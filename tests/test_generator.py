@@ -410,3 +410,12 @@ def test_the_accuracy_curve_keeps_each_evaluation_and_its_geometric_reading(tmp_
     assert [c["step"] for c in curve] == [2000, 6000]
     assert curve[0]["geometric"] == {"joint": 0.45} and "geometric" not in curve[1] and curve[1]["joint"] == 0.7
     assert eval_curve(tmp_path / "missing.jsonl") == []
+
+
+def test_the_training_command_prints_its_help(capsys):
+    """`python -m backends.shapes.train generator --help` (argparse formats every flag's help with %)."""
+    from backends.shapes import train_generator
+
+    with pytest.raises(SystemExit) as e:
+        train_generator.main(["--help"])
+    assert e.value.code == 0 and "--swap-pairs" in capsys.readouterr().out
