@@ -21,7 +21,7 @@ def test_captions_name_their_colour_and_twins_swap_the_word_in_place():
 
 
 def test_a_twin_is_the_same_render_in_the_new_colour():
-    """Coverage-weighted renders: recolouring a red scene blue gives the blue scene's render (±1 level)."""
+    """Coverage-weighted renders: recolouring a red scene blue gives the blue scene's render (±2 levels)."""
     b = scenes.make_batch(6, seed=3, split="train", size=32, single=True)
     bgs = np.array([list(scenes.BACKGROUNDS).index(s.background) for s in b.specs])
     for k, spec in enumerate(b.specs):

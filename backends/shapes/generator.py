@@ -137,6 +137,17 @@ def shipped_config() -> GeneratorConfig:
     return GeneratorConfig.from_json(CONFIG.read_text()) if CONFIG.exists() else GeneratorConfig()
 
 
+def record_metric(name: str, value: dict, config_path=None) -> None:
+    """Write `value` as metrics[name] of the generator's JSON config (the shipped one by default), keeping
+    the rest of it; atomic. The evaluations that the app reads back (regions_eval, supervised_eval) use it."""
+    path = Path(config_path or CONFIG)
+    d = json.loads(path.read_text())
+    d.setdefault("metrics", {})[name] = value
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(d, indent=1))
+    tmp.replace(path)
+
+
 # ---------------------------------------------------------------------------------------
 # Latent codec (the VAE slot)
 

@@ -274,17 +274,12 @@ def run(n: int = 200, methods=ALL_METHODS, *, steps: int = 20, guidance: float =
 
 def record(results: dict, *, n: int, guidance: float, steps: int, config_path=None) -> None:
     """Write the user-like protocol's per-method scores into the generator's JSON config."""
-    from backends.shapes.generator import CONFIG
+    from backends.shapes.generator import record_metric
 
-    path = config_path or CONFIG
-    d = json.loads(path.read_text())
-    d.setdefault("metrics", {})["regions_user"] = {
+    record_metric("regions_user", {
         "n_layouts": n, "guidance": guidance, "steps": steps,
         "methods": {m: {k: round(float(r[k]), 3) for k in ("both", "inside", "background", "shape", "colour")}
-                    for m, r in results.items() if m != "real"}}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(d, indent=1))
-    tmp.replace(path)
+                    for m, r in results.items() if m != "real"}}, config_path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,17 +61,12 @@ def measure(pipe, judge, *, record_half: str, delta_half: str, n_bank: int | Non
 
 def record(results: dict, *, n_sources: int, config_path=None) -> None:
     """Write the scores into the generator's JSON config (metrics.supervised_directions)."""
-    from backends.shapes.generator import CONFIG
+    from backends.shapes.generator import record_metric
 
-    path = config_path or CONFIG
-    d = json.loads(path.read_text())
-    d.setdefault("metrics", {})["supervised_directions"] = {
+    record_metric("supervised_directions", {
         "n_sources": n_sources, "labels": "truth",
         "directions": {k: {"reached": round(float(v["reached"]), 3), "others_kept": round(float(v["others_kept"]), 3),
-                           "strength": float(v["strength"])} for k, v in results.items()}}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(d, indent=1))
-    tmp.replace(path)
+                           "strength": float(v["strength"])} for k, v in results.items()}}, config_path)
 
 
 def main(argv: list[str] | None = None) -> int:
